@@ -1,0 +1,61 @@
+# distribute: `make run` and `make test` set up everything on a fresh Debian machine (as root), then run.
+VENV      := .venv
+PY        := $(VENV)/bin/python
+STAMP     := $(VENV)/.installed
+EMBED_OUT := distribute/static/embed/.built
+# Debian packages the tests and the demo need (Chromium for browser tests, PostgreSQL for the
+# PostgreSQL backend, PHP/MariaDB/WordPress and Hugo for the CMS plugins).
+APT_PACKAGES := chromium postgresql php-cli php-codesniffer php-mysql mariadb-server wordpress hugo
+
+.PHONY: run test setup system-packages python-packages embed lint test-python test-js test-postgres bench clean
+
+run: setup
+	$(PY) -m distribute.demo
+
+test: setup lint test-js test-python test-postgres
+
+setup: system-packages python-packages embed
+
+system-packages:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@# Node.js may come from elsewhere than Debian (with its own npm); install Debian's only if absent.
+	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
+
+$(STAMP): pyproject.toml examples/distribute-lottery-scheduler/pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]' -e examples/distribute-lottery-scheduler
+	touch $@
+
+python-packages: $(STAMP)
+
+$(EMBED_OUT): $(wildcard embed/src/*) embed/package.json embed/package-lock.json embed/build.mjs
+	cd embed && npm ci --no-audit --no-fund --loglevel=error && node build.mjs
+	touch $@
+
+embed: $(EMBED_OUT)
+
+lint: python-packages
+	$(VENV)/bin/ruff check distribute tests benchmarks examples
+	$(VENV)/bin/ruff format --check distribute tests benchmarks examples
+
+test-js: embed
+	cd embed && node --test
+
+test-python: python-packages embed
+	$(VENV)/bin/pytest -q
+
+# The whole suite again on a throwaway PostgreSQL cluster (started and removed by tests/pg.py).
+test-postgres: python-packages embed
+	DISTRIBUTE_TEST_DATABASE=postgres $(VENV)/bin/pytest -q -m "not browser"
+
+bench: setup
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) embed/node_modules distribute/static/embed

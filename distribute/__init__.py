@@ -1,0 +1,3 @@
+"""distribute: volunteer computing in web browsers."""
+
+__version__ = "0.1.0"

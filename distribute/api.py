@@ -1,0 +1,269 @@
+"""The JSON API under /api/: campaigns, results downloads; Bearer-token authentication.
+
+Request bodies are validated by quart-schema (pydantic models), which also produces the OpenAPI
+document at /api/openapi.json. Every route sees only the caller's own campaigns: another user's
+campaign is a 404, exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import wraps
+from typing import Any, Literal
+
+import msgpack
+from pydantic import BaseModel, Field
+from quart import Blueprint, Response, current_app, g, request
+from quart_schema import DataSource, validate_querystring, validate_request
+from quart_schema.pydantic import File
+
+from .errors import NotFound, Unauthorized, ValidationError
+from .models import Campaign, User
+
+__all__ = ["api_blueprint", "campaign_json", "decode_source"]
+
+api_blueprint = Blueprint("api", __name__, url_prefix="/api")
+
+
+class CampaignForm(BaseModel):
+    kernel: File
+    generator: File
+    static_dataset: File | None = None
+    name: str = Field(default="", max_length=200)
+    description: str = Field(default="", max_length=5000)
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    weight: float = Field(default=1.0, gt=0, le=1e6)
+    replication: int = Field(default=1, ge=1, le=10)
+    task_timeout: float | None = Field(default=None, gt=0, le=86400)
+
+
+class ResultsQuery(BaseModel):
+    format: Literal["json", "msgpack", "csv"] = "json"
+    include_empty: bool = False
+
+
+def platform() -> Any:
+    return current_app.extensions["distribute"]
+
+
+def require_user(view: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @wraps(view)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("send 'Authorization: Bearer TOKEN'")
+        user = await platform().storage.user_for_token(token.strip())
+        if user is None:
+            raise Unauthorized("invalid or revoked API token")
+        g.user = user
+        return await view(*args, **kwargs)
+
+    return wrapper
+
+
+async def owned_campaign(campaign_id: int, user: User) -> Campaign:
+    campaign = await platform().storage.get_campaign(campaign_id)
+    if campaign is None or campaign.owner_id != user.id:
+        raise NotFound(f"campaign {campaign_id} not found")
+    return campaign
+
+
+def decode_source(label: str, data: bytes, limit: int) -> str:
+    """Uploaded JavaScript or text: bounded, UTF-8, no NUL bytes (binary garbage)."""
+    if len(data) > limit:
+        raise ValidationError(f"{label} is {len(data)} bytes; the limit is {limit}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"{label} is not valid UTF-8 text (byte {exc.start})") from None
+    if "\x00" in text:
+        raise ValidationError(f"{label} contains NUL bytes: upload text, not a binary file")
+    return text
+
+
+async def campaign_json(campaign: Campaign) -> dict[str, Any]:
+    """A campaign as the API and the console's live view show it, with its counts."""
+    plat = platform()
+    counts = await plat.storage.counts(campaign.id)
+    errors = await plat.storage.kernel_errors(campaign.id, limit=20)
+    return {
+        "id": campaign.id,
+        "name": campaign.name,
+        "description": campaign.description,
+        "status": campaign.status,
+        "deleted": campaign.deleted,
+        "priority": campaign.priority,
+        "weight": campaign.weight,
+        "replication": campaign.replication,
+        "task_timeout": campaign.task_timeout,
+        "created": campaign.created.isoformat(),
+        "generation_error": campaign.generation_error,
+        "datasets": {
+            "total": counts.total,
+            "pending": counts.pending,
+            "leased": counts.leased,
+            "done": counts.done,
+            "failed": counts.failed,
+        },
+        "results": counts.results,
+        "errors": counts.errors,
+        "workers": plat.workers_on(campaign.id),
+        "compute_seconds": round(counts.compute_seconds, 3),
+        "kernel_errors": [
+            {"dataset_id": e.dataset_id, "message": e.message, "stack": e.stack, "count": e.count}
+            for e in errors
+        ],
+    }
+
+
+@api_blueprint.post("/campaigns")
+@validate_request(CampaignForm, source=DataSource.FORM_MULTIPART)
+@require_user
+async def create_campaign(data: CampaignForm) -> tuple[dict[str, Any], int]:
+    plat = platform()
+    limit = plat.settings.max_source_bytes
+    kernel = decode_source("kernel", data.kernel.read(), limit)
+    generator = decode_source("generator", data.generator.read(), limit)
+    static = decode_source("static_dataset", data.static_dataset.read(), limit) if data.static_dataset else ""
+    if not kernel.strip() or not generator.strip():
+        raise ValidationError("kernel and generator must not be empty")
+    campaign = await plat.create_campaign(
+        g.user,
+        name=data.name or (data.kernel.filename or "campaign"),
+        description=data.description,
+        kernel=kernel,
+        generator=generator,
+        static_dataset=static,
+        priority=data.priority,
+        weight=data.weight,
+        replication=data.replication,
+        task_timeout=data.task_timeout or plat.settings.task_timeout,
+    )
+    return await campaign_json(campaign), 201
+
+
+@api_blueprint.get("/campaigns")
+@require_user
+async def list_campaigns() -> dict[str, Any]:
+    campaigns = await platform().storage.list_campaigns(g.user.id)
+    return {"campaigns": [await campaign_json(c) for c in campaigns]}
+
+
+@api_blueprint.get("/campaigns/<int:campaign_id>")
+@require_user
+async def show_campaign(campaign_id: int) -> dict[str, Any]:
+    return await campaign_json(await owned_campaign(campaign_id, g.user))
+
+
+@api_blueprint.post("/campaigns/<int:campaign_id>/reset")
+@require_user
+async def reset_campaign(campaign_id: int) -> dict[str, Any]:
+    campaign = await owned_campaign(campaign_id, g.user)
+    await platform().reset_campaign(campaign)
+    return await campaign_json(await owned_campaign(campaign_id, g.user))
+
+
+@api_blueprint.delete("/campaigns/<int:campaign_id>")
+@require_user
+async def delete_campaign(campaign_id: int) -> dict[str, Any]:
+    campaign = await owned_campaign(campaign_id, g.user)
+    await platform().set_deleted(campaign, True)
+    return {"id": campaign_id, "deleted": True}
+
+
+@api_blueprint.post("/campaigns/<int:campaign_id>/restore")
+@require_user
+async def restore_campaign(campaign_id: int) -> dict[str, Any]:
+    campaign = await owned_campaign(campaign_id, g.user)
+    await platform().set_deleted(campaign, False)
+    return {"id": campaign_id, "deleted": False}
+
+
+@api_blueprint.get("/campaigns/<int:campaign_id>/results")
+@validate_querystring(ResultsQuery)
+@require_user
+async def campaign_results(campaign_id: int, query_args: ResultsQuery) -> Response:
+    campaign = await owned_campaign(campaign_id, g.user)
+    rows = _result_rows(platform().storage, campaign.id, query_args.include_empty)
+    encoders = {"json": (_as_json, "application/json"), "msgpack": (_as_msgpack, "application/msgpack"), "csv": (_as_csv, "text/csv")}
+    encode, mimetype = encoders[query_args.format]
+    response = Response(encode(rows), mimetype=mimetype)
+    response.headers["Content-Disposition"] = f'attachment; filename="campaign-{campaign.id}-results.{query_args.format}"'
+    return response
+
+
+async def _result_rows(storage: Any, campaign_id: int, include_empty: bool, page: int = 2000) -> AsyncIterator[dict[str, Any]]:
+    """Stream results page by page, so a download of millions never sits in memory at once.
+
+    The response body is produced after the view returned, outside the app context: everything it
+    needs is passed in.
+    """
+    after = (0, 0)
+    while True:
+        batch = await storage.results(campaign_id, after=after, limit=page)
+        for row in batch:
+            if row.value is None and not include_empty:
+                continue
+            yield {
+                "dataset_id": row.dataset_id,
+                "dataset": msgpack.unpackb(row.dataset),
+                "result": None if row.value is None else msgpack.unpackb(row.value),
+                "compute_ms": row.compute_ms,
+                "worker": row.worker,
+                "host": row.host,
+                "created": row.created.isoformat(),
+            }
+        if len(batch) < page:
+            return
+        after = (batch[-1].dataset_id, batch[-1].id)
+
+
+CHUNK = 64 * 1024  # bytes per body chunk: one ASGI message per row would dominate the download
+
+
+async def _as_json(rows: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    parts: list[bytes] = [b"["]
+    size, separator = 1, b""
+    async for row in rows:
+        encoded = separator + json.dumps(row).encode()
+        separator = b",\n"
+        parts.append(encoded)
+        size += len(encoded)
+        if size > CHUNK:
+            yield b"".join(parts)
+            parts, size = [], 0
+    parts.append(b"]\n")
+    yield b"".join(parts)
+
+
+async def _as_msgpack(rows: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    """A stream of msgpack maps, one per result (read it with msgpack.Unpacker)."""
+    packer = msgpack.Packer(autoreset=False)
+    async for row in rows:
+        packer.pack(row)
+        if packer.getbuffer().nbytes > CHUNK:
+            yield packer.bytes()
+            packer.reset()
+    yield packer.bytes()
+
+
+CSV_COLUMNS = ("dataset_id", "dataset", "result", "compute_ms", "worker", "host", "created")
+
+
+async def _as_csv(rows: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    async for row in rows:
+        writer.writerow(
+            [json.dumps(row[c]) if c in ("dataset", "result") else row[c] for c in CSV_COLUMNS]
+        )
+        if buffer.tell() > CHUNK:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode()

@@ -1,0 +1,253 @@
+"""The `distribute` command line (also `python -m distribute`).
+
+Server-side commands (`serve`, `user`) open the database themselves (`--database` or
+DISTRIBUTE_DATABASE); client commands (`campaign`, `results`) talk to a running server's JSON API
+(`--server`/DISTRIBUTE_SERVER, `--token`/DISTRIBUTE_TOKEN); `worker` is a headless worker.
+Every command prints its main output (an id, a token) as the last word of its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+from .errors import DistributeError
+from .settings import load_settings, settings_table
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distribute", description="Volunteer computing in web browsers.")
+    parser.add_argument("--settings", help="TOML settings file (also DISTRIBUTE_SETTINGS)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--database", help="sqlite:///PATH or postgres://… (also DISTRIBUTE_DATABASE)")
+    serve.add_argument("--scheduler", help="round-robin, priority, compute-time or a plugin's name")
+
+    user = commands.add_parser("user", help="manage accounts (server side)").add_subparsers(dest="action", required=True)
+    create_user = user.add_parser("create", help="create a user and print an API token")
+    create_user.add_argument("email")
+    create_user.add_argument("--password-stdin", action="store_true", help="read a console password from stdin")
+    create_user.add_argument("--database")
+
+    campaign = commands.add_parser("campaign", help="manage campaigns").add_subparsers(dest="action", required=True)
+    create = campaign.add_parser("create", help="upload a campaign; prints its id")
+    create.add_argument("--kernel", required=True, type=Path)
+    create.add_argument("--generator", required=True, type=Path)
+    create.add_argument("--static", type=Path)
+    create.add_argument("--name", default="")
+    create.add_argument("--description", default="")
+    create.add_argument("--priority", type=int, default=0)
+    create.add_argument("--weight", type=float, default=1.0)
+    create.add_argument("--replication", type=int, default=1)
+    create.add_argument("--task-timeout", type=float)
+    for name in ("show", "reset", "delete"):
+        sub = campaign.add_parser(name, help=f"{name} a campaign")
+        sub.add_argument("id", type=int)
+    listing = campaign.add_parser("list", help="list your campaigns")
+    for sub in (*campaign.choices.values(),):
+        sub.add_argument("--json", action="store_true", help="print JSON")
+        _client_options(sub)
+    del listing
+
+    results = commands.add_parser("results", help="download a campaign's results")
+    results.add_argument("id", type=int)
+    results.add_argument("--format", choices=("json", "msgpack", "csv"), default="json")
+    results.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    _client_options(results)
+
+    worker = commands.add_parser("worker", help="run a headless worker until its campaign is complete")
+    worker.add_argument("--server", default=os.environ.get("DISTRIBUTE_SERVER", "http://127.0.0.1:8000"))
+    worker.add_argument("--campaign", type=int, help="campaign id (default: any)")
+    worker.add_argument("--tasks", type=int, help="stop after this many tasks")
+    worker.add_argument("--slots", type=int, default=2, help="tasks held at once (prefetch)")
+    worker.add_argument("--quiet", action="store_true", help="no progress display")
+
+    commands.add_parser("settings", help="print the table of settings")
+    return parser
+
+
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", default=os.environ.get("DISTRIBUTE_SERVER", "http://127.0.0.1:8000"))
+    parser.add_argument("--token", default=os.environ.get("DISTRIBUTE_TOKEN"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except DistributeError as exc:
+        print(f"distribute: {exc}", file=sys.stderr)
+        return 2
+    except httpx.HTTPError as exc:
+        print(f"distribute: cannot reach the server: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "settings":
+        print(settings_table())
+        return 0
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "user":
+        return _create_user(args)
+    if args.command == "worker":
+        return _worker(args)
+    if args.command == "results":
+        return _results(args)
+    return _campaign(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .app import serve
+
+    overrides = {"host": args.host, "port": args.port, "database": args.database, "scheduler": args.scheduler}
+    settings = load_settings(args.settings, overrides=overrides)
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            running = await nursery.start(serve, settings)
+            print(f"distribute serving on {', '.join(running.urls)} (database {settings.database})", flush=True)
+
+    trio.run(run)
+    return 0
+
+
+def _create_user(args: argparse.Namespace) -> int:
+    from .storage import open_storage
+
+    settings = load_settings(args.settings, overrides={"database": args.database})
+    password_hash = None
+    if args.password_stdin:
+        from argon2 import PasswordHasher
+
+        password = sys.stdin.readline().rstrip("\n")
+        if len(password) < 8:
+            raise DistributeError("the password must have at least 8 characters")
+        password_hash = PasswordHasher().hash(password)
+
+    async def run() -> str:
+        storage = await open_storage(settings.database, 1)
+        try:
+            user = await storage.create_user(args.email, password_hash)
+            return await storage.create_token(user.id, "cli")
+        finally:
+            await storage.aclose()
+
+    token = trio.run(run)
+    print(f"created user {args.email}; API token: {token}")
+    return 0
+
+
+def _client(args: argparse.Namespace) -> httpx.Client:
+    if not args.token:
+        raise DistributeError("an API token is needed: --token or DISTRIBUTE_TOKEN")
+    return httpx.Client(base_url=args.server.rstrip("/"), headers={"Authorization": f"Bearer {args.token}"}, timeout=60)
+
+
+def _checked(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        try:
+            body = response.json()
+            message = body.get("error", response.text)
+            if "details" in body:
+                message += ": " + json.dumps(body["details"])
+        except ValueError:
+            message = response.text
+        raise DistributeError(f"server said {response.status_code}: {message}")
+    return response.json()
+
+
+def _campaign(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.action == "create":
+            files = {"kernel": (args.kernel.name, args.kernel.read_bytes()), "generator": (args.generator.name, args.generator.read_bytes())}
+            if args.static:
+                files["static_dataset"] = (args.static.name, args.static.read_bytes())
+            form = {"name": args.name or args.kernel.stem, "description": args.description, "priority": str(args.priority), "weight": str(args.weight), "replication": str(args.replication)}
+            if args.task_timeout:
+                form["task_timeout"] = str(args.task_timeout)
+            campaign = _checked(client.post("/api/campaigns", data=form, files=files))
+            print(json.dumps(campaign, indent=2) if args.json else f"created campaign {campaign['id']}")
+        elif args.action == "list":
+            campaigns = _checked(client.get("/api/campaigns"))["campaigns"]
+            if args.json:
+                print(json.dumps(campaigns, indent=2))
+            for c in campaigns if not args.json else ():
+                d = c["datasets"]
+                print(f"{c['id']:>6}  {c['status']:<10} {d['done']:>9}/{d['total']:<9} {c['name']}")
+        elif args.action == "show":
+            campaign = _checked(client.get(f"/api/campaigns/{args.id}"))
+            print(json.dumps(campaign, indent=2) if args.json else _describe(campaign, args.server))
+        elif args.action == "reset":
+            _checked(client.post(f"/api/campaigns/{args.id}/reset"))
+            print(f"reset campaign {args.id}")
+        elif args.action == "delete":
+            _checked(client.delete(f"/api/campaigns/{args.id}"))
+            print(f"deleted campaign {args.id}")
+    return 0
+
+
+def _describe(c: dict[str, Any], server: str) -> str:
+    d = c["datasets"]
+    lines = [
+        f"campaign {c['id']}: {c['name']} ({c['status']})",
+        f"  datasets  {d['done']} done, {d['pending']} pending, {d['leased']} leased, {d['failed']} failed, {d['total']} total",
+        f"  results   {c['results']}   kernel errors {c['errors']}   workers {c['workers']}   compute {c['compute_seconds']} s",
+    ]
+    if c["generation_error"]:
+        lines.append(f"  generator failed: {c['generation_error']}")
+    for error in c["kernel_errors"][:5]:
+        lines.append(f"  kernel error on dataset {error['dataset_id']} (x{error['count']}): {error['message']}")
+    try:
+        from .embed import embed_snippet
+    except ImportError:  # the browser harness is an optional part of a source checkout
+        return "\n".join(lines)
+    lines += ["  embed this on a web page:", "    " + embed_snippet(server, c["id"])]
+    return "\n".join(lines)
+
+
+def _results(args: argparse.Namespace) -> int:
+    with _client(args) as client, client.stream("GET", f"/api/campaigns/{args.id}/results", params={"format": args.format}) as response:
+        if response.status_code >= 400:
+            response.read()
+            _checked(response)
+        out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
+        try:
+            with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=None, transient=True, disable=not args.output) as progress:
+                task = progress.add_task(f"campaign {args.id}", total=None)
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+                    progress.update(task, advance=len(chunk))
+        finally:
+            if args.output:
+                out.close()
+    if args.output:
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from .worker import run_worker
+
+    summary = trio.run(
+        lambda: run_worker(args.server, campaign=args.campaign, max_tasks=args.tasks, slots=args.slots, progress=not args.quiet)
+    )
+    print(f"worker done: {summary.tasks_done} tasks, {summary.errors} errors ({summary.reason})")
+    return 0

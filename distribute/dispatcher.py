@@ -1,0 +1,318 @@
+"""The dispatcher: this server process's share of the work, between storage and connections.
+
+It owns three things:
+- per campaign, a queue of datasets this process has leased from storage (refilled in batches,
+  the storage lease renewed while the process lives, so a crashed process's datasets come back);
+- the task leases held by connections (dataset, connection, deadline): a missed deadline or a
+  disconnect puts the dataset back at the front of its queue;
+- the results waiting for their group commit (one transaction every `flush_interval`).
+
+Invariant: every dataset is either stored with its result, or leased in storage by a live process
+that will hand it out again, or pending in storage. Nothing is lost; storage accepts only the first
+answer for a dataset, so nothing is counted twice.
+
+Decisions are synchronous (no awaits between reading and changing the in-memory state); only
+storage calls and waiting are async.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import trio
+
+from .models import Campaign, CampaignStatus, FailedTask, FinishedTask, LeasedDataset
+from .scheduler.base import Candidate, Scheduler
+from .settings import Settings
+from .storage import PonyStorage
+
+__all__ = ["Dispatcher", "TaskLease"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class TaskLease:
+    dataset: LeasedDataset
+    holder: int  # connection id
+    deadline: float  # trio clock
+
+
+@dataclass(eq=False)
+class CampaignQueue:
+    campaign: Campaign
+    ready: deque[LeasedDataset] = field(default_factory=deque)
+    drained: bool = False  # the last refill found nothing pending in storage
+    complete: bool = False
+    refilling: bool = False
+    refilled: trio.Event = field(default_factory=trio.Event)
+
+
+class Dispatcher:
+    def __init__(self, storage: PonyStorage, settings: Settings, scheduler: Scheduler) -> None:
+        self.storage = storage
+        self.settings = settings
+        self.scheduler = scheduler
+        self.owner = f"{uuid.uuid4().hex[:12]}"  # this process's name on storage leases
+        self.queues: dict[int, CampaignQueue] = {}
+        self.leases: dict[int, TaskLease] = {}  # dataset id -> lease
+        self._finished: list[FinishedTask] = []
+        self._failed: list[FailedTask] = []
+        self._flush_now = trio.Event()
+        self._listeners: dict[int, Callable[[], None]] = {}  # connection id -> wake-up callback
+        self._expired: dict[int, set[int]] = {}  # connection id -> datasets whose deadline passed
+        self._campaign_of_expired: dict[int, int] = {}
+        self._nursery: trio.Nursery | None = None
+        self.tasks_completed = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Background work of the dispatcher; cancel to stop (leases are released on the way out)."""
+        await self.storage.expire_leases()
+        await self.refresh_campaigns()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._flush_loop)
+                nursery.start_soon(self._deadline_loop)
+                nursery.start_soon(self._storage_lease_loop)
+                nursery.start_soon(self._refresh_loop)
+                task_status.started()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._flush()
+                held = [d.id for q in self.queues.values() for d in q.ready] + list(self.leases)
+                with trio.move_on_after(5):
+                    await self.storage.release(self.owner, held)
+
+    async def refresh_campaigns(self) -> None:
+        """Sync the set of active campaigns with storage (new, deleted, finished generating)."""
+        campaigns = {c.id: c for c in await self.storage.list_campaigns(active_only=True)}
+        for campaign_id, queue in list(self.queues.items()):
+            if campaign_id not in campaigns and not queue.complete:
+                fresh = await self.storage.get_campaign(campaign_id)
+                if fresh is None or fresh.deleted or fresh.status in (CampaignStatus.FAILED, CampaignStatus.COMPLETE):
+                    self._retire(queue)
+        for campaign in campaigns.values():
+            queue = self.queues.get(campaign.id)
+            if queue is None or queue.complete:
+                self.queues[campaign.id] = CampaignQueue(campaign)
+                self._wake_all()
+            else:
+                if queue.campaign.status != campaign.status:
+                    queue.drained = False  # generation finished or new datasets: look again
+                queue.campaign = campaign
+            counts_needed = campaign.status == CampaignStatus.RUNNING
+            if counts_needed and not self.queues[campaign.id].ready and not self._held(campaign.id):
+                await self._check_complete(self.queues[campaign.id])
+
+    def _retire(self, queue: CampaignQueue) -> None:
+        queue.complete = True
+        queue.ready.clear()
+        self._wake_all()
+
+    # ------------------------------------------------------------------ what connections call
+
+    def listen(self, connection_id: int, wake: Callable[[], None]) -> None:
+        self._listeners[connection_id] = wake
+
+    def unlisten(self, connection_id: int) -> None:
+        self._listeners.pop(connection_id, None)
+
+    def queue(self, campaign_id: int) -> CampaignQueue | None:
+        return self.queues.get(campaign_id)
+
+    def choose_campaign(self, exclude: Iterable[int] = ()) -> Campaign | None:
+        """For a worker that serves any campaign: ask the scheduler among campaigns with work now."""
+        excluded = set(exclude)
+        candidates = [
+            Candidate(q.campaign.id, q.campaign.priority, q.campaign.weight, q.campaign.compute_seconds)
+            for q in self.queues.values()
+            if not q.complete and q.campaign.id not in excluded and self.has_work(q)
+        ]
+        chosen = self.scheduler.choose(candidates)
+        return self.queues[chosen.campaign_id].campaign if chosen else None
+
+    @staticmethod
+    def has_work(queue: CampaignQueue) -> bool:
+        return bool(queue.ready) or not queue.drained
+
+    async def take(self, campaign_id: int, n: int, holder: int, timeout: float, max_bytes: int) -> list[LeasedDataset]:
+        """Lease up to n datasets (at most `max_bytes` of them) to a connection; [] if none now."""
+        queue = self.queues.get(campaign_id)
+        if queue is None or queue.complete:
+            return []
+        if len(queue.ready) < n and not queue.drained:
+            if not queue.ready:
+                await self._refill(queue)
+            elif len(queue.ready) < self.settings.refill_batch // 2:
+                self._start_refill(queue)
+        taken: list[LeasedDataset] = []
+        size = 0
+        deadline = trio.current_time() + timeout
+        while queue.ready and len(taken) < n and (not taken or size + len(queue.ready[0].payload) <= max_bytes):
+            dataset = queue.ready.popleft()
+            size += len(dataset.payload)
+            taken.append(dataset)
+            self.leases[dataset.id] = TaskLease(dataset, holder, deadline)
+        return taken
+
+    def finish(self, holder: int, outcome: FinishedTask | FailedTask) -> bool:
+        """Accept a worker's answer for a dataset it holds (or held until its deadline passed).
+
+        Returns False for a dataset this connection never held: a forged or confused client.
+        """
+        lease = self.leases.get(outcome.dataset_id)
+        if lease is not None and lease.holder == holder:
+            del self.leases[outcome.dataset_id]
+        elif not self._forget_expired(holder, outcome.dataset_id):
+            return False
+        if isinstance(outcome, FinishedTask):
+            self._finished.append(outcome)
+        else:
+            self._failed.append(outcome)
+        self.scheduler.task_finished(outcome.campaign_id, outcome.compute_ms / 1000.0)
+        if len(self._finished) + len(self._failed) >= self.settings.flush_batch:
+            self._flush_now.set()
+        return True
+
+    def drop_connection(self, holder: int, held: Iterable[int]) -> None:
+        """A connection went away: its unanswered datasets go back to the front of their queues."""
+        self._expired.pop(holder, None)
+        for dataset_id in held:
+            lease = self.leases.get(dataset_id)
+            if lease is not None and lease.holder == holder:
+                del self.leases[dataset_id]
+                self._requeue(lease.dataset)
+
+    # ------------------------------------------------------------------ internals
+
+    def _forget_expired(self, holder: int, dataset_id: int) -> bool:
+        """A late answer for a lease that expired: accept it if it was this connection's."""
+        expired = self._expired.get(holder)
+        if not expired or dataset_id not in expired:
+            return False
+        expired.discard(dataset_id)
+        queue = self.queues.get(self._campaign_of_expired.pop(dataset_id, -1))
+        if queue is not None:
+            queue.ready = deque(d for d in queue.ready if d.id != dataset_id)
+        return True
+
+    def _requeue(self, dataset: LeasedDataset) -> None:
+        queue = self.queues.get(dataset.campaign_id)
+        if queue is not None and not queue.complete:
+            queue.ready.appendleft(dataset)
+            self._wake_all()
+
+    def _held(self, campaign_id: int) -> bool:
+        return any(lease.dataset.campaign_id == campaign_id for lease in self.leases.values())
+
+    def _wake_all(self) -> None:
+        for wake in list(self._listeners.values()):
+            wake()
+
+    def _start_refill(self, queue: CampaignQueue) -> None:
+        if not queue.refilling and self._nursery is not None:
+            self._nursery.start_soon(self._refill, queue)
+
+    async def _refill(self, queue: CampaignQueue) -> None:
+        if queue.refilling:
+            await queue.refilled.wait()
+            return
+        queue.refilling = True
+        try:
+            batch = self.settings.refill_batch
+            leased = await self.storage.lease(queue.campaign.id, batch, self.owner, self.settings.lease_seconds)
+            if queue.complete:
+                await self.storage.release(self.owner, [d.id for d in leased])
+                return
+            known = {d.id for d in queue.ready}
+            queue.ready.extend(d for d in leased if d.id not in known and d.id not in self.leases)
+            if len(leased) < batch:
+                queue.drained = True
+        finally:
+            queue.refilling = False
+            queue.refilled.set()
+            queue.refilled = trio.Event()
+        if queue.drained and not queue.ready and not self._held(queue.campaign.id):
+            await self._check_complete(queue)
+
+    def notify_new_datasets(self, campaign_id: int) -> None:
+        """The generator stored more datasets (or finished): look in storage again."""
+        queue = self.queues.get(campaign_id)
+        if queue is not None:
+            queue.drained = False
+            self._wake_all()
+
+    async def _check_complete(self, queue: CampaignQueue) -> None:
+        if await self.storage.complete_if_done(queue.campaign.id):
+            self._retire(queue)
+
+    async def _flush(self) -> None:
+        finished, self._finished = self._finished, []
+        failed, self._failed = self._failed, []
+        if not finished and not failed:
+            return
+        try:
+            await self.storage.store_outcomes(finished, failed, self.settings.max_task_errors)
+        except Exception:
+            # Nothing was committed and the datasets are still leased to this process: keep the
+            # outcomes and try again on the next round rather than lose them.
+            log.exception("group commit of %d outcomes failed; will retry", len(finished) + len(failed))
+            self._finished[:0] = finished
+            self._failed[:0] = failed
+            await trio.sleep(0.5)
+            return
+        self.tasks_completed += len(finished)
+        touched = {o.campaign_id for o in (*finished, *failed)}
+        for campaign_id in touched:
+            queue = self.queues.get(campaign_id)
+            if queue is None:
+                continue
+            if failed:
+                queue.drained = False  # failed datasets went back to the pool
+            if queue.drained and not queue.ready and not self._held(campaign_id):
+                await self._check_complete(queue)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            with trio.move_on_after(self.settings.flush_interval):
+                await self._flush_now.wait()
+            self._flush_now = trio.Event()
+            await self._flush()
+
+    async def _deadline_loop(self) -> None:
+        while True:
+            await trio.sleep(0.25)
+            now = trio.current_time()
+            for dataset_id, lease in list(self.leases.items()):
+                if lease.deadline <= now:
+                    del self.leases[dataset_id]
+                    self._expired.setdefault(lease.holder, set()).add(dataset_id)
+                    self._campaign_of_expired[dataset_id] = lease.dataset.campaign_id
+                    log.info("task %d missed its deadline on connection %d", dataset_id, lease.holder)
+                    self._requeue(lease.dataset)
+
+    async def _storage_lease_loop(self) -> None:
+        period = self.settings.lease_seconds / 3
+        while True:
+            await trio.sleep(period)
+            await self.storage.renew_leases(self.owner, self.settings.lease_seconds)
+            if await self.storage.expire_leases():
+                for queue in self.queues.values():
+                    queue.drained = False
+                self._wake_all()
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await trio.sleep(2.0)
+            await self.refresh_campaigns()
+            for queue in self.queues.values():
+                if queue.drained and not queue.complete and not queue.ready:
+                    queue.drained = False  # other processes may have released work
+            self._wake_all()

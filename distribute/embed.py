@@ -1,0 +1,343 @@
+"""The browser harness as the server serves it: embed pages, the sandboxed runner, the snippet.
+
+- ``GET /embed/<id>`` and ``GET /embed/any``: the *broker* document, which a host site embeds in an
+  iframe. It shows the consent card (campaign name, who runs it, what it does, "What is this?") and
+  loads nothing else until the visitor clicks "Contribute"; then it opens the WebSocket and starts
+  the runner. It never runs campaign code. CSP: scripts and styles from this server only, connections
+  to this server only, frames from this server only.
+- ``GET /embed/runner``: the *runner* document, loaded by the broker in ``<iframe sandbox="allow-scripts">``
+  and served with ``Content-Security-Policy: sandbox allow-scripts; default-src 'none'; script-src
+  'sha256-…'; worker-src blob:; connect-src 'none'`` so that it has an opaque origin, may run only its
+  own inline script (allowed by hash) and kernel workers made from blob: URLs, and cannot connect
+  anywhere: not fetch, XHR, WebSocket, EventSource, importScripts, beacons, nor eval.
+- ``GET /embed/static/<file>``: the built scripts and styles (``embed/build.mjs`` writes them into
+  ``distribute/static/embed/``, which is not committed).
+
+`embed_snippet` is the one definition of the plain-HTML iframe snippet (used by the CLI, the README,
+the console and the CMS plugins); `demo_host_page` wraps it in a page for `make run`. The security
+reasoning is in docs/harness-security.md, the embedding options in docs/embedding.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from quart import Blueprint, Response, current_app, request, send_from_directory
+
+from .models import CampaignStatus
+
+__all__ = [
+    "BUILD_DIR",
+    "DEFAULT_HEIGHT",
+    "THROTTLE_LEVELS",
+    "demo_host_page",
+    "embed_blueprint",
+    "embed_snippet",
+    "runner_csp",
+]
+
+BUILD_DIR = Path(__file__).parent / "static" / "embed"
+THROTTLE_LEVELS = ("low", "medium", "high")
+DEFAULT_HEIGHT = 220
+BUILD_HINT = "the browser harness is not built: run `cd embed && npm ci && node build.mjs`"
+
+# Tokens of the outer iframe's sandbox attribute; docs/embedding.md explains the choice.
+SNIPPET_SANDBOX = "allow-scripts allow-same-origin"
+
+embed_blueprint = Blueprint("embed", __name__)
+
+
+# --------------------------------------------------------------------------- the snippet
+
+
+def embed_snippet(
+    server_url: str, campaign_id: int | str, *, height: int = DEFAULT_HEIGHT, throttle: str = "low"
+) -> str:
+    """The iframe a host site pastes to let its visitors contribute to a campaign ("any" for any).
+
+    `sandbox="allow-scripts allow-same-origin"` keeps our frame from navigating the host page,
+    opening pop-ups, submitting forms or starting downloads, while it keeps its own origin (it needs
+    it for its WebSocket); `referrerpolicy="strict-origin"` tells us the host's origin and nothing
+    of the page path; `loading="lazy"` costs the host nothing until the frame is scrolled near.
+    """
+    if isinstance(campaign_id, bool) or not (campaign_id == "any" or str(campaign_id).isdigit()):
+        raise ValueError(f"campaign_id must be a campaign number or 'any', not {campaign_id!r}")
+    if throttle not in THROTTLE_LEVELS:
+        raise ValueError(f"throttle must be one of {', '.join(THROTTLE_LEVELS)}, not {throttle!r}")
+    if not 120 <= height <= 2000:
+        raise ValueError("height must be between 120 and 2000 pixels")
+    base = server_url.rstrip("/")
+    if urlsplit(base).scheme not in ("http", "https"):
+        raise ValueError(f"server_url must be an http(s) URL, not {server_url!r}")
+    src = f"{base}/embed/{int(campaign_id) if campaign_id != 'any' else 'any'}"
+    if throttle != "low":
+        src += f"?throttle={throttle}"
+    attributes = {
+        "src": src,
+        "title": "Contribute spare computing power (distribute)",
+        "width": "100%",
+        "height": str(height),
+        "style": "max-width:480px;border:0",
+        "loading": "lazy",
+        "referrerpolicy": "strict-origin",
+        "sandbox": SNIPPET_SANDBOX,
+    }
+    return (
+        "<iframe "
+        + " ".join(f'{name}="{html.escape(value, quote=True)}"' for name, value in attributes.items())
+        + "></iframe>"
+    )
+
+
+def demo_host_page(server_url: str, campaign_id: int) -> str:
+    """A complete stand-in for a host site's article page, embedding the campaign's snippet.
+
+    Its animated counter is driven by requestAnimationFrame on the host page itself: while the
+    campaign computes it keeps moving, which shows that the page stays responsive.
+    """
+    snippet = embed_snippet(server_url, campaign_id)
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>A host site embedding distribute</title>
+<style>
+  body {{ font: 16px/1.5 Georgia, serif; max-width: 42rem; margin: 2rem auto; padding: 0 1rem; color: #222; }}
+  .frames {{ font: 13px system-ui, sans-serif; color: #555; }}
+</style>
+</head>
+<body>
+<h1>An ordinary website</h1>
+<p>This page stands in for a blog or a news site on another origin. Below is the distribute
+snippet, exactly as a site owner pastes it. Click <strong>Contribute</strong> in the box to lend
+this browser's spare processing power to campaign {int(campaign_id)}.</p>
+{snippet}
+<p class="frames">This page's own animation frames: <span id="frames">0</span> (it keeps counting
+while the campaign computes: the page stays responsive).</p>
+<script>
+  let frames = 0;
+  const out = document.getElementById("frames");
+  (function tick() {{ frames += 1; if (frames % 10 === 0) out.textContent = frames; requestAnimationFrame(tick); }})();
+</script>
+</body>
+</html>
+"""
+
+
+# --------------------------------------------------------------------------- built files
+
+
+@dataclass(frozen=True)
+class _Build:
+    runner_script: str
+    runner_hash: str  # CSP source expression, 'sha256-…'
+    version: str  # changes with any built file: cache-busting query for the broker's assets
+    stamp: tuple[float, ...]
+
+
+_build_cache: _Build | None = None
+
+
+def _load_build() -> _Build | None:
+    """The built harness, re-read when its files change (a rebuild needs no server restart)."""
+    global _build_cache
+    files = sorted(BUILD_DIR.glob("*")) if BUILD_DIR.is_dir() else []
+    needed = {BUILD_DIR / "runner.js", BUILD_DIR / "broker.js", BUILD_DIR / "broker.css"}
+    if not needed.issubset(files):
+        return None
+    stamp = tuple(f.stat().st_mtime for f in files)
+    if _build_cache is not None and _build_cache.stamp == stamp:
+        return _build_cache
+    runner = (BUILD_DIR / "runner.js").read_text(encoding="utf-8")
+    digest = base64.b64encode(hashlib.sha256(runner.encode("utf-8")).digest()).decode("ascii")
+    version = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
+    _build_cache = _Build(runner, f"'sha256-{digest}'", version, stamp)
+    return _build_cache
+
+
+def runner_csp(script_hash: str) -> str:
+    """The runner document's policy: opaque origin, its own script only, blob: workers, no network.
+
+    'wasm-unsafe-eval' lets kernels compile WebAssembly (as the headless worker can); it does not
+    allow eval or new Function.
+    """
+    return (
+        "sandbox allow-scripts; default-src 'none'; "
+        f"script-src {script_hash} 'wasm-unsafe-eval'; worker-src blob:; connect-src 'none'; "
+        "base-uri 'none'; form-action 'none'"
+    )
+
+
+# --------------------------------------------------------------------------- pages
+
+
+def _server_url() -> str:
+    public = current_app.extensions["distribute"].settings.public_url.rstrip("/")
+    return public or f"{request.scheme}://{request.host}"
+
+
+def _ws_url(server: str) -> str:
+    parts = urlsplit(server)
+    return f"{'wss' if parts.scheme == 'https' else 'ws'}://{parts.netloc}{parts.path.rstrip('/')}/ws"
+
+
+def _broker_headers(ws_url: str) -> dict[str, str]:
+    ws_origin = "{0.scheme}://{0.netloc}".format(urlsplit(ws_url))
+    csp = (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        f"connect-src 'self' {ws_origin}; frame-src 'self'; base-uri 'none'; form-action 'none'"
+    )
+    return {
+        "Content-Security-Policy": csp,
+        "Referrer-Policy": "same-origin",
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "no-cache",
+        "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
+    }
+
+
+def _page(body: str, status: int, headers: dict[str, str]) -> Response:
+    return Response(body, status=status, headers=headers, mimetype="text/html")
+
+
+def _unavailable(message: str, status: int) -> Response:
+    build = _load_build()
+    version = build.version if build else "0"
+    body = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>distribute</title>
+<link rel="stylesheet" href="/embed/static/broker.css?v={version}"></head>
+<body data-state="unavailable"><main><p id="status">{html.escape(message)}</p></main></body></html>
+"""
+    return _page(body, status, _broker_headers(_ws_url(_server_url())))
+
+
+def _level() -> str:
+    level = request.args.get("throttle", "low")
+    return level if level in THROTTLE_LEVELS else "low"
+
+
+def _broker_page(*, campaign: str, title: str, byline: str, about: str, explain: str, state: str) -> Response:
+    build = _load_build()
+    if build is None:
+        return _unavailable(f"Not available: {BUILD_HINT}.", 503)
+    server = _server_url()
+    ws_url = _ws_url(server)
+    esc = html.escape
+    options = "".join(
+        f'<option value="{lvl}"{" selected" if lvl == _level() else ""}>{lvl}</option>' for lvl in THROTTLE_LEVELS
+    )
+    idle_status = (
+        "This campaign is complete. Thank you!" if state == "complete" else "Nothing runs until you click Contribute."
+    )
+    body = f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{esc(title)} · distribute</title>
+<link rel="stylesheet" href="/embed/static/broker.css?v={build.version}">
+<script type="module" src="/embed/static/broker.js?v={build.version}"></script>
+</head>
+<body data-state="{state}" data-done="0">
+<main id="card" data-campaign="{esc(campaign)}" data-ws="{esc(ws_url)}" data-runner="/embed/runner"
+ data-throttle="{_level()}">
+<h1>{esc(title)}</h1>
+<p class="by">{esc(byline)}</p>
+<p class="about">{esc(about)}</p>
+<details><summary>What is this?</summary><p>{esc(explain)}</p></details>
+<div class="controls">
+<button id="contribute" type="button">Contribute</button>
+<button id="pause" type="button">Pause</button>
+<button id="stop" type="button">Stop</button>
+<label>CPU <select id="throttle" title="How much of this device's processing power to lend">{options}</select></label>
+</div>
+<p id="status" role="status" aria-live="polite">{esc(idle_status)}</p>
+</main>
+</body>
+</html>
+"""
+    return _page(body, 200, _broker_headers(ws_url))
+
+
+def _explain(what: str, server: str) -> str:
+    host = urlsplit(server).netloc or server
+    return (
+        f"Contribute lends some of this device's spare processing power to {what}, through distribute at {host}. "
+        "Your browser computes small pieces of the problem in an isolated sandbox: that code cannot see this "
+        "website, your cookies or your files, and cannot connect anywhere; only the results go back to "
+        f"{host}. It runs only after you click Contribute and only while this page is open and visible. "
+        "Pause or stop at any time, and choose how much CPU it may use. Nothing is stored on your device."
+    )
+
+
+def _display_name(email: str) -> str:
+    """Never the full address: the part before @ is enough to say who runs a campaign."""
+    return email.split("@", 1)[0]
+
+
+@embed_blueprint.get("/embed/<int:campaign_id>")
+async def broker_for_campaign(campaign_id: int) -> Response:
+    platform = current_app.extensions["distribute"]
+    campaign = await platform.storage.get_campaign(campaign_id)
+    if campaign is None or campaign.deleted:
+        return _unavailable("This campaign does not exist (any more).", 404)
+    if campaign.status == CampaignStatus.FAILED:
+        return _unavailable("This campaign is not available.", 404)
+    owner = await platform.storage.get_user(campaign.owner_id)
+    name = campaign.name or f"Campaign {campaign.id}"
+    return _broker_page(
+        campaign=str(campaign.id),
+        title=name,
+        byline=f"Run by {_display_name(owner.email)}" if owner else "",
+        about=(campaign.description or "A computation that anyone can help with from their browser.")[:400],
+        explain=_explain(f"“{name}”", _server_url()),
+        state="complete" if campaign.status == CampaignStatus.COMPLETE else "idle",
+    )
+
+
+@embed_blueprint.get("/embed/any")
+async def broker_for_any() -> Response:
+    server = _server_url()
+    host = urlsplit(server).netloc or server
+    return _broker_page(
+        campaign="any",
+        title="Lend spare computing power",
+        byline=f"Campaigns hosted at {host}",
+        about="Your browser helps whichever campaign needs it most.",
+        explain=_explain("the campaigns hosted there", server),
+        state="idle",
+    )
+
+
+@embed_blueprint.get("/embed/runner")
+async def runner() -> Response:
+    build = _load_build()
+    if build is None:
+        return Response(BUILD_HINT, status=503, mimetype="text/plain")
+    body = (
+        '<!doctype html>\n<html><head><meta charset="utf-8"><title>runner</title></head>'
+        f"<body><script>{build.runner_script}</script></body></html>\n"
+    )
+    headers = {
+        "Content-Security-Policy": runner_csp(build.runner_hash),
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "no-cache",
+        "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
+    }
+    return Response(body, status=200, headers=headers, mimetype="text/html")
+
+
+@embed_blueprint.get("/embed/static/<path:name>")
+async def static_file(name: str) -> Any:
+    response = await send_from_directory(BUILD_DIR, name)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Cache-Control"] = "public, max-age=31536000, immutable" if request.args.get("v") else "no-cache"
+    return response

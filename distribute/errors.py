@@ -1,0 +1,65 @@
+"""The one exception tree of distribute.
+
+Every error that the platform raises on purpose derives from `DistributeError`, so callers
+(the API, the CLI) can turn any of them into a clear message without catching bare exceptions.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DistributeError",
+    "SettingsError",
+    "NotFound",
+    "Unauthorized",
+    "ValidationError",
+    "ProtocolError",
+    "SandboxError",
+    "GenerationError",
+    "KernelError",
+]
+
+
+class DistributeError(Exception):
+    """Base class of every error distribute raises deliberately."""
+
+
+class SettingsError(DistributeError):
+    """A setting has an invalid value; raised at startup, before anything is served."""
+
+
+class NotFound(DistributeError):
+    """The object does not exist, or belongs to somebody else (we never say which)."""
+
+
+class Unauthorized(DistributeError):
+    """Missing or invalid credentials."""
+
+
+class ValidationError(DistributeError):
+    """User input (an upload, an API body, a CLI argument) is malformed."""
+
+
+class ProtocolError(DistributeError):
+    """A worker broke the wire protocol; `code` is the WebSocket close code to send."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class SandboxError(DistributeError):
+    """Untrusted JavaScript failed in the sandbox (crash, timeout, memory, bad output)."""
+
+
+class GenerationError(SandboxError):
+    """A dataset generator failed; the message is stored on the campaign for its owner."""
+
+
+class KernelError(SandboxError):
+    """A kernel threw or misbehaved while computing one dataset."""
+
+    def __init__(self, message: str, stack: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.stack = stack

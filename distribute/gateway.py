@@ -1,0 +1,231 @@
+"""The worker gateway: one WebSocket session per connected worker, speaking protocol v1.
+
+Each connection runs two tasks in its own nursery: the receive loop (results, errors, pings) and
+the send loop (campaign frames, task batches, idle/bye). The send loop keeps up to `slots`
+tasks and at most `max_inflight_bytes` of datasets with the worker, so a worker that stops
+reading cannot make the server buffer without bound. A protocol violation closes that one
+socket with a WebSocket close code; nothing else is affected.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgpack
+import trio
+
+from . import protocol as p
+from .dispatcher import Dispatcher
+from .errors import ProtocolError
+from .models import Campaign, FailedTask, FinishedTask
+from .settings import Settings
+
+__all__ = ["Gateway", "WebSocketLike"]
+
+log = logging.getLogger(__name__)
+_connection_ids = itertools.count(1)
+RESCHEDULE_SECONDS = 10.0  # how often a worker serving "any" campaign may be moved to another
+
+
+class WebSocketLike(Protocol):
+    async def receive(self) -> str | bytes: ...
+    async def send(self, data: bytes) -> None: ...
+    async def close(self, code: int, reason: str = "") -> None: ...
+
+
+@dataclass(eq=False)
+class Session:
+    id: int
+    remote: str
+    hello: p.Hello
+    have: set[str]
+    campaign: Campaign | None = None
+    assigned_at: float = 0.0
+    held: dict[int, tuple[int, int, float]] = field(default_factory=dict)  # dataset id -> (campaign, bytes, sent at)
+    inflight_bytes: int = 0
+    idle_sent: bool = False
+    pongs: list[int] = field(default_factory=list)
+    event: trio.Event = field(default_factory=trio.Event)
+    close: ProtocolError | None = None
+    tasks_done: int = 0
+
+    def wake(self) -> None:
+        self.event.set()
+
+    @property
+    def worker(self) -> str:
+        return f"{self.id}@{self.remote}"
+
+
+class Gateway:
+    def __init__(self, dispatcher: Dispatcher, settings: Settings) -> None:
+        self.dispatcher = dispatcher
+        self.settings = settings
+        self.sessions: dict[int, Session] = {}
+
+    async def serve(self, ws: WebSocketLike, remote: str) -> None:
+        """Run one worker connection to its end; close it with a code if it breaks the protocol."""
+        try:
+            hello = p.decode_client(await ws.receive())
+            if not isinstance(hello, p.Hello):
+                raise ProtocolError(p.CLOSE_PROTOCOL_ERROR, "the first frame must be 'hello'")
+        except ProtocolError as exc:
+            await ws.close(exc.code, exc.reason)
+            return
+        session = Session(id=next(_connection_ids), remote=remote, hello=hello, have=set(hello.have))
+        self.sessions[session.id] = session
+        self.dispatcher.listen(session.id, session.wake)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._receive_loop, ws, session, nursery.cancel_scope)
+                reason = await self._send_loop(ws, session)
+                nursery.cancel_scope.cancel()
+            if session.close is not None:
+                await ws.close(session.close.code, session.close.reason)
+            else:
+                await ws.send(p.encode(p.Bye(reason)))
+                await ws.close(p.CLOSE_NORMAL, reason)
+        finally:
+            self.dispatcher.unlisten(session.id)
+            self.dispatcher.drop_connection(session.id, list(session.held))
+            del self.sessions[session.id]
+
+    # ------------------------------------------------------------------ receiving
+
+    async def _receive_loop(self, ws: WebSocketLike, session: Session, scope: trio.CancelScope) -> None:
+        try:
+            while True:
+                self._handle(session, p.decode_client(await ws.receive()))
+        except ProtocolError as exc:
+            log.info("closing connection %d: %s", session.id, exc)
+            session.close = exc
+            session.wake()  # the send loop notices and returns
+            scope.cancel()
+
+    def _handle(self, session: Session, message: p.ClientMessage) -> None:
+        match message:
+            case p.Result():
+                self._accept(session, message.task, message.value, message.compute_ms)
+            case p.Results():
+                for result in message.items:
+                    self._accept(session, result.task, result.value, result.compute_ms)
+            case p.TaskError():
+                self._fail(session, message.task, message.message, message.stack, message.compute_ms)
+            case p.Ping():
+                session.pongs.append(message.nonce)
+                session.wake()
+            case p.Hello():
+                raise ProtocolError(p.CLOSE_PROTOCOL_ERROR, "'hello' may only be the first frame")
+
+    def _release(self, session: Session, task: int, compute_ms: float) -> tuple[int, float]:
+        """Free the task's slot; returns its campaign and the compute time, capped at the elapsed time.
+
+        Workers report their own compute time; a liar could otherwise claim hours for a campaign
+        and skew the compute-time scheduler.
+        """
+        held = session.held.pop(task, None)
+        if held is None:
+            raise ProtocolError(p.CLOSE_POLICY_VIOLATION, f"task {task} is not held by this connection")
+        campaign_id, size, sent_at = held
+        session.inflight_bytes -= size
+        session.tasks_done += 1
+        session.wake()
+        return campaign_id, min(compute_ms, (trio.current_time() - sent_at) * 1000.0)
+
+    def _accept(self, session: Session, task: int, value: Any, compute_ms: float) -> None:
+        campaign_id, compute_ms = self._release(session, task, compute_ms)
+        payload = None if value is None else msgpack.packb(value)
+        if payload is not None and len(payload) > self.settings.max_result_bytes:
+            limit = self.settings.max_result_bytes
+            self._record(session, FailedTask(task, campaign_id, f"result of {len(payload)} bytes exceeds the limit of {limit}", "", compute_ms, session.worker))
+            return
+        host = str(session.hello.client.get("host", ""))[:200]
+        self._record(session, FinishedTask(task, campaign_id, payload, compute_ms, session.worker, host))
+
+    def _fail(self, session: Session, task: int, message: str, stack: str, compute_ms: float) -> None:
+        campaign_id, compute_ms = self._release(session, task, compute_ms)
+        self._record(session, FailedTask(task, campaign_id, message or "kernel error", stack, compute_ms, session.worker))
+
+    def _record(self, session: Session, outcome: FinishedTask | FailedTask) -> None:
+        if not self.dispatcher.finish(session.id, outcome):
+            raise ProtocolError(p.CLOSE_POLICY_VIOLATION, f"task {outcome.dataset_id} is not held by this connection")
+
+    # ------------------------------------------------------------------ sending
+
+    async def _send_loop(self, ws: WebSocketLike, session: Session) -> str:
+        """Keep the worker supplied; returns the reason for `bye` when the session should end."""
+        slots = session.hello.slots
+        while session.close is None:
+            session.event = trio.Event()
+            while session.pongs:
+                await ws.send(p.encode(p.Pong(session.pongs.pop(0))))
+            campaign, reason = self._assign(session)
+            if reason:
+                return reason
+            if campaign is not None:
+                if session.campaign is None or session.campaign.id != campaign.id:
+                    await self._send_campaign(ws, session, campaign)
+                free = slots - len(session.held)
+                budget = self.settings.max_inflight_bytes - session.inflight_bytes
+                # Top up once half the slots are free: the worker still holds the other half (no
+                # stall), and tiny tasks travel many to a frame instead of one frame per result.
+                if free >= max(1, slots // 2) and budget > 0:
+                    tasks = await self.dispatcher.take(campaign.id, free, session.id, campaign.task_timeout, budget)
+                    if tasks:
+                        now = trio.current_time()
+                        for dataset in tasks:
+                            session.held[dataset.id] = (campaign.id, len(dataset.payload), now)
+                            session.inflight_bytes += len(dataset.payload)
+                        session.idle_sent = False
+                        await ws.send(p.encode_tasks([p.Task(d.id, d.payload) for d in tasks]))
+                        continue
+            if not session.held and not session.idle_sent:
+                session.idle_sent = True
+                await ws.send(p.encode(p.Idle("waiting for work")))
+            with trio.move_on_after(2.0):
+                await session.event.wait()
+        return "protocol error"
+
+    def _assign(self, session: Session) -> tuple[Campaign | None, str]:
+        """Which campaign the session should take tasks from now (None: wait), or a reason to end."""
+        wanted = session.hello.campaign
+        if wanted is not None:
+            queue = self.dispatcher.queue(wanted)
+            if queue is None or queue.complete:
+                return None, "" if session.held else "complete"
+            return queue.campaign, ""
+        current = self.dispatcher.queue(session.campaign.id) if session.campaign else None
+        usable = current is not None and not current.complete and self.dispatcher.has_work(current)
+        if session.held:
+            # Never switch kernels under tasks in flight: let them drain first.
+            return (current.campaign if usable else None), ""
+        stale = trio.current_time() - session.assigned_at > RESCHEDULE_SECONDS
+        if usable and not stale:
+            return current.campaign, ""
+        chosen = self.dispatcher.choose_campaign()
+        if chosen is None:
+            # Nothing anywhere: a headless worker exits, the browser harness retries later.
+            return (current.campaign, "") if usable else (None, "no work")
+        session.assigned_at = trio.current_time()
+        return chosen, ""
+
+    async def _send_campaign(self, ws: WebSocketLike, session: Session, campaign: Campaign) -> None:
+        known = campaign.content_hash in session.have
+        await ws.send(
+            p.encode(
+                p.CampaignInfo(
+                    id=campaign.id,
+                    name=campaign.name,
+                    hash=campaign.content_hash,
+                    kernel=None if known else campaign.kernel,
+                    static=None if known else campaign.static_dataset,
+                    task_timeout=campaign.task_timeout,
+                    max_result_bytes=self.settings.max_result_bytes,
+                )
+            )
+        )
+        session.have.add(campaign.content_hash)
+        session.campaign = campaign

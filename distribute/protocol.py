@@ -1,0 +1,335 @@
+"""Worker wire protocol v1: message types, encoding, decoding and validation.
+
+Pure: no I/O, no clocks, no storage. The gateway (server) and the headless worker (client) both
+speak through this module; the browser harness implements the same rules in `embed/src/protocol.js`.
+Every frame is one binary WebSocket message holding a msgpack map with a type key ``t``.
+See docs/protocol.md for the prose version with examples.
+
+Datasets travel as the exact msgpack bytes the generator sandbox produced: the server splices them
+into `tasks` frames without decoding them (`encode_tasks`), which keeps the dispatch hot path free
+of per-dataset (de)serialisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from .errors import ProtocolError
+
+__all__ = [
+    "VERSION",
+    "CLOSE_NORMAL",
+    "CLOSE_PROTOCOL_ERROR",
+    "CLOSE_UNSUPPORTED_DATA",
+    "CLOSE_POLICY_VIOLATION",
+    "CLOSE_TOO_BIG",
+    "MAX_SLOTS",
+    "Hello",
+    "Result",
+    "Results",
+    "TaskError",
+    "Ping",
+    "CampaignInfo",
+    "Task",
+    "Idle",
+    "Bye",
+    "Pong",
+    "ClientMessage",
+    "ServerMessage",
+    "decode_client",
+    "decode_server",
+    "encode",
+    "encode_tasks",
+]
+
+VERSION = 1
+
+# WebSocket close codes (RFC 6455 §7.4.1) used when a peer misbehaves.
+CLOSE_NORMAL = 1000
+CLOSE_PROTOCOL_ERROR = 1002  # undecodable frame, unknown type, missing field, out of order
+CLOSE_UNSUPPORTED_DATA = 1003  # a text frame where a binary one is required
+CLOSE_POLICY_VIOLATION = 1008  # a result for a task this connection does not hold, limits
+CLOSE_TOO_BIG = 1009  # a frame over the size limit
+
+MAX_SLOTS = 256  # most tasks one connection may ask to hold at once
+MAX_TEXT = 64 * 1024  # longest error message / stack trace kept
+
+
+# --------------------------------------------------------------------------- client → server
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """First frame of every connection: which campaign to serve (None = any) and how many slots."""
+
+    campaign: int | None = None
+    slots: int = 1
+    client: dict[str, Any] = field(default_factory=dict)
+    have: tuple[str, ...] = ()  # campaign content hashes the client already holds
+    version: int = VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """A finished task. `value` None means the kernel returned null/undefined (no result)."""
+
+    task: int
+    value: Any
+    compute_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Results:
+    """Several finished tasks in one frame (batching for tiny tasks)."""
+
+    items: tuple[Result, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskError:
+    """The kernel threw (or was stopped) while computing `task`."""
+
+    task: int
+    message: str
+    stack: str = ""
+    compute_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    nonce: int = 0
+
+
+# --------------------------------------------------------------------------- server → client
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignInfo:
+    """The campaign a connection now serves. `kernel`/`static` are None when the client has `hash`."""
+
+    id: int
+    name: str
+    hash: str
+    kernel: str | None
+    static: str | None
+    task_timeout: float
+    max_result_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One dataset to compute; `dataset` is the dataset's msgpack encoding."""
+
+    id: int
+    dataset: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Idle:
+    """No task for this connection right now; more may come (the server will push them)."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    """The server is done with this connection (campaign complete, no work, shutting down)."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    nonce: int = 0
+
+
+ClientMessage = Hello | Result | Results | TaskError | Ping
+ServerMessage = CampaignInfo | Idle | Bye | Pong
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def encode(message: ClientMessage | ServerMessage) -> bytes:
+    """Encode one message as a msgpack frame (for `tasks` frames use `encode_tasks`)."""
+    match message:
+        case Hello():
+            body = {
+                "t": "hello",
+                "v": message.version,
+                "campaign": message.campaign,
+                "slots": message.slots,
+                "client": message.client,
+                "have": list(message.have),
+            }
+        case Result():
+            body = {"t": "result", "id": message.task, "value": message.value, "ms": message.compute_ms}
+        case Results():
+            body = {"t": "results", "items": [[r.task, r.value, r.compute_ms] for r in message.items]}
+        case TaskError():
+            body = {
+                "t": "error",
+                "id": message.task,
+                "message": message.message,
+                "stack": message.stack,
+                "ms": message.compute_ms,
+            }
+        case Ping():
+            body = {"t": "ping", "n": message.nonce}
+        case CampaignInfo():
+            body = {
+                "t": "campaign",
+                "id": message.id,
+                "name": message.name,
+                "hash": message.hash,
+                "kernel": message.kernel,
+                "static": message.static,
+                "task_timeout": message.task_timeout,
+                "max_result_bytes": message.max_result_bytes,
+            }
+        case Idle():
+            body = {"t": "idle", "reason": message.reason}
+        case Bye():
+            body = {"t": "bye", "reason": message.reason}
+        case Pong():
+            body = {"t": "pong", "n": message.nonce}
+        case _:
+            raise TypeError(f"not a protocol message: {message!r}")
+    return msgpack.packb(body)
+
+
+_TASKS_HEAD = msgpack.packb("t") + msgpack.packb("tasks") + msgpack.packb("tasks")
+
+
+def encode_tasks(tasks: Sequence[Task]) -> bytes:
+    """Encode a `tasks` frame, splicing each dataset's msgpack bytes in unchanged.
+
+    The frame is ``{"t": "tasks", "tasks": [[id, dataset], ...]}``; msgpack values are
+    self-delimiting, so pre-encoded datasets can be concatenated into the array as they are.
+    """
+    packer = msgpack.Packer()
+    parts = [b"\x82", _TASKS_HEAD, packer.pack_array_header(len(tasks))]
+    for task in tasks:
+        parts.append(b"\x92")  # fixarray of 2
+        parts.append(packer.pack(task.id))
+        parts.append(task.dataset)
+    return b"".join(parts)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _unpack(frame: bytes | str) -> dict[str, Any]:
+    if isinstance(frame, str):
+        raise ProtocolError(CLOSE_UNSUPPORTED_DATA, "frames must be binary msgpack, not text")
+    try:
+        body = msgpack.unpackb(frame, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types for garbage
+        raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"undecodable frame: {type(exc).__name__}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("t"), str):
+        raise ProtocolError(CLOSE_PROTOCOL_ERROR, "a frame must be a map with a string key 't'")
+    return body
+
+
+def _int(body: dict[str, Any], key: str, *, optional: bool = False, low: int = 0, high: int = 2**63 - 1) -> Any:
+    value = body.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"'{key}' must be an integer in [{low}, {high}]")
+    return value
+
+
+def _number(body: dict[str, Any], key: str) -> float:
+    value = body.get(key, 0)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1e12:
+        raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"'{key}' must be a non-negative number")
+    return float(value)
+
+
+def _text(body: dict[str, Any], key: str, *, default: str | None = None) -> str:
+    value = body.get(key, default)
+    if not isinstance(value, str):
+        raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"'{key}' must be a string")
+    return value[:MAX_TEXT]
+
+
+def decode_client(frame: bytes | str) -> ClientMessage:
+    """Decode and validate a frame sent by a worker; raises ProtocolError with a close code."""
+    body = _unpack(frame)
+    kind = body["t"]
+    if kind == "result":
+        return Result(task=_int(body, "id"), value=body.get("value"), compute_ms=_number(body, "ms"))
+    if kind == "results":
+        items = body.get("items")
+        if not isinstance(items, list) or not items or len(items) > MAX_SLOTS:
+            raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"'items' must be a list of 1 to {MAX_SLOTS} results")
+        results = []
+        for item in items:
+            if not isinstance(item, list) or len(item) != 3:
+                raise ProtocolError(CLOSE_PROTOCOL_ERROR, "each result must be [id, value, ms]")
+            entry = {"id": item[0], "ms": item[2]}
+            results.append(Result(task=_int(entry, "id"), value=item[1], compute_ms=_number(entry, "ms")))
+        return Results(items=tuple(results))
+    if kind == "error":
+        return TaskError(
+            task=_int(body, "id"),
+            message=_text(body, "message"),
+            stack=_text(body, "stack", default=""),
+            compute_ms=_number(body, "ms"),
+        )
+    if kind == "ping":
+        return Ping(nonce=_int(body, "n", optional=True) or 0)
+    if kind == "hello":
+        version = _int(body, "v", low=1, high=2**31)
+        if version != VERSION:
+            raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"unsupported protocol version {version}")
+        client = body.get("client") or {}
+        have = body.get("have") or []
+        if not isinstance(client, dict) or not isinstance(have, list) or len(have) > 16:
+            raise ProtocolError(CLOSE_PROTOCOL_ERROR, "'client' must be a map and 'have' a short list")
+        if not all(isinstance(h, str) and len(h) <= 128 for h in have):
+            raise ProtocolError(CLOSE_PROTOCOL_ERROR, "'have' must hold content hashes")
+        return Hello(
+            campaign=_int(body, "campaign", optional=True, low=1),
+            slots=_int(body, "slots", low=1, high=MAX_SLOTS),
+            client={str(k)[:64]: v for k, v in list(client.items())[:16] if isinstance(v, (str, int, float))},
+            have=tuple(have),
+            version=version,
+        )
+    raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"unknown message type {kind[:32]!r}")
+
+
+def decode_server(frame: bytes) -> ServerMessage | list[Task]:
+    """Decode a frame sent by the server (used by the headless worker and the tests).
+
+    A `tasks` frame decodes to a list of Task whose `dataset` is re-encoded msgpack bytes.
+    """
+    body = _unpack(frame)
+    kind = body["t"]
+    if kind == "tasks":
+        items = body.get("tasks")
+        if not isinstance(items, list):
+            raise ProtocolError(CLOSE_PROTOCOL_ERROR, "'tasks' must be a list")
+        return [Task(id=int(item[0]), dataset=msgpack.packb(item[1])) for item in items]
+    if kind == "campaign":
+        return CampaignInfo(
+            id=_int(body, "id"),
+            name=_text(body, "name", default=""),
+            hash=_text(body, "hash"),
+            kernel=body.get("kernel"),
+            static=body.get("static"),
+            task_timeout=_number(body, "task_timeout"),
+            max_result_bytes=_int(body, "max_result_bytes"),
+        )
+    if kind == "idle":
+        return Idle(reason=_text(body, "reason", default=""))
+    if kind == "bye":
+        return Bye(reason=_text(body, "reason", default=""))
+    if kind == "pong":
+        return Pong(nonce=_int(body, "n", optional=True) or 0)
+    raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"unknown message type {kind[:32]!r}")

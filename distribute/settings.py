@@ -1,0 +1,153 @@
+"""Every setting of distribute in one table: name, default, unit, help.
+
+Values come, lowest precedence first, from the defaults below, a TOML settings file
+(``--settings FILE`` or ``DISTRIBUTE_SETTINGS``), ``DISTRIBUTE_<NAME>`` environment variables
+and finally explicit overrides (CLI flags). Everything is validated once, at startup, so a typo
+fails before the server accepts a connection.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import SettingsError
+
+__all__ = ["Setting", "SETTINGS", "Settings", "load_settings", "settings_table"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    unit: str
+    help: str
+    check: Callable[[Any], bool] = lambda value: True
+
+
+def _positive(value: Any) -> bool:
+    return value > 0
+
+
+def _database_url(value: str) -> bool:
+    return value.startswith(("sqlite://", "postgres://", "postgresql://"))
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("database", "sqlite:///distribute.db", "URL", "sqlite:///PATH or postgres://USER:PASS@HOST:PORT/DB", _database_url),
+    Setting("host", "127.0.0.1", "", "address the server listens on"),
+    Setting("port", 8000, "", "TCP port the server listens on (0 = any free port)", lambda v: 0 <= v < 65536),
+    Setting("public_url", "", "URL", "URL visitors reach the server at (default: http://HOST:PORT)"),
+    Setting("scheduler", "round-robin", "name", "campaign scheduling policy for workers that accept any campaign"),
+    Setting("db_threads", 4, "threads", "most storage calls running at once (PostgreSQL connections per process)", _positive),
+    Setting("generator_timeout", 5.0, "s", "wall-clock limit of one generator run (or one lazy batch)", _positive),
+    Setting("generator_heap", 256, "MiB", "V8 heap limit of the generator sandbox", _positive),
+    Setting("generator_batch", 2000, "datasets", "datasets pulled from a lazy generator at a time", _positive),
+    Setting("generator_low_water", 20000, "datasets", "pull more from a lazy generator when fewer are waiting", _positive),
+    Setting("max_datasets", 10_000_000, "datasets", "most datasets one campaign may generate", _positive),
+    Setting("max_dataset_bytes", 1024 * 1024, "bytes", "largest single dataset (msgpack)", _positive),
+    Setting("max_source_bytes", 4 * 1024 * 1024, "bytes", "largest kernel, generator or static dataset upload", _positive),
+    Setting("max_result_bytes", 1024 * 1024, "bytes", "largest single result (msgpack)", _positive),
+    Setting("max_frame_bytes", 4 * 1024 * 1024, "bytes", "largest WebSocket frame a worker may send", _positive),
+    Setting("max_inflight_bytes", 4 * 1024 * 1024, "bytes", "most dataset bytes sent to one connection and not yet answered", _positive),
+    Setting("task_timeout", 60.0, "s", "default per-task deadline; a task not answered by then is handed out again", _positive),
+    Setting("max_task_errors", 3, "errors", "kernel errors on one dataset before it is marked failed", _positive),
+    Setting("lease_seconds", 30.0, "s", "how long a server process holds datasets it took from storage (renewed while alive)", _positive),
+    Setting("refill_batch", 512, "datasets", "datasets leased from storage into a campaign's in-memory queue at once", _positive),
+    Setting("flush_interval", 0.02, "s", "longest a received result waits for its group commit", _positive),
+    Setting("flush_batch", 2000, "results", "results written in one transaction at most", _positive),
+)
+
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    database: str
+    host: str
+    port: int
+    public_url: str
+    scheduler: str
+    db_threads: int
+    generator_timeout: float
+    generator_heap: int
+    generator_batch: int
+    generator_low_water: int
+    max_datasets: int
+    max_dataset_bytes: int
+    max_source_bytes: int
+    max_result_bytes: int
+    max_frame_bytes: int
+    max_inflight_bytes: int
+    task_timeout: float
+    max_task_errors: int
+    lease_seconds: float
+    refill_batch: int
+    flush_interval: float
+    flush_batch: int
+
+    def replace(self, **changes: Any) -> Settings:
+        return load_settings(overrides={**self.__dict__, **changes}, environ={})
+
+
+def _coerce(setting: Setting, raw: Any, source: str) -> Any:
+    kind = type(setting.default)
+    try:
+        if kind is int and isinstance(raw, str):
+            value = int(raw.replace("_", ""))
+        elif kind is float and isinstance(raw, (str, int)) and not isinstance(raw, bool):
+            value = float(raw)
+        elif kind is str:
+            value = str(raw)
+        else:
+            value = raw
+    except ValueError:
+        raise SettingsError(f"{setting.name} from {source}: {raw!r} is not a valid {kind.__name__}") from None
+    if type(value) is not kind:
+        raise SettingsError(f"{setting.name} from {source}: expected {kind.__name__}, got {raw!r}")
+    if not setting.check(value):
+        raise SettingsError(f"{setting.name} from {source}: {raw!r} is out of range ({setting.help})")
+    return value
+
+
+def load_settings(
+    file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge defaults, file, environment and overrides; raise SettingsError on any bad value."""
+    environ = os.environ if environ is None else environ
+    values = {setting.name: setting.default for setting in SETTINGS}
+    file = file or environ.get("DISTRIBUTE_SETTINGS")
+    if file:
+        try:
+            data = tomllib.loads(Path(file).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"cannot read settings file {file}: {exc}") from None
+        for name, raw in data.items():
+            if name not in _BY_NAME:
+                raise SettingsError(f"unknown setting {name!r} in {file}; known: {', '.join(_BY_NAME)}")
+            values[name] = _coerce(_BY_NAME[name], raw, str(file))
+    for setting in SETTINGS:
+        key = "DISTRIBUTE_" + setting.name.upper()
+        if key in environ:
+            values[setting.name] = _coerce(setting, environ[key], key)
+    for name, raw in (overrides or {}).items():
+        if raw is None:
+            continue
+        if name not in _BY_NAME:
+            raise SettingsError(f"unknown setting {name!r}")
+        values[name] = _coerce(_BY_NAME[name], raw, "command line")
+    assert {f.name for f in fields(Settings)} == set(_BY_NAME)
+    return Settings(**values)
+
+
+def settings_table() -> str:
+    """The settings as a Markdown table (docs/settings.md is generated from this)."""
+    rows = ["| name | default | unit | meaning |", "|---|---|---|---|"]
+    rows += [f"| `{s.name}` | `{s.default}` | {s.unit} | {s.help} |" for s in SETTINGS]
+    return "\n".join(rows)

@@ -1,0 +1,17 @@
+"""Storage: where campaigns, datasets, leases and results live.
+
+`open_storage(url)` picks the backend registered for the URL's scheme through the plugin hook
+`register_storage` (the built-in Pony backend serves sqlite:// and postgres://).
+"""
+
+from __future__ import annotations
+
+from .ponystore import PonyStorage, content_hash, hash_token
+
+__all__ = ["PonyStorage", "content_hash", "hash_token", "open_storage"]
+
+
+async def open_storage(url: str, threads: int = 4) -> PonyStorage:
+    from ..plugins import storage_factory
+
+    return await storage_factory(url)(url, threads)

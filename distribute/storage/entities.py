@@ -1,0 +1,115 @@
+"""The database schema: Pony entities, bound to SQLite or PostgreSQL by `define_entities(db)`.
+
+Table and column names are spelled out (lower case, no quoting needed) because the hot paths in
+`distribute.storage.sql` address them with hand-written SQL. Times on the hot tables are float
+epoch seconds so that raw SQL needs no driver-specific date handling.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pony.orm import Database, LongStr, Optional, PrimaryKey, Required, Set
+
+__all__ = ["SCHEMA_VERSION", "define_entities", "EXTRA_INDEXES"]
+
+SCHEMA_VERSION = 1
+
+# Pony cannot express an index with the primary key in it; leasing needs (campaign, state, id) so
+# that "the oldest N pending datasets of campaign C" is an index range scan, not a sort.
+EXTRA_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS dataset_lease ON dataset (campaign, state, id)",
+    "CREATE INDEX IF NOT EXISTS dataset_expiry ON dataset (state, lease_until)",
+    "CREATE INDEX IF NOT EXISTS result_by_campaign ON result (campaign, dataset, id)",
+)
+
+
+def define_entities(db: Database) -> dict[str, Any]:
+    """Declare every entity on `db` (not yet bound) and return them by name."""
+
+    class Meta(db.Entity):
+        _table_ = "meta"
+        key = PrimaryKey(str)
+        value = Required(str)
+
+    class User(db.Entity):
+        _table_ = "account"
+        email = Required(str, unique=True)
+        password_hash = Optional(str, nullable=True)
+        created = Required(datetime)
+        tokens = Set("ApiToken")
+        campaigns = Set("Campaign")
+
+    class ApiToken(db.Entity):
+        _table_ = "api_token"
+        user = Required(User)
+        token_hash = Required(str, unique=True)
+        name = Optional(str)
+        created = Required(datetime)
+        revoked = Required(bool, default=False)
+
+    class Campaign(db.Entity):
+        _table_ = "campaign"
+        owner = Required(User)
+        name = Required(str)
+        description = Optional(LongStr)
+        kernel = Required(LongStr)
+        static_dataset = Optional(LongStr)
+        generator = Required(LongStr)
+        priority = Required(int, default=0)
+        weight = Required(float, default=1.0)
+        replication = Required(int, default=1)
+        task_timeout = Required(float)
+        status = Required(str)
+        generation_error = Optional(LongStr, nullable=True)
+        deleted = Required(bool, default=False)
+        created = Required(datetime)
+        content_hash = Required(str)
+        generated = Required(int, size=64, default=0)
+        compute_ms = Required(float, default=0.0)
+        datasets = Set("Dataset")
+        results = Set("Result")
+        kernel_errors = Set("KernelError")
+
+    class Dataset(db.Entity):
+        _table_ = "dataset"
+        campaign = Required(Campaign)
+        seq = Required(int, size=64)
+        payload = Required(bytes)
+        state = Required(str)
+        lease_owner = Optional(str, nullable=True)
+        lease_until = Optional(float, nullable=True)
+        errors = Required(int, default=0)
+        results = Set("Result")
+        kernel_errors = Set("KernelError")
+
+    class Result(db.Entity):
+        _table_ = "result"
+        dataset = Required(Dataset)
+        campaign = Required(Campaign)
+        payload = Optional(bytes, nullable=True)
+        compute_ms = Required(float)
+        worker = Required(str)
+        host = Optional(str, nullable=True)
+        created = Required(float)
+
+    class KernelError(db.Entity):
+        _table_ = "kernel_error"
+        campaign = Required(Campaign)
+        dataset = Optional(Dataset, nullable=True)
+        message = Required(LongStr)
+        stack = Optional(LongStr)
+        count = Required(int, default=1)
+        first_seen = Required(float)
+        last_seen = Required(float)
+
+    return {
+        "Meta": Meta,
+        "User": User,
+        "ApiToken": ApiToken,
+        "Campaign": Campaign,
+        "Dataset": Dataset,
+        "Result": Result,
+        "KernelError": KernelError,
+    }

@@ -1,0 +1,289 @@
+"""The headless worker (`distribute worker`): computes tasks with the JavaScript sandbox.
+
+It speaks worker protocol v1 (`distribute.protocol`) over one WebSocket, like the browser harness:
+`hello`, then `campaign` frames (the kernel is loaded with `open_kernel`, kept while its content hash
+is unchanged) and `tasks` frames. Two tasks run per connection: the receive loop queues tasks as they
+arrive (several are in flight, so the next dataset is already here when one finishes) and the compute
+loop runs them one at a time in the sandbox and answers each with `result` or `error`. The worker
+ends on `bye`, after `max_tasks` answers, or when the server closes the connection.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import msgpack
+import trio
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, open_websocket_url
+
+from . import __version__
+from . import protocol as p
+from .errors import DistributeError, KernelError, ProtocolError, ValidationError
+from .sandbox import KernelRun, open_kernel
+
+__all__ = ["KERNEL_HEAP_MIB", "MAX_MESSAGE_BYTES", "WorkerConnectionError", "WorkerSummary", "run_worker", "ws_url"]
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # trio-websocket's default (1 MiB) is below the server's frame limit
+KERNEL_HEAP_MIB = 512  # V8 heap of the kernel sandbox
+DEFAULT_TASK_TIMEOUT = 60.0
+MAX_CACHED_KERNELS = 16  # the protocol's limit on `have`
+
+
+class WorkerConnectionError(DistributeError):
+    """The worker could not reach the server, or the server dropped the connection abnormally."""
+
+
+@dataclass(frozen=True)
+class WorkerSummary:
+    tasks_done: int  # tasks answered (results and errors)
+    errors: int  # answered with an error
+    campaigns: tuple[int, ...]  # campaigns served, in order
+    reason: str  # why the worker stopped
+
+
+def ws_url(server: str) -> str:
+    """http(s)://HOST:PORT[/prefix] or ws(s)://… to the worker endpoint ws(s)://HOST:PORT[/prefix]/ws."""
+    parts = urlsplit(server.strip())
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
+    if scheme is None or not parts.netloc:
+        raise ValidationError(f"the server must be an http(s):// or ws(s):// URL, not {server!r}")
+    path = parts.path.rstrip("/")
+    if not path.endswith("/ws"):
+        path += "/ws"
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
+@dataclass
+class _State:
+    campaign: int | None
+    max_tasks: int | None
+    done: int = 0
+    errors: int = 0
+    campaigns: list[int] = field(default_factory=list)
+    reason: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.max_tasks is not None and self.done >= self.max_tasks
+
+
+class _Display:
+    """The progress line on stderr (rich), or nothing."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+        self.task = progress.add_task("connecting", total=None, errors=0) if progress else None
+
+    def update(self, state: _State, description: str | None = None) -> None:
+        if self.progress is not None and self.task is not None:
+            fields: dict[str, Any] = {"completed": state.done, "errors": state.errors}
+            if description is not None:
+                fields["description"] = description
+            self.progress.update(self.task, **fields)
+
+
+@contextmanager
+def _display(enabled: bool) -> Iterator[_Display]:
+    if not enabled:
+        yield _Display(None)
+        return
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TextColumn("[bold]{task.completed}[/] tasks, {task.fields[errors]} errors"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        yield _Display(progress)
+
+
+def _decode(frame: bytes | str) -> p.ServerMessage | list[p.Task]:
+    """`decode_server` plus the checks it leaves out; anything malformed becomes a ProtocolError."""
+    try:
+        # A text frame (str) is rejected inside, with CLOSE_UNSUPPORTED_DATA.
+        message = p.decode_server(frame)  # type: ignore[arg-type]
+    except ProtocolError:
+        raise
+    except (TypeError, ValueError, IndexError, KeyError, OverflowError) as exc:  # a task that is not [id, dataset]
+        raise ProtocolError(p.CLOSE_PROTOCOL_ERROR, f"malformed frame ({type(exc).__name__})") from None
+    if isinstance(message, p.CampaignInfo) and not all(
+        isinstance(text, str | None) for text in (message.kernel, message.static)
+    ):
+        raise ProtocolError(p.CLOSE_PROTOCOL_ERROR, "'kernel' and 'static' must be strings or null")
+    return message
+
+
+class _Session:
+    """One connection: the receive loop feeds `queue`, the compute loop drains it."""
+
+    def __init__(self, ws: WebSocketConnection, state: _State, display: _Display) -> None:
+        self.ws = ws
+        self.state = state
+        self.display = display
+        # The server bounds what it sends (slots, in-flight bytes), so the local queue may be unbounded:
+        # the receive loop must never wait for a computation.
+        self.send_queue, self.queue = trio.open_memory_channel[p.CampaignInfo | p.Task | p.Bye](math.inf)
+        self.kernels: OrderedDict[str, tuple[str, str]] = OrderedDict()  # hash -> (kernel, static)
+        self.kernel: KernelRun | None = None
+        self.kernel_hash = ""
+        self.kernel_error: KernelError | None = None
+        self.info: p.CampaignInfo | None = None
+        self.pending: set[int] = set()  # task ids queued or computing
+
+    async def receive_loop(self) -> None:
+        # A synchronous close: an async one is a checkpoint where the woken compute loop could cancel
+        # us and so swallow the ConnectionClosed that explains why the connection ended.
+        with self.send_queue:
+            while True:
+                try:
+                    message = _decode(await self.ws.get_message())
+                except ProtocolError as exc:
+                    await self.ws.aclose(exc.code, exc.reason[:120])
+                    raise WorkerConnectionError(f"the server sent an invalid frame: {exc.reason}") from None
+                if isinstance(message, list):
+                    for task in message:
+                        # A task whose deadline passed while it waited here may be handed to us again;
+                        # the server holds it once, so it gets one answer.
+                        if task.id not in self.pending:
+                            self.pending.add(task.id)
+                            self.send_queue.send_nowait(task)
+                elif isinstance(message, p.CampaignInfo | p.Bye):
+                    self.send_queue.send_nowait(message)
+                    if isinstance(message, p.Bye):
+                        return
+                elif isinstance(message, p.Idle):
+                    self.display.update(self.state, f"waiting for work ({message.reason or 'idle'})")
+
+    async def compute_loop(self, stack: AsyncExitStack) -> None:
+        async for item in self.queue:
+            if isinstance(item, p.Bye):
+                self.state.reason = f"server said bye: {item.reason}" if item.reason else "server said bye"
+                return
+            if isinstance(item, p.CampaignInfo):
+                await self._switch(item, stack)
+                continue
+            await self._compute(item)
+            if self.state.finished:
+                self.state.reason = f"reached {self.state.max_tasks} tasks"
+                return
+
+    async def _switch(self, info: p.CampaignInfo, stack: AsyncExitStack) -> None:
+        self.info = info
+        if info.id not in self.state.campaigns:
+            self.state.campaigns.append(info.id)
+        self.display.update(self.state, f"campaign {info.id} {info.name}".strip())
+        if info.kernel is not None:
+            self.kernels[info.hash] = (info.kernel, info.static or "")
+        if info.hash in self.kernels:
+            self.kernels.move_to_end(info.hash)
+        while len(self.kernels) > MAX_CACHED_KERNELS:
+            self.kernels.popitem(last=False)
+        if info.hash == self.kernel_hash and (self.kernel is not None or self.kernel_error is not None):
+            return  # same kernel and static dataset: keep the loaded one
+        await stack.aclose()
+        self.kernel, self.kernel_error, self.kernel_hash = None, None, info.hash
+        source = self.kernels.get(info.hash)
+        if source is None:  # the server trusted a `have` we no longer hold: cannot happen with our hello
+            self.kernel_error = KernelError("the server sent no kernel for this campaign")
+            return
+        try:
+            self.kernel = await stack.enter_async_context(
+                open_kernel(source[0], source[1], heap_mib=KERNEL_HEAP_MIB, max_result_bytes=info.max_result_bytes)
+            )
+        except KernelError as exc:
+            self.kernel_error = exc  # every task of this campaign is answered with this error
+
+    async def _compute(self, task: p.Task) -> None:
+        started = time.perf_counter()
+        timeout = self.info.task_timeout if self.info and self.info.task_timeout > 0 else DEFAULT_TASK_TIMEOUT
+        try:
+            if self.kernel is None:
+                raise self.kernel_error or KernelError("a task arrived before its campaign")
+            value, compute_ms = await self.kernel.run(task.dataset, timeout)
+        except KernelError as exc:
+            ms = (time.perf_counter() - started) * 1000.0
+            await self.ws.send_message(p.encode(p.TaskError(task.id, exc.message, exc.stack, ms)))
+            self.state.errors += 1
+        else:
+            result = None if value is None else msgpack.unpackb(value)
+            await self.ws.send_message(p.encode(p.Result(task.id, result, compute_ms)))
+        self.pending.discard(task.id)
+        self.state.done += 1
+        self.display.update(self.state)
+
+    def hello(self, slots: int, host: str) -> p.Hello:
+        client = {"kind": "headless", "version": __version__, "python": platform.python_version()}
+        if host:
+            client["host"] = host
+        return p.Hello(campaign=self.state.campaign, slots=slots, client=client, have=tuple(self.kernels))
+
+
+async def run_worker(
+    server: str,
+    *,
+    campaign: int | None = None,
+    max_tasks: int | None = None,
+    slots: int = 2,
+    progress: bool = False,
+    host: str = "",
+) -> WorkerSummary:
+    """Compute tasks from `server` until it says bye (or after `max_tasks` answers); `campaign` None = any.
+
+    Raises ValidationError for a malformed URL and WorkerConnectionError when the server cannot be
+    reached or drops the connection abnormally.
+    """
+    url = ws_url(server)
+    if not 1 <= slots <= p.MAX_SLOTS:
+        raise ValidationError(f"slots must be between 1 and {p.MAX_SLOTS}")
+    state = _State(campaign=campaign, max_tasks=max_tasks)
+    if max_tasks is not None and max_tasks <= 0:
+        return WorkerSummary(0, 0, (), "no tasks requested")
+    connected = False
+    with _display(progress) as display:
+        try:
+            async with open_websocket_url(url, max_message_size=MAX_MESSAGE_BYTES) as ws:
+                connected = True
+                session = _Session(ws, state, display)
+                await ws.send_message(p.encode(session.hello(slots, host)))
+                try:
+                    async with AsyncExitStack() as kernels, trio.open_nursery() as nursery:
+                        nursery.start_soon(session.receive_loop)
+                        await session.compute_loop(kernels)
+                        nursery.cancel_scope.cancel()
+                except BaseExceptionGroup as group:
+                    raise _single(group) from None  # so callers can catch ConnectionClosed, DistributeError
+                await ws.aclose(p.CLOSE_NORMAL, "worker done")
+        except (HandshakeError, OSError) as exc:
+            if connected:
+                raise
+            raise WorkerConnectionError(f"cannot connect to {url}: {exc or type(exc).__name__}") from None
+        except ConnectionClosed as exc:
+            reason = exc.reason
+            if reason is None or reason.code not in (p.CLOSE_NORMAL, 1001):
+                detail = f"{reason.code} {reason.reason or reason.name}" if reason else "no close frame"
+                raise WorkerConnectionError(f"the server closed the connection ({detail})") from None
+            state.reason = state.reason or f"server closed the connection: {reason.reason or reason.name}"
+    return WorkerSummary(state.done, state.errors, tuple(state.campaigns), state.reason or "connection closed")
+
+
+def _single(group: BaseExceptionGroup) -> BaseException:
+    """The one real error in a nursery's group (the rest are cancellations), or the group itself."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        elif not isinstance(exc, trio.Cancelled):
+            leaves.append(exc)
+    return leaves[0] if len(leaves) == 1 else group

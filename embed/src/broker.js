@@ -1,0 +1,88 @@
+// Broker UI: the consent card, the status line and the controls of the embed frame.
+//
+// Runs in the broker document (the server's origin, under a strict CSP) and never runs campaign
+// code. Until the visitor clicks "Contribute" this small script is all that loads: no socket, no
+// sandbox, no kernel. The click loads session.js, which does the work; consent lasts as long as
+// this page view (nothing is stored).
+
+const card = document.getElementById("card");
+const el = (id) => document.getElementById(id);
+const contribute = el("contribute");
+const pause = el("pause");
+const stop = el("stop");
+const throttle = el("throttle");
+const statusLine = el("status");
+
+let session = null;
+let level = ["low", "medium", "high"].includes(card.dataset.throttle) ? card.dataset.throttle : "low";
+throttle.value = level;
+
+function plural(n) {
+  return n === 1 ? "1 task done" : `${n} tasks done`;
+}
+
+function describe({ state, detail, done, campaign }) {
+  const count = plural(done);
+  const what = campaign ? ` on “${campaign}”` : "";
+  switch (state) {
+    case "starting":
+    case "connecting":
+      return detail;
+    case "waiting":
+      return `Waiting for work · ${count}`;
+    case "running":
+      return `Running${what} · ${count}`;
+    case "paused":
+      return `Paused · ${count}`;
+    case "hidden":
+      return `Paused while this page is hidden · ${count}`;
+    case "stopped":
+      return `Stopped · ${count}. Thank you!`;
+    case "done":
+      return `Finished: nothing left to compute · ${count}. Thank you!`;
+    default:
+      return detail || state;
+  }
+}
+
+function render(status) {
+  document.body.dataset.state = status.state;
+  document.body.dataset.done = String(status.done);
+  statusLine.textContent = describe(status);
+  pause.textContent = status.state === "paused" ? "Resume" : "Pause";
+}
+
+async function begin() {
+  contribute.disabled = true;
+  render({ state: "starting", detail: "Loading…", done: 0 });
+  try {
+    const { Session } = await import("./session.js");
+    const campaign = card.dataset.campaign === "any" ? null : Number(card.dataset.campaign);
+    const wsUrl = card.dataset.ws || new URL("/ws", location.href).href.replace(/^http/, "ws");
+    session = new Session({ campaign, level, wsUrl, runnerUrl: card.dataset.runner, onStatus: render });
+    await session.start();
+  } catch (error) {
+    render({ state: "error", detail: `Could not start: ${error?.message ?? error}`, done: 0 });
+  } finally {
+    contribute.disabled = false;
+  }
+}
+
+contribute.addEventListener("click", () => {
+  if (session) session.stop();
+  session = null;
+  begin();
+});
+
+pause.addEventListener("click", () => {
+  if (!session) return;
+  if (session.state === "paused") session.resume();
+  else session.pause();
+});
+
+stop.addEventListener("click", () => session?.stop());
+
+throttle.addEventListener("change", () => {
+  level = throttle.value;
+  session?.setLevel(level);
+});

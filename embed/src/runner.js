@@ -1,0 +1,261 @@
+// Runner: the sandboxed document that owns the kernel workers.
+//
+// Served as /embed/runner inside the broker with `sandbox="allow-scripts"` and a CSP that allows
+// only this script (by hash), blob: workers and no connections at all, so it has an opaque origin
+// and no network. It builds one blob per campaign (worker bootstrap + kernel source), keeps
+// `workers` Web Workers fed from its task queue, enforces the per-task time limit (watchdog) and
+// the duty cycle, and checks everything a worker says before passing it on to the broker.
+//
+// broker → runner: start, tasks, throttle, stop. runner → broker: ready, alive, report (validate.js).
+
+import { kernelBlobParts } from "./blob.js";
+import { DutyCycle } from "./throttle.js";
+import { checkBrokerMessage, checkWorkerAnswer } from "./validate.js";
+
+/* global __WORKER_SOURCE__ */
+const WORKER_SOURCE = __WORKER_SOURCE__; // the bundled worker bootstrap (build.mjs inlines it)
+
+// The document's own origin is opaque; its URL still names the server, which is the broker's origin.
+const BROKER_ORIGIN = new URL(location.href).origin;
+const broker = window.parent;
+
+let config = null; // the current `start` message
+let gen = 0; // which `start` results belong to; the broker drops stale ones
+let blobUrl = null;
+let lineOffset = 0;
+let queue = []; // [taskId, ArrayBuffer] waiting for a worker
+let slots = []; // one per worker
+let watchdog = 0;
+
+class Slot {
+  constructor() {
+    this.worker = null;
+    this.tasks = []; // ids handed to the worker, oldest (the one computing) first
+    this.since = 0; // when tasks[0] started, as far as the runner can tell
+    this.resting = false; // sleeping off its duty cycle: no new task until the timer ends it
+    this.restTimer = 0;
+    this.duty = new DutyCycle(config.duty);
+    this.backups = new Map(); // id → task, for tasks queued inside the worker behind another
+  }
+}
+
+// --------------------------------------------------------------------------- reports out
+
+let outbox = [];
+let transfer = [];
+let startedSome = false; // a task started since the last report: the broker must learn of it
+let reportDue = false;
+const tick = new MessageChannel(); // a macrotask that timers cannot delay: one report per turn
+
+// Tasks that started computing: if this process dies (a memory bomb, say), these are the ones the
+// broker reports as failed; the others in hand never started and simply go back to the server.
+function runningIds() {
+  const ids = [];
+  for (const slot of slots) if (slot.worker && slot.tasks.length) ids.push(slot.tasks[0]);
+  return ids;
+}
+
+tick.port1.onmessage = () => {
+  reportDue = false;
+  if (!outbox.length && !startedSome) return;
+  const items = outbox;
+  const buffers = transfer;
+  outbox = [];
+  transfer = [];
+  startedSome = false;
+  broker.postMessage({ type: "report", gen, items, running: runningIds() }, BROKER_ORIGIN, buffers);
+};
+
+function report() {
+  if (reportDue) return;
+  reportDue = true;
+  tick.port2.postMessage(0);
+}
+
+function emit(id, ok, payload, ms) {
+  outbox.push([id, ok, payload, ms]);
+  if (payload instanceof ArrayBuffer) transfer.push(payload);
+  report();
+}
+
+// --------------------------------------------------------------------------- workers
+
+function spawn(slot) {
+  let worker;
+  try {
+    worker = new Worker(blobUrl, { name: "kernel" });
+  } catch (error) {
+    return String(error?.message ?? error);
+  }
+  slot.worker = worker;
+  slot.tasks = [];
+  worker.onmessage = (event) => answered(slot, worker, event.data);
+  worker.onmessageerror = () => misbehaved(slot, worker, "the kernel's worker sent a message that cannot be read");
+  worker.onerror = (event) => {
+    event.preventDefault();
+    const where = event.lineno ? ` (kernel.js:${event.lineno - lineOffset}:${event.colno})` : "";
+    misbehaved(slot, worker, `${event.message || "the kernel's worker failed"}${where}`);
+  };
+  worker.postMessage({ static: config.static, maxResultBytes: config.maxResultBytes, lineOffset });
+  return "";
+}
+
+function retire(slot) {
+  if (slot.worker) slot.worker.terminate();
+  slot.worker = null;
+  // Tasks behind the one that was computing never started: they go back to the front of the queue.
+  const waiting = slot.tasks.slice(1).map((id) => slot.backups.get(id));
+  queue = waiting.concat(queue);
+  slot.tasks = [];
+  slot.backups.clear();
+}
+
+// Terminates the worker (a fresh one takes its place on demand) and reports the task it was on.
+function misbehaved(slot, worker, reason) {
+  if (slot.worker !== worker) return; // already replaced: a late event from a terminated worker
+  const id = slot.tasks[0];
+  const ms = performance.now() - slot.since;
+  retire(slot);
+  if (id !== undefined) emit(id, false, [reason, ""], ms);
+  pump();
+}
+
+function answered(slot, worker, data) {
+  if (slot.worker !== worker) return;
+  if (slot.tasks.length === 0) {
+    misbehaved(slot, worker, "the kernel's worker sent a message while it had no task");
+    return;
+  }
+  const answer = checkWorkerAnswer(data, slot.tasks[0], config.maxResultBytes);
+  if (answer.bad) {
+    misbehaved(slot, worker, answer.bad);
+    return;
+  }
+  const now = performance.now();
+  const busy = now - slot.since;
+  slot.tasks.shift();
+  slot.backups.delete(answer.id);
+  slot.since = now;
+  if (slot.tasks.length) startedSome = true; // the one waiting inside the worker starts now
+  // The worker's own timing is precise, but it is the kernel's word: never more than we saw.
+  emit(answer.id, answer.ok, answer.payload, Math.min(answer.ms, busy));
+  const rest = slot.duty.rest(busy);
+  if (rest > 0) {
+    // The timer ends the rest itself: comparing clocks would stall whenever a timer fires early.
+    slot.resting = true;
+    slot.restTimer = setTimeout(() => {
+      slot.resting = false;
+      pump();
+    }, rest);
+  }
+  pump();
+}
+
+// Hands queued tasks to workers that have room and are not resting.
+function pump() {
+  if (!config) return;
+  const now = performance.now();
+  for (const slot of slots) {
+    while (queue.length && slot.tasks.length < config.depth && !slot.resting) {
+      const task = queue.shift();
+      if (!slot.worker) {
+        const failed = spawn(slot);
+        if (failed) {
+          emit(task[0], false, [`the sandbox could not start a worker: ${failed}`, ""], 0);
+          continue;
+        }
+      }
+      if (slot.tasks.length === 0) {
+        // It starts at once: hand the bytes over without a copy.
+        startedSome = true;
+        report();
+        slot.since = now;
+        slot.tasks.push(task[0]);
+        slot.worker.postMessage(task, [task[1]]);
+      } else {
+        // It waits behind another task, which may yet be killed: keep the bytes to requeue it.
+        slot.tasks.push(task[0]);
+        slot.backups.set(task[0], task);
+        slot.worker.postMessage(task);
+      }
+    }
+  }
+}
+
+function checkDeadlines() {
+  const limit = config.timeout * 1000;
+  const now = performance.now();
+  for (const slot of slots) {
+    if (slot.worker && slot.tasks.length && now - slot.since > limit) {
+      // Worded as the headless worker words it, so owners see one message whichever worker ran it.
+      misbehaved(slot, slot.worker, `task exceeded the time limit of ${config.timeout} s`);
+    }
+  }
+}
+
+// --------------------------------------------------------------------------- commands
+
+function stopAll() {
+  for (const slot of slots) {
+    if (slot.worker) slot.worker.terminate();
+    clearTimeout(slot.restTimer);
+  }
+  slots = [];
+  queue = [];
+  outbox = [];
+  transfer = [];
+  startedSome = false;
+  clearInterval(watchdog);
+  if (blobUrl) URL.revokeObjectURL(blobUrl);
+  blobUrl = null;
+  config = null;
+}
+
+// Only ever grows: the broker reconnects (stop, start) when the number of workers goes down.
+function makeSlots(count) {
+  while (slots.length < count) slots.push(new Slot());
+}
+
+function start(msg) {
+  stopAll();
+  config = msg;
+  gen = msg.gen;
+  const blob = kernelBlobParts(WORKER_SOURCE, msg.kernel);
+  lineOffset = blob.lineOffset;
+  blobUrl = URL.createObjectURL(new Blob(blob.parts, { type: "text/javascript" }));
+  makeSlots(msg.workers);
+  // Check often enough that a task overruns its limit by at most a tenth of it (or a second).
+  watchdog = setInterval(checkDeadlines, Math.min(1000, Math.max(50, msg.timeout * 100)));
+}
+
+window.addEventListener("message", (event) => {
+  if (event.source !== broker || event.origin !== BROKER_ORIGIN) return;
+  const msg = checkBrokerMessage(event.data);
+  if (!msg) return;
+  switch (msg.type) {
+    case "start":
+      start(msg);
+      break;
+    case "tasks":
+      if (config && msg.gen === gen) {
+        queue.push(...msg.tasks);
+        pump();
+      }
+      break;
+    case "throttle":
+      if (config) {
+        Object.assign(config, { workers: msg.workers, duty: msg.duty, depth: msg.depth });
+        for (const slot of slots) slot.duty = new DutyCycle(msg.duty);
+        makeSlots(msg.workers);
+        pump();
+      }
+      break;
+    case "stop":
+      stopAll();
+      break;
+  }
+});
+
+broker.postMessage({ type: "ready" }, BROKER_ORIGIN);
+// A heartbeat: a runner whose process crashed says nothing, and the broker starts a new one.
+setInterval(() => broker.postMessage({ type: "alive" }, BROKER_ORIGIN), 1000);

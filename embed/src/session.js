@@ -1,0 +1,400 @@
+// Session: everything the broker does after the visitor clicks "Contribute" — loaded only then.
+//
+// Holds the one WebSocket to the server (protocol.js), the sandboxed runner frame (runner.js), and
+// the FIFO of what the server sent: campaign switches and tasks, in order. It never runs campaign
+// code: kernels and datasets pass through as strings and bytes. Per task it does a scan of the
+// `tasks` frame, one postMessage to the runner, and one splice of the result into a frame.
+//
+// Pausing (button or hidden page) closes the socket and stops the workers: the server hands the
+// unfinished tasks to somebody else at once, and the visitor's CPU is free immediately. Resuming
+// reconnects; kernels already received are kept by content hash (`have`), so they are not resent.
+
+import {
+  CLOSE_NORMAL,
+  CLOSE_PROTOCOL_ERROR,
+  decodeServer,
+  encodeError,
+  encodeHello,
+  encodePing,
+  encodeResult,
+  encodeResults,
+  MAX_SLOTS,
+  ProtocolError,
+} from "./protocol.js";
+import { plan } from "./throttle.js";
+import { checkRunnerMessage } from "./validate.js";
+
+const RUNNER_TIMEOUT_MS = 15000; // the runner frame must say "ready" within this
+const RUNNER_SILENCE_MS = 5000; // a runner that sends no heartbeat for this long has crashed
+const PING_MS = 25000; // keeps idle connections alive through proxies
+const RETRY_MS = [1000, 2000, 5000, 10000, 30000, 60000];
+const ANY_RETRY_MS = 60000; // "any" with nothing to do: ask again this much later
+const MAX_CACHED = 16; // kernels kept by hash, as many as `hello.have` may list
+
+// The embedding page's origin: recorded by the server with every result from this browser.
+export function hostOrigin(doc = document, loc = location) {
+  try {
+    if (loc.ancestorOrigins && loc.ancestorOrigins.length) return loc.ancestorOrigins[0];
+    if (doc.referrer) return new URL(doc.referrer).origin;
+  } catch {
+    /* an unparsable referrer: unknown host */
+  }
+  return "";
+}
+
+export class Session {
+  // options: {campaign: id | null, level, wsUrl, runnerUrl, onStatus(status)}
+  constructor(options) {
+    this.campaign = options.campaign;
+    this.wsUrl = options.wsUrl;
+    this.runnerUrl = options.runnerUrl;
+    this.onStatus = options.onStatus;
+    this.cores = navigator.hardwareConcurrency || 2;
+    this.plan = plan(options.level, this.cores);
+    this.host = hostOrigin();
+    this.state = "starting";
+    this.detail = "";
+    this.done = 0;
+    this.current = null; // the campaign frame the runner is set up for
+    this.cache = new Map(); // hash → {kernel, static}
+    this.pending = []; // {campaign} | {tasks}, in the order the server sent them
+    this.inflight = new Set(); // task ids handed to the runner and not answered
+    this.running = []; // of those, the ones the runner last said were computing
+    this.heardFromRunner = 0;
+    this.livenessTimer = 0;
+    this.gen = 0;
+    this.ws = null;
+    this.frame = null;
+    this.runner = null;
+    this.userPaused = false;
+    this.retries = 0;
+    this.retryTimer = 0;
+    this.pingTimer = 0;
+    this.onMessage = (event) => this.fromRunner(event);
+    this.onVisibility = () => this.visibilityChanged();
+  }
+
+  status(state, detail = "") {
+    this.state = state;
+    this.detail = detail;
+    this.onStatus({ state, detail, done: this.done, campaign: this.current?.name ?? "", level: this.plan.level });
+  }
+
+  // ------------------------------------------------------------------------- lifecycle
+
+  async start() {
+    this.userPaused = false;
+    window.addEventListener("message", this.onMessage);
+    document.addEventListener("visibilitychange", this.onVisibility);
+    this.livenessTimer = setInterval(() => this.checkRunner(), 1000);
+    this.status("starting", "Starting the sandbox…");
+    try {
+      await this.makeRunner();
+    } catch (error) {
+      if (this.frame) this.status("error", String(error.message ?? error));
+      return;
+    }
+    if (!this.userPaused) this.connect(); // unless Pause or Stop came while the sandbox loaded
+  }
+
+  stop() {
+    this.userPaused = true;
+    this.disconnect();
+    window.removeEventListener("message", this.onMessage);
+    document.removeEventListener("visibilitychange", this.onVisibility);
+    clearInterval(this.livenessTimer);
+    if (this.frame) this.frame.remove();
+    this.frame = null;
+    this.runner = null;
+    this.status("stopped");
+  }
+
+  pause() {
+    this.userPaused = true;
+    this.disconnect();
+    this.status("paused");
+  }
+
+  resume() {
+    this.userPaused = false;
+    this.retries = 0;
+    if (this.runnerReady) return; // the sandbox is still loading: start() connects when it is ready
+    this.connect();
+  }
+
+  setLevel(level) {
+    const next = plan(level, this.cores);
+    const reconnect = next.slots !== this.plan.slots || next.workers < this.plan.workers;
+    this.plan = next;
+    if (this.ws && reconnect) {
+      // The server sized this connection by `slots`: ask again with the new size.
+      this.disconnect();
+      this.connect();
+    } else if (this.ws && this.current) {
+      this.post({ type: "throttle", workers: next.workers, duty: next.duty, depth: next.depth });
+    }
+    this.status(this.state, this.detail);
+  }
+
+  visibilityChanged() {
+    if (document.visibilityState === "hidden") {
+      if (this.ws || this.retryTimer) {
+        this.disconnect();
+        this.status("hidden");
+      }
+    } else if (this.state === "hidden" && !this.userPaused) {
+      this.connect();
+    }
+  }
+
+  // ------------------------------------------------------------------------- runner frame
+
+  makeRunner() {
+    return new Promise((resolve, reject) => {
+      const frame = document.createElement("iframe");
+      frame.setAttribute("sandbox", "allow-scripts");
+      frame.setAttribute("title", "sandbox");
+      frame.setAttribute("aria-hidden", "true");
+      frame.setAttribute("tabindex", "-1");
+      frame.className = "runner";
+      const timer = setTimeout(() => reject(new Error("The sandbox did not start.")), RUNNER_TIMEOUT_MS);
+      this.runnerReady = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      frame.src = this.runnerUrl;
+      document.body.appendChild(frame);
+      this.frame = frame;
+      this.runner = frame.contentWindow;
+    });
+  }
+
+  post(message, transfer = []) {
+    // The runner's origin is opaque ("null"), so "*" is the only target origin that reaches it;
+    // the recipient is pinned by the window reference instead.
+    this.runner?.postMessage(message, "*", transfer);
+  }
+
+  fromRunner(event) {
+    if (!this.runner || event.source !== this.runner || event.origin !== "null") return;
+    const msg = checkRunnerMessage(event.data, this.current?.maxResultBytes ?? 0);
+    if (!msg) return;
+    this.heardFromRunner = performance.now();
+    if (msg.type === "ready") {
+      this.runnerReady?.();
+      this.runnerReady = null;
+      return;
+    }
+    if (msg.type !== "report" || msg.gen !== this.gen || !this.ws) return; // stale: before a reconnect or switch
+    this.running = msg.running;
+    if (msg.items.length) this.sendAnswers(msg.items);
+    this.drain();
+  }
+
+  // The runner lives in a process of its own (a sandboxed frame); when a kernel crashes that
+  // process (a memory bomb, say), its heartbeat stops. The tasks it was computing are reported as
+  // failed, so that the server stops handing out a dataset that kills browsers; the rest go back
+  // to the server by reconnecting; and a fresh runner takes over.
+  checkRunner() {
+    if (!this.ws || !this.current || this.runnerReady) return;
+    if (performance.now() - this.heardFromRunner < RUNNER_SILENCE_MS) return;
+    this.restartRunner();
+  }
+
+  async restartRunner() {
+    for (const id of this.running) {
+      if (!this.inflight.delete(id)) continue;
+      this.done += 1;
+      this.send(encodeError(id, "the sandbox crashed while computing this task (did the kernel run out of memory?)", "", 0));
+    }
+    this.disconnect(CLOSE_NORMAL, "sandbox restarted");
+    this.frame?.remove();
+    this.frame = null;
+    this.runner = null;
+    this.status("starting", "Restarting the sandbox…");
+    try {
+      await this.makeRunner();
+    } catch (error) {
+      if (this.frame) this.status("error", String(error.message ?? error));
+      return;
+    }
+    if (!this.userPaused && document.visibilityState !== "hidden") this.connect();
+    else if (!this.userPaused) this.status("hidden");
+  }
+
+  sendAnswers(items) {
+    const results = [];
+    for (const [id, ok, payload, ms] of items) {
+      if (!this.inflight.delete(id)) continue; // not ours to answer
+      this.done += 1;
+      if (ok) results.push([id, payload && new Uint8Array(payload), ms]);
+      else this.send(encodeError(id, payload[0], payload[1], ms));
+    }
+    for (let i = 0; i < results.length; i += MAX_SLOTS) {
+      const batch = results.slice(i, i + MAX_SLOTS);
+      this.send(batch.length === 1 ? encodeResult(...batch[0]) : encodeResults(batch));
+    }
+    if (items.length) this.status("running");
+  }
+
+  // ------------------------------------------------------------------------- connection
+
+  connect() {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = 0;
+    if (document.visibilityState === "hidden") {
+      this.status("hidden");
+      return;
+    }
+    this.status("connecting", "Connecting…");
+    this.heardFromRunner = performance.now();
+    const ws = new WebSocket(this.wsUrl);
+    ws.binaryType = "arraybuffer";
+    ws.onopen = () => {
+      ws.send(
+        encodeHello({
+          campaign: this.campaign,
+          slots: this.plan.slots,
+          client: { kind: "browser", host: this.host, cores: this.cores, throttle: this.plan.level, workers: this.plan.workers },
+          have: [...this.cache.keys()],
+        }),
+      );
+      this.status("waiting", "Waiting for work…");
+      this.pingTimer = setInterval(() => this.send(encodePing(Date.now() % 1e9)), PING_MS);
+    };
+    ws.onmessage = (event) => this.fromServer(event.data);
+    ws.onclose = (event) => this.closed(event);
+    this.ws = ws;
+  }
+
+  // Closes the socket and forgets all work in hand: the server requeues what we held.
+  disconnect(code = CLOSE_NORMAL, reason = "paused") {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = 0;
+    clearInterval(this.pingTimer);
+    if (this.ws) {
+      this.ws.onclose = this.ws.onmessage = this.ws.onopen = null;
+      try {
+        this.ws.close(code, reason);
+      } catch {
+        /* already closing */
+      }
+      this.ws = null;
+    }
+    this.reset();
+  }
+
+  reset() {
+    this.pending = [];
+    this.inflight.clear();
+    this.running = [];
+    this.current = null;
+    this.gen += 1;
+    this.post({ type: "stop" });
+  }
+
+  // Browsers let a page close a socket only with 1000 or 3000–4999: a protocol error the server
+  // made is sent as 4000 + its RFC 6455 code (4002, 4003). The close event then reconnects.
+  abort(code, reason) {
+    try {
+      this.ws?.close(4000 + code, reason.slice(0, 60));
+    } catch {
+      this.ws?.close(); // a reason over 123 bytes of UTF-8
+    }
+  }
+
+  send(frame) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(frame);
+  }
+
+  closed(event) {
+    clearInterval(this.pingTimer);
+    this.ws = null;
+    this.reset();
+    if (this.state === "done") {
+      if (this.campaign === null) this.retryLater(ANY_RETRY_MS, "No work right now; checking again later.");
+      return;
+    }
+    const delay = RETRY_MS[Math.min(this.retries, RETRY_MS.length - 1)];
+    this.retries += 1;
+    const why = event.reason ? ` (${event.reason})` : "";
+    this.retryLater(delay * (0.75 + Math.random() / 2), `Connection lost${why}; retrying…`);
+  }
+
+  retryLater(delay, message) {
+    if (this.state !== "done") this.status("retrying", message);
+    this.retryTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  fromServer(data) {
+    let msg;
+    try {
+      msg = decodeServer(data);
+    } catch (error) {
+      if (!(error instanceof ProtocolError)) throw error;
+      this.abort(error.code, error.message);
+      return;
+    }
+    switch (msg.t) {
+      case "campaign":
+        this.campaignFrame(msg);
+        break;
+      case "tasks":
+        this.retries = 0;
+        this.pending.push({ tasks: msg.tasks });
+        this.drain();
+        break;
+      case "idle":
+        if (this.inflight.size === 0) this.status("waiting", "Waiting for work…");
+        break;
+      case "bye":
+        this.status("done", msg.reason);
+        break;
+      case "pong":
+        break;
+    }
+  }
+
+  campaignFrame(msg) {
+    let code = msg.kernel !== null && msg.static !== null ? { kernel: msg.kernel, static: msg.static } : this.cache.get(msg.hash);
+    if (!code) {
+      // The server thinks we hold a kernel we do not: start over without claiming any.
+      this.cache.clear();
+      this.ws?.close(CLOSE_NORMAL, "unknown campaign hash");
+      return;
+    }
+    this.cache.delete(msg.hash);
+    this.cache.set(msg.hash, code);
+    while (this.cache.size > MAX_CACHED) this.cache.delete(this.cache.keys().next().value);
+    this.pending.push({ campaign: { ...msg, ...code } });
+    this.drain();
+  }
+
+  // Passes what the server sent on to the runner, in order. A campaign switch waits until the
+  // runner has answered every task of the previous campaign.
+  drain() {
+    while (this.pending.length) {
+      const head = this.pending[0];
+      if (head.campaign) {
+        if (this.inflight.size) return;
+        this.pending.shift();
+        this.gen += 1;
+        this.current = head.campaign;
+        const { kernel, static: staticText, taskTimeout, maxResultBytes } = head.campaign;
+        const { workers, duty, depth } = this.plan;
+        this.post({ type: "start", gen: this.gen, kernel, static: staticText, timeout: taskTimeout, maxResultBytes, workers, duty, depth });
+        this.status("running");
+      } else {
+        this.pending.shift();
+        if (!this.current) {
+          this.abort(CLOSE_PROTOCOL_ERROR, "tasks before a campaign");
+          return;
+        }
+        // Each dataset gets its own buffer, so it can be transferred to the worker, not copied again.
+        const tasks = head.tasks.map(([id, bytes]) => [id, bytes.slice().buffer]);
+        for (const [id] of tasks) this.inflight.add(id);
+        this.post({ type: "tasks", gen: this.gen, tasks }, tasks.map((task) => task[1]));
+      }
+    }
+  }
+}

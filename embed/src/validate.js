@@ -1,0 +1,104 @@
+// Shape checks for every postMessage that crosses a frame or thread boundary of the harness:
+// broker → runner, runner → broker, and worker → runner (the one that carries untrusted output).
+//
+// Each check returns the message in a normalised form, or null when it is malformed. Callers drop
+// malformed messages from trusted peers and treat one from a worker as kernel misbehaviour. Origin
+// and source checks happen at the listeners (they need the event); these only look at data.
+
+import { checkEncoded } from "./scan.js";
+
+export const MAX_WORKERS = 64;
+export const MAX_MESSAGE = 4096; // error message characters kept from a kernel
+export const MAX_STACK = 16384; // stack trace characters kept from a kernel
+
+const isObject = (v) => typeof v === "object" && v !== null && !Array.isArray(v);
+const isId = (v) => Number.isSafeInteger(v) && v >= 0;
+const isMs = (v) => typeof v === "number" && Number.isFinite(v) && v >= 0;
+const isGen = (v) => Number.isSafeInteger(v) && v >= 0;
+
+function throttleOf(msg) {
+  const { workers, duty, depth } = msg;
+  if (!Number.isInteger(workers) || workers < 1 || workers > MAX_WORKERS) return null;
+  if (typeof duty !== "number" || !(duty > 0 && duty <= 1)) return null;
+  if (depth !== 1 && depth !== 2) return null;
+  return { workers, duty, depth };
+}
+
+// broker → runner
+export function checkBrokerMessage(msg) {
+  if (!isObject(msg)) return null;
+  switch (msg.type) {
+    case "start": {
+      const throttle = throttleOf(msg);
+      const { gen, kernel, timeout, maxResultBytes } = msg;
+      if (!throttle || !isGen(gen) || typeof kernel !== "string" || typeof msg.static !== "string") return null;
+      if (typeof timeout !== "number" || !(timeout > 0) || !Number.isInteger(maxResultBytes) || maxResultBytes < 1) return null;
+      return { type: "start", gen, kernel, static: msg.static, timeout, maxResultBytes, ...throttle };
+    }
+    case "tasks": {
+      if (!isGen(msg.gen) || !Array.isArray(msg.tasks)) return null;
+      for (const task of msg.tasks) {
+        if (!Array.isArray(task) || task.length !== 2 || !isId(task[0]) || !(task[1] instanceof ArrayBuffer)) return null;
+      }
+      return { type: "tasks", gen: msg.gen, tasks: msg.tasks };
+    }
+    case "throttle": {
+      const throttle = throttleOf(msg);
+      return throttle && { type: "throttle", ...throttle };
+    }
+    case "stop":
+      return { type: "stop" };
+    default:
+      return null;
+  }
+}
+
+// runner → broker: `ready` once; `alive` every second (the broker restarts a runner that falls
+// silent: its process crashed, say, from a kernel's memory bomb); `report` with answered tasks and
+// the tasks now computing. `items` are [id, ok, payload, ms]: ok → payload is the result's msgpack
+// bytes (an ArrayBuffer) or null for "no result"; not ok → payload is [message, stack].
+export function checkRunnerMessage(msg, maxResultBytes = Infinity) {
+  if (!isObject(msg)) return null;
+  if (msg.type === "ready" || msg.type === "alive") return { type: msg.type };
+  if (msg.type !== "report" || !isGen(msg.gen) || !Array.isArray(msg.items) || !Array.isArray(msg.running)) return null;
+  if (msg.running.length > MAX_WORKERS || !msg.running.every(isId)) return null;
+  for (const item of msg.items) {
+    if (!Array.isArray(item) || item.length !== 4 || !isId(item[0]) || typeof item[1] !== "boolean" || !isMs(item[3])) {
+      return null;
+    }
+    const payload = item[2];
+    if (item[1]) {
+      if (payload !== null && !(payload instanceof ArrayBuffer && payload.byteLength <= maxResultBytes)) return null;
+    } else if (!isErrorPayload(payload)) {
+      return null;
+    }
+  }
+  return { type: "report", gen: msg.gen, items: msg.items, running: msg.running };
+}
+
+function isErrorPayload(payload) {
+  return Array.isArray(payload) && payload.length === 2 && typeof payload[0] === "string" && typeof payload[1] === "string";
+}
+
+// worker → runner: the only channel out of the kernel's thread. A valid answer is
+// [id, 1, ArrayBuffer | null, ms] or [id, 0, [message, stack], ms] for the task the worker is
+// computing (`expectedId`), with a well-formed result of at most `maxResultBytes`.
+// Returns {id, ok, payload, ms} or {bad: reason}.
+export function checkWorkerAnswer(msg, expectedId, maxResultBytes) {
+  if (!Array.isArray(msg) || msg.length !== 4) return { bad: "the kernel's worker sent a message that is not an answer" };
+  const [id, ok, payload, ms] = msg;
+  if (id !== expectedId) return { bad: "the kernel's worker answered a task it was not computing" };
+  if (!isMs(ms)) return { bad: "the kernel's worker sent a malformed answer" };
+  if (ok === 1) {
+    if (payload === null) return { id, ok: true, payload: null, ms };
+    if (!(payload instanceof ArrayBuffer)) return { bad: "the kernel's worker sent a malformed result" };
+    if (payload.byteLength > maxResultBytes) return { bad: `result is too big: more than ${maxResultBytes} bytes as msgpack` };
+    const reason = checkEncoded(new Uint8Array(payload));
+    if (reason) return { bad: `result failed validation: ${reason}` };
+    return { id, ok: true, payload, ms };
+  }
+  if (ok === 0 && isErrorPayload(payload)) {
+    return { id, ok: false, payload: [payload[0].slice(0, MAX_MESSAGE), payload[1].slice(0, MAX_STACK)], ms };
+  }
+  return { bad: "the kernel's worker sent a malformed answer" };
+}

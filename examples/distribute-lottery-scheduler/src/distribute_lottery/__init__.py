@@ -1,0 +1,64 @@
+"""distribute-lottery-scheduler: an example distribute plugin adding the `lottery` scheduling policy.
+
+Lottery scheduling (Waldspurger & Weihl, 1994): each candidate campaign holds tickets in proportion
+to its weight, and the next idle worker serves the campaign whose ticket is drawn. Over many draws
+each campaign gets a share of *tasks* proportional to its weight (unlike `compute-time`, which
+shares measured compute *time*), without keeping any per-campaign state.
+
+Set ``DISTRIBUTE_LOTTERY_SEED`` to an integer for reproducible draws, or construct
+``LotteryScheduler(seed=...)`` directly.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Sequence
+
+from distribute.plugins import hookimpl
+from distribute.scheduler.base import Candidate, Scheduler
+
+__all__ = ["SEED_VARIABLE", "LotteryScheduler", "register_schedulers"]
+__version__ = "0.1.0"
+
+SEED_VARIABLE = "DISTRIBUTE_LOTTERY_SEED"
+
+
+class LotteryScheduler:
+    """Draw the next campaign at random, with probability proportional to its weight."""
+
+    name = "lottery"
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._random = random.Random(seed)
+
+    @classmethod
+    def from_environment(cls) -> LotteryScheduler:
+        """The factory registered with distribute: seeded from DISTRIBUTE_LOTTERY_SEED when it is set."""
+        raw = os.environ.get(SEED_VARIABLE, "").strip()
+        if not raw:
+            return cls()
+        try:
+            return cls(seed=int(raw))
+        except ValueError:
+            raise ValueError(f"{SEED_VARIABLE} must be an integer, got {raw!r}") from None
+
+    def choose(self, candidates: Sequence[Candidate]) -> Candidate | None:
+        if not candidates:
+            return None
+        ordered = sorted(candidates, key=lambda c: c.campaign_id)  # the draw must not depend on input order
+        total = sum(c.weight for c in ordered)
+        ticket = self._random.uniform(0.0, total)
+        for candidate in ordered:
+            ticket -= candidate.weight
+            if ticket < 0:
+                return candidate
+        return ordered[-1]  # ticket == total exactly (or rounding): the last holder wins
+
+    def task_finished(self, campaign_id: int, compute_seconds: float) -> None:
+        """A lottery has no memory: reported compute time does not change the odds."""
+
+
+@hookimpl
+def register_schedulers(register: Callable[[str, Callable[[], Scheduler]], None]) -> None:
+    register(LotteryScheduler.name, LotteryScheduler.from_environment)

@@ -1,0 +1,108 @@
+"""A protocol-level worker for tests and benchmarks: real WebSocket, kernels written in Python.
+
+It speaks protocol v1 through `distribute.protocol` exactly as the headless worker and the
+browser do, but computes with a Python callable, so tests of the server need no JavaScript.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+
+from distribute import protocol as p
+
+
+@dataclass
+class Outcome:
+    campaigns: list[p.CampaignInfo] = field(default_factory=list)
+    done: list[int] = field(default_factory=list)
+    bye: str | None = None
+    close_code: int | None = None
+    close_reason: str = ""
+
+
+def seed_kernel(dataset: dict[str, int]) -> list[int] | None:
+    found = [i for i in range(dataset["min"], dataset["max"]) if i % 123 == 0]
+    return found or None
+
+
+async def connect(url: str) -> Any:
+    return open_websocket_url(url, max_message_size=16 * 1024 * 1024)
+
+
+async def send(ws: WebSocketConnection, message: p.ClientMessage) -> None:
+    await ws.send_message(p.encode(message))
+
+
+async def receive(ws: WebSocketConnection) -> p.ServerMessage | list[p.Task]:
+    return p.decode_server(await ws.get_message())
+
+
+async def work(
+    url: str,
+    compute: Callable[[Any], Any] = seed_kernel,
+    *,
+    campaign: int | None = None,
+    slots: int = 4,
+    max_tasks: int | None = None,
+    vanish_after: int | None = None,
+    client: dict[str, Any] | None = None,
+) -> Outcome:
+    """Compute until the server says bye (or `max_tasks`); `vanish_after` drops the socket mid-task."""
+    outcome = Outcome()
+    async with open_websocket_url(url, max_message_size=16 * 1024 * 1024) as ws:
+        await send(ws, p.Hello(campaign=campaign, slots=slots, client=client or {"kind": "test"}))
+        try:
+            while max_tasks is None or len(outcome.done) < max_tasks:
+                message = await receive(ws)
+                if isinstance(message, p.CampaignInfo):
+                    outcome.campaigns.append(message)
+                elif isinstance(message, list):
+                    results: list[p.Result] = []
+                    for task in message:
+                        if vanish_after is not None and len(outcome.done) >= vanish_after:
+                            await ws.aclose()  # leaves with tasks in hand
+                            return outcome
+                        try:
+                            value = compute(msgpack.unpackb(task.dataset))
+                        except Exception as exc:
+                            await send(ws, p.TaskError(task.id, str(exc), "python", 0.1))
+                        else:
+                            results.append(p.Result(task.id, value, 0.1))
+                        outcome.done.append(task.id)
+                    if results:  # one frame for the whole batch, as a fast client would
+                        await send(ws, p.Results(tuple(results)))
+                elif isinstance(message, p.Bye):
+                    outcome.bye = message.reason
+                    break
+        except ConnectionClosed as exc:
+            outcome.close_code = exc.reason.code
+            outcome.close_reason = exc.reason.reason or ""
+    return outcome
+
+
+async def receive_tasks(ws: WebSocketConnection) -> list[p.Task]:
+    """The next batch of tasks, skipping campaign and idle frames."""
+    while not isinstance(message := await receive(ws), list):
+        assert isinstance(message, (p.CampaignInfo, p.Idle)), message
+    return message
+
+
+async def closed_with(url: str, *frames: bytes | str, campaign: int | None = None, hello: bool = True) -> tuple[int | None, str]:
+    """Send raw frames (after a valid hello, unless hello=False); return the close code and reason."""
+    async with open_websocket_url(url, max_message_size=64 * 1024 * 1024) as ws:
+        if hello:
+            await send(ws, p.Hello(campaign=campaign, slots=1))
+        for frame in frames:
+            await ws.send_message(frame)
+        with trio.fail_after(10):
+            try:
+                while True:
+                    await ws.get_message()
+            except ConnectionClosed as exc:
+                return exc.reason.code, exc.reason.reason or ""

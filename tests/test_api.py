@@ -1,0 +1,111 @@
+"""The JSON API: authentication, ownership, validation, downloads, reset and delete."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import httpx
+import msgpack
+
+from tests.conftest import SEED_ANSWER, LiveServer, StartServer
+from tests.protocol_client import work
+
+
+async def test_requests_without_a_valid_token_are_401(live_server: LiveServer) -> None:
+    async with httpx.AsyncClient(base_url=live_server.url) as anonymous:
+        assert (await anonymous.get("/api/campaigns")).status_code == 401
+        bad = await anonymous.get("/api/campaigns", headers={"Authorization": "Bearer nope"})
+        assert bad.status_code == 401
+        assert "invalid" in bad.json()["error"]
+
+
+async def test_another_users_campaign_is_404_on_every_route(live_server: LiveServer) -> None:
+    campaign_id = await live_server.create_campaign()
+    storage = live_server.platform.storage
+    other = await storage.create_user("intruder@example.org")
+    token = await storage.create_token(other.id)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=live_server.url, headers=headers) as intruder:
+        for method, path in [
+            ("GET", f"/api/campaigns/{campaign_id}"),
+            ("GET", f"/api/campaigns/{campaign_id}/results"),
+            ("POST", f"/api/campaigns/{campaign_id}/reset"),
+            ("DELETE", f"/api/campaigns/{campaign_id}"),
+            ("POST", f"/api/campaigns/{campaign_id}/restore"),
+        ]:
+            response = await intruder.request(method, path)
+            assert response.status_code == 404, (method, path)
+            assert "divisor" not in response.text
+        assert (await intruder.get("/api/campaigns")).json() == {"campaigns": []}
+    assert (await live_server.campaign(campaign_id))["deleted"] is False
+
+
+async def test_schema_errors_are_400_with_details(live_server: LiveServer) -> None:
+    response = await live_server.client.post("/api/campaigns", data={"name": "x", "priority": "high"})
+    assert response.status_code == 400
+    body = response.json()
+    fields = {tuple(d["loc"]) for d in body["details"]}
+    assert ("kernel",) in fields and ("generator",) in fields and ("priority",) in fields
+
+
+async def test_binary_garbage_upload_is_refused_clearly(live_server: LiveServer) -> None:
+    files = {"kernel": ("k.js", b"\xff\xfe\x00garbage"), "generator": ("g.js", b"({main(){return []}})")}
+    response = await live_server.client.post("/api/campaigns", files=files)
+    assert response.status_code == 400
+    assert "UTF-8" in response.json()["error"]
+
+
+async def test_results_download_as_json_csv_and_msgpack_agree(live_server: LiveServer) -> None:
+    campaign_id = await live_server.create_campaign()
+    await work(live_server.ws_url, campaign=campaign_id)
+    await live_server.wait_complete(campaign_id)
+    as_json = await live_server.results(campaign_id)
+    raw_csv = (await live_server.client.get(f"/api/campaigns/{campaign_id}/results", params={"format": "csv"})).text
+    as_csv = list(csv.DictReader(io.StringIO(raw_csv)))
+    raw = (await live_server.client.get(f"/api/campaigns/{campaign_id}/results", params={"format": "msgpack"})).content
+    as_msgpack = list(msgpack.Unpacker(io.BytesIO(raw)))
+    assert sorted(n for row in as_json for n in row["result"]) == SEED_ANSWER
+    assert [json.loads(r["result"]) for r in as_csv] == [r["result"] for r in as_json]
+    assert [int(r["dataset_id"]) for r in as_csv] == [r["dataset_id"] for r in as_json]
+    assert [r["result"] for r in as_msgpack] == [r["result"] for r in as_json]
+    assert all(set(r) >= {"dataset_id", "dataset", "result"} for r in as_json)
+
+
+async def test_reset_makes_every_dataset_pending_again(live_server: LiveServer) -> None:
+    campaign_id = await live_server.create_campaign()
+    await work(live_server.ws_url, campaign=campaign_id)
+    await live_server.wait_complete(campaign_id)
+    response = await live_server.client.post(f"/api/campaigns/{campaign_id}/reset")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "running" and body["datasets"]["pending"] == 100 and body["results"] == 0
+    again = await work(live_server.ws_url, campaign=campaign_id)
+    assert again.bye == "complete"
+    rows = await live_server.results(campaign_id, include_empty=True)
+    assert len(rows) == 100  # one result row per dataset, the old ones forgotten
+    assert sorted(n for row in rows if row["result"] for n in row["result"]) == SEED_ANSWER
+
+
+async def test_delete_hides_the_campaign_and_restore_brings_it_back(live_server: LiveServer) -> None:
+    campaign_id = await live_server.create_campaign()
+    assert (await live_server.client.delete(f"/api/campaigns/{campaign_id}")).status_code == 200
+    assert (await live_server.client.get("/api/campaigns")).json()["campaigns"] == []
+    assert (await live_server.client.post(f"/api/campaigns/{campaign_id}/restore")).status_code == 200
+    assert [c["id"] for c in (await live_server.client.get("/api/campaigns")).json()["campaigns"]] == [campaign_id]
+
+
+async def test_openapi_document_lists_the_campaign_routes(live_server: LiveServer) -> None:
+    document = (await live_server.client.get("/api/openapi.json")).json()
+    assert "/api/campaigns" in document["paths"]
+    assert "/api/campaigns/{campaign_id}/results" in document["paths"]
+    assert "post" in document["paths"]["/api/campaigns"]
+
+
+async def test_a_worker_on_a_deleted_campaign_is_told_goodbye(start_server: StartServer) -> None:
+    server = await start_server()
+    campaign_id = await server.create_campaign()
+    await server.client.delete(f"/api/campaigns/{campaign_id}")
+    outcome = await work(server.ws_url, campaign=campaign_id)
+    assert outcome.bye is not None and not outcome.done

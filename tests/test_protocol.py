@@ -1,0 +1,103 @@
+"""Protocol v1 encoding and validation: pure functions, tested directly."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from distribute import protocol as p
+from distribute.errors import ProtocolError
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        p.Hello(campaign=3, slots=4, client={"kind": "test"}, have=("abc",)),
+        p.Hello(campaign=None, slots=1),
+        p.Result(task=7, value={"x": [1, 2.5, "s"]}, compute_ms=1.5),
+        p.Result(task=8, value=None, compute_ms=0.0),
+        p.Results(items=(p.Result(1, 1, 1.0), p.Result(2, None, 2.0))),
+        p.TaskError(task=9, message="boom", stack="at main", compute_ms=3.0),
+        p.Ping(nonce=5),
+    ],
+)
+def test_client_messages_round_trip(message: p.ClientMessage) -> None:
+    assert p.decode_client(p.encode(message)) == message
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        p.CampaignInfo(id=1, name="n", hash="h", kernel="k", static="s", task_timeout=5.0, max_result_bytes=10),
+        p.CampaignInfo(id=1, name="n", hash="h", kernel=None, static=None, task_timeout=5.0, max_result_bytes=10),
+        p.Idle("waiting"),
+        p.Bye("complete"),
+        p.Pong(3),
+    ],
+)
+def test_server_messages_round_trip(message: p.ServerMessage) -> None:
+    assert p.decode_server(p.encode(message)) == message
+
+
+def test_tasks_frame_splices_datasets_unchanged() -> None:
+    datasets = [msgpack.packb({"min": i, "max": i + 100}) for i in range(0, 300, 100)]
+    frame = p.encode_tasks([p.Task(10 + i, d) for i, d in enumerate(datasets)])
+    body = msgpack.unpackb(frame)
+    assert body == {"t": "tasks", "tasks": [[10, {"min": 0, "max": 100}], [11, {"min": 100, "max": 200}], [12, {"min": 200, "max": 300}]]}
+    assert p.decode_server(frame) == [p.Task(10 + i, d) for i, d in enumerate(datasets)]
+
+
+def test_large_task_ids_are_encoded_compactly_and_exactly() -> None:
+    frame = p.encode_tasks([p.Task(2**40, msgpack.packb(None))])
+    assert msgpack.unpackb(frame)["tasks"] == [[2**40, None]]
+
+
+def close_code(frame: bytes | str) -> int:
+    with pytest.raises(ProtocolError) as caught:
+        p.decode_client(frame)
+    return caught.value.code
+
+
+def test_text_frame_is_unsupported_data() -> None:
+    assert close_code('{"t": "hello"}') == p.CLOSE_UNSUPPORTED_DATA
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"\xc1",  # never-used msgpack byte
+        b"\x92\x01",  # truncated array
+        msgpack.packb([1, 2]),  # not a map
+        msgpack.packb({"x": 1}),  # no type
+        msgpack.packb({"t": 5}),  # type not a string
+        msgpack.packb({"t": "launch-missiles"}),  # unknown type
+        msgpack.packb({"t": "result", "id": "seven", "value": 1}),  # id not an int
+        msgpack.packb({"t": "result", "id": -1, "value": 1}),
+        msgpack.packb({"t": "result", "id": True, "value": 1}),
+        msgpack.packb({"t": "result", "id": 1, "value": 1, "ms": -5}),
+        msgpack.packb({"t": "error", "id": 1, "message": 12}),
+        msgpack.packb({"t": "hello", "v": 2, "slots": 1}),  # unknown version
+        msgpack.packb({"t": "hello", "v": 1, "slots": 0}),
+        msgpack.packb({"t": "hello", "v": 1, "slots": p.MAX_SLOTS + 1}),
+        msgpack.packb({"t": "hello", "v": 1, "slots": 1, "campaign": "any"}),
+        msgpack.packb({"t": "hello", "v": 1, "slots": 1, "have": ["x"] * 100}),
+        msgpack.packb({"t": "results", "items": []}),
+        msgpack.packb({"t": "results", "items": [[1, 2]]}),
+        msgpack.packb({1: 2}),  # non-string map key
+    ],
+)
+def test_malformed_frames_are_protocol_errors(frame: bytes) -> None:
+    assert close_code(frame) == p.CLOSE_PROTOCOL_ERROR
+
+
+def test_error_text_is_truncated() -> None:
+    message = p.decode_client(p.encode(p.TaskError(1, "x" * 10**6, "y" * 10**6)))
+    assert isinstance(message, p.TaskError)
+    assert len(message.message) == p.MAX_TEXT
+    assert len(message.stack) == p.MAX_TEXT
+
+
+def test_hello_keeps_only_scalar_client_info() -> None:
+    hello = p.decode_client(msgpack.packb({"t": "hello", "v": 1, "slots": 2, "client": {"kind": "browser", "nested": {"a": 1}}}))
+    assert isinstance(hello, p.Hello)
+    assert hello.client == {"kind": "browser"}
