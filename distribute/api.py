@@ -114,8 +114,7 @@ async def campaign_json(campaign: Campaign) -> dict[str, Any]:
         "workers": plat.workers_on(campaign.id),
         "compute_seconds": round(counts.compute_seconds, 3),
         "kernel_errors": [
-            {"dataset_id": e.dataset_id, "message": e.message, "stack": e.stack, "count": e.count}
-            for e in errors
+            {"dataset_id": e.dataset_id, "message": e.message, "stack": e.stack, "count": e.count} for e in errors
         ],
     }
 
@@ -189,14 +188,22 @@ async def restore_campaign(campaign_id: int) -> dict[str, Any]:
 async def campaign_results(campaign_id: int, query_args: ResultsQuery) -> Response:
     campaign = await owned_campaign(campaign_id, g.user)
     rows = _result_rows(platform().storage, campaign.id, query_args.include_empty)
-    encoders = {"json": (_as_json, "application/json"), "msgpack": (_as_msgpack, "application/msgpack"), "csv": (_as_csv, "text/csv")}
+    encoders = {
+        "json": (_as_json, "application/json"),
+        "msgpack": (_as_msgpack, "application/msgpack"),
+        "csv": (_as_csv, "text/csv"),
+    }
     encode, mimetype = encoders[query_args.format]
     response = Response(encode(rows), mimetype=mimetype)
-    response.headers["Content-Disposition"] = f'attachment; filename="campaign-{campaign.id}-results.{query_args.format}"'
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="campaign-{campaign.id}-results.{query_args.format}"'
+    )
     return response
 
 
-async def _result_rows(storage: Any, campaign_id: int, include_empty: bool, page: int = 2000) -> AsyncIterator[dict[str, Any]]:
+async def _result_rows(
+    storage: Any, campaign_id: int, include_empty: bool, page: int = 2000
+) -> AsyncIterator[dict[str, Any]]:
     """Stream results page by page, so a download of millions never sits in memory at once.
 
     The response body is produced after the view returned, outside the app context: everything it
@@ -259,9 +266,7 @@ async def _as_csv(rows: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
     async for row in rows:
-        writer.writerow(
-            [json.dumps(row[c]) if c in ("dataset", "result") else row[c] for c in CSV_COLUMNS]
-        )
+        writer.writerow([json.dumps(row[c]) if c in ("dataset", "result") else row[c] for c in CSV_COLUMNS])
         if buffer.tell() > CHUNK:
             yield buffer.getvalue().encode()
             buffer.seek(0)

@@ -64,7 +64,9 @@ def create_app(platform: Platform) -> QuartTrio:
     @app.errorhandler(RequestSchemaValidationError)
     async def schema_error(exc: RequestSchemaValidationError) -> Any:
         details = exc.validation_error
-        errors = details.errors(include_url=False, include_context=False) if hasattr(details, "errors") else str(details)
+        errors = (
+            details.errors(include_url=False, include_context=False) if hasattr(details, "errors") else str(details)
+        )
         return {"error": "request validation failed", "details": errors}, 400
 
     @app.errorhandler(413)

@@ -37,7 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--database", help="sqlite:///PATH or postgres://… (also DISTRIBUTE_DATABASE)")
     serve.add_argument("--scheduler", help="round-robin, priority, compute-time or a plugin's name")
 
-    user = commands.add_parser("user", help="manage accounts (server side)").add_subparsers(dest="action", required=True)
+    user = commands.add_parser("user", help="manage accounts (server side)").add_subparsers(
+        dest="action", required=True
+    )
     create_user = user.add_parser("create", help="create a user and print an API token")
     create_user.add_argument("email")
     create_user.add_argument("--password-stdin", action="store_true", help="read a console password from stdin")
@@ -92,11 +94,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DistributeError as exc:
         print(f"distribute: {exc}", file=sys.stderr)
         return 2
+    except ExceptionGroup as group:  # raised from inside a nursery
+        matched, _ = group.split(DistributeError)
+        if matched is None:
+            raise
+        print(f"distribute: {_first(matched)}", file=sys.stderr)
+        return 2
     except httpx.HTTPError as exc:
         print(f"distribute: cannot reach the server: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    error = group.exceptions[0]
+    return _first(error) if isinstance(error, BaseExceptionGroup) else error
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -116,9 +129,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from .app import serve
+    from .plugins import make_scheduler
 
     overrides = {"host": args.host, "port": args.port, "database": args.database, "scheduler": args.scheduler}
     settings = load_settings(args.settings, overrides=overrides)
+    make_scheduler(settings.scheduler)  # an unknown name fails here, before anything starts
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
@@ -177,10 +192,19 @@ def _checked(response: httpx.Response) -> Any:
 def _campaign(args: argparse.Namespace) -> int:
     with _client(args) as client:
         if args.action == "create":
-            files = {"kernel": (args.kernel.name, args.kernel.read_bytes()), "generator": (args.generator.name, args.generator.read_bytes())}
+            files = {
+                "kernel": (args.kernel.name, args.kernel.read_bytes()),
+                "generator": (args.generator.name, args.generator.read_bytes()),
+            }
             if args.static:
                 files["static_dataset"] = (args.static.name, args.static.read_bytes())
-            form = {"name": args.name or args.kernel.stem, "description": args.description, "priority": str(args.priority), "weight": str(args.weight), "replication": str(args.replication)}
+            form = {
+                "name": args.name or args.kernel.stem,
+                "description": args.description,
+                "priority": str(args.priority),
+                "weight": str(args.weight),
+                "replication": str(args.replication),
+            }
             if args.task_timeout:
                 form["task_timeout"] = str(args.task_timeout)
             campaign = _checked(client.post("/api/campaigns", data=form, files=files))
@@ -224,13 +248,24 @@ def _describe(c: dict[str, Any], server: str) -> str:
 
 
 def _results(args: argparse.Namespace) -> int:
-    with _client(args) as client, client.stream("GET", f"/api/campaigns/{args.id}/results", params={"format": args.format}) as response:
+    with (
+        _client(args) as client,
+        client.stream("GET", f"/api/campaigns/{args.id}/results", params={"format": args.format}) as response,
+    ):
         if response.status_code >= 400:
             response.read()
             _checked(response)
         out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
         try:
-            with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=None, transient=True, disable=not args.output) as progress:
+            with Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=None,
+                transient=True,
+                disable=not args.output,
+            ) as progress:
                 task = progress.add_task(f"campaign {args.id}", total=None)
                 for chunk in response.iter_bytes():
                     out.write(chunk)
@@ -247,7 +282,9 @@ def _worker(args: argparse.Namespace) -> int:
     from .worker import run_worker
 
     summary = trio.run(
-        lambda: run_worker(args.server, campaign=args.campaign, max_tasks=args.tasks, slots=args.slots, progress=not args.quiet)
+        lambda: run_worker(
+            args.server, campaign=args.campaign, max_tasks=args.tasks, slots=args.slots, progress=not args.quiet
+        )
     )
     print(f"worker done: {summary.tasks_done} tasks, {summary.errors} errors ({summary.reason})")
     return 0

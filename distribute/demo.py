@@ -53,7 +53,9 @@ async def ensure_demo_campaign(platform: Platform) -> tuple[int, str]:
     return campaign.id, token
 
 
-async def serve_host_page(html: str, port: int, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve_host_page(
+    html: str, port: int, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+) -> None:
     app = QuartTrio("distribute-demo-host")
 
     @app.get("/")
@@ -69,7 +71,9 @@ async def serve_host_page(html: str, port: int, *, task_status: trio.TaskStatus[
 async def run() -> None:
     Path("var").mkdir(exist_ok=True)
     defaults = {"database": f"sqlite:///{Path('var/distribute.db').resolve()}"}
-    settings = load_settings(overrides={k: v for k, v in defaults.items() if f"DISTRIBUTE_{k.upper()}" not in os.environ})
+    settings = load_settings(
+        overrides={k: v for k, v in defaults.items() if f"DISTRIBUTE_{k.upper()}" not in os.environ}
+    )
     async with trio.open_nursery() as nursery:
         running = await nursery.start(serve, settings)
         server = running.urls[0]
@@ -86,7 +90,9 @@ async def run() -> None:
         if demo_host_page is not None:
             host_port = int(os.environ.get("DISTRIBUTE_DEMO_HOST_PORT", settings.port + 1))
             await nursery.start(serve_host_page, demo_host_page(server, campaign_id), host_port)
-            lines.append(f"  demo host page (another origin): http://127.0.0.1:{host_port}/  — open it and click Contribute")
+            lines.append(
+                f"  demo host page (another origin): http://127.0.0.1:{host_port}/  — open it and click Contribute"
+            )
         lines += [
             "",
             "  try it from another terminal:",
@@ -97,12 +103,17 @@ async def run() -> None:
             "    .venv/bin/distribute campaign create --kernel distribute/demo_files/kernel.js"
             " --generator distribute/demo_files/lazy-generator.js --static distribute/demo_files/static.json --name lazy",
             "",
+            "  Ctrl+C stops the server; the database keeps the campaign for the next `make run`.",
+            "",
         ]
         print("\n".join(lines), flush=True)
 
 
 def main() -> None:
-    trio.run(run)
+    try:
+        trio.run(run)
+    except KeyboardInterrupt:
+        print("stopped")
 
 
 if __name__ == "__main__":

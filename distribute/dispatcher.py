@@ -153,13 +153,19 @@ class Dispatcher:
             elif len(queue.ready) < self.settings.refill_batch // 2:
                 self._start_refill(queue)
         taken: list[LeasedDataset] = []
+        passed_over: list[LeasedDataset] = []
+        missed = self._expired.get(holder, set())
         size = 0
         deadline = trio.current_time() + timeout
         while queue.ready and len(taken) < n and (not taken or size + len(queue.ready[0].payload) <= max_bytes):
             dataset = queue.ready.popleft()
+            if dataset.id in missed:  # this connection let it expire: it goes to somebody else
+                passed_over.append(dataset)
+                continue
             size += len(dataset.payload)
             taken.append(dataset)
             self.leases[dataset.id] = TaskLease(dataset, holder, deadline)
+        queue.ready.extendleft(reversed(passed_over))
         return taken
 
     def finish(self, holder: int, outcome: FinishedTask | FailedTask) -> bool:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 __all__ = [
     "DistributeError",
-    "SettingsError",
-    "NotFound",
-    "Unauthorized",
-    "ValidationError",
-    "ProtocolError",
-    "SandboxError",
     "GenerationError",
     "KernelError",
+    "NotFound",
+    "ProtocolError",
+    "SandboxError",
+    "SettingsError",
+    "Unauthorized",
+    "ValidationError",
 ]
 
 

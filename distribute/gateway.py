@@ -140,14 +140,26 @@ class Gateway:
         payload = None if value is None else msgpack.packb(value)
         if payload is not None and len(payload) > self.settings.max_result_bytes:
             limit = self.settings.max_result_bytes
-            self._record(session, FailedTask(task, campaign_id, f"result of {len(payload)} bytes exceeds the limit of {limit}", "", compute_ms, session.worker))
+            self._record(
+                session,
+                FailedTask(
+                    task,
+                    campaign_id,
+                    f"result of {len(payload)} bytes exceeds the limit of {limit}",
+                    "",
+                    compute_ms,
+                    session.worker,
+                ),
+            )
             return
         host = str(session.hello.client.get("host", ""))[:200]
         self._record(session, FinishedTask(task, campaign_id, payload, compute_ms, session.worker, host))
 
     def _fail(self, session: Session, task: int, message: str, stack: str, compute_ms: float) -> None:
         campaign_id, compute_ms = self._release(session, task, compute_ms)
-        self._record(session, FailedTask(task, campaign_id, message or "kernel error", stack, compute_ms, session.worker))
+        self._record(
+            session, FailedTask(task, campaign_id, message or "kernel error", stack, compute_ms, session.worker)
+        )
 
     def _record(self, session: Session, outcome: FinishedTask | FailedTask) -> None:
         if not self.dispatcher.finish(session.id, outcome):

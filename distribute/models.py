@@ -10,16 +10,16 @@ from dataclasses import dataclass
 from datetime import datetime
 
 __all__ = [
-    "CampaignStatus",
-    "DatasetState",
-    "User",
     "Campaign",
     "CampaignCounts",
-    "LeasedDataset",
-    "FinishedTask",
+    "CampaignStatus",
+    "DatasetState",
     "FailedTask",
-    "StoredResult",
+    "FinishedTask",
     "KernelErrorSummary",
+    "LeasedDataset",
+    "StoredResult",
+    "User",
 ]
 
 

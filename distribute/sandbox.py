@@ -46,9 +46,9 @@ def _secs(value: float) -> str:
 
 
 def _heap_note(reply: dict[str, Any], heap_mib: int) -> str:
-    """For a timeout: a heap close to its limit explains where the time went (garbage collection)."""
+    """For a timeout: a heap well on its way to the limit hints where the time went (allocation and GC)."""
     used = reply.get("heap_used_mib") or 0
-    return f" (its heap had grown to {used} MiB of its {heap_mib} MiB memory limit)" if used * 2 >= heap_mib else ""
+    return f" (its heap had grown to {used} MiB of its {heap_mib} MiB memory limit)" if used * 4 >= heap_mib else ""
 
 
 class _ChildDied(Exception):

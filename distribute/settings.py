@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import SettingsError
 
-__all__ = ["Setting", "SETTINGS", "Settings", "load_settings", "settings_table"]
+__all__ = ["SETTINGS", "Setting", "Settings", "load_settings", "settings_table"]
 
 
 @dataclass(frozen=True)
@@ -38,26 +38,62 @@ def _database_url(value: str) -> bool:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("database", "sqlite:///distribute.db", "URL", "sqlite:///PATH or postgres://USER:PASS@HOST:PORT/DB", _database_url),
+    Setting(
+        "database",
+        "sqlite:///distribute.db",
+        "URL",
+        "sqlite:///PATH or postgres://USER:PASS@HOST:PORT/DB",
+        _database_url,
+    ),
     Setting("host", "127.0.0.1", "", "address the server listens on"),
     Setting("port", 8000, "", "TCP port the server listens on (0 = any free port)", lambda v: 0 <= v < 65536),
     Setting("public_url", "", "URL", "URL visitors reach the server at (default: http://HOST:PORT)"),
     Setting("scheduler", "round-robin", "name", "campaign scheduling policy for workers that accept any campaign"),
-    Setting("db_threads", 4, "threads", "most storage calls running at once (PostgreSQL connections per process)", _positive),
+    Setting(
+        "db_threads", 4, "threads", "most storage calls running at once (PostgreSQL connections per process)", _positive
+    ),
     Setting("generator_timeout", 5.0, "s", "wall-clock limit of one generator run (or one lazy batch)", _positive),
     Setting("generator_heap", 256, "MiB", "V8 heap limit of the generator sandbox", _positive),
     Setting("generator_batch", 2000, "datasets", "datasets pulled from a lazy generator at a time", _positive),
-    Setting("generator_low_water", 20000, "datasets", "pull more from a lazy generator when fewer are waiting", _positive),
+    Setting(
+        "generator_low_water", 20000, "datasets", "pull more from a lazy generator when fewer are waiting", _positive
+    ),
     Setting("max_datasets", 10_000_000, "datasets", "most datasets one campaign may generate", _positive),
     Setting("max_dataset_bytes", 1024 * 1024, "bytes", "largest single dataset (msgpack)", _positive),
-    Setting("max_source_bytes", 4 * 1024 * 1024, "bytes", "largest kernel, generator or static dataset upload", _positive),
+    Setting(
+        "max_source_bytes", 4 * 1024 * 1024, "bytes", "largest kernel, generator or static dataset upload", _positive
+    ),
     Setting("max_result_bytes", 1024 * 1024, "bytes", "largest single result (msgpack)", _positive),
     Setting("max_frame_bytes", 4 * 1024 * 1024, "bytes", "largest WebSocket frame a worker may send", _positive),
-    Setting("max_inflight_bytes", 4 * 1024 * 1024, "bytes", "most dataset bytes sent to one connection and not yet answered", _positive),
-    Setting("task_timeout", 60.0, "s", "default per-task deadline; a task not answered by then is handed out again", _positive),
+    Setting(
+        "max_inflight_bytes",
+        4 * 1024 * 1024,
+        "bytes",
+        "most dataset bytes sent to one connection and not yet answered",
+        _positive,
+    ),
+    Setting(
+        "task_timeout",
+        60.0,
+        "s",
+        "default per-task deadline; a task not answered by then is handed out again",
+        _positive,
+    ),
     Setting("max_task_errors", 3, "errors", "kernel errors on one dataset before it is marked failed", _positive),
-    Setting("lease_seconds", 30.0, "s", "how long a server process holds datasets it took from storage (renewed while alive)", _positive),
-    Setting("refill_batch", 512, "datasets", "datasets leased from storage into a campaign's in-memory queue at once", _positive),
+    Setting(
+        "lease_seconds",
+        30.0,
+        "s",
+        "how long a server process holds datasets it took from storage (renewed while alive)",
+        _positive,
+    ),
+    Setting(
+        "refill_batch",
+        512,
+        "datasets",
+        "datasets leased from storage into a campaign's in-memory queue at once",
+        _positive,
+    ),
     Setting("flush_interval", 0.02, "s", "longest a received result waits for its group commit", _positive),
     Setting("flush_batch", 2000, "results", "results written in one transaction at most", _positive),
 )

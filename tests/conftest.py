@@ -60,7 +60,9 @@ class LiveServer:
     platform: Platform
     client: httpx.AsyncClient
 
-    async def create_campaign(self, kernel: str = SEED_KERNEL, generator: str = SEED_GENERATOR, static: str = SEED_STATIC, **fields: Any) -> int:
+    async def create_campaign(
+        self, kernel: str = SEED_KERNEL, generator: str = SEED_GENERATOR, static: str = SEED_STATIC, **fields: Any
+    ) -> int:
         response = await self.post_campaign(kernel, generator, static, **fields)
         assert response.status_code == 201, response.text
         return response.json()["id"]
@@ -76,7 +78,9 @@ class LiveServer:
         assert response.status_code == 200, response.text
         return response.json()
 
-    async def wait_for(self, campaign_id: int, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30) -> dict[str, Any]:
+    async def wait_for(
+        self, campaign_id: int, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30
+    ) -> dict[str, Any]:
         with trio.fail_after(timeout):
             while True:
                 campaign = await self.campaign(campaign_id)
@@ -113,7 +117,9 @@ async def start_server(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[S
     async def start(**overrides: Any) -> LiveServer:
         from distribute.app import serve
 
-        settings = load_settings(overrides={"database": database, "port": 0, "lease_seconds": 5.0, **overrides}, environ={})
+        settings = load_settings(
+            overrides={"database": database, "port": 0, "lease_seconds": 5.0, **overrides}, environ={}
+        )
         running = await nursery.start(serve, settings)
         url = running.urls[0]
         storage = running.platform.storage

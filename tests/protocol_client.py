@@ -93,7 +93,9 @@ async def receive_tasks(ws: WebSocketConnection) -> list[p.Task]:
     return message
 
 
-async def closed_with(url: str, *frames: bytes | str, campaign: int | None = None, hello: bool = True) -> tuple[int | None, str]:
+async def closed_with(
+    url: str, *frames: bytes | str, campaign: int | None = None, hello: bool = True
+) -> tuple[int | None, str]:
     """Send raw frames (after a valid hello, unless hello=False); return the close code and reason."""
     async with open_websocket_url(url, max_message_size=64 * 1024 * 1024) as ws:
         if hello:

@@ -120,7 +120,9 @@ async def test_a_late_answer_after_the_deadline_is_stored_once(live_server: Live
     assert per_dataset[task.id] == 1 and len(per_dataset) == 100
 
 
-async def test_a_kernel_that_throws_on_some_datasets_reports_errors_and_finishes_the_rest(live_server: LiveServer) -> None:
+async def test_a_kernel_that_throws_on_some_datasets_reports_errors_and_finishes_the_rest(
+    live_server: LiveServer,
+) -> None:
     campaign_id = await live_server.create_campaign()
 
     def picky(dataset: dict) -> list[int]:

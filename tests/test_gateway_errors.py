@@ -50,7 +50,9 @@ async def test_a_forged_result_for_another_connections_task_is_refused(live_serv
     async with open_websocket_url(live_server.ws_url) as holder:
         await send(holder, p.Hello(campaign=campaign_id, slots=1))
         (task,) = await receive_tasks(holder)
-        code, _ = await closed_with(live_server.ws_url, p.encode(p.Result(task.id, ["forged"], 1.0)), campaign=campaign_id)
+        code, _ = await closed_with(
+            live_server.ws_url, p.encode(p.Result(task.id, ["forged"], 1.0)), campaign=campaign_id
+        )
         assert code == p.CLOSE_POLICY_VIOLATION
     honest = await work(live_server.ws_url, campaign=campaign_id)
     assert honest.bye == "complete"

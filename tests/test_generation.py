@@ -13,7 +13,10 @@ BROKEN_GENERATORS = {
     "exception": ("({ main: function () { throw new Error('no datasets today'); } })", "no datasets today"),
     "endless loop": ("({ main: function () { while (true) {} } })", "timed out"),
     "endless generator batch": ("({ main: function* () { yield 1; while (true) {} } })", "timed out"),
-    "heap blow-up": ("({ main: function () { var a = []; while (true) a.push({x: a.length}); } })", "memory"),
+    "heap blow-up": (
+        "({ main: function () { var a = []; while (true) a.push(new Array(1e6).fill(a.length)); } })",
+        "memory",
+    ),
     "array buffer blow-up": (
         "({ main: function () { var a = []; while (true) a.push(new Uint8Array(64 * 1024 * 1024).fill(1)); } })",
         "memory",
@@ -28,7 +31,7 @@ BROKEN_GENERATORS = {
 
 @pytest.mark.parametrize("name", BROKEN_GENERATORS)
 async def test_a_broken_generator_fails_its_campaign_with_a_clear_error(start_server: StartServer, name: str) -> None:
-    server = await start_server(generator_timeout=2.0, max_datasets=50_000, generator_low_water=10**6)
+    server = await start_server(generator_timeout=2.0, generator_heap=64, max_datasets=50_000, generator_low_water=10**6)
     source, expected = BROKEN_GENERATORS[name]
     campaign_id = await server.create_campaign(generator=source)
     campaign = await server.wait_complete(campaign_id, timeout=60)

@@ -43,7 +43,10 @@ def test_tasks_frame_splices_datasets_unchanged() -> None:
     datasets = [msgpack.packb({"min": i, "max": i + 100}) for i in range(0, 300, 100)]
     frame = p.encode_tasks([p.Task(10 + i, d) for i, d in enumerate(datasets)])
     body = msgpack.unpackb(frame)
-    assert body == {"t": "tasks", "tasks": [[10, {"min": 0, "max": 100}], [11, {"min": 100, "max": 200}], [12, {"min": 200, "max": 300}]]}
+    assert body == {
+        "t": "tasks",
+        "tasks": [[10, {"min": 0, "max": 100}], [11, {"min": 100, "max": 200}], [12, {"min": 200, "max": 300}]],
+    }
     assert p.decode_server(frame) == [p.Task(10 + i, d) for i, d in enumerate(datasets)]
 
 
@@ -98,6 +101,8 @@ def test_error_text_is_truncated() -> None:
 
 
 def test_hello_keeps_only_scalar_client_info() -> None:
-    hello = p.decode_client(msgpack.packb({"t": "hello", "v": 1, "slots": 2, "client": {"kind": "browser", "nested": {"a": 1}}}))
+    hello = p.decode_client(
+        msgpack.packb({"t": "hello", "v": 1, "slots": 2, "client": {"kind": "browser", "nested": {"a": 1}}})
+    )
     assert isinstance(hello, p.Hello)
     assert hello.client == {"kind": "browser"}

@@ -364,7 +364,6 @@ async def outcome(server: Any, campaign_id: int) -> Outcome:
     return Outcome(results, hosts, campaign["kernel_errors"], campaign)
 
 
-
 def browser_cpu_seconds() -> float:
     """CPU time (user + system) used so far by every browser process this test run started."""
     ticks = os.sysconf("SC_CLK_TCK")
