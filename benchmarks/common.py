@@ -43,6 +43,9 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
+# The distribute source tree the server under test runs from (default: this checkout). Point it at a
+# copy to benchmark a fixed snapshot while the checkout changes, or to compare two versions.
+SOURCE = Path(os.environ.get("BENCH_SOURCE", ROOT)).resolve()
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 PYTHON = sys.executable
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -201,11 +204,11 @@ class Server:
     def start(self, timeout: float = 60.0) -> Server:
         env = dict(os.environ)
         env.update({f"DISTRIBUTE_{k.upper()}": str(v) for k, v in self.settings.items()})
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SOURCE), env.get("PYTHONPATH")) if p)
         created = subprocess.run(
             [PYTHON, "-m", "distribute", "user", "create", "bench@example.org", "--database", self.database],
             env=env,
-            cwd=ROOT,
+            cwd=SOURCE,
             capture_output=True,
             text=True,
             check=True,
@@ -215,7 +218,7 @@ class Server:
         self.process = subprocess.Popen(
             [PYTHON, "-m", "distribute", "serve", "--port", "0", "--database", self.database],
             env=env,
-            cwd=ROOT,
+            cwd=SOURCE,
             stdout=subprocess.PIPE,
             stderr=log,
         )

@@ -18,6 +18,7 @@ import trio
 from quart_trio import QuartTrio
 
 from .app import serve
+from .models import CampaignStatus
 from .platform import Platform
 from .settings import load_settings
 
@@ -37,7 +38,10 @@ async def ensure_demo_campaign(platform: Platform) -> tuple[int, str]:
     token = await storage.create_token(user.id, "make run")
     campaigns = await storage.list_campaigns(user.id)
     if campaigns:
-        return campaigns[-1].id, token
+        demo = campaigns[-1]
+        if demo.status == CampaignStatus.COMPLETE:
+            await platform.reset_campaign(demo)  # so that the demo page has something to compute
+        return demo.id, token
     campaign = await platform.create_campaign(
         user,
         name="Multiples of 123",

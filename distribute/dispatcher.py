@@ -18,6 +18,7 @@ storage calls and waiting are async.
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -40,6 +41,12 @@ class TaskLease:
     dataset: LeasedDataset
     holder: int  # connection id
     deadline: float  # trio clock
+    timeout: float  # the campaign's per-task limit, seconds
+
+
+# A connection that keeps answering is working through its prefetched tasks (a browser on a low
+# throttle rests between tasks), so its queued tasks get more time: up to this many extra timeouts.
+PROGRESS_GRACE = 4
 
 
 @dataclass(eq=False)
@@ -65,6 +72,7 @@ class Dispatcher:
         self._flush_now = trio.Event()
         self._listeners: dict[int, Callable[[], None]] = {}  # connection id -> wake-up callback
         self._expired: dict[int, set[int]] = {}  # connection id -> datasets whose deadline passed
+        self._last_answer: dict[int, float] = {}  # connection id -> trio time of its latest answer
         self._campaign_of_expired: dict[int, int] = {}
         self._nursery: trio.Nursery | None = None
         self.tasks_completed = 0
@@ -164,7 +172,7 @@ class Dispatcher:
                 continue
             size += len(dataset.payload)
             taken.append(dataset)
-            self.leases[dataset.id] = TaskLease(dataset, holder, deadline)
+            self.leases[dataset.id] = TaskLease(dataset, holder, deadline, timeout)
         queue.ready.extendleft(reversed(passed_over))
         return taken
 
@@ -178,6 +186,7 @@ class Dispatcher:
             del self.leases[outcome.dataset_id]
         elif not self._forget_expired(holder, outcome.dataset_id):
             return False
+        self._last_answer[holder] = trio.current_time()
         if isinstance(outcome, FinishedTask):
             self._finished.append(outcome)
         else:
@@ -190,6 +199,7 @@ class Dispatcher:
     def drop_connection(self, holder: int, held: Iterable[int]) -> None:
         """A connection went away: its unanswered datasets go back to the front of their queues."""
         self._expired.pop(holder, None)
+        self._last_answer.pop(holder, None)
         for dataset_id in held:
             lease = self.leases.get(dataset_id)
             if lease is not None and lease.holder == holder:
@@ -297,12 +307,18 @@ class Dispatcher:
             await trio.sleep(0.25)
             now = trio.current_time()
             for dataset_id, lease in list(self.leases.items()):
-                if lease.deadline <= now:
+                if self._overdue(lease, now):
                     del self.leases[dataset_id]
                     self._expired.setdefault(lease.holder, set()).add(dataset_id)
                     self._campaign_of_expired[dataset_id] = lease.dataset.campaign_id
                     log.info("task %d missed its deadline on connection %d", dataset_id, lease.holder)
                     self._requeue(lease.dataset)
+
+    def _overdue(self, lease: TaskLease, now: float) -> bool:
+        if now < lease.deadline:
+            return False
+        progressing = self._last_answer.get(lease.holder, -math.inf) + lease.timeout > now
+        return not progressing or now >= lease.deadline + PROGRESS_GRACE * lease.timeout
 
     async def _storage_lease_loop(self) -> None:
         period = self.settings.lease_seconds / 3

@@ -96,6 +96,29 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("flush_interval", 0.02, "s", "longest a received result waits for its group commit", _positive),
     Setting("flush_batch", 2000, "results", "results written in one transaction at most", _positive),
+    # The console: accounts, their protection, and the mail that resets passwords.
+    Setting("session_days", 14.0, "days", "how long a console sign-in lasts", _positive),
+    Setting("reset_minutes", 60.0, "min", "how long an e-mailed password-reset link stays valid", _positive),
+    Setting("rate_window", 900.0, "s", "window of the sign-in, reset and sign-up rate limits", _positive),
+    Setting("signin_limit", 5, "attempts", "failed sign-ins per address or e-mail in the window", _positive),
+    Setting("reset_limit", 3, "requests", "password-reset requests per address or e-mail in the window", _positive),
+    Setting("signup_limit", 5, "accounts", "sign-ups from one address in the window", _positive),
+    Setting(
+        "signup_min_seconds",
+        1.5,
+        "s",
+        "fewest seconds between showing the sign-up form and submitting it (bots are quicker)",
+        lambda v: v >= 0,
+    ),
+    Setting("smtp_host", "", "", "SMTP server for mail (empty: write each mail to mail_outbox and log it)"),
+    Setting("smtp_port", 587, "", "SMTP port", lambda v: 0 < v < 65536),
+    Setting(
+        "smtp_security", "starttls", "", "starttls, tls (implicit) or none", lambda v: v in ("starttls", "tls", "none")
+    ),
+    Setting("smtp_user", "", "", "SMTP user name (empty: no login)"),
+    Setting("smtp_password", "", "", "SMTP password"),
+    Setting("mail_from", "distribute@localhost", "address", "sender of the mail the console sends"),
+    Setting("mail_outbox", "var/outbox", "path", "folder that receives mail when no SMTP server is set"),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -125,6 +148,20 @@ class Settings:
     refill_batch: int
     flush_interval: float
     flush_batch: int
+    session_days: float
+    reset_minutes: float
+    rate_window: float
+    signin_limit: int
+    reset_limit: int
+    signup_limit: int
+    signup_min_seconds: float
+    smtp_host: str
+    smtp_port: int
+    smtp_security: str
+    smtp_user: str
+    smtp_password: str
+    mail_from: str
+    mail_outbox: str
 
     def replace(self, **changes: Any) -> Settings:
         return load_settings(overrides={**self.__dict__, **changes}, environ={})

@@ -183,3 +183,25 @@ async def test_a_known_kernel_is_not_sent_again(live_server: LiveServer) -> None
         await send(ws, p.Hello(campaign=campaign_id, slots=1, have=(info.hash,)))
         again = await receive(ws)
     assert again == p.CampaignInfo(info.id, info.name, info.hash, None, None, info.task_timeout, info.max_result_bytes)
+
+
+async def test_a_connection_that_keeps_answering_keeps_its_prefetched_tasks(live_server: LiveServer) -> None:
+    two = "({ main: function () { return [{min: 0, max: 100}, {min: 100, max: 200}]; } })"
+    campaign_id = await live_server.create_campaign(generator=two, task_timeout=0.8)
+    async with open_websocket_url(live_server.ws_url) as busy:
+        await send(busy, p.Hello(campaign=campaign_id, slots=2))
+        first, second = await receive_tasks(busy)
+        await trio.sleep(0.5)
+        await send(busy, p.Result(first.id, [0], 1.0))
+        outcomes = []
+        async with trio.open_nursery() as nursery:
+            async def other_worker() -> None:
+                outcomes.append(await work(live_server.ws_url, campaign=campaign_id))
+
+            nursery.start_soon(other_worker)
+            await trio.sleep(0.6)  # past the second task's deadline, but the connection is making progress
+            await send(busy, p.Result(second.id, [123], 1.0))
+        (other,) = outcomes
+        assert other.bye == "complete" and other.done == []  # nothing was taken from the busy connection
+    campaign = await live_server.wait_complete(campaign_id)
+    assert campaign["results"] == 2

@@ -40,6 +40,8 @@ def define_entities(db: Database) -> dict[str, Any]:
         created = Required(datetime)
         tokens = Set("ApiToken")
         campaigns = Set("Campaign")
+        web_sessions = Set("WebSession")
+        password_resets = Set("PasswordReset")
 
     class ApiToken(db.Entity):
         _table_ = "api_token"
@@ -104,7 +106,10 @@ def define_entities(db: Database) -> dict[str, Any]:
         first_seen = Required(float)
         last_seen = Required(float)
 
+    from .accounts import define_account_entities
+
     return {
+        **define_account_entities(db, User),
         "Meta": Meta,
         "User": User,
         "ApiToken": ApiToken,

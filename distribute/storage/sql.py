@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from pony.orm import Database
+from psycopg2.extras import execute_batch
 
 from ..models import DatasetState, FailedTask, FinishedTask, LeasedDataset
 
-__all__ = ["SqlDialect", "insert_datasets", "lease", "store_outcomes", "expire_leases", "renew_leases", "release"]
+__all__ = ["SqlDialect", "expire_leases", "insert_datasets", "lease", "release", "renew_leases", "store_outcomes"]
 
 
 class SqlDialect:
@@ -29,9 +30,13 @@ class SqlDialect:
         """executemany with `?` placeholders, translated to the driver's paramstyle."""
         if not rows:
             return
+        cursor = self.db.get_connection().cursor()
         if self.postgres:
-            sql = sql.replace("?", "%s")
-        self.db.get_connection().cursor().executemany(sql, rows)
+            # psycopg2's executemany is one network round trip per row (5000 rows: seconds);
+            # execute_batch sends pages of statements joined by ";" in one round trip each.
+            execute_batch(cursor, sql.replace("?", "%s"), rows, page_size=500)
+        else:
+            cursor.executemany(sql, rows)
 
     def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         if self.postgres:
