@@ -100,7 +100,7 @@ def command(module: str, argv: Sequence[str] | None = None) -> str:
 
 def preamble(module: str, argv: Sequence[str] | None = None) -> str:
     today = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    return f"*{today} · {machine()} · `{command(module, argv)}`*\n"
+    return f"*{today} · {machine()} · load average {load_average()} at the start · `{command(module, argv)}`*\n"
 
 
 def median(values: Iterable[float]) -> float:
@@ -167,6 +167,21 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> None:
 # --------------------------------------------------------------------------- the server under test
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the benchmark process dies (no orphaned servers)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def load_average() -> str:
+    """The 1-minute load average: other work on the machine skews every figure, so it is recorded."""
+    return f"{os.getloadavg()[0]:.2f}"
+
+
 def proc_cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (all its threads), from /proc/PID/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -187,12 +202,15 @@ class Server:
     manager; the server is stopped with SIGINT (clean shutdown, final group commit) on exit.
     """
 
-    def __init__(self, settings: dict[str, Any] | None = None, *, workdir: Path | None = None) -> None:
+    def __init__(
+        self, settings: dict[str, Any] | None = None, *, workdir: Path | None = None, wrapper: Sequence[str] = ()
+    ) -> None:
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="distribute-bench-")
         self.workdir = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
         self.db_path = self.workdir / "bench.db"
         self.database = f"sqlite:///{self.db_path}"
         self.settings = dict(settings or {})
+        self.wrapper = list(wrapper)  # e.g. ["-m", "cProfile", "-o", "FILE"]: inserted before "-m distribute serve"
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.token = ""
@@ -216,11 +234,12 @@ class Server:
         self.token = created.stdout.split()[-1]
         log = open(self.log_path, "wb")  # noqa: SIM115 (closed when the server stops)
         self.process = subprocess.Popen(
-            [PYTHON, "-m", "distribute", "serve", "--port", "0", "--database", self.database],
+            [PYTHON, *self.wrapper, "-m", "distribute", "serve", "--port", "0", "--database", self.database],
             env=env,
             cwd=SOURCE,
             stdout=subprocess.PIPE,
             stderr=log,
+            preexec_fn=_die_with_parent,
         )
         log.close()
         assert self.process.stdout is not None

@@ -13,7 +13,7 @@ processes (never in the server's) and drives them through a pipe:
 
 Worker modes: ``batch`` answers every `tasks` frame with one `results` frame; ``single`` uses one slot
 and answers with one `result` frame per task (a round trip per task); ``paced`` also holds one slot but
-"computes" for `compute_seconds` before answering and records the dispatch latency (result sent → next
+"computes" for `compute_seconds` (±50 %, uniformly) before answering and records the dispatch latency (result sent → next
 task received); ``idle`` only says hello and counts the `idle` frames it receives.
 """
 
@@ -26,6 +26,7 @@ import heapq
 import multiprocessing
 import multiprocessing.connection
 import os
+import random
 import resource
 import selectors
 import socket
@@ -360,7 +361,10 @@ class _Loop:
                     self.latencies.append((mono - conn.awaiting_since) * 1000.0)
                     conn.awaiting_since = 0.0
                 self._seq += 1
-                heapq.heappush(self.timers, (mono + self.p.compute_seconds, self._seq, conn, [t[0] for t in tasks]))
+                # Compute times vary (uniformly ±50 %), as real tasks on real machines do: workers
+                # that all finish at the same instant would measure a thundering herd instead.
+                due = mono + self.p.compute_seconds * random.uniform(0.5, 1.5)
+                heapq.heappush(self.timers, (due, self._seq, conn, [t[0] for t in tasks]))
         elif kind == "idle":
             self.stats.idle_frames += 1
         elif kind == "bye":
@@ -409,8 +413,10 @@ class _Loop:
                         self._parse(conn)
             if self.timers:
                 self._fire_timers()
+        linger = struct.pack("ii", 1, 0)  # close with RST: no TIME_WAIT eating the ephemeral ports
         for conn in self.conns:
             with contextlib.suppress(OSError):
+                conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
                 conn.sock.close()
 
 

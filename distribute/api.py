@@ -23,21 +23,37 @@ from quart_schema.pydantic import File
 from .errors import NotFound, Unauthorized, ValidationError
 from .models import Campaign, User
 
-__all__ = ["api_blueprint", "campaign_json", "decode_source"]
+__all__ = [
+    "RESULT_FORMATS",
+    "CampaignFields",
+    "api_blueprint",
+    "campaign_json",
+    "create_from_sources",
+    "decode_source",
+    "owned_campaign",
+    "results_download",
+]
+
+RESULT_FORMATS = ("json", "msgpack", "csv")
 
 api_blueprint = Blueprint("api", __name__, url_prefix="/api")
 
 
-class CampaignForm(BaseModel):
-    kernel: File
-    generator: File
-    static_dataset: File | None = None
+class CampaignFields(BaseModel):
+    """A new campaign's settings (the API's form and the console's share them)."""
+
     name: str = Field(default="", max_length=200)
     description: str = Field(default="", max_length=5000)
     priority: int = Field(default=0, ge=-1000, le=1000)
     weight: float = Field(default=1.0, gt=0, le=1e6)
     replication: int = Field(default=1, ge=1, le=10)
     task_timeout: float | None = Field(default=None, gt=0, le=86400)
+
+
+class CampaignForm(CampaignFields):
+    kernel: File
+    generator: File
+    static_dataset: File | None = None
 
 
 class ResultsQuery(BaseModel):
@@ -119,28 +135,38 @@ async def campaign_json(campaign: Campaign) -> dict[str, Any]:
     }
 
 
+async def create_from_sources(
+    user: User, fields: CampaignFields, kernel: bytes, generator: bytes, static: bytes | None, default_name: str
+) -> Campaign:
+    """Check the uploaded sources and create the campaign (the API's and the console's one way)."""
+    plat = platform()
+    limit = plat.settings.max_source_bytes
+    kernel_text = decode_source("kernel", kernel, limit)
+    generator_text = decode_source("generator", generator, limit)
+    static_text = decode_source("static_dataset", static, limit) if static else ""
+    if not kernel_text.strip() or not generator_text.strip():
+        raise ValidationError("kernel and generator must not be empty")
+    return await plat.create_campaign(
+        user,
+        name=fields.name or default_name,
+        description=fields.description,
+        kernel=kernel_text,
+        generator=generator_text,
+        static_dataset=static_text,
+        priority=fields.priority,
+        weight=fields.weight,
+        replication=fields.replication,
+        task_timeout=fields.task_timeout or plat.settings.task_timeout,
+    )
+
+
 @api_blueprint.post("/campaigns")
 @validate_request(CampaignForm, source=DataSource.FORM_MULTIPART)
 @require_user
 async def create_campaign(data: CampaignForm) -> tuple[dict[str, Any], int]:
-    plat = platform()
-    limit = plat.settings.max_source_bytes
-    kernel = decode_source("kernel", data.kernel.read(), limit)
-    generator = decode_source("generator", data.generator.read(), limit)
-    static = decode_source("static_dataset", data.static_dataset.read(), limit) if data.static_dataset else ""
-    if not kernel.strip() or not generator.strip():
-        raise ValidationError("kernel and generator must not be empty")
-    campaign = await plat.create_campaign(
-        g.user,
-        name=data.name or (data.kernel.filename or "campaign"),
-        description=data.description,
-        kernel=kernel,
-        generator=generator,
-        static_dataset=static,
-        priority=data.priority,
-        weight=data.weight,
-        replication=data.replication,
-        task_timeout=data.task_timeout or plat.settings.task_timeout,
+    static = data.static_dataset.read() if data.static_dataset else None
+    campaign = await create_from_sources(
+        g.user, data, data.kernel.read(), data.generator.read(), static, data.kernel.filename or "campaign"
     )
     return await campaign_json(campaign), 201
 
@@ -187,17 +213,20 @@ async def restore_campaign(campaign_id: int) -> dict[str, Any]:
 @require_user
 async def campaign_results(campaign_id: int, query_args: ResultsQuery) -> Response:
     campaign = await owned_campaign(campaign_id, g.user)
-    rows = _result_rows(platform().storage, campaign.id, query_args.include_empty)
+    return results_download(campaign, query_args.format, query_args.include_empty)
+
+
+def results_download(campaign: Campaign, fmt: str, include_empty: bool = False) -> Response:
+    """The streamed download of a campaign's results as json, msgpack or csv (API and console)."""
+    rows = _result_rows(platform().storage, campaign.id, include_empty)
     encoders = {
         "json": (_as_json, "application/json"),
         "msgpack": (_as_msgpack, "application/msgpack"),
         "csv": (_as_csv, "text/csv"),
     }
-    encode, mimetype = encoders[query_args.format]
+    encode, mimetype = encoders[fmt]
     response = Response(encode(rows), mimetype=mimetype)
-    response.headers["Content-Disposition"] = (
-        f'attachment; filename="campaign-{campaign.id}-results.{query_args.format}"'
-    )
+    response.headers["Content-Disposition"] = f'attachment; filename="campaign-{campaign.id}-results.{fmt}"'
     return response
 
 

@@ -14,6 +14,7 @@ from quart_schema import QuartSchema, RequestSchemaValidationError
 from quart_trio import QuartTrio
 
 from .api import api_blueprint
+from .console import console_blueprint
 from .errors import NotFound, Unauthorized, ValidationError
 from .platform import Platform
 from .plugins import loaded_plugins
@@ -37,6 +38,7 @@ def create_app(platform: Platform) -> QuartTrio:
         security=[{"bearer": []}],
     )
     app.register_blueprint(api_blueprint)
+    app.register_blueprint(console_blueprint)
     _register_optional_blueprints(app)
 
     @app.websocket("/ws")

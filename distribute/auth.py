@@ -110,7 +110,7 @@ def form_stamp(secret: bytes, now: float | None = None) -> str:
 
 def stamp_problem(secret: bytes, stamp: str, min_age: float, max_age: float = 86400.0) -> str | None:
     """Why a sign-up form's stamp is refused: forged, too old, or submitted faster than a person could."""
-    issued, _, mac = stamp.partition(".")
+    issued, _, mac = stamp.rpartition(".")
     expected = hmac.new(secret, b"signup:" + issued.encode(), hashlib.sha256).hexdigest()[:32]
     if not mac or not hmac.compare_digest(mac, expected):
         return "The form has expired. Please fill it in again."

@@ -57,6 +57,9 @@ class CampaignQueue:
     complete: bool = False
     refilling: bool = False
     refilled: trio.Event = field(default_factory=trio.Event)
+    batch: int = 0  # datasets the next refill leases: grows with demand (see Dispatcher._refill)
+    taken: int = 0  # datasets handed out since the last refill started
+    refill_started: float = -math.inf  # trio clock
 
 
 class Dispatcher:
@@ -155,10 +158,11 @@ class Dispatcher:
         queue = self.queues.get(campaign_id)
         if queue is None or queue.complete:
             return []
-        if len(queue.ready) < n and not queue.drained:
+        if not queue.drained:
             if not queue.ready:
                 await self._refill(queue)
-            elif len(queue.ready) < self.settings.refill_batch // 2:
+            elif len(queue.ready) < max(n, (queue.batch or self.settings.refill_batch) // 2):
+                # Refill in the background before the queue runs dry, so no take waits for storage.
                 self._start_refill(queue)
         taken: list[LeasedDataset] = []
         passed_over: list[LeasedDataset] = []
@@ -174,6 +178,7 @@ class Dispatcher:
             taken.append(dataset)
             self.leases[dataset.id] = TaskLease(dataset, holder, deadline, timeout)
         queue.ready.extendleft(reversed(passed_over))
+        queue.taken += len(taken)
         return taken
 
     def finish(self, holder: int, outcome: FinishedTask | FailedTask) -> bool:
@@ -242,7 +247,15 @@ class Dispatcher:
             return
         queue.refilling = True
         try:
-            batch = self.settings.refill_batch
+            # Lease at least `refill_batch`, and twice what was handed out since the last refill
+            # if that was recent (up to 8x): at high rates one storage round trip must cover all
+            # the tasks handed out while the next one is on its way.
+            base = self.settings.refill_batch
+            now = trio.current_time()
+            demand = queue.taken if now - queue.refill_started < 1.0 else 0
+            batch = queue.batch = min(max(base, 2 * demand), 8 * base)
+            queue.taken = 0
+            queue.refill_started = now
             leased = await self.storage.lease(queue.campaign.id, batch, self.owner, self.settings.lease_seconds)
             if queue.complete:
                 await self.storage.release(self.owner, [d.id for d in leased])

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,12 +44,15 @@ __all__ = [
 ]
 
 BUILD_DIR = Path(__file__).parent / "static" / "embed"
-THROTTLE_LEVELS = ("low", "medium", "high")
-DEFAULT_HEIGHT = 220
+# The one definition of the iframe, shared with the WordPress plugin and the Hugo shortcode (they
+# carry verbatim copies; tests/cms checks that all copies are identical and the outputs agree).
+SNIPPET: dict[str, Any] = json.loads((Path(__file__).parent / "snippet.json").read_text(encoding="utf-8"))
+THROTTLE_LEVELS = tuple(SNIPPET["throttle"]["levels"])
+DEFAULT_HEIGHT: int = SNIPPET["height"]["default"]
 BUILD_HINT = "the browser harness is not built: run `cd embed && npm ci && node build.mjs`"
 
 # Tokens of the outer iframe's sandbox attribute; docs/embedding.md explains the choice.
-SNIPPET_SANDBOX = "allow-scripts allow-same-origin"
+SNIPPET_SANDBOX = next(a["value"] for a in SNIPPET["attributes"] if a["name"] == "sandbox")
 
 embed_blueprint = Blueprint("embed", __name__)
 
@@ -70,29 +74,24 @@ def embed_snippet(
         raise ValueError(f"campaign_id must be a campaign number or 'any', not {campaign_id!r}")
     if throttle not in THROTTLE_LEVELS:
         raise ValueError(f"throttle must be one of {', '.join(THROTTLE_LEVELS)}, not {throttle!r}")
-    if not 120 <= height <= 2000:
-        raise ValueError("height must be between 120 and 2000 pixels")
+    bounds = SNIPPET["height"]
+    if not bounds["min"] <= height <= bounds["max"]:
+        raise ValueError(f"height must be between {bounds['min']} and {bounds['max']} pixels")
     base = server_url.rstrip("/")
     if urlsplit(base).scheme not in ("http", "https"):
         raise ValueError(f"server_url must be an http(s) URL, not {server_url!r}")
-    src = f"{base}/embed/{int(campaign_id) if campaign_id != 'any' else 'any'}"
-    if throttle != "low":
-        src += f"?throttle={throttle}"
-    attributes = {
-        "src": src,
-        "title": "Contribute spare computing power (distribute)",
-        "width": "100%",
-        "height": str(height),
-        "style": "max-width:480px;border:0",
-        "loading": "lazy",
-        "referrerpolicy": "strict-origin",
-        "sandbox": SNIPPET_SANDBOX,
-    }
-    return (
-        "<iframe "
-        + " ".join(f'{name}="{html.escape(value, quote=True)}"' for name, value in attributes.items())
-        + "></iframe>"
-    )
+    campaign = "any" if campaign_id == "any" else str(int(campaign_id))
+    src = SNIPPET["src"].replace("{server}", base).replace("{campaign}", campaign)
+    if throttle != SNIPPET["throttle"]["default"]:
+        src += SNIPPET["src_throttle"].replace("{throttle}", throttle)
+    filled = {"{src}": src, "{height}": str(height)}
+    parts = []
+    for attribute in SNIPPET["attributes"]:
+        value = attribute["value"]
+        for placeholder, text in filled.items():
+            value = value.replace(placeholder, text)
+        parts.append(f'{attribute["name"]}="{html.escape(value, quote=True)}"')
+    return "<iframe " + " ".join(parts) + "></iframe>"
 
 
 def demo_host_page(server_url: str, campaign_id: int) -> str:

@@ -9,6 +9,7 @@ socket with a WebSocket close code; nothing else is affected.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from dataclasses import dataclass, field
@@ -27,7 +28,11 @@ __all__ = ["Gateway", "WebSocketLike"]
 
 log = logging.getLogger(__name__)
 _connection_ids = itertools.count(1)
-RESCHEDULE_SECONDS = 10.0  # how often a worker serving "any" campaign may be moved to another
+RESCHEDULE_SECONDS = 10.0
+# What a send raises when the worker has gone: the stream is broken or closed, or Hypercorn's own
+# task is busy writing the close handshake the worker just started (Hypercorn answers a close frame
+# itself, concurrently with our handler). Either way there is nobody left to talk to.
+PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError)  # how often a worker serving "any" campaign may be moved to another
 
 
 class WebSocketLike(Protocol):
@@ -73,7 +78,8 @@ class Gateway:
             if not isinstance(hello, p.Hello):
                 raise ProtocolError(p.CLOSE_PROTOCOL_ERROR, "the first frame must be 'hello'")
         except ProtocolError as exc:
-            await ws.close(exc.code, exc.reason)
+            with contextlib.suppress(*PEER_GONE):
+                await ws.close(exc.code, exc.reason)
             return
         session = Session(id=next(_connection_ids), remote=remote, hello=hello, have=set(hello.have))
         self.sessions[session.id] = session
@@ -88,6 +94,8 @@ class Gateway:
             else:
                 await ws.send(p.encode(p.Bye(reason)))
                 await ws.close(p.CLOSE_NORMAL, reason)
+        except* PEER_GONE:
+            log.debug("connection %d: the worker went away while we were sending", session.id)
         finally:
             self.dispatcher.unlisten(session.id)
             self.dispatcher.drop_connection(session.id, list(session.held))

@@ -16,7 +16,7 @@ import logging
 import trio
 
 from .dispatcher import Dispatcher
-from .errors import GenerationError
+from .errors import GenerationError, NotFound
 from .models import Campaign, CampaignStatus
 from .sandbox import open_generator
 from .settings import Settings
@@ -54,6 +54,8 @@ class GenerationService:
     async def _generate(self, campaign: Campaign) -> None:
         try:
             await self._pull_all(campaign)
+        except NotFound:
+            log.info("campaign %d was deleted (with its account) while generating", campaign.id)
         except GenerationError as exc:
             log.info("generator of campaign %d failed: %s", campaign.id, exc)
             await self.storage.set_status(campaign.id, CampaignStatus.FAILED, str(exc))

@@ -57,7 +57,9 @@ def _deliver(settings: Settings, message: EmailMessage) -> None:
     try:
         if settings.smtp_security == "tls":
             context = ssl.create_default_context()
-            with smtplib.SMTP_SSL(settings.smtp_host, settings.smtp_port, timeout=SMTP_TIMEOUT, context=context) as smtp:
+            with smtplib.SMTP_SSL(
+                settings.smtp_host, settings.smtp_port, timeout=SMTP_TIMEOUT, context=context
+            ) as smtp:
                 _login_and_send(smtp, settings, message)
         else:
             with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=SMTP_TIMEOUT) as smtp:

@@ -122,7 +122,9 @@ class _Cluster:
                 " -c max_connections=400 -c shared_buffers=32MB"
             )
             try:
-                self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
+                self._run(
+                    str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start"
+                )
                 return
             except PostgresUnavailable:
                 if attempt == 2 or "already in use" not in self.log.read_text(errors="replace"):

@@ -12,7 +12,7 @@ from typing import Any
 
 from pony.orm import Database, LongStr, Optional, PrimaryKey, Required, Set
 
-__all__ = ["SCHEMA_VERSION", "define_entities", "EXTRA_INDEXES"]
+__all__ = ["EXTRA_INDEXES", "SCHEMA_VERSION", "define_entities"]
 
 SCHEMA_VERSION = 1
 

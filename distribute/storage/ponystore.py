@@ -10,15 +10,15 @@ are batched SQL in `distribute.storage.sql`.
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from contextlib import closing
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
 
+import psycopg2
 import trio
 from pony.orm import Database, db_session, desc, select
 
@@ -36,9 +36,10 @@ from ..models import (
     User,
 )
 from . import sql as hot
+from .connect import StorageThreads, bind, is_postgres
 from .entities import EXTRA_INDEXES, SCHEMA_VERSION, define_entities
 
-__all__ = ["PonyStorage", "hash_token", "content_hash"]
+__all__ = ["PonyStorage", "content_hash", "hash_token"]
 
 T = TypeVar("T")
 _ACTIVE = (CampaignStatus.GENERATING, CampaignStatus.RUNNING)
@@ -57,61 +58,53 @@ def content_hash(kernel: str, static_dataset: str) -> str:
     return digest.hexdigest()[:32]
 
 
-def _bind(db: Database, url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme == "sqlite":
-        # sqlite:///relative.db and sqlite:////absolute.db, as SQLAlchemy spells them. Pony would
-        # resolve a relative name against the calling module's folder, so make it absolute here.
-        path = unquote(parts.path)[1:]
-        filename = ":sharedmemory:" if path in ("", ":memory:") else os.path.abspath(path)
-
-        @db.on_connect(provider="sqlite")
-        def _tune(db: Database, connection: Any) -> None:
-            # WAL: readers never block the writer. synchronous=NORMAL: a committed transaction
-            # survives a process crash (SIGKILL); only an OS crash may lose the last commits.
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute("PRAGMA synchronous = NORMAL")
-            connection.execute("PRAGMA busy_timeout = 10000")
-
-        db.bind(provider="sqlite", filename=filename, create_db=True)
-    elif parts.scheme in ("postgres", "postgresql"):
-        db.bind(
-            provider="postgres",
-            user=unquote(parts.username or "") or None,
-            password=unquote(parts.password or "") or None,
-            host=parts.hostname or None,
-            port=parts.port or None,
-            database=parts.path.lstrip("/") or None,
-        )
-    else:
-        raise SettingsError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgres://…")
+# Any constant: the key of the PostgreSQL advisory lock that serialises schema creation, so that
+# several server processes starting at once on an empty database do not race to create tables.
+_MIGRATION_LOCK = 0x64697374
 
 
 class PonyStorage:
     """The platform's storage. Open with `await PonyStorage.open(url)`; close with `aclose()`."""
 
+    sql: hot.SqlDialect
+
     def __init__(self, url: str, threads: int) -> None:
         self.url = url
         self.db = Database()
         self.e = define_entities(self.db)
-        _bind(self.db, url)
-        self.sql = hot.SqlDialect(self.db)
         # SQLite has one writer at a time anyway; one thread avoids lock contention entirely.
-        self._limiter = trio.CapacityLimiter(1 if not self.sql.postgres else threads)
+        # On PostgreSQL each thread holds one connection, so `threads` is the connection count.
+        self._threads = StorageThreads(threads if is_postgres(url) else 1)
 
     @classmethod
     async def open(cls, url: str, threads: int = 4) -> PonyStorage:
-        storage = await trio.to_thread.run_sync(cls, url, threads)
-        await storage._run(storage._migrate)
+        storage = cls(url, threads)
+        try:
+            # Binding connects (Pony inspects the server), so it too runs in a storage thread.
+            await storage._run(storage._connect)
+        except BaseException:
+            await storage.aclose()
+            raise
         return storage
 
     async def aclose(self) -> None:
-        await trio.to_thread.run_sync(self.db.disconnect)
+        await trio.to_thread.run_sync(self._threads.close, self.db.disconnect)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await trio.to_thread.run_sync(partial(fn, *args), limiter=self._limiter)
+        return await self._threads.run(partial(fn, *args))
 
     # ------------------------------------------------------------------ schema
+
+    def _connect(self) -> None:
+        params = bind(self.db, self.url)
+        self.sql = hot.SqlDialect(self.db)
+        if not self.sql.postgres:
+            self._migrate()
+            return
+        # A session-level lock on a connection of its own: closing it releases the lock.
+        with closing(psycopg2.connect(**params)) as lock:
+            lock.cursor().execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+            self._migrate()
 
     def _migrate(self) -> None:
         self.db.generate_mapping(create_tables=True)
@@ -170,9 +163,7 @@ class PonyStorage:
     @db_session
     def _create_token(self, user_id: int, name: str) -> str:
         token = "dst_" + secrets.token_urlsafe(32)
-        self.e["ApiToken"](
-            user=self.e["User"][user_id], token_hash=hash_token(token), name=name, created=_utcnow()
-        )
+        self.e["ApiToken"](user=self.e["User"][user_id], token_hash=hash_token(token), name=name, created=_utcnow())
         return token
 
     async def user_for_token(self, token: str) -> User | None:
@@ -237,8 +228,10 @@ class PonyStorage:
         row.status = status
         row.generation_error = error
 
-    def _campaign_row(self, campaign_id: int) -> Any:
-        row = self.e["Campaign"].get(id=campaign_id)
+    def _campaign_row(self, campaign_id: int, *, lock: bool = True) -> Any:
+        # Locked (SELECT … FOR UPDATE on PostgreSQL) before the ORM changes it: another server process
+        # changing the row meanwhile would make Pony's optimistic check fail the whole call.
+        row = self.e["Campaign"].get_for_update(id=campaign_id) if lock else self.e["Campaign"].get(id=campaign_id)
         if row is None:
             raise NotFound(f"campaign {campaign_id} does not exist")
         return row
@@ -249,36 +242,26 @@ class PonyStorage:
 
     @db_session(immediate=True)
     def _reset_campaign(self, campaign_id: int) -> None:
-        row = self._campaign_row(campaign_id)
+        # Not locked: store_outcomes locks datasets, then the campaign; taking them the other way
+        # round here could deadlock with another process. Raw SQL only, so no optimistic check.
+        self._campaign_row(campaign_id, lock=False)
         self.sql.execute("DELETE FROM result WHERE campaign = ?", (campaign_id,))
         self.sql.execute("DELETE FROM kernel_error WHERE campaign = ?", (campaign_id,))
         self.sql.execute(
             "UPDATE dataset SET state = ?, errors = 0, lease_owner = NULL, lease_until = NULL WHERE campaign = ?",
             (DatasetState.PENDING, campaign_id),
         )
-        self.sql.execute("UPDATE campaign SET compute_ms = 0 WHERE id = ?", (campaign_id,))
-        if row.status == CampaignStatus.COMPLETE:
-            self.sql.execute("UPDATE campaign SET status = ? WHERE id = ?", (CampaignStatus.RUNNING, campaign_id))
+        self.sql.execute(
+            "UPDATE campaign SET compute_ms = 0, status = CASE WHEN status = ? THEN ? ELSE status END WHERE id = ?",
+            (CampaignStatus.COMPLETE, CampaignStatus.RUNNING, campaign_id),
+        )
 
     async def counts(self, campaign_id: int) -> CampaignCounts:
         return await self._run(self._counts, campaign_id)
 
     @db_session
     def _counts(self, campaign_id: int) -> CampaignCounts:
-        by_state = dict(self.sql.query("SELECT state, COUNT(*) FROM dataset WHERE campaign = ? GROUP BY state", (campaign_id,)))
-        results = self.sql.query("SELECT COUNT(*) FROM result WHERE campaign = ? AND payload IS NOT NULL", (campaign_id,))
-        errors = self.sql.query("SELECT COALESCE(SUM(count), 0) FROM kernel_error WHERE campaign = ?", (campaign_id,))
-        compute = self.sql.query("SELECT compute_ms FROM campaign WHERE id = ?", (campaign_id,))
-        return CampaignCounts(
-            total=sum(by_state.values()),
-            pending=by_state.get(DatasetState.PENDING, 0),
-            leased=by_state.get(DatasetState.LEASED, 0),
-            done=by_state.get(DatasetState.DONE, 0),
-            failed=by_state.get(DatasetState.FAILED, 0),
-            results=results[0][0],
-            errors=int(errors[0][0]),
-            compute_seconds=(compute[0][0] if compute else 0.0) / 1000.0,
-        )
+        return hot.counts(self.sql, campaign_id)
 
     async def complete_if_done(self, campaign_id: int) -> bool:
         """Mark a fully generated campaign complete when no dataset is pending or leased."""
@@ -366,7 +349,9 @@ class PonyStorage:
 
     # ------------------------------------------------------------------ results and errors
 
-    async def results(self, campaign_id: int, *, after: tuple[int, int] = (0, 0), limit: int = 1000) -> list[StoredResult]:
+    async def results(
+        self, campaign_id: int, *, after: tuple[int, int] = (0, 0), limit: int = 1000
+    ) -> list[StoredResult]:
         """Stored results in dataset order, with the dataset each was computed from.
 
         Pages by key (`after` = the last row's (dataset_id, result_id)), never by OFFSET, so reading
@@ -379,9 +364,12 @@ class PonyStorage:
         rows = self.sql.query(
             "SELECT r.dataset, d.payload, r.payload, r.compute_ms, r.worker, r.host, r.created, r.id"
             " FROM result r JOIN dataset d ON d.id = r.dataset"
-            " WHERE r.campaign = ? AND (r.dataset > ? OR (r.dataset = ? AND r.id > ?))"
+            # A row-value comparison, unlike the equivalent OR, is an index range condition on
+            # (campaign, dataset, id) in both SQLite and PostgreSQL; the redundant `d.id >= ?` lets
+            # PostgreSQL's merge join start there too. Page k then costs what page 1 costs.
+            " WHERE r.campaign = ? AND (r.dataset, r.id) > (?, ?) AND d.id >= ?"
             " ORDER BY r.dataset, r.id LIMIT ?",
-            (campaign_id, after[0], after[0], after[1], limit),
+            (campaign_id, after[0], after[1], after[0], limit),
         )
         return [
             StoredResult(
@@ -391,7 +379,7 @@ class PonyStorage:
                 compute_ms=row[3],
                 worker=row[4],
                 host=row[5] or "",
-                created=datetime.fromtimestamp(row[6], timezone.utc),
+                created=datetime.fromtimestamp(row[6], UTC),
                 id=row[7],
             )
             for row in rows
@@ -413,7 +401,7 @@ class PonyStorage:
                 message=row[1],
                 stack=row[2] or "",
                 count=row[3],
-                last_seen=datetime.fromtimestamp(row[4], timezone.utc),
+                last_seen=datetime.fromtimestamp(row[4], UTC),
             )
             for row in rows
         ]
@@ -421,11 +409,11 @@ class PonyStorage:
 
 def _utcnow() -> datetime:
     """Naive UTC: Pony stores datetimes without a zone, so we add UTC back when reading."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _user(row: Any) -> User:
-    return User(id=row.id, email=row.email, created=row.created.replace(tzinfo=timezone.utc))
+    return User(id=row.id, email=row.email, created=row.created.replace(tzinfo=UTC))
 
 
 def _campaign(row: Any) -> Campaign:
@@ -444,7 +432,7 @@ def _campaign(row: Any) -> Campaign:
         status=row.status,
         generation_error=row.generation_error,
         deleted=row.deleted,
-        created=row.created.replace(tzinfo=timezone.utc),
+        created=row.created.replace(tzinfo=UTC),
         content_hash=row.content_hash,
         generated=row.generated,
         compute_seconds=row.compute_ms / 1000.0,

@@ -12,50 +12,105 @@ from collections.abc import Sequence
 from typing import Any
 
 from pony.orm import Database
-from psycopg2.extras import execute_batch
+from psycopg2.extras import execute_batch, execute_values
 
-from ..models import DatasetState, FailedTask, FinishedTask, LeasedDataset
+from ..models import CampaignCounts, DatasetState, FailedTask, FinishedTask, LeasedDataset
 
-__all__ = ["SqlDialect", "expire_leases", "insert_datasets", "lease", "release", "renew_leases", "store_outcomes"]
+__all__ = [
+    "SqlDialect",
+    "counts",
+    "expire_leases",
+    "insert_datasets",
+    "lease",
+    "release",
+    "renew_leases",
+    "store_outcomes",
+]
 
 
 class SqlDialect:
-    """The few differences between SQLite and PostgreSQL that the hot paths care about."""
+    """The few differences between SQLite and PostgreSQL that the hot paths care about.
+
+    Statements are written once with `?` placeholders. On SQLite batches go through
+    `executemany` (one prepared statement, no network). psycopg2's `executemany` is one network
+    round trip and one parse per row, so on PostgreSQL batches become set-based statements instead:
+    multi-row INSERTs and `id = ANY(array)`.
+    """
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self.postgres = db.provider.dialect == "PostgreSQL"
 
+    def _cursor(self) -> Any:
+        # get_connection() puts the db_session in a transaction on its connection, so every
+        # statement of one storage call commits (or rolls back) together with the ORM's changes.
+        return self.db.get_connection().cursor()
+
     def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """executemany with `?` placeholders, translated to the driver's paramstyle."""
+        """Run one statement per row of arguments."""
         if not rows:
             return
-        cursor = self.db.get_connection().cursor()
         if self.postgres:
-            # psycopg2's executemany is one network round trip per row (5000 rows: seconds);
-            # execute_batch sends pages of statements joined by ";" in one round trip each.
-            execute_batch(cursor, sql.replace("?", "%s"), rows, page_size=500)
+            # Pages of statements joined by ";": one round trip per page, not per row.
+            execute_batch(self._cursor(), sql.replace("?", "%s"), rows, page_size=500)
         else:
-            cursor.executemany(sql, rows)
+            self._cursor().executemany(sql, rows)
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """INSERT many rows (one multi-row statement per page on PostgreSQL)."""
+        if not rows:
+            return
+        head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+        if self.postgres:
+            execute_values(self._cursor(), head + "%s", rows, page_size=1000)
+        else:
+            self._cursor().executemany(head + "(" + ", ".join("?" * len(columns)) + ")", rows)
+
+    def for_ids(self, sql: str, args: Sequence[Any], ids: Sequence[int]) -> None:
+        """Run `sql`, which ends in `id = ?`, for every id (once, with `id = ANY(...)`, on PostgreSQL)."""
+        if not ids:
+            return
+        assert sql.endswith("id = ?"), sql
+        if self.postgres:
+            self.execute(sql[: -len("?")] + "ANY(?)", (*args, list(ids)))
+        else:
+            self._cursor().executemany(sql, [(*args, dataset_id) for dataset_id in ids])
 
     def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         if self.postgres:
             sql = sql.replace("?", "%s")
-        cursor = self.db.get_connection().cursor()
+        cursor = self._cursor()
         cursor.execute(sql, tuple(args))
         return cursor.fetchall() if cursor.description else []
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
         if self.postgres:
             sql = sql.replace("?", "%s")
-        cursor = self.db.get_connection().cursor()
+        cursor = self._cursor()
         cursor.execute(sql, tuple(args))
         return cursor.rowcount
 
 
+def counts(sql: SqlDialect, campaign_id: int) -> CampaignCounts:
+    by_state = dict(sql.query("SELECT state, COUNT(*) FROM dataset WHERE campaign = ? GROUP BY state", (campaign_id,)))
+    results = sql.query("SELECT COUNT(*) FROM result WHERE campaign = ? AND payload IS NOT NULL", (campaign_id,))
+    errors = sql.query("SELECT COALESCE(SUM(count), 0) FROM kernel_error WHERE campaign = ?", (campaign_id,))
+    compute = sql.query("SELECT compute_ms FROM campaign WHERE id = ?", (campaign_id,))
+    return CampaignCounts(
+        total=sum(by_state.values()),
+        pending=by_state.get(DatasetState.PENDING, 0),
+        leased=by_state.get(DatasetState.LEASED, 0),
+        done=by_state.get(DatasetState.DONE, 0),
+        failed=by_state.get(DatasetState.FAILED, 0),
+        results=results[0][0],
+        errors=int(errors[0][0]),
+        compute_seconds=(compute[0][0] if compute else 0.0) / 1000.0,
+    )
+
+
 def insert_datasets(sql: SqlDialect, campaign_id: int, first_seq: int, payloads: Sequence[bytes]) -> None:
     rows = [(campaign_id, first_seq + i, payload, DatasetState.PENDING, 0) for i, payload in enumerate(payloads)]
-    sql.many("INSERT INTO dataset (campaign, seq, payload, state, errors) VALUES (?, ?, ?, ?, ?)", rows)
+    sql.insert("dataset", ("campaign", "seq", "payload", "state", "errors"), rows)
 
 
 def lease(sql: SqlDialect, campaign_id: int, n: int, owner: str, until: float) -> list[LeasedDataset]:
@@ -75,12 +130,35 @@ def lease(sql: SqlDialect, campaign_id: int, n: int, owner: str, until: float) -
     return [LeasedDataset(id=row[0], campaign_id=campaign_id, payload=bytes(row[1])) for row in rows]
 
 
+def _unlocked(sql: SqlDialect, condition: str) -> str:
+    """`condition` on dataset rows; on PostgreSQL, rows another transaction holds are skipped, not waited for.
+
+    Renewing and expiring leases lock rows in no particular order while store_outcomes locks them
+    in id order: waiting could deadlock. Skipping is safe: a row being stored needs no renewal, and
+    an expired one is found again by the next pass (leases are renewed every lease_seconds / 3).
+    """
+    if not sql.postgres:
+        return condition
+    return f"id IN (SELECT id FROM dataset WHERE {condition} FOR UPDATE SKIP LOCKED)"
+
+
 def renew_leases(sql: SqlDialect, owner: str, until: float) -> None:
-    sql.execute("UPDATE dataset SET lease_until = ? WHERE lease_owner = ? AND state = ?", (until, owner, DatasetState.LEASED))
+    sql.execute(
+        "UPDATE dataset SET lease_until = ? WHERE " + _unlocked(sql, "lease_owner = ? AND state = ?"),
+        (until, owner, DatasetState.LEASED),
+    )
 
 
 def release(sql: SqlDialect, owner: str, dataset_ids: Sequence[int]) -> None:
     """Give datasets back to the pool (a server shutting down, a campaign reset)."""
+    if sql.postgres and dataset_ids:
+        # One statement, locking rows in id order as store_outcomes does, so the two cannot deadlock.
+        sql.execute(
+            "UPDATE dataset SET state = ?, lease_owner = NULL, lease_until = NULL WHERE id IN (SELECT id FROM dataset"
+            " WHERE id = ANY(?) AND lease_owner = ? AND state = ? ORDER BY id FOR UPDATE)",
+            (DatasetState.PENDING, sorted(dataset_ids), owner, DatasetState.LEASED),
+        )
+        return
     sql.many(
         "UPDATE dataset SET state = ?, lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ? AND state = ?",
         [(DatasetState.PENDING, dataset_id, owner, DatasetState.LEASED) for dataset_id in dataset_ids],
@@ -90,7 +168,8 @@ def release(sql: SqlDialect, owner: str, dataset_ids: Sequence[int]) -> None:
 def expire_leases(sql: SqlDialect, now: float) -> int:
     """Return datasets whose holder stopped renewing (a crashed server process) to the pool."""
     return sql.execute(
-        "UPDATE dataset SET state = ?, lease_owner = NULL, lease_until = NULL WHERE state = ? AND lease_until < ?",
+        "UPDATE dataset SET state = ?, lease_owner = NULL, lease_until = NULL WHERE "
+        + _unlocked(sql, "state = ? AND lease_until < ?"),
         (DatasetState.PENDING, DatasetState.LEASED, now),
     )
 
@@ -108,28 +187,37 @@ def store_outcomes(
     ids = sorted({task.dataset_id for task in finished} | {task.dataset_id for task in failed})
     if not ids:
         return []
-    lock = " FOR UPDATE" if sql.postgres else ""
     open_ids: set[int] = set()
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
+    if sql.postgres:
+        # Lock the open rows in id order (every writer that waits for dataset rows locks in id
+        # order, so concurrent group commits of several processes cannot deadlock).
         rows = sql.query(
-            f"SELECT id FROM dataset WHERE id IN ({marks}) AND state IN (?, ?) ORDER BY id{lock}",
-            (*chunk, DatasetState.PENDING, DatasetState.LEASED),
+            "SELECT id FROM dataset WHERE id = ANY(?) AND state IN (?, ?) ORDER BY id FOR UPDATE",
+            (ids, DatasetState.PENDING, DatasetState.LEASED),
         )
         open_ids.update(row[0] for row in rows)
+    else:
+        for start in range(0, len(ids), 500):  # SQLite may allow as few as 999 parameters
+            chunk = ids[start : start + 500]
+            rows = sql.query(
+                f"SELECT id FROM dataset WHERE id IN ({','.join('?' * len(chunk))}) AND state IN (?, ?)",
+                (*chunk, DatasetState.PENDING, DatasetState.LEASED),
+            )
+            open_ids.update(row[0] for row in rows)
 
     accepted: list[FinishedTask] = []
     for task in finished:
         if task.dataset_id in open_ids:
             open_ids.discard(task.dataset_id)  # first answer wins, also within one batch
             accepted.append(task)
-    sql.many(
+    sql.for_ids(
         "UPDATE dataset SET state = ?, lease_owner = NULL, lease_until = NULL WHERE id = ?",
-        [(DatasetState.DONE, task.dataset_id) for task in accepted],
+        (DatasetState.DONE,),
+        [task.dataset_id for task in accepted],
     )
-    sql.many(
-        "INSERT INTO result (dataset, campaign, payload, compute_ms, worker, host, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    sql.insert(
+        "result",
+        ("dataset", "campaign", "payload", "compute_ms", "worker", "host", "created"),
         [(t.dataset_id, t.campaign_id, t.value, t.compute_ms, t.worker, t.host, now) for t in accepted],
     )
 

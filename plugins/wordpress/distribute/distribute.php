@@ -9,7 +9,6 @@
  * License:           MIT
  * License URI:       https://opensource.org/licenses/MIT
  * Text Domain:       distribute
- * Domain Path:       /languages
  *
  * @package Distribute
  */
@@ -18,7 +17,6 @@ namespace DistributeCompute;
 
 defined( 'ABSPATH' ) || exit;
 
-const VERSION     = '0.1.0';
 const OPTION      = 'distribute_settings';
 const PLUGIN_FILE = __FILE__;
 
@@ -29,12 +27,12 @@ require_once __DIR__ . '/includes/settings.php';
 add_action( 'init', __NAMESPACE__ . '\\init' );
 
 /**
- * Registers the shortcode, the block and the translations.
+ * Registers the shortcode and the block (whose block.json names the text domain, so that
+ * WordPress also loads the editor script's translations).
  *
  * @return void
  */
 function init() {
-	load_plugin_textdomain( 'distribute', false, dirname( plugin_basename( PLUGIN_FILE ) ) . '/languages' );
 	add_shortcode( 'distribute', __NAMESPACE__ . '\\shortcode' );
 	register_block_type( __DIR__ . '/block' );
 }

@@ -9,4 +9,4 @@
 
 defined( 'ABSPATH' ) || exit;
 
-echo \DistributeCompute\render_block( $attributes ); // phpcs:ignore -- render_block() escapes every value it prints.
+echo \DistributeCompute\render_block( $attributes ); // render_block() escapes every value it prints.

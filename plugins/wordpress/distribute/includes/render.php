@@ -41,7 +41,7 @@ function settings() {
  *
  * Anything invalid renders as a notice for people who can edit posts and as nothing for visitors.
  *
- * @param array  $args    campaign, server, height, throttle (strings; empty for the site's default).
+ * @param array  $args    The campaign, server, height and throttle (strings; empty: the site's default).
  * @param string $wrapper The wrapper's attributes, already escaped.
  * @return string
  */

@@ -1,0 +1,75 @@
+"""The campaign web console: accounts, campaign pages with a live view, and the static pages.
+
+`console_blueprint` is the one blueprint app.py registers; it nests one blueprint per area:
+
+| module | owns |
+|---|---|
+| `web.py` | shared state, the signed-in user, CSRF, security headers, rendering |
+| `pages.py` | home, how it works, benchmarks (BENCHMARKS.md rendered) |
+| `accounts.py` | sign up/in/out, password change and reset, API tokens, account deletion |
+| `campaigns.py` | campaign list, new, detail, delete/restore, reset, embed snippets |
+| `results.py` | results table, one result, downloads, the execute page's data |
+| `live.py` | the live view's server-sent events |
+
+Templates are in `templates/console/`, styles and scripts in `static/` (served locally, no CDN,
+no build step).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, g
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from ..errors import NotFound, ValidationError
+from . import accounts, campaigns, live, pages, results
+from .web import ConsoleState, common_headers, csrf_token, load_visitor, page, secure_response, static_url, too_large
+
+__all__ = ["console_blueprint"]
+
+console_blueprint = Blueprint(
+    "console",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/console/static",
+)
+
+for _child in (pages.blueprint, accounts.blueprint, campaigns.blueprint, results.blueprint, live.blueprint):
+    console_blueprint.register_blueprint(_child)
+
+
+@console_blueprint.record_once
+def _create_state(state: Any) -> None:
+    state.app.extensions["console"] = ConsoleState.create(state.app.extensions["distribute"])
+
+
+console_blueprint.before_request(load_visitor)
+console_blueprint.after_request(secure_response)
+console_blueprint.after_app_request(common_headers)
+
+
+@console_blueprint.context_processor
+def _template_context() -> dict[str, Any]:
+    return {
+        "user": g.get("user"),
+        "csrf_token": csrf_token(),
+        "csp_nonce": g.get("csp_nonce", ""),
+        "static_url": static_url,
+    }
+
+
+@console_blueprint.errorhandler(NotFound)
+async def _not_found(exc: NotFound) -> Any:
+    return await page("console/error.html", 404, title="Not found", message=str(exc).capitalize() + ".")
+
+
+@console_blueprint.errorhandler(ValidationError)
+async def _invalid(exc: ValidationError) -> Any:
+    return await page("console/error.html", 400, title="Not accepted", message=str(exc))
+
+
+@console_blueprint.errorhandler(RequestEntityTooLarge)
+async def _too_large(exc: RequestEntityTooLarge) -> Any:
+    return await too_large()

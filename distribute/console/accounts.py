@@ -1,0 +1,266 @@
+"""Account pages: sign up, sign in, sign out, change and reset the password, API tokens, deletion.
+
+Every state change is a POST carrying a CSRF token (checked in `web.load_visitor`). Sessions end on
+sign-out (this one), on a password change or reset (all of the user's), and with the account.
+Sign-in and reset requests are rate-limited per client address and per e-mail address; failed
+sign-ins count, successful ones clear the e-mail's count. Sign-up has a honeypot field, a signed
+form stamp and a per-address limit.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from quart import Response, g, redirect, request, url_for
+
+from .. import auth
+from ..mail import MailError, send_mail
+from .web import (
+    ConsoleBlueprint,
+    clear_session_cookie,
+    client_address,
+    console,
+    login_required,
+    page,
+    platform,
+    safe_next,
+    server_url,
+    set_session_cookie,
+)
+
+__all__ = ["blueprint"]
+
+blueprint = ConsoleBlueprint("accounts", __name__)
+
+NOTICES = {
+    "reset": "Your password has been changed. Sign in with the new one.",
+    "password": "Your password has been changed. Your other sessions were signed out.",
+    "revoked": "The token has been revoked.",
+    "deleted": "Your account and everything in it have been deleted.",
+    "signedout": "You are signed out.",
+}
+
+
+def normal_email(raw: str) -> str:
+    return raw.strip().lower()
+
+
+def plausible_email(email: str) -> bool:
+    local, at, domain = email.partition("@")
+    return bool(local and at and "." in domain and len(email) <= 254 and " " not in email)
+
+
+async def start_session(user_id: int, target: str) -> Response:
+    settings = platform().settings
+    token, _ = await console().accounts.create_session(
+        user_id, timedelta(days=settings.session_days), request.headers.get("User-Agent", "")
+    )
+    response = redirect(target, 303)
+    set_session_cookie(response, token)
+    return response
+
+
+def retry_message(seconds: float) -> str:
+    minutes = max(1, round(seconds / 60))
+    return f"Too many attempts. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+
+
+# --------------------------------------------------------------------------- sign up
+
+
+async def signup_page(status: int = 200, **context: object) -> Response:
+    stamp = auth.form_stamp(await console().server_secret())
+    return await page("console/signup.html", status, stamp=stamp, **context)
+
+
+@blueprint.route("/signup", methods=["GET", "POST"])
+async def signup() -> Response:
+    if request.method == "GET":
+        return await signup_page()
+    form = await request.form
+    email = normal_email(form.get("email", ""))
+    password = form.get("password", "")
+    state = console()
+    settings = platform().settings
+    address = "signup-ip:" + client_address()
+
+    async def refuse(message: str, status: int = 400) -> Response:
+        return await signup_page(status, error=message, email=email)
+
+    if form.get("website"):  # the honeypot: invisible to people, irresistible to form-filling bots
+        return await refuse("Sign-up refused.")
+    problem = auth.stamp_problem(await state.server_secret(), form.get("stamp", ""), settings.signup_min_seconds)
+    if problem:
+        return await refuse(problem)
+    wait = state.signup_limiter.retry_after(address)
+    if wait:
+        return await refuse(retry_message(wait), 429)
+    if not plausible_email(email):
+        return await refuse("Enter a valid e-mail address.")
+    problem = auth.password_problem(password, email)
+    if problem:
+        return await refuse(problem)
+    if password != form.get("password2", password):
+        return await refuse("The two passwords differ.")
+    if await platform().storage.user_by_email(email) is not None:
+        return await refuse("An account with this e-mail address exists already. Sign in, or reset its password.")
+    state.signup_limiter.hit(address)
+    user = await platform().storage.create_user(email, await auth.hash_password(password))
+    return await start_session(user.id, url_for("console.campaigns.index"))
+
+
+# --------------------------------------------------------------------------- sign in and out
+
+
+@blueprint.route("/signin", methods=["GET", "POST"])
+async def signin() -> Response:
+    notice = NOTICES.get(request.args.get("done", ""))
+    target = safe_next(request.args.get("next"), url_for("console.campaigns.index"))
+    if request.method == "GET":
+        return await page("console/signin.html", notice=notice, next=target)
+    form = await request.form
+    email = normal_email(form.get("email", ""))
+    limiter = console().signin_limiter
+    keys = ("signin-ip:" + client_address(), "signin-email:" + email)
+    wait = limiter.retry_after(*keys)
+    if wait:
+        response = await page("console/signin.html", 429, error=retry_message(wait), email=email, next=target)
+        response.headers["Retry-After"] = str(int(wait) + 1)
+        return response
+    found = await console().accounts.credentials(email)
+    password_hash = found[1] if found else None
+    if found is None or not await auth.verify_password(password_hash, form.get("password", "")):
+        limiter.hit(*keys)
+        return await page(
+            "console/signin.html", 401, error="Wrong e-mail address or password.", email=email, next=target
+        )
+    limiter.clear(keys[1])
+    return await start_session(found[0].id, safe_next(form.get("next"), target))
+
+
+@blueprint.post("/signout")
+async def signout() -> Response:
+    token = request.cookies.get(auth.SESSION_COOKIE, "")
+    if token:
+        await console().accounts.end_session(token)
+    response = redirect(url_for("console.accounts.signin", done="signedout"), 303)
+    clear_session_cookie(response)
+    return response
+
+
+# --------------------------------------------------------------------------- the account page
+
+
+async def account_page(status: int = 200, **context: object) -> Response:
+    tokens = await console().accounts.tokens(g.user.id)
+    notice = context.pop("notice", None) or NOTICES.get(request.args.get("done", ""))
+    return await page("console/account.html", status, tokens=tokens, notice=notice, **context)
+
+
+@blueprint.get("/account")
+@login_required
+async def account() -> Response:
+    return await account_page()
+
+
+@blueprint.post("/account/password")
+@login_required
+async def change_password() -> Response:
+    form = await request.form
+    accounts = console().accounts
+    if not await auth.verify_password(await accounts.password_hash(g.user.id), form.get("current", "")):
+        return await account_page(400, password_error="The current password is wrong.")
+    new = form.get("password", "")
+    problem = auth.password_problem(new, g.user.email)
+    if problem:
+        return await account_page(400, password_error=problem)
+    await accounts.set_password(g.user.id, await auth.hash_password(new))  # ends every session
+    return await start_session(g.user.id, url_for("console.accounts.account", done="password"))
+
+
+@blueprint.post("/account/tokens")
+@login_required
+async def create_token() -> Response:
+    name = (await request.form).get("name", "").strip()[:100] or "console"
+    token = await platform().storage.create_token(g.user.id, name)
+    return await account_page(201, new_token=token, new_token_name=name)
+
+
+@blueprint.post("/account/tokens/<int:token_id>/revoke")
+@login_required
+async def revoke_token(token_id: int) -> Response:
+    if not await console().accounts.revoke_token(g.user.id, token_id):
+        return await page("console/error.html", 404, title="Not found", message=f"Token {token_id} not found.")
+    return redirect(url_for("console.accounts.account", done="revoked"), 303)
+
+
+@blueprint.post("/account/delete")
+@login_required
+async def delete_account() -> Response:
+    form = await request.form
+    accounts = console().accounts
+    if not await auth.verify_password(await accounts.password_hash(g.user.id), form.get("password", "")):
+        return await account_page(400, delete_error="The password is wrong; nothing was deleted.")
+    plat = platform()
+    # Stop serving the campaigns first, so no worker or generator is mid-way when the rows go.
+    for campaign in await plat.storage.list_campaigns(g.user.id):
+        await plat.set_deleted(campaign, True)
+    await accounts.delete_account(g.user.id)
+    await plat.dispatcher.refresh_campaigns()
+    response = redirect(url_for("console.pages.home", done="deleted"), 303)
+    clear_session_cookie(response)
+    return response
+
+
+# --------------------------------------------------------------------------- password reset
+
+
+@blueprint.route("/reset", methods=["GET", "POST"])
+async def reset_request() -> Response:
+    if request.method == "GET":
+        return await page("console/reset_request.html")
+    email = normal_email((await request.form).get("email", ""))
+    limiter = console().reset_limiter
+    keys = ("reset-ip:" + client_address(), "reset-email:" + email)
+    wait = limiter.retry_after(*keys)
+    if wait:
+        return await page("console/reset_request.html", 429, error=retry_message(wait), email=email)
+    limiter.hit(*keys)
+    user = await platform().storage.user_by_email(email) if plausible_email(email) else None
+    if user is not None:
+        settings = platform().settings
+        token = await console().accounts.create_reset(user.id, timedelta(minutes=settings.reset_minutes))
+        link = f"{server_url()}{url_for('console.accounts.reset_form', token=token)}"
+        body = (
+            f"Someone (hopefully you) asked to reset the password of your distribute account {email}.\n\n"
+            f"Choose a new password here (the link works once, for {settings.reset_minutes:g} minutes):\n\n"
+            f"{link}\n\nIf it was not you, ignore this mail: your password stays as it is.\n"
+        )
+        try:
+            await send_mail(settings, email, "Reset your distribute password", body)
+        except MailError:
+            return await page(
+                "console/reset_request.html", 503, error="The mail could not be sent. Try again later.", email=email
+            )
+    # The same answer whether or not the address has an account: the page reveals no accounts.
+    return await page("console/reset_sent.html", email=email)
+
+
+@blueprint.route("/reset/<token>", methods=["GET", "POST"])
+async def reset_form(token: str) -> Response:
+    accounts = console().accounts
+    if request.method == "GET":
+        valid = await accounts.reset_valid(token)
+        response = await page("console/reset_form.html", 200 if valid else 410, valid=valid, token=token)
+    else:
+        password = (await request.form).get("password", "")
+        problem = auth.password_problem(password)
+        if problem:
+            response = await page("console/reset_form.html", 400, valid=True, token=token, error=problem)
+        elif await accounts.redeem_reset(token, await auth.hash_password(password)) is None:
+            response = await page("console/reset_form.html", 410, valid=False, token=token)
+        else:
+            response = redirect(url_for("console.accounts.signin", done="reset"), 303)
+    # The token is in this page's URL: never send it on in a Referer header.
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response

@@ -1,0 +1,163 @@
+"""Campaign pages: the list, a new campaign, one campaign's page, delete/restore, reset, snippets.
+
+Every route takes the campaign through `web.owned`, so another user's campaign is a 404 exactly like
+a missing one. Creating a campaign goes through the API's `create_from_sources`, so the console and
+`POST /api/campaigns` accept and refuse exactly the same uploads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+from quart import Response, g, redirect, request, url_for
+from quart.datastructures import FileStorage
+
+from ..api import CampaignFields, campaign_json, create_from_sources
+from ..embed import embed_snippet
+from ..errors import ValidationError
+from .web import ConsoleBlueprint, console, login_required, owned, page, platform, server_url
+
+__all__ = ["blueprint", "cms_snippets"]
+
+blueprint = ConsoleBlueprint("campaigns", __name__)
+
+SOURCES = (
+    ("kernel", "Kernel", True),
+    ("generator", "Dataset generator", True),
+    ("static_dataset", "Static dataset", False),
+)
+FIELD_NAMES = ("name", "description", "priority", "weight", "replication", "task_timeout")
+NOTICES = {
+    "deleted": "The campaign is deleted: no worker gets its tasks any more. You can restore it below.",
+    "restored": "The campaign is restored.",
+    "reset": "Every result and error was discarded; all datasets are pending again.",
+}
+
+
+def cms_snippets(server: str, campaign_id: int) -> list[tuple[str, str, str]]:
+    """(id, title, text) of each ready-to-paste snippet: plain HTML, WordPress, Hugo."""
+    return [
+        ("html", "HTML", embed_snippet(server, campaign_id)),
+        ("wordpress", "WordPress shortcode", f'[distribute campaign="{campaign_id}" server="{server}"]'),
+        ("hugo", "Hugo shortcode", f'{{{{< distribute campaign="{campaign_id}" server="{server}" >}}}}'),
+    ]
+
+
+@blueprint.get("/campaigns")
+@login_required
+async def index() -> Response:
+    plat = platform()
+    campaigns = [await campaign_json(c) for c in await plat.storage.list_campaigns(g.user.id)]
+    deleted = []
+    for campaign_id in await console().accounts.deleted_campaign_ids(g.user.id):
+        campaign = await plat.storage.get_campaign(campaign_id)
+        if campaign is not None:
+            deleted.append(campaign)
+    return await page("console/campaigns.html", campaigns=campaigns, deleted=deleted)
+
+
+# --------------------------------------------------------------------------- new campaign
+
+
+async def new_form(status: int = 200, **context: Any) -> Response:
+    settings = platform().settings
+    values = {"priority": "0", "weight": "1", "replication": "1", "task_timeout": ""} | context.pop("values", {})
+    return await page(
+        "console/campaign_new.html",
+        status,
+        sources=SOURCES,
+        values=values,
+        max_source_bytes=settings.max_source_bytes,
+        default_timeout=settings.task_timeout,
+        **context,
+    )
+
+
+def chosen_source(files: Any, form: Any, name: str) -> tuple[bytes | None, str]:
+    """An uploaded file wins over pasted text; returns (bytes or None, file name)."""
+    upload: FileStorage | None = files.get(name + "_file")
+    if upload is not None and upload.filename:
+        data = upload.read()
+        if data:
+            return data, upload.filename
+    text = form.get(name + "_text", "")
+    return (text.encode() if text.strip() else None), ""
+
+
+def field_errors(exc: pydantic.ValidationError) -> dict[str, str]:
+    return {str(error["loc"][0]): error["msg"] for error in exc.errors(include_url=False)}
+
+
+@blueprint.route("/campaigns/new", methods=["GET", "POST"])
+@login_required
+async def new() -> Response:
+    if request.method == "GET":
+        return await new_form()
+    form = await request.form
+    files = await request.files
+    values = {name: form.get(name, "") for name in FIELD_NAMES}
+    values |= {name + "_text": form.get(name + "_text", "") for name, _, _ in SOURCES}
+    raw = {name: value for name, value in values.items() if name in FIELD_NAMES and value.strip() != ""}
+    try:
+        fields = CampaignFields.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        return await new_form(400, values=values, errors=field_errors(exc))
+    chosen = {name: chosen_source(files, form, name) for name, _, _ in SOURCES}
+    missing = {
+        name: "Upload a file or paste the text." for name, _, required in SOURCES if required and not chosen[name][0]
+    }
+    if missing:
+        return await new_form(400, values=values, errors=missing)
+    kernel, kernel_file = chosen["kernel"]
+    try:
+        campaign = await create_from_sources(
+            g.user,
+            fields,
+            kernel or b"",
+            chosen["generator"][0] or b"",
+            chosen["static_dataset"][0],
+            kernel_file.rsplit(".", 1)[0] or "Untitled campaign",
+        )
+    except ValidationError as exc:
+        return await new_form(400, values=values, error=str(exc))
+    return redirect(url_for("console.campaigns.show", campaign_id=campaign.id), 303)
+
+
+# --------------------------------------------------------------------------- one campaign
+
+
+@blueprint.get("/campaigns/<int:campaign_id>")
+@login_required
+async def show(campaign_id: int) -> Response:
+    campaign = await owned(campaign_id)
+    queries = console().queries
+    return await page(
+        "console/campaign.html",
+        campaign=campaign,
+        data=await campaign_json(campaign),
+        hosts=await queries.hosts(campaign.id),
+        snippets=cms_snippets(server_url(), campaign.id),
+        notice=NOTICES.get(request.args.get("done", "")),
+    )
+
+
+@blueprint.post("/campaigns/<int:campaign_id>/delete")
+@login_required
+async def delete(campaign_id: int) -> Response:
+    await platform().set_deleted(await owned(campaign_id), True)
+    return redirect(url_for("console.campaigns.show", campaign_id=campaign_id, done="deleted"), 303)
+
+
+@blueprint.post("/campaigns/<int:campaign_id>/restore")
+@login_required
+async def restore(campaign_id: int) -> Response:
+    await platform().set_deleted(await owned(campaign_id), False)
+    return redirect(url_for("console.campaigns.show", campaign_id=campaign_id, done="restored"), 303)
+
+
+@blueprint.post("/campaigns/<int:campaign_id>/reset")
+@login_required
+async def reset(campaign_id: int) -> Response:
+    await platform().reset_campaign(await owned(campaign_id))
+    return redirect(url_for("console.campaigns.show", campaign_id=campaign_id, done="reset"), 303)

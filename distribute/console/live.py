@@ -1,0 +1,66 @@
+"""The live view of a campaign: server-sent events, one snapshot per interval, until the page closes.
+
+Each event is the API's `campaign_json` (counts, workers, compute time, generation and kernel
+errors) plus the contributions per host site and the server's clock; the first event also carries
+the throughput history (results per time bucket over the campaign's life), after which the page
+extends the chart from the counts it receives. Server-sent events rather than a WebSocket: one
+direction is all the page needs, they reconnect by themselves, and they carry the session cookie
+like any same-origin request, so the owner check is the same as every other console route's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+
+import trio
+from quart import Response, stream_with_context
+
+from ..api import campaign_json
+from .web import ConsoleBlueprint, console, login_required, owned, platform
+
+__all__ = ["INTERVAL", "blueprint"]
+
+blueprint = ConsoleBlueprint("live", __name__)
+
+INTERVAL = 1.0  # seconds between snapshots
+MAX_SECONDS = 3600.0  # then the stream ends and the browser reconnects (and the session is checked again)
+
+
+@blueprint.get("/campaigns/<int:campaign_id>/live")
+@login_required
+async def events(campaign_id: int) -> Response:
+    campaign = await owned(campaign_id)
+    storage = platform().storage
+    queries = console().queries
+
+    @stream_with_context
+    async def stream() -> AsyncIterator[bytes]:
+        width, history = await queries.throughput(campaign.id)
+        first = True
+        deadline = trio.current_time() + MAX_SECONDS
+        # The browser reconnects after this many ms when the stream ends or breaks.
+        yield b"retry: 2000\n\n"
+        while trio.current_time() < deadline:
+            fresh = await storage.get_campaign(campaign.id)
+            if fresh is None:
+                yield b"event: gone\ndata: {}\n\n"
+                return
+            data = await campaign_json(fresh)
+            data["hosts"] = [
+                {"host": h.host, "results": h.results, "compute_seconds": round(h.compute_seconds, 3)}
+                for h in await queries.hosts(campaign.id)
+            ]
+            data["t"] = time.time()
+            if first:
+                data["history"] = {"width": width, "points": history}
+                first = False
+            yield f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+            await trio.sleep(INTERVAL)
+
+    response = Response(stream(), mimetype="text/event-stream")
+    response.timeout = None  # Quart would cut a response body off after RESPONSE_TIMEOUT (60 s)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Accel-Buffering"] = "no"  # a reverse proxy must pass events on at once
+    return response

@@ -1,0 +1,146 @@
+"""Results pages and downloads, and the execute page (a trial run in the owner's own browser).
+
+Downloads are the API's own streamed encoders (`api.results_download`), so a file from the console
+is byte for byte what `GET /api/campaigns/ID/results` gives. The execute page runs the kernel on a
+few of the campaign's datasets through the harness's sandboxed runner (`/embed/runner`, loaded in
+a sandboxed iframe exactly as the broker loads it); this module only serves the page and its data.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import msgpack
+from quart import Response, abort, jsonify, request
+
+from ..api import RESULT_FORMATS, results_download
+from ..models import StoredResult
+from .web import ConsoleBlueprint, console, login_required, owned, page, platform
+
+__all__ = ["blueprint"]
+
+blueprint = ConsoleBlueprint("results", __name__)
+
+PER_PAGE = 50
+EXECUTE_MAX = 20  # datasets one trial run may take
+PREVIEW_CHARS = 160
+
+
+def decoded(data: bytes | None) -> Any:
+    if data is None:
+        return None
+    try:
+        return msgpack.unpackb(data)
+    except (ValueError, msgpack.ExtraData) as exc:
+        return f"<undecodable msgpack: {exc}>"
+
+
+def jsonable(value: Any) -> Any:
+    """Workers only produce JSON-like values; anything else (bytes, say) is shown by its repr."""
+    return json.loads(json.dumps(value, default=repr))
+
+
+def preview(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=repr)
+    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
+
+
+def row_view(row: StoredResult) -> dict[str, Any]:
+    result = decoded(row.value)
+    return {
+        "id": row.id,
+        "dataset_id": row.dataset_id,
+        "dataset": preview(decoded(row.dataset)),
+        "result": "—" if row.value is None else preview(result),
+        "empty": row.value is None,
+        "compute_ms": row.compute_ms,
+        "worker": row.worker,
+        "host": row.host or "(headless or unknown)",
+        "created": row.created,
+    }
+
+
+@blueprint.get("/campaigns/<int:campaign_id>/results")
+@login_required
+async def table(campaign_id: int) -> Response:
+    campaign = await owned(campaign_id)
+    queries = console().queries
+    total = await queries.result_count(campaign.id)
+    pages = max(1, -(-total // PER_PAGE))
+    try:
+        number = min(max(1, int(request.args.get("page", "1"))), pages)
+    except ValueError:
+        number = 1
+    rows = await queries.results_page(campaign.id, (number - 1) * PER_PAGE, PER_PAGE)
+    return await page(
+        "console/results.html",
+        campaign=campaign,
+        rows=[row_view(r) for r in rows],
+        total=total,
+        page_number=number,
+        pages=pages,
+        formats=RESULT_FORMATS,
+    )
+
+
+@blueprint.get("/campaigns/<int:campaign_id>/results/<int:result_id>")
+@login_required
+async def detail(campaign_id: int, result_id: int) -> Response:
+    campaign = await owned(campaign_id)
+    row = await console().queries.result(campaign.id, result_id)
+    if row is None:
+        abort(404)
+    pretty = {
+        "dataset": json.dumps(decoded(row.dataset), indent=2, ensure_ascii=False, default=repr),
+        "result": None
+        if row.value is None
+        else json.dumps(decoded(row.value), indent=2, ensure_ascii=False, default=repr),
+    }
+    return await page("console/result.html", campaign=campaign, row=row_view(row), pretty=pretty)
+
+
+@blueprint.get("/campaigns/<int:campaign_id>/download/<fmt>")
+@login_required
+async def download(campaign_id: int, fmt: str) -> Response:
+    campaign = await owned(campaign_id)
+    if fmt not in RESULT_FORMATS:
+        abort(404)
+    return results_download(campaign, fmt, request.args.get("include_empty") == "true")
+
+
+# --------------------------------------------------------------------------- execute
+
+
+@blueprint.get("/campaigns/<int:campaign_id>/execute")
+@login_required
+async def execute(campaign_id: int) -> Response:
+    campaign = await owned(campaign_id)
+    return await page("console/execute.html", campaign=campaign, execute_max=EXECUTE_MAX)
+
+
+@blueprint.get("/campaigns/<int:campaign_id>/execute.json")
+@login_required
+async def execute_data(campaign_id: int) -> Response:
+    """What the execute page hands the runner: the kernel, the static dataset, and the first datasets
+    as stored (msgpack, base64 in JSON), with their decoded form to show beside each result."""
+    campaign = await owned(campaign_id)
+    try:
+        count = min(max(1, int(request.args.get("n", "5"))), EXECUTE_MAX)
+    except ValueError:
+        count = 5
+    samples = await console().queries.sample_datasets(campaign.id, count)
+    settings = platform().settings
+    return jsonify(
+        {
+            "kernel": campaign.kernel,
+            "static": campaign.static_dataset,
+            "timeout": campaign.task_timeout,
+            "maxResultBytes": settings.max_result_bytes,
+            "datasets": [
+                {"id": dataset_id, "msgpack": base64.b64encode(payload).decode(), "value": jsonable(decoded(payload))}
+                for dataset_id, payload in samples
+            ],
+        }
+    )

@@ -1,0 +1,84 @@
+// Small behaviours shared by every console page. Everything works without it; it only adds
+// copy buttons, confirmations, snippet tabs, and an early warning about oversized uploads.
+// (The console's CSP forbids inline handlers, so they are attached here.)
+
+async function copyText(text) {
+  if (navigator.clipboard && window.isSecureContext) {
+    await navigator.clipboard.writeText(text);
+    return;
+  }
+  // Plain-HTTP origins other than localhost have no async clipboard: the old way still works.
+  const area = document.createElement("textarea");
+  area.value = text;
+  area.setAttribute("readonly", "");
+  area.className = "trap";
+  document.body.appendChild(area);
+  area.select();
+  document.execCommand("copy");
+  area.remove();
+}
+
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("[data-copy]");
+  if (!button) return;
+  const source = document.querySelector(button.dataset.copy);
+  if (!source) return;
+  const label = button.textContent;
+  try {
+    await copyText(source.textContent.trim());
+    button.textContent = "Copied ✓";
+  } catch {
+    button.textContent = "Press Ctrl+C";
+    getSelection().selectAllChildren(source);
+  }
+  setTimeout(() => (button.textContent = label), 1600);
+});
+
+document.addEventListener("submit", (event) => {
+  const form = event.target;
+  if (form.dataset.confirm && !confirm(form.dataset.confirm)) event.preventDefault();
+});
+
+function bytes(n) {
+  return n >= 1048576 ? `${(n / 1048576).toFixed(1)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} bytes`;
+}
+
+for (const input of document.querySelectorAll("input[type=file][data-max]")) {
+  input.addEventListener("change", () => {
+    const file = input.files[0];
+    const note = input.parentElement.querySelector(".filename");
+    const limit = Number(input.dataset.max);
+    input.setCustomValidity("");
+    if (!file) {
+      if (note) note.textContent = "";
+      return;
+    }
+    if (file.size > limit) {
+      input.setCustomValidity(`${file.name} is ${bytes(file.size)}; the limit is ${bytes(limit)}.`);
+      input.reportValidity();
+    }
+    if (note) note.textContent = `${file.name} · ${bytes(file.size)}${file.size > limit ? " — too large" : ""}`;
+  });
+}
+
+for (const list of document.querySelectorAll("[role=tablist]")) {
+  const tabs = [...list.querySelectorAll("[role=tab]")];
+  for (const tab of tabs) {
+    tab.addEventListener("click", () => {
+      for (const other of tabs) {
+        const selected = other === tab;
+        other.setAttribute("aria-selected", String(selected));
+        document.getElementById(other.getAttribute("aria-controls")).hidden = !selected;
+      }
+    });
+  }
+}
+
+// Times are rendered in UTC by the server; show them in the reader's own time zone.
+for (const time of document.querySelectorAll("time[datetime]")) {
+  const when = new Date(time.getAttribute("datetime"));
+  if (!Number.isNaN(when.getTime())) {
+    time.title = time.textContent;
+    time.textContent = when.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+  }
+}

@@ -1,0 +1,152 @@
+// The campaign page's live view: server-sent events from /campaigns/ID/live update the progress
+// bar, the counts, the throughput chart, the errors and the contributions per site, without reload.
+//
+// The first event carries the throughput history (results per time bucket); later points are the
+// change in finished datasets between events, averaged over a few events so the line is readable.
+
+const section = document.getElementById("live");
+const $ = (id) => document.getElementById(id);
+const SMOOTH_SECONDS = 5;
+const MAX_POINTS = 240;
+
+let points = []; // [epoch seconds, datasets per second]
+let samples = []; // [epoch seconds, datasets finished] of recent events
+
+function text(id, value) {
+  const el = $(id);
+  if (el && el.textContent !== String(value)) el.textContent = value;
+}
+
+function settled(d) {
+  return d.done + d.failed;
+}
+
+function duration(seconds) {
+  if (seconds < 120) return `${seconds.toFixed(1)} s`;
+  if (seconds < 7200) return `${(seconds / 60).toFixed(1)} min`;
+  return `${(seconds / 3600).toFixed(1)} h`;
+}
+
+function rateText(rate) {
+  return rate >= 100 ? `${Math.round(rate)}/s` : `${rate.toFixed(1)}/s`;
+}
+
+function element(tag, props = {}, children = []) {
+  const el = document.createElement(tag);
+  Object.assign(el, props);
+  for (const child of children) el.append(child);
+  return el;
+}
+
+function renderErrors(errors) {
+  const box = $("kernel-errors");
+  box.querySelector(".empty").hidden = errors.length > 0;
+  const list = box.querySelector(".list");
+  const open = new Set([...list.querySelectorAll("details[open]")].map((d) => d.dataset.key));
+  list.replaceChildren(
+    ...errors.map((e) => {
+      const key = `${e.dataset_id}:${e.message}`;
+      const summary = element("summary", {}, [
+        element("span", { className: "bad", textContent: e.message }),
+        " ",
+        element("small", { className: "muted", textContent: `dataset ${e.dataset_id} · ×${e.count}` }),
+      ]);
+      const details = element("details", { open: open.has(key) }, [summary, element("pre", { textContent: e.stack || "(no stack)" })]);
+      details.dataset.key = key;
+      return details;
+    }),
+  );
+}
+
+function renderHosts(hosts) {
+  const box = $("hosts");
+  box.querySelector(".empty").hidden = hosts.length > 0;
+  box.querySelector("tbody").replaceChildren(
+    ...hosts.map((h) =>
+      element("tr", {}, [
+        element("td", { textContent: h.host || "(headless or unknown)" }),
+        element("td", { className: "num", textContent: String(h.results) }),
+        element("td", { className: "num", textContent: `${h.compute_seconds.toFixed(1)} s` }),
+      ]),
+    ),
+  );
+}
+
+function drawChart() {
+  const svg = $("chart");
+  svg.dataset.points = String(points.length);
+  if (points.length < 2) return;
+  const [w, h] = [600, 180];
+  const t0 = points[0][0];
+  const span = Math.max(1, points[points.length - 1][0] - t0);
+  const top = Math.max(...points.map((p) => p[1])) * 1.15 || 1;
+  const xy = points.map(([t, r]) => `${(((t - t0) / span) * w).toFixed(1)},${(h - (r / top) * h).toFixed(1)}`);
+  svg.querySelector(".line").setAttribute("d", `M${xy.join("L")}`);
+  svg.querySelector(".area").setAttribute("d", `M0,${h}L${xy.join("L")}L${w},${h}Z`);
+  text("chart-span", `last ${duration(span)}`);
+  text("chart-max", `peak ${rateText(Math.max(...points.map((p) => p[1])))}`);
+}
+
+function addHistory(history) {
+  if (!history || !history.points.length) return;
+  // A bucket's count is spread over its width; the last bucket is still filling, so it is left out.
+  const full = history.points.slice(0, -1);
+  points = full.map(([t, n]) => [t + history.width / 2, n / history.width]);
+}
+
+function addSample(t, finished) {
+  samples.push([t, finished]);
+  while (samples.length > 2 && t - samples[0][0] > SMOOTH_SECONDS) samples.shift();
+  if (samples.length < 2) return null;
+  const [t0, n0] = samples[0];
+  const rate = Math.max(0, (finished - n0) / Math.max(0.001, t - t0));
+  points.push([t, rate]);
+  if (points.length > MAX_POINTS) points.splice(0, points.length - MAX_POINTS);
+  return rate;
+}
+
+function update(data) {
+  const d = data.datasets;
+  const pct = d.total ? Math.round((1000 * settled(d)) / d.total) / 10 : 0;
+  $("progress").value = pct;
+  text("percent", `${pct} %`);
+  for (const key of ["total", "pending", "leased", "done", "failed"]) text(`stat-${key}`, d[key]);
+  text("stat-results", data.results);
+  text("stat-errors", data.errors);
+  text("stat-workers", data.workers);
+  text("stat-compute", `${data.compute_seconds} s`);
+  const badge = document.querySelector("[data-status]");
+  if (badge && badge.textContent !== data.status) {
+    badge.textContent = data.status;
+    badge.className = `badge ${data.status}`;
+  }
+  const generation = $("generation-error");
+  generation.hidden = !data.generation_error;
+  generation.querySelector(".message").textContent = data.generation_error || "";
+  renderErrors(data.kernel_errors);
+  if (data.t === undefined) return; // the snapshot rendered with the page: no clock, no hosts
+  renderHosts(data.hosts);
+  if (data.history) addHistory(data.history);
+  const rate = addSample(data.t, settled(d));
+  if (rate !== null) text("stat-rate", rateText(rate));
+  drawChart();
+  section.dataset.updates = String(Number(section.dataset.updates || 0) + 1);
+}
+
+function connected(on, label) {
+  const state = $("live-state");
+  state.replaceChildren(element("span", { className: `live-dot${on ? " on" : ""}` }), label);
+}
+
+if (section) {
+  update(JSON.parse($("initial-data").textContent));
+  section.dataset.updates = "0";
+  const source = new EventSource(section.dataset.liveUrl);
+  source.onopen = () => connected(true, "live");
+  source.onerror = () => connected(false, "reconnecting…");
+  source.onmessage = (event) => update(JSON.parse(event.data));
+  source.addEventListener("gone", () => {
+    source.close();
+    connected(false, "this campaign no longer exists");
+  });
+}

@@ -1,0 +1,50 @@
+"""Builds a Hugo test site with Debian's `hugo` and the component from plugins/hugo."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.cms.wordpress import require_program
+
+REPO = Path(__file__).resolve().parents[2]
+COMPONENT = REPO / "plugins" / "hugo"
+SITE = Path(__file__).parent / "hugo-site"
+THEME_CONFIG = 'theme = ["distribute"]\n'
+MODULE_CONFIG = '[[module.imports]]\npath = "distribute"\n'
+
+
+@dataclass(frozen=True)
+class Build:
+    returncode: int
+    output: str
+    public: Path
+
+    def page(self, name: str) -> str:
+        return (self.public / "posts" / name / "index.html").read_text(encoding="utf-8")
+
+
+def build_site(
+    base: Path, pages: dict[str, str], *, params: str = "", use: str = THEME_CONFIG, title: str | None = None
+) -> Build:
+    """Builds a site whose posts are `pages` (name -> Markdown body), with `params` under [params.distribute]."""
+    hugo = require_program("hugo", "hugo")
+    site = base / "site"
+    shutil.copytree(SITE, site)
+    shutil.copytree(COMPONENT, site / "themes" / "distribute")
+    config = (site / "hugo.toml").read_text() + use + "\n[params.distribute]\n" + params + "\n"
+    (site / "hugo.toml").write_text(config)
+    for name, body in pages.items():
+        (site / "content" / "posts" / f"{name}.md").write_text(
+            f"---\ntitle: {json.dumps(title or name)}\n---\n{body}\n"
+        )
+    ran = subprocess.run(
+        [hugo, "--source", str(site), "--destination", str(base / "public")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return Build(ran.returncode, ran.stdout + ran.stderr, base / "public")

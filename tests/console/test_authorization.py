@@ -1,0 +1,176 @@
+"""Authorization: a user only ever sees or changes their own campaigns and results.
+
+The matrix sends every route that names a campaign (console pages, console actions, the JSON API)
+another user's campaign and result ids, as a signed-in intruder with valid CSRF tokens and a valid
+API token, and checks the answer is 403 or 404 with none of the campaign's data in the body, and that
+nothing changed. A guard test fails when a route that takes a campaign is added without being
+covered here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from tests.conftest import LiveServer
+from tests.protocol_client import work
+
+from .conftest import Api, People, Visitor
+
+SECRET_KERNEL = "({main: function (d) { return 'SECRET-RESULT-' + d.secret; }}) // SECRET-KERNEL-MARK"
+SECRET_GENERATOR = "({main: function () { var a = []; for (var i = 0; i < 5; i++) a.push({secret: 'SECRET-DATASET-' + i}); return a; }})"
+SECRET_NAME = "SECRET-CAMPAIGN-NAME"
+MARKERS = ("SECRET-RESULT", "SECRET-KERNEL-MARK", "SECRET-DATASET", SECRET_NAME)
+
+# (method, path template, who): every route that takes a campaign (or one of its results).
+CONSOLE_ROUTES = [
+    ("GET", "/campaigns/{c}"),
+    ("GET", "/campaigns/{c}/live"),
+    ("GET", "/campaigns/{c}/results"),
+    ("GET", "/campaigns/{c}/results/{r}"),
+    ("GET", "/campaigns/{c}/download/json"),
+    ("GET", "/campaigns/{c}/download/csv"),
+    ("GET", "/campaigns/{c}/download/msgpack"),
+    ("GET", "/campaigns/{c}/execute"),
+    ("GET", "/campaigns/{c}/execute.json"),
+    ("POST", "/campaigns/{c}/reset"),
+    ("POST", "/campaigns/{c}/delete"),
+    ("POST", "/campaigns/{c}/restore"),
+]
+API_ROUTES = [
+    ("GET", "/api/campaigns/{c}"),
+    ("GET", "/api/campaigns/{c}/results"),
+    ("POST", "/api/campaigns/{c}/reset"),
+    ("DELETE", "/api/campaigns/{c}"),
+    ("POST", "/api/campaigns/{c}/restore"),
+]
+# Public by design: the consent card volunteers see shows a campaign's name and description.
+PUBLIC = {"/embed/<int:campaign_id>"}
+
+
+def template_of(rule: str) -> str:
+    return re.sub(r"<(?:\w+:)?(\w+)>", lambda m: {"campaign_id": "{c}", "result_id": "{r}"}.get(m[1], "*"), rule)
+
+
+async def test_the_matrix_covers_every_route_that_takes_a_campaign(console_server: LiveServer) -> None:
+    from distribute.app import create_app
+
+    app = create_app(console_server.platform)
+    routes = set()
+    for rule in app.url_map.iter_rules():
+        if "campaign_id" in rule.arguments and rule.rule not in PUBLIC:
+            for method in rule.methods - {"HEAD", "OPTIONS"}:
+                routes.add((method, template_of(rule.rule)))
+    covered = {(m, re.sub(r"/download/\w+$", "/download/*", p)) for m, p in CONSOLE_ROUTES + API_ROUTES}
+    assert routes == covered
+
+
+@pytest.fixture
+async def victim(people: People, api_of: Any, console_server: LiveServer) -> dict[str, Any]:
+    """Alice's campaign with results; what an intruder must never see or change."""
+    alice = await people.sign_up("alice@example.org")
+    api: Api = await api_of(alice)
+    files = {"kernel": ("k.js", SECRET_KERNEL.encode()), "generator": ("g.js", SECRET_GENERATOR.encode())}
+    response = await api.client.post("/api/campaigns", files=files, data={"name": SECRET_NAME})
+    campaign_id = response.json()["id"]
+    await api.wait_for(campaign_id, lambda c: c["status"] == "running")
+    await work(console_server.ws_url, lambda d: "SECRET-RESULT-" + d["secret"], campaign=campaign_id)
+    await api.wait_for(campaign_id, lambda c: c["status"] == "complete")
+    page = (await alice.get(f"/campaigns/{campaign_id}/results")).text
+    result_id = int(re.search(r'data-result-id="(\d+)"', page)[1])  # type: ignore[index]
+    return {"alice": alice, "api": api, "campaign": campaign_id, "result": result_id}
+
+
+@pytest.fixture
+async def intruder(people: People, api_of: Any, victim: dict[str, Any]) -> tuple[Visitor, Api]:
+    mallory = await people.sign_up("mallory@example.org")
+    api = await api_of(mallory)
+    await api.create()  # an intruder with a campaign and results of their own
+    return mallory, api
+
+
+async def assert_untouched(victim: dict[str, Any]) -> None:
+    campaign = await victim["api"].campaign(victim["campaign"])
+    assert campaign["deleted"] is False and campaign["status"] == "complete"
+    assert campaign["datasets"]["done"] == 5 and campaign["results"] == 5
+
+
+@pytest.mark.parametrize(("method", "template"), CONSOLE_ROUTES)
+async def test_console_routes_refuse_another_users_campaign(
+    method: str, template: str, victim: dict[str, Any], intruder: tuple[Visitor, Api]
+) -> None:
+    mallory, _ = intruder
+    path = template.format(c=victim["campaign"], r=victim["result"])
+    if method == "GET":
+        response = await mallory.get(path)
+    else:
+        response = await mallory.post(path, page="/campaigns")  # with Mallory's own valid CSRF token
+    assert response.status_code in (403, 404), (path, response.status_code)
+    assert not any(marker in response.text for marker in MARKERS), path
+    await assert_untouched(victim)
+
+
+@pytest.mark.parametrize(("method", "template"), API_ROUTES)
+async def test_api_routes_refuse_another_users_campaign(
+    method: str, template: str, victim: dict[str, Any], intruder: tuple[Visitor, Api]
+) -> None:
+    _, api = intruder
+    path = template.format(c=victim["campaign"])
+    response = await api.client.request(method, path)
+    assert response.status_code in (403, 404), (path, response.status_code)
+    assert not any(marker in response.text for marker in MARKERS), path
+    await assert_untouched(victim)
+
+
+async def test_another_users_result_is_not_found_under_ones_own_campaign(
+    victim: dict[str, Any], intruder: tuple[Visitor, Api]
+) -> None:
+    mallory, api = intruder
+    own = (await api.client.get("/api/campaigns")).json()["campaigns"][0]["id"]
+    response = await mallory.get(f"/campaigns/{own}/results/{victim['result']}")
+    assert response.status_code == 404
+    assert not any(marker in response.text for marker in MARKERS)
+
+
+async def test_lists_show_only_ones_own_campaigns(victim: dict[str, Any], intruder: tuple[Visitor, Api]) -> None:
+    mallory, api = intruder
+    await mallory.post(f"/campaigns/{victim['campaign']}/delete", page="/campaigns")
+    page = await mallory.get("/campaigns")
+    listed = (await api.client.get("/api/campaigns")).json()["campaigns"]
+    assert page.status_code == 200 and SECRET_NAME not in page.text
+    assert [c["id"] for c in listed] != [] and victim["campaign"] not in [c["id"] for c in listed]
+
+
+async def test_another_users_api_token_cannot_be_revoked(
+    victim: dict[str, Any], intruder: tuple[Visitor, Api], console_server: LiveServer
+) -> None:
+    mallory, _ = intruder
+    alice_tokens = (await victim["alice"].get("/account")).text
+    token_id = re.search(r'data-token-id="(\d+)"', alice_tokens)[1]  # type: ignore[index]
+    response = await mallory.post(f"/account/tokens/{token_id}/revoke", page="/account")
+    assert response.status_code == 404
+    assert (await victim["api"].client.get("/api/campaigns")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/campaigns",
+        "/campaigns/new",
+        "/account",
+        "/campaigns/1",
+        "/campaigns/1/results",
+        "/campaigns/1/live",
+        "/campaigns/1/download/json",
+        "/campaigns/1/execute.json",
+    ],
+)
+async def test_signed_out_visitors_are_sent_to_sign_in(path: str, people: People, victim: dict[str, Any]) -> None:
+    visitor = await people.anonymous()
+    response = await visitor.get(path)
+    assert response.status_code in (302, 401)
+    if response.status_code == 302:
+        assert response.headers["location"].startswith("/signin")
+    assert not any(marker in response.text for marker in MARKERS)

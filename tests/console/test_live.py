@@ -1,0 +1,92 @@
+"""The live view's server-sent events: snapshots with counts, hosts and history, until the page closes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from tests.conftest import LiveServer
+from tests.protocol_client import work
+
+from .conftest import Api, People, counting_generator
+
+
+async def events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    async for line in response.aiter_lines():
+        if line.startswith("data: "):
+            yield json.loads(line[6:])
+
+
+async def test_the_stream_follows_a_campaign_to_completion(
+    people: People, api_of: Any, console_server: LiveServer
+) -> None:
+    alice = await people.sign_up("alice@example.org")
+    api: Api = await api_of(alice)
+    campaign_id = await api.create(generator=counting_generator(40))
+    await api.wait_for(campaign_id, lambda c: c["status"] == "running")
+    seen: list[dict[str, Any]] = []
+    with trio.fail_after(30):
+        async with alice.client.stream("GET", f"/campaigns/{campaign_id}/live") as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            async for event in events(response):
+                seen.append(event)
+                if len(seen) == 1:
+                    host = {"host": "https://news.example"}
+                    await work(console_server.ws_url, lambda d: d["i"], campaign=campaign_id, client=host)
+                if event["status"] == "complete" and event["hosts"]:
+                    break
+    first, last = seen[0], seen[-1]
+    assert first["history"] == {"width": 1.0, "points": []} and first["datasets"]["done"] == 0
+    assert "history" not in last
+    assert last["datasets"] == {"total": 40, "pending": 0, "leased": 0, "done": 40, "failed": 0}
+    assert last["hosts"] == [{"host": "https://news.example", "results": 40, "compute_seconds": 0.004}]  # 0.1 ms each
+    assert last["t"] > first["t"]
+
+
+async def test_the_first_event_carries_the_throughput_history(
+    people: People, api_of: Any, console_server: LiveServer
+) -> None:
+    alice = await people.sign_up("alice@example.org")
+    api: Api = await api_of(alice)
+    campaign_id = await api.create(generator=counting_generator(25))
+    await api.wait_for(campaign_id, lambda c: c["status"] == "running")
+    await work(console_server.ws_url, lambda d: d["i"], campaign=campaign_id)
+    await api.wait_for(campaign_id, lambda c: c["status"] == "complete")
+    with trio.fail_after(10):
+        async with alice.client.stream("GET", f"/campaigns/{campaign_id}/live") as response:
+            first = await anext(events(response))
+    history = first["history"]
+    assert history["width"] >= 1 and sum(count for _, count in history["points"]) == 25
+
+
+async def test_the_stream_stops_when_the_page_closes(
+    people: People, api_of: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distribute.console import live
+
+    snapshots = 0
+    real = live.campaign_json
+
+    async def counting(campaign: Any) -> dict[str, Any]:
+        nonlocal snapshots
+        snapshots += 1
+        return await real(campaign)
+
+    monkeypatch.setattr(live, "campaign_json", counting)
+    monkeypatch.setattr(live, "INTERVAL", 0.05)
+    alice = await people.sign_up("alice@example.org")
+    campaign_id = await (await api_of(alice)).create()
+    with trio.fail_after(10):
+        async with alice.client.stream("GET", f"/campaigns/{campaign_id}/live") as response:
+            stream = events(response)
+            for _ in range(3):
+                await anext(stream)
+    await trio.sleep(0.3)
+    after_close = snapshots
+    await trio.sleep(0.5)
+    assert snapshots == after_close
