@@ -57,14 +57,14 @@ TRIVIAL_KERNEL = "(function() { function main(d) { return d.i; } return { main: 
 def array_generator(n: int) -> str:
     """A generator whose main() returns an array of n tiny datasets {i: k}."""
     return (
-        "(function() { function main() { var a = new Array(%d); for (var i = 0; i < %d; i++) a[i] = {i: i};"
-        " return a; } return { main: main }; })()" % (n, n)
+        f"(function() {{ function main() {{ var a = new Array({n}); for (var i = 0; i < {n}; i++) a[i] = {{i: i}};"
+        " return a; } return { main: main }; })()"
     )
 
 
 def lazy_generator(n: int) -> str:
     """A generator function (pulled lazily, a batch at a time) yielding n tiny datasets {i: k}."""
-    return "(function() { function* main() { for (var i = 0; i < %d; i++) yield {i: i}; } return { main: main }; })()" % n
+    return f"(function() {{ function* main() {{ for (var i = 0; i < {n}; i++) yield {{i: i}}; }} return {{ main: main }}; }})()"
 
 
 # --------------------------------------------------------------------------- the machine and the report
@@ -95,7 +95,8 @@ def machine() -> str:
 def command(module: str, argv: Sequence[str] | None = None) -> str:
     """The exact command that produced a section, as one would type it in the repository root."""
     args = list(sys.argv[1:] if argv is None else argv)
-    return " ".join([".venv/bin/python", "-m", module, *map(shlex.quote, args)])
+    env = [f"BENCH_SOURCE={shlex.quote(os.environ['BENCH_SOURCE'])}"] if os.environ.get("BENCH_SOURCE") else []
+    return " ".join([*env, ".venv/bin/python", "-m", module, *map(shlex.quote, args)])
 
 
 def preamble(module: str, argv: Sequence[str] | None = None) -> str:
@@ -135,11 +136,16 @@ cores. Figures are medians of at least three runs; each section names its date, 
 SECTION_ORDER = (
     "summary",
     "throughput",
+    "floor",
     "connections",
     "generation",
     "server-cost",
     "browser-overhead",
     "hot-path",
+    "ab-storage-fix",
+    "ab-adaptive-refill",
+    "ab-event-driven-wakeups",
+    "ab-per-result-work",
     "whats-left",
 )
 _SECTION = re.compile(r"<!-- begin (?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- end (?P=name) -->\n", re.S)
@@ -248,7 +254,9 @@ class Server:
         while b"serving on" not in line:
             if time.monotonic() > deadline or self.process.poll() is not None:
                 self.stop()
-                raise RuntimeError(f"the server did not start; see {self.log_path}:\n{self.log_path.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"the server did not start; see {self.log_path}:\n{self.log_path.read_text()[-3000:]}"
+                )
             line = self.process.stdout.readline()
         self.url = re.search(rb"https?://[\w.:\[\]]+", line).group(0).decode()  # type: ignore[union-attr]
         threading.Thread(target=self._drain, args=(self.process.stdout,), daemon=True).start()

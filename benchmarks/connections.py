@@ -21,7 +21,7 @@ import time
 from .common import TRIVIAL_KERNEL, Server, array_generator, fmt, median, preamble, table, write_section
 from .loadclient import LoadGroup, LoadParams
 
-__all__ = ["idle_ramp", "active_latency", "main"]
+__all__ = ["active_latency", "idle_ramp", "main"]
 
 RSS_TARGET_KB = 40
 LATENCY_TARGET_MS = 20.0
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append([fmt(n), *(f"{pts[i][1] / 2**20:.1f}" if i < len(pts) else "" for pts, _ in ramps)])
     lines.append(table(header, rows))
     lines.append(
-        f"\nSlopes (KiB/connection): {', '.join(f'{s:.1f}' for s in slopes)}; (RSS at the top − RSS with none) / N: "
+        f"\nSlopes (KiB/connection): {', '.join(f'{s:.1f}' for s in slopes)}; (RSS at the top - RSS with none) / N: "
         f"{', '.join(f'{t:.1f}' for t in totals)} KiB.\n\n"
     )
     lines.append(

@@ -6,8 +6,9 @@ client (binary frames, masked with an all-zero key, which the RFC allows and whi
 nothing), msgpack in C, no per-task objects. Each `LoadGroup` runs its connections in separate
 processes (never in the server's) and drives them through a pipe:
 
-    ("connect", n)  open n more connections (and send `hello` unless hello_on_go); reply ("ready", stats)
+    ("connect", n[, campaign])  open n more connections (and send `hello` unless hello_on_go); reply ("ready", stats)
     ("go",)         send `hello` where not sent yet; workers start answering tasks
+    ("stats",)      reply ("stats", stats) and carry on
     ("stop",)       stop answering; reply ("stats", stats); connections stay open
     ("close",)      close every connection and exit
 
@@ -44,7 +45,8 @@ __all__ = ["LoadGroup", "LoadParams", "LoadStats", "merge_stats"]
 _ZERO_MASK = b"\x00\x00\x00\x00"
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
-_HANDSHAKES_AT_ONCE = 256  # connections being opened concurrently per process
+_HANDSHAKES_AT_ONCE = 64  # connections being opened concurrently per process
+_CONNECT_RETRIES = 5  # per 100 connections: a refused connect (accept backlog full) is tried again
 
 
 @dataclass(frozen=True)
@@ -140,16 +142,12 @@ class _Loop:
             f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
-        client = {"kind": "bench", "host": params.tag}
-        self.hello = ws_frame(
-            msgpack.packb(
-                {"t": "hello", "v": 1, "campaign": params.campaign, "slots": params.slots, "client": client, "have": []}
-            )
-        )
+        self.hello = self._hello(params.campaign)
         self.conns: list[_Conn] = []
         self.to_open = 0
         self.opening = 0
         self.report_pending = False
+        self.retries = 0
         self.running = False  # answering tasks
         self.stats = LoadStats()
         self.latencies = array("d")
@@ -157,12 +155,19 @@ class _Loop:
         self._seq = 0
         self.done = False
 
+    def _hello(self, campaign: int | None) -> bytes:
+        client = {"kind": "bench", "host": self.p.tag}
+        body = {"t": "hello", "v": 1, "campaign": campaign, "slots": self.p.slots, "client": client, "have": []}
+        return ws_frame(msgpack.packb(body))
+
     # -- control
 
     def _command(self) -> None:
         message = self.control.recv()
         kind = message[0]
         if kind == "connect":
+            if len(message) > 2:
+                self.hello = self._hello(message[2])  # a campaign known only now
             self.to_open += message[1]
             self.report_pending = True
             self._open_more()
@@ -172,6 +177,8 @@ class _Loop:
             for conn in self.conns:
                 if conn.open and not conn.hello_sent:
                     self._send_hello(conn)
+        elif kind == "stats":
+            self.control.send(("stats", self._snapshot()))
         elif kind == "stop":
             self.running = False
             self.timers.clear()
@@ -206,12 +213,16 @@ class _Loop:
             self.sel.register(sock, _WRITE, conn)
 
     def _connect_failed(self, conn: _Conn) -> None:
-        self.stats.failed_connects += 1
         with contextlib.suppress(Exception):
             self.sel.unregister(conn.sock)
         conn.sock.close()
         conn.state = "closed"
         self.opening -= 1
+        if self.retries < _CONNECT_RETRIES * max(1, len(self.conns) // 100):
+            self.retries += 1
+            self.to_open += 1  # try again with a fresh socket
+        else:
+            self.stats.failed_connects += 1
         self._open_more()
         self._maybe_ready()
 
@@ -421,7 +432,7 @@ class _Loop:
 
 
 def _process_main(params: LoadParams, control: multiprocessing.connection.Connection) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     _Loop(params, control).run()
@@ -459,16 +470,26 @@ class LoadGroup:
             out.append(stats)
         return out
 
-    def connect(self, n: int, timeout: float = 300.0) -> LoadStats:
-        """Open n more connections, spread over the processes; returns the merged stats once all are up."""
+    def connect(self, n: int, timeout: float = 300.0, *, campaign: int | None = None) -> LoadStats:
+        """Open n more connections, spread over the processes; returns the merged stats once all are up.
+
+        `campaign` overrides the one in the params (for a campaign created after the processes started).
+        """
         share, extra = divmod(n, len(self.pipes))
         for i, pipe in enumerate(self.pipes):
-            pipe.send(("connect", share + (1 if i < extra else 0)))
+            count = share + (1 if i < extra else 0)
+            pipe.send(("connect", count) if campaign is None else ("connect", count, campaign))
         return merge_stats(self._gather("ready", timeout))
 
     def go(self) -> None:
         for pipe in self.pipes:
             pipe.send(("go",))
+
+    def stats(self, timeout: float = 60.0) -> LoadStats:
+        """The merged stats so far; the workers carry on."""
+        for pipe in self.pipes:
+            pipe.send(("stats",))
+        return merge_stats(self._gather("stats", timeout))
 
     def stop(self, timeout: float = 60.0) -> LoadStats:
         for pipe in self.pipes:

@@ -39,12 +39,12 @@ from .common import (
 )
 from .loadclient import LoadGroup, LoadParams
 
-__all__ = ["Point", "measure", "main"]
+__all__ = ["Point", "main", "measure"]
 
 PLOT = ROOT / "docs" / "benchmarks-throughput.png"
 MODES = {"batch": ("batched frames, 256 slots", 256), "single": ("one task per frame, 1 slot", 1)}
 TARGETS = {"batch": 20_000, "single": 5_000}
-RATE_GUESS = {"batch": 30_000, "single": 10_000}  # sizes each campaign so that no run runs dry
+RATE_GUESS = {"batch": 30_000, "single": 6_000}  # sizes each campaign so that no run runs dry
 
 
 @dataclass
@@ -90,16 +90,21 @@ def one_run(server: Server, campaign: int, mode: str, workers: int, seconds: flo
 
 def measure(mode: str, workers: int, seconds: float, runs: int, *, settings: dict | None = None) -> Point:
     """`runs` runs at one concurrency, on a fresh server and campaign sized for all of them."""
-    datasets = int(RATE_GUESS[mode] * (seconds + 1) * (runs + 1)) if workers > 1 else 40_000 * (runs + 1)
+    datasets = int(RATE_GUESS[mode] * (seconds + 1) * (runs + 1))
     with Server({"generator_low_water": 100_000_000, **(settings or {})}) as server:
-        campaign = server.create_campaign(TRIVIAL_KERNEL, array_generator(datasets), name="throughput", task_timeout=3600)
+        campaign = server.create_campaign(
+            TRIVIAL_KERNEL, array_generator(datasets), name="throughput", task_timeout=3600
+        )
         server.wait_status(campaign["id"], ["running"], timeout=600)
         point = Point(mode, workers, [])
         one_run(server, campaign["id"], mode, workers, 1.0, f"{mode}-{workers}-warmup")  # not counted
         for k in range(runs):
             run = one_run(server, campaign["id"], mode, workers, seconds, f"{mode}-{workers}-{k}")
             point.runs.append(run)
-            print(f"  {mode:6} workers={workers:<4} run {k + 1}: {fmt(run.rate)} results/s ({run.results} in {run.wall:.2f} s, server CPU {run.cpu:.2f} s){' RAN DRY' if run.ran_dry else ''}", flush=True)
+            print(
+                f"  {mode:6} workers={workers:<4} run {k + 1}: {fmt(run.rate)} results/s ({run.results} in {run.wall:.2f} s, server CPU {run.cpu:.2f} s){' RAN DRY' if run.ran_dry else ''}",
+                flush=True,
+            )
     return point
 
 
@@ -138,7 +143,7 @@ def report(points: list[Point], argv: list[str] | None) -> str:
     lines.append(
         "\nOne server process on SQLite (default settings), trivial tasks answered instantly by protocol clients in "
         "2 other processes (1 for a single worker). Durable results/s = result rows of the run in the database / "
-        "(last group commit − first task received). Each concurrency level gets a fresh server and campaign and one "
+        "(last group commit - first task received). Each concurrency level gets a fresh server and campaign and one "
         "uncounted 1 s warm-up run; figures are medians of the runs; server CPU is user + system time of the server "
         "process (all threads) over the run.\n\n"
     )
@@ -168,16 +173,17 @@ def report(points: list[Point], argv: list[str] | None) -> str:
     single = {p.workers: p.rate for p in points if p.mode == "single"}
     common = sorted(set(batch) & set(single))
     if common:
-        ratios = ", ".join(f"{w}: {batch[w] / single[w]:.1f}×" for w in common if single[w])
+        ratios = ", ".join(f"{w}: {batch[w] / single[w]:.1f}x" for w in common if single[w])
         lines.append(f"Batched / one-per-frame, same workers: {ratios}.\n\n")
     lines.append(f"![throughput against concurrent workers]({PLOT.relative_to(ROOT)})\n")
     return "".join(lines)
 
 
-def compare(other: str, seconds: float, runs: int, workers: dict[str, int], argv: list[str] | None) -> None:
+def compare(other: str, seconds: float, runs: int, workers: dict[str, int], argv: list[str] | None, label: str) -> None:
     """A/B: the same configurations against this checkout and another source tree, runs interleaved."""
     from . import common
 
+    head = preamble("benchmarks.throughput", argv)  # before BENCH_SOURCE is switched below
     sources = {"this checkout": str(common.SOURCE), "compared": str(Path(other).resolve())}
     rates: dict[tuple[str, str], list[float]] = {}
     for k in range(runs):
@@ -188,16 +194,20 @@ def compare(other: str, seconds: float, runs: int, workers: dict[str, int], argv
                 point = measure(mode, n, seconds, 1)
                 rates.setdefault((name, mode), []).append(point.runs[0].rate)
                 print(f"[{k + 1}/{runs}] {name}: {mode} {fmt(point.runs[0].rate)}/s", flush=True)
-    lines = ["## Throughput A/B\n", preamble("benchmarks.throughput", argv)]
-    lines.append(f"\n`this checkout` = {sources['this checkout']}, `compared` = {sources['compared']}; runs interleaved.\n\n")
+    os.environ["BENCH_SOURCE"] = sources["this checkout"]
+    common.SOURCE = Path(sources["this checkout"])
+    lines = [f"### Throughput A/B: {label}\n", head]
+    lines.append(
+        f"\n`this checkout` = {sources['this checkout']}, `compared` = {sources['compared']}; runs interleaved.\n\n"
+    )
     rows = []
     for mode, n in workers.items():
         a = median(rates[("this checkout", mode)])
         b = median(rates[("compared", mode)])
-        rows.append((f"{MODES[mode][0]}, {n} workers", fmt(a), fmt(b), f"{a / b:.2f}×" if b else "n/a"))
+        rows.append((f"{MODES[mode][0]}, {n} workers", fmt(a), fmt(b), f"{a / b:.2f}x" if b else "n/a"))
     lines.append(table(("configuration", "this checkout", "compared", "ratio"), rows))
     print("".join(lines))
-    write_section("throughput-ab", "".join(lines))
+    write_section(f"ab-{label}", "".join(lines))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -207,11 +217,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", default="1,4,16,64,256", help="concurrency levels of the sweep")
     parser.add_argument("--modes", default="batch,single")
     parser.add_argument("--compare", help="another distribute source tree to A/B against (instead of the sweep)")
+    parser.add_argument("--label", default="compare", help="names the A/B section of BENCHMARKS.md")
     parser.add_argument("--no-write", action="store_true", help="print, do not touch BENCHMARKS.md")
     args = parser.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]
     if args.compare:
-        compare(args.compare, args.seconds, args.runs, {m: (16 if m == "batch" else 64) for m in modes}, argv)
+        compare(
+            args.compare, args.seconds, args.runs, {m: (16 if m == "batch" else 64) for m in modes}, argv, args.label
+        )
         return
     points = []
     for mode in modes:

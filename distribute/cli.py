@@ -153,8 +153,8 @@ def _create_user(args: argparse.Namespace) -> int:
         from argon2 import PasswordHasher
 
         password = sys.stdin.readline().rstrip("\n")
-        if len(password) < 8:
-            raise DistributeError("the password must have at least 8 characters")
+        if len(password) < 10:
+            raise DistributeError("the password must have at least 10 characters (as in the console)")
         password_hash = PasswordHasher().hash(password)
 
     async def run() -> str:

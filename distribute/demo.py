@@ -18,6 +18,7 @@ import trio
 from quart_trio import QuartTrio
 
 from .app import serve
+from .auth import hash_password
 from .models import CampaignStatus
 from .platform import Platform
 from .settings import load_settings
@@ -25,6 +26,7 @@ from .settings import load_settings
 __all__ = ["main"]
 
 DEMO_EMAIL = "demo@example.org"
+DEMO_PASSWORD = "distribute-demo"  # a local demonstration account, printed by `make run`
 
 
 def demo_file(name: str) -> str:
@@ -34,7 +36,9 @@ def demo_file(name: str) -> str:
 async def ensure_demo_campaign(platform: Platform) -> tuple[int, str]:
     """The demo user's token and the id of the seed campaign (created on first run)."""
     storage = platform.storage
-    user = await storage.user_by_email(DEMO_EMAIL) or await storage.create_user(DEMO_EMAIL)
+    user = await storage.user_by_email(DEMO_EMAIL) or await storage.create_user(
+        DEMO_EMAIL, await hash_password(DEMO_PASSWORD)
+    )
     token = await storage.create_token(user.id, "make run")
     campaigns = await storage.list_campaigns(user.id)
     if campaigns:
@@ -85,6 +89,7 @@ async def run() -> None:
         lines = [
             "",
             f"  distribute is running at {server}  (database {settings.database})",
+            f"  console: {server}/  (sign in as {DEMO_EMAIL}, password {DEMO_PASSWORD})",
             f"  demo campaign {campaign_id}; API token of {DEMO_EMAIL}: {token}",
         ]
         try:

@@ -17,6 +17,7 @@ storage calls and waiting are async.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import uuid
@@ -47,6 +48,8 @@ class TaskLease:
 # A connection that keeps answering is working through its prefetched tasks (a browser on a low
 # throttle rests between tasks), so its queued tasks get more time: up to this many extra timeouts.
 PROGRESS_GRACE = 4
+REFRESH_SECONDS = 2.0  # how often campaigns are synced with storage and drained queues looked at again
+SAFETY_WAKE_TICKS = 5  # every this many refreshes, every waiting session re-checks its state anyway
 
 
 @dataclass(eq=False)
@@ -205,11 +208,14 @@ class Dispatcher:
         """A connection went away: its unanswered datasets go back to the front of their queues."""
         self._expired.pop(holder, None)
         self._last_answer.pop(holder, None)
+        requeued = False
         for dataset_id in held:
             lease = self.leases.get(dataset_id)
             if lease is not None and lease.holder == holder:
                 del self.leases[dataset_id]
-                self._requeue(lease.dataset)
+                requeued |= self._requeue(lease.dataset, wake=False)
+        if requeued:
+            self._wake_all()  # once, not once per dataset: a 256-slot worker leaving is one event
 
     # ------------------------------------------------------------------ internals
 
@@ -224,11 +230,14 @@ class Dispatcher:
             queue.ready = deque(d for d in queue.ready if d.id != dataset_id)
         return True
 
-    def _requeue(self, dataset: LeasedDataset) -> None:
+    def _requeue(self, dataset: LeasedDataset, *, wake: bool = True) -> bool:
         queue = self.queues.get(dataset.campaign_id)
         if queue is not None and not queue.complete:
             queue.ready.appendleft(dataset)
-            self._wake_all()
+            if wake:
+                self._wake_all()
+            return True
+        return False
 
     def _held(self, campaign_id: int) -> bool:
         return any(lease.dataset.campaign_id == campaign_id for lease in self.leases.values())
@@ -261,7 +270,10 @@ class Dispatcher:
                 await self.storage.release(self.owner, [d.id for d in leased])
                 return
             known = {d.id for d in queue.ready}
+            was_empty = not queue.ready
             queue.ready.extend(d for d in leased if d.id not in known and d.id not in self.leases)
+            if was_empty and queue.ready:
+                self._wake_all()  # sessions waiting for work on this campaign (it had none)
             if len(leased) < batch:
                 queue.drained = True
         finally:
@@ -319,13 +331,16 @@ class Dispatcher:
         while True:
             await trio.sleep(0.25)
             now = trio.current_time()
+            requeued = False
             for dataset_id, lease in list(self.leases.items()):
                 if self._overdue(lease, now):
                     del self.leases[dataset_id]
                     self._expired.setdefault(lease.holder, set()).add(dataset_id)
                     self._campaign_of_expired[dataset_id] = lease.dataset.campaign_id
                     log.info("task %d missed its deadline on connection %d", dataset_id, lease.holder)
-                    self._requeue(lease.dataset)
+                    requeued |= self._requeue(lease.dataset, wake=False)
+            if requeued:
+                self._wake_all()
 
     def _overdue(self, lease: TaskLease, now: float) -> bool:
         if now < lease.deadline:
@@ -344,10 +359,14 @@ class Dispatcher:
                 self._wake_all()
 
     async def _refresh_loop(self) -> None:
-        while True:
-            await trio.sleep(2.0)
+        for tick in itertools.count(1):
+            await trio.sleep(REFRESH_SECONDS)
             await self.refresh_campaigns()
             for queue in self.queues.values():
                 if queue.drained and not queue.complete and not queue.ready:
-                    queue.drained = False  # other processes may have released work
-            self._wake_all()
+                    queue.drained = False  # other processes may have released work:
+                    self._start_refill(queue)  # look now; the refill wakes the workers if it finds some
+            # Waiting sessions are woken by events (new work, a retired campaign); waking every
+            # one of them on each tick cost idle connections CPU. This is only a safety net.
+            if tick % SAFETY_WAKE_TICKS == 0:
+                self._wake_all()

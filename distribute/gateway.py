@@ -28,11 +28,11 @@ __all__ = ["Gateway", "WebSocketLike"]
 
 log = logging.getLogger(__name__)
 _connection_ids = itertools.count(1)
-RESCHEDULE_SECONDS = 10.0
+RESCHEDULE_SECONDS = 10.0  # how often a worker serving "any" campaign may be moved to another
 # What a send raises when the worker has gone: the stream is broken or closed, or Hypercorn's own
 # task is busy writing the close handshake the worker just started (Hypercorn answers a close frame
 # itself, concurrently with our handler). Either way there is nobody left to talk to.
-PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError)  # how often a worker serving "any" campaign may be moved to another
+PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError)
 
 
 class WebSocketLike(Protocol):
@@ -41,7 +41,7 @@ class WebSocketLike(Protocol):
     async def close(self, code: int, reason: str = "") -> None: ...
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Session:
     id: int
     remote: str
@@ -56,13 +56,17 @@ class Session:
     event: trio.Event = field(default_factory=trio.Event)
     close: ProtocolError | None = None
     tasks_done: int = 0
+    looked_up: bool = False  # storage was asked once about a campaign this process did not know
+    worker: str = ""  # "connection@address", stored with every result
+    host: str = ""  # the embedding site the results are credited to
+
+    def __post_init__(self) -> None:
+        # Computed once, not once per result: both are stored with every outcome.
+        self.worker = f"{self.id}@{self.remote}"
+        self.host = str(self.hello.client.get("host", ""))[:200]
 
     def wake(self) -> None:
         self.event.set()
-
-    @property
-    def worker(self) -> str:
-        return f"{self.id}@{self.remote}"
 
 
 class Gateway:
@@ -114,21 +118,22 @@ class Gateway:
             scope.cancel()
 
     def _handle(self, session: Session, message: p.ClientMessage) -> None:
+        now = trio.current_time()  # one clock read per frame, not per result
         match message:
             case p.Result():
-                self._accept(session, message.task, message.value, message.compute_ms)
+                self._accept(session, message.task, message.value, message.compute_ms, now)
             case p.Results():
                 for result in message.items:
-                    self._accept(session, result.task, result.value, result.compute_ms)
+                    self._accept(session, result.task, result.value, result.compute_ms, now)
             case p.TaskError():
-                self._fail(session, message.task, message.message, message.stack, message.compute_ms)
+                self._fail(session, message.task, message.message, message.stack, message.compute_ms, now)
             case p.Ping():
                 session.pongs.append(message.nonce)
                 session.wake()
             case p.Hello():
                 raise ProtocolError(p.CLOSE_PROTOCOL_ERROR, "'hello' may only be the first frame")
 
-    def _release(self, session: Session, task: int, compute_ms: float) -> tuple[int, float]:
+    def _release(self, session: Session, task: int, compute_ms: float, now: float) -> tuple[int, float]:
         """Free the task's slot; returns its campaign and the compute time, capped at the elapsed time.
 
         Workers report their own compute time; a liar could otherwise claim hours for a campaign
@@ -141,10 +146,10 @@ class Gateway:
         session.inflight_bytes -= size
         session.tasks_done += 1
         session.wake()
-        return campaign_id, min(compute_ms, (trio.current_time() - sent_at) * 1000.0)
+        return campaign_id, min(compute_ms, (now - sent_at) * 1000.0)
 
-    def _accept(self, session: Session, task: int, value: Any, compute_ms: float) -> None:
-        campaign_id, compute_ms = self._release(session, task, compute_ms)
+    def _accept(self, session: Session, task: int, value: Any, compute_ms: float, now: float) -> None:
+        campaign_id, compute_ms = self._release(session, task, compute_ms, now)
         payload = None if value is None else msgpack.packb(value)
         if payload is not None and len(payload) > self.settings.max_result_bytes:
             limit = self.settings.max_result_bytes
@@ -160,11 +165,10 @@ class Gateway:
                 ),
             )
             return
-        host = str(session.hello.client.get("host", ""))[:200]
-        self._record(session, FinishedTask(task, campaign_id, payload, compute_ms, session.worker, host))
+        self._record(session, FinishedTask(task, campaign_id, payload, compute_ms, session.worker, session.host))
 
-    def _fail(self, session: Session, task: int, message: str, stack: str, compute_ms: float) -> None:
-        campaign_id, compute_ms = self._release(session, task, compute_ms)
+    def _fail(self, session: Session, task: int, message: str, stack: str, compute_ms: float, now: float) -> None:
+        campaign_id, compute_ms = self._release(session, task, compute_ms, now)
         self._record(
             session, FailedTask(task, campaign_id, message or "kernel error", stack, compute_ms, session.worker)
         )
@@ -182,6 +186,12 @@ class Gateway:
             session.event = trio.Event()
             while session.pongs:
                 await ws.send(p.encode(p.Pong(session.pongs.pop(0))))
+            wanted = session.hello.campaign
+            if wanted is not None and self.dispatcher.queue(wanted) is None and not session.looked_up:
+                # A campaign this process has not picked up yet (created through another server
+                # process moments ago): look in storage once before saying goodbye.
+                session.looked_up = True
+                await self.dispatcher.refresh_campaigns()
             campaign, reason = self._assign(session)
             if reason:
                 return reason
@@ -205,8 +215,10 @@ class Gateway:
             if not session.held and not session.idle_sent:
                 session.idle_sent = True
                 await ws.send(p.encode(p.Idle("waiting for work")))
-            with trio.move_on_after(2.0):
-                await session.event.wait()
+            # No timeout: the dispatcher wakes the session on every event that concerns it (results,
+            # new work, a retired campaign) and, as a safety net, every SAFETY_WAKE_TICKS refreshes.
+            # A deadline per wait cost each frame a cancel scope on Trio's deadline heap.
+            await session.event.wait()
         return "protocol error"
 
     def _assign(self, session: Session) -> tuple[Campaign | None, str]:
@@ -214,7 +226,9 @@ class Gateway:
         wanted = session.hello.campaign
         if wanted is not None:
             queue = self.dispatcher.queue(wanted)
-            if queue is None or queue.complete:
+            if queue is None:
+                return None, "" if session.held else "unavailable"
+            if queue.complete:
                 return None, "" if session.held else "complete"
             return queue.campaign, ""
         current = self.dispatcher.queue(session.campaign.id) if session.campaign else None

@@ -235,7 +235,10 @@ def _unpack(frame: bytes | str) -> dict[str, Any]:
     return body
 
 
-def _int(body: dict[str, Any], key: str, *, optional: bool = False, low: int = 0, high: int = 2**63 - 1) -> Any:
+_MAX_ID = 2**63 - 1
+
+
+def _int(body: dict[str, Any], key: str, *, optional: bool = False, low: int = 0, high: int = _MAX_ID) -> Any:
     value = body.get(key)
     if value is None and optional:
         return None
@@ -272,8 +275,14 @@ def decode_client(frame: bytes | str) -> ClientMessage:
         for item in items:
             if not isinstance(item, list) or len(item) != 3:
                 raise ProtocolError(CLOSE_PROTOCOL_ERROR, "each result must be [id, value, ms]")
-            entry = {"id": item[0], "ms": item[2]}
-            results.append(Result(task=_int(entry, "id"), value=item[1], compute_ms=_number(entry, "ms")))
+            task, value, ms = item
+            # The common case checked inline (up to 256 items a frame); anything unusual goes
+            # through the general validators, which accept or reject exactly as before.
+            if type(task) is not int or not 0 <= task <= _MAX_ID:
+                task = _int({"id": task}, "id")
+            if (type(ms) is not float and type(ms) is not int) or not 0 <= ms < 1e12:
+                ms = _number({"ms": ms}, "ms")
+            results.append(Result(task, value, float(ms)))
         return Results(items=tuple(results))
     if kind == "error":
         return TaskError(

@@ -22,6 +22,8 @@ from distribute.settings import Settings, load_settings
 if TYPE_CHECKING:
     from distribute.platform import Platform
 
+pytest_plugins = ["tests.pg"]  # stops the throwaway PostgreSQL cluster at the end of the session
+
 SEED_GENERATOR = """(function() {
   function main() {
     var datasets = [];

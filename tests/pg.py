@@ -93,6 +93,7 @@ class _Cluster:
         if done.returncode != 0:
             log = self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
             raise PostgresUnavailable(
+                "cannot start the throwaway PostgreSQL cluster for the tests: "
                 f"`{' '.join(argv)}` failed with exit code {done.returncode}:\n{done.stdout}{done.stderr}\n"
                 f"server log ({self.log}):\n{log}"
             )
@@ -174,13 +175,18 @@ def fresh_database() -> str:
         if _failure is not None:
             raise _failure  # one failed start is enough: do not retry initdb for every test
         if _cluster is None:
-            cluster = _Cluster()
+            cluster: _Cluster | None = None
             try:
+                cluster = _Cluster()
                 cluster.start()
-            except BaseException as exc:
-                cluster.stop()
-                _failure = exc if isinstance(exc, PostgresUnavailable) else PostgresUnavailable(repr(exc))
-                raise
+            except Exception as exc:
+                if cluster is not None:
+                    cluster.stop()
+                if isinstance(exc, PostgresUnavailable):
+                    _failure = exc
+                    raise
+                _failure = PostgresUnavailable(f"cannot start the throwaway PostgreSQL cluster for the tests: {exc!r}")
+                raise _failure from exc
             _cluster = cluster
             atexit.register(stop_cluster)
         return _cluster.create_database(f"distribute_test_{os.getpid()}_{next(_names)}")
@@ -196,5 +202,8 @@ def stop_cluster() -> None:
 
 
 def pytest_sessionfinish() -> None:
-    """Pytest hook (test modules load this module with `pytest_plugins = ["tests.pg"]`)."""
+    """Pytest hook, active where this module is a plugin (`pytest_plugins = ["tests.pg"]` in tests/conftest.py).
+
+    Test modules that use the cluster directly also stop it from a session-scoped fixture.
+    """
     stop_cluster()

@@ -195,6 +195,7 @@ async def test_a_connection_that_keeps_answering_keeps_its_prefetched_tasks(live
         await send(busy, p.Result(first.id, [0], 1.0))
         outcomes = []
         async with trio.open_nursery() as nursery:
+
             async def other_worker() -> None:
                 outcomes.append(await work(live_server.ws_url, campaign=campaign_id))
 

@@ -29,10 +29,33 @@ from tests.conftest import SEED_ANSWER, SEED_GENERATOR, SEED_KERNEL, SEED_STATIC
 EXAMPLES = 250
 FRAMES_PER_EXAMPLE = 44  # 11,000 frames a run
 
-scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=20) | st.binary(max_size=20)
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
-message_types = st.sampled_from(["hello", "result", "results", "error", "ping", "tasks", "bye", "campaign"]) | st.text(max_size=10)
-shaped = st.builds(lambda t, extra: msgpack.packb({"t": t, **extra}), message_types, st.dictionaries(st.sampled_from(["id", "value", "ms", "v", "slots", "campaign", "items", "message", "stack", "n", "have", "client"]), values, max_size=5))
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.binary(max_size=20)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+message_types = st.sampled_from(["hello", "result", "results", "error", "ping", "tasks", "bye", "campaign"]) | st.text(
+    max_size=10
+)
+shaped = st.builds(
+    lambda t, extra: msgpack.packb({"t": t, **extra}),
+    message_types,
+    st.dictionaries(
+        st.sampled_from(
+            ["id", "value", "ms", "v", "slots", "campaign", "items", "message", "stack", "n", "have", "client"]
+        ),
+        values,
+        max_size=5,
+    ),
+)
 valid = st.sampled_from(
     [
         p.encode(p.Hello(campaign=None, slots=2)),
@@ -121,11 +144,27 @@ async def send_frames(ws_url: str, batch: list[bytes | str], hello: bool) -> int
 
 def test_random_and_mutated_frames_never_hurt_the_server_or_a_healthy_worker(server_process: ServerProcess) -> None:
     client = httpx.Client(base_url=server_process.url, headers={"Authorization": f"Bearer {server_process.token}"})
-    files = {"kernel": ("k.js", SEED_KERNEL), "generator": ("g.js", SEED_GENERATOR), "static_dataset": ("s", SEED_STATIC)}
+    files = {
+        "kernel": ("k.js", SEED_KERNEL),
+        "generator": ("g.js", SEED_GENERATOR),
+        "static_dataset": ("s", SEED_STATIC),
+    }
     campaign_id = client.post("/api/campaigns", files=files, data={"task_timeout": "5"}).json()["id"]
     # The healthy worker is slowed down to one task at a time so that it runs during the fuzzing.
     worker = subprocess.Popen(
-        [sys.executable, "-m", "distribute", "worker", "--server", server_process.url, "--campaign", str(campaign_id), "--slots", "1", "--quiet"],
+        [
+            sys.executable,
+            "-m",
+            "distribute",
+            "worker",
+            "--server",
+            server_process.url,
+            "--campaign",
+            str(campaign_id),
+            "--slots",
+            "1",
+            "--quiet",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -139,7 +178,7 @@ def test_random_and_mutated_frames_never_hurt_the_server_or_a_healthy_worker(ser
         sent += trio.run(send_frames, ws_url, batch, hello)
 
     fuzz()
-    out, err = worker.communicate(timeout=120)
+    _, err = worker.communicate(timeout=120)
     assert worker.returncode == 0, err.decode()
     assert sent >= 10_000
     assert client.get("/-/health").json()["ok"] is True

@@ -31,7 +31,9 @@ BROKEN_GENERATORS = {
 
 @pytest.mark.parametrize("name", BROKEN_GENERATORS)
 async def test_a_broken_generator_fails_its_campaign_with_a_clear_error(start_server: StartServer, name: str) -> None:
-    server = await start_server(generator_timeout=2.0, generator_heap=64, max_datasets=50_000, generator_low_water=10**6)
+    server = await start_server(
+        generator_timeout=2.0, generator_heap=64, max_datasets=50_000, generator_low_water=10**6
+    )
     source, expected = BROKEN_GENERATORS[name]
     campaign_id = await server.create_campaign(generator=source)
     campaign = await server.wait_complete(campaign_id, timeout=60)

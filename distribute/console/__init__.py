@@ -65,6 +65,11 @@ async def _not_found(exc: NotFound) -> Any:
     return await page("console/error.html", 404, title="Not found", message=str(exc).capitalize() + ".")
 
 
+@console_blueprint.errorhandler(404)
+async def _no_such_page(exc: Exception) -> Any:
+    return await page("console/error.html", 404, title="Not found", message="There is nothing at this address.")
+
+
 @console_blueprint.errorhandler(ValidationError)
 async def _invalid(exc: ValidationError) -> Any:
     return await page("console/error.html", 400, title="Not accepted", message=str(exc))

@@ -76,6 +76,8 @@ async def signup_page(status: int = 200, **context: object) -> Response:
 @blueprint.route("/signup", methods=["GET", "POST"])
 async def signup() -> Response:
     if request.method == "GET":
+        if g.user is not None:
+            return redirect(url_for("console.campaigns.index"))
         return await signup_page()
     form = await request.form
     email = normal_email(form.get("email", ""))
@@ -117,24 +119,27 @@ async def signin() -> Response:
     notice = NOTICES.get(request.args.get("done", ""))
     target = safe_next(request.args.get("next"), url_for("console.campaigns.index"))
     if request.method == "GET":
+        if g.user is not None:
+            return redirect(target)
         return await page("console/signin.html", notice=notice, next=target)
     form = await request.form
     email = normal_email(form.get("email", ""))
-    limiter = console().signin_limiter
-    keys = ("signin-ip:" + client_address(), "signin-email:" + email)
-    wait = limiter.retry_after(*keys)
+    state = console()
+    by_email, by_address = "signin-email:" + email, "signin-ip:" + client_address()
+    wait = max(state.signin_limiter.retry_after(by_email), state.signin_ip_limiter.retry_after(by_address))
     if wait:
         response = await page("console/signin.html", 429, error=retry_message(wait), email=email, next=target)
         response.headers["Retry-After"] = str(int(wait) + 1)
         return response
-    found = await console().accounts.credentials(email)
+    found = await state.accounts.credentials(email)
     password_hash = found[1] if found else None
     if found is None or not await auth.verify_password(password_hash, form.get("password", "")):
-        limiter.hit(*keys)
+        state.signin_limiter.hit(by_email)
+        state.signin_ip_limiter.hit(by_address)
         return await page(
             "console/signin.html", 401, error="Wrong e-mail address or password.", email=email, next=target
         )
-    limiter.clear(keys[1])
+    state.signin_limiter.clear(by_email)
     return await start_session(found[0].id, safe_next(form.get("next"), target))
 
 

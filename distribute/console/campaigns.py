@@ -14,7 +14,7 @@ from quart import Response, g, redirect, request, url_for
 from quart.datastructures import FileStorage
 
 from ..api import CampaignFields, campaign_json, create_from_sources
-from ..embed import embed_snippet
+from ..embed import SNIPPET, embed_snippet
 from ..errors import ValidationError
 from .web import ConsoleBlueprint, console, login_required, owned, page, platform, server_url
 
@@ -36,11 +36,15 @@ NOTICES = {
 
 
 def cms_snippets(server: str, campaign_id: int) -> list[tuple[str, str, str]]:
-    """(id, title, text) of each ready-to-paste snippet: plain HTML, WordPress, Hugo."""
+    """(id, title, text) of each ready-to-paste snippet: plain HTML, WordPress, Hugo (snippet.json's)."""
+
+    def paste(cms: str) -> str:
+        return SNIPPET["paste"][cms].replace("{campaign}", str(campaign_id)).replace("{server}", server.rstrip("/"))
+
     return [
         ("html", "HTML", embed_snippet(server, campaign_id)),
-        ("wordpress", "WordPress shortcode", f'[distribute campaign="{campaign_id}" server="{server}"]'),
-        ("hugo", "Hugo shortcode", f'{{{{< distribute campaign="{campaign_id}" server="{server}" >}}}}'),
+        ("wordpress", "WordPress shortcode", paste("wordpress")),
+        ("hugo", "Hugo shortcode", paste("hugo")),
     ]
 
 

@@ -51,6 +51,9 @@ __all__ = [
 ]
 
 
+SIGNIN_IP_FACTOR = 4
+
+
 class ConsoleBlueprint(Blueprint):
     """A blueprint whose pages stay out of the API's OpenAPI document (they are HTML, not API)."""
 
@@ -66,7 +69,8 @@ class ConsoleState:
 
     accounts: AccountStore
     queries: ConsoleQueries
-    signin_limiter: RateLimiter
+    signin_limiter: RateLimiter  # failed sign-ins per e-mail address
+    signin_ip_limiter: RateLimiter  # failed sign-ins per client address, whatever the e-mail
     reset_limiter: RateLimiter
     signup_limiter: RateLimiter
     secret: bytes | None = None  # loaded from the database on first use
@@ -79,6 +83,9 @@ class ConsoleState:
             accounts=AccountStore(platform.storage),
             queries=ConsoleQueries(platform.storage),
             signin_limiter=RateLimiter(settings.signin_limit, window),
+            # Looser per client address: people behind one NAT or proxy share it, and one
+            # person's typos must not lock out the office; spraying many accounts still stops.
+            signin_ip_limiter=RateLimiter(SIGNIN_IP_FACTOR * settings.signin_limit, window),
             reset_limiter=RateLimiter(settings.reset_limit, window),
             signup_limiter=RateLimiter(settings.signup_limit, window),
         )

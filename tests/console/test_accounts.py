@@ -77,16 +77,24 @@ async def test_sign_in_with_the_right_password_opens_a_session(people: People) -
 
 async def test_sign_in_only_follows_next_to_a_path_on_this_site(people: People) -> None:
     await people.sign_up("alice@example.org")
-    visitor = await people.anonymous()
-    for target in ("https://evil.example/", "//evil.example/x", "/\\evil.example"):
+    for target, landing in [
+        ("https://evil.example/", "/campaigns"),
+        ("//evil.example/x", "/campaigns"),
+        ("/\\evil.example", "/campaigns"),
+        ("/account", "/account"),
+    ]:
+        visitor = await people.anonymous()
         response = await visitor.post(
             "/signin", {"email": "alice@example.org", "password": PASSWORD, "next": target}, page="/signin"
         )
-        assert response.headers["location"] == "/campaigns", target
-    response = await visitor.post(
-        "/signin", {"email": "alice@example.org", "password": PASSWORD, "next": "/account"}, page="/signin"
-    )
-    assert response.headers["location"] == "/account"
+        assert response.headers["location"] == landing, target
+
+
+async def test_a_signed_in_visitor_is_sent_on_from_the_sign_in_and_sign_up_pages(people: People) -> None:
+    alice = await people.sign_up("alice@example.org")
+    for path in ("/signin", "/signup"):
+        response = await alice.get(path)
+        assert response.status_code == 302 and response.headers["location"] == "/campaigns"
 
 
 async def test_sign_up_refuses_an_existing_address_a_short_password_and_a_filled_honeypot(people: People) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 import trio
 
 from distribute.worker import run_worker
@@ -21,6 +22,8 @@ from tests.browser.conftest import BrowserThread
 from tests.conftest import SEED_ANSWER, SEED_GENERATOR, SEED_STATIC, LiveServer, StartServer
 
 from .conftest import ARTIFACTS, PASSWORD, Api, Inbox, People, reset_link
+
+pytestmark = pytest.mark.browser  # (also when tests/browser/conftest.py is not loaded as a plugin)
 
 # The seed kernel, slowed to ~50 ms a dataset so that the live view has something to follow.
 SLOW_SEED_KERNEL = """(function() {

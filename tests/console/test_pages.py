@@ -205,3 +205,16 @@ async def test_console_pages_stay_out_of_the_api_document(people: People) -> Non
     paths = (await visitor.get("/api/openapi.json")).json()["paths"]
     assert "/api/campaigns" in paths
     assert not [p for p in paths if p.startswith(("/campaigns", "/account", "/signin", "/reset", "/benchmarks"))]
+
+
+async def test_a_missing_result_gets_the_consoles_own_not_found_page(people: People, api_of: Any) -> None:
+    alice = await people.sign_up("alice@example.org")
+    campaign_id = await (await api_of(alice)).create()
+    for path in (
+        f"/campaigns/{campaign_id}/results/999999",
+        f"/campaigns/{campaign_id}/download/xml",
+        "/campaigns/999",
+    ):
+        response = await alice.get(path)
+        assert response.status_code == 404 and "Not found" in response.text
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]

@@ -226,3 +226,17 @@ async def test_the_csrf_cookie_is_httponly_and_samesite(people: People) -> None:
     cookie = response.headers["set-cookie"]
     assert cookie.startswith("distribute_csrf=") and "HttpOnly" in cookie and "SameSite=Lax" in cookie
     assert csrf_of(response.text) == visitor.client.cookies["distribute_csrf"]
+
+
+async def test_failed_sign_ins_spread_over_many_accounts_from_one_address_are_limited_too(
+    start_server: StartServer, people_on: Any
+) -> None:
+    server = await start_server(signup_min_seconds=0.0, signin_limit=2)
+    crowd = people_on(server)
+    await crowd.sign_up("alice@example.org")
+    sprayer = await crowd.anonymous()
+    for n in range(8):  # four times the per-account limit, each account tried once
+        response = await sprayer.post("/signin", {"email": f"user{n}@example.org", "password": "guess"}, page="/signin")
+        assert response.status_code == 401
+    refused = await sprayer.post("/signin", {"email": "alice@example.org", "password": PASSWORD}, page="/signin")
+    assert refused.status_code == 429
