@@ -46,9 +46,11 @@ def bind(db: Database, url: str) -> dict[str, Any]:
         def _tune(db: Database, connection: Any) -> None:
             # WAL: readers never block the writer. synchronous=NORMAL: a committed transaction
             # survives a process crash (SIGKILL); only an OS crash may lose the last commits.
+            # The busy timeout comes first: switching to WAL needs a moment of exclusive access,
+            # and several processes opening a new database at once must wait, not fail.
+            connection.execute("PRAGMA busy_timeout = 10000")
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = NORMAL")
-            connection.execute("PRAGMA busy_timeout = 10000")
 
         db.bind(provider="sqlite", filename=filename, create_db=True)
         return {}
