@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
         f"**Idle connections**: {fmt(median(reached))} held at once (target 10,000); server RSS grows "
         f"**{slope:.1f} KiB per connection** (median slope over {len(ramps)} ramps; target < {RSS_TARGET_KB} KB, "
         f"{'met' if slope < RSS_TARGET_KB * 1000 / 1024 else 'missed'}). Holding them costs "
-        f"{median(idle_cpu):.1%} of a core (10 s measured at the top of the ramp).\n\n"
+        f"{median(idle_cpu):.1%} of a core (10 s measured right after the ramp, so it includes settling and the "
+        "garbage collections the ramp set off; *Server cost* has the steady state).\n\n"
     )
     header = ["idle connections", *(f"RSS run {k + 1} (MiB)" for k in range(len(ramps)))]
     rows = []

@@ -154,7 +154,8 @@ def report(points: list[Point], argv: list[str] | None) -> str:
         best = max(series, key=lambda p: p.rate)
         verdict = "meets" if best.rate >= TARGETS[mode] else "misses"
         lines.append(
-            f"**{label}**: peak {fmt(best.rate)} durable results/s at {best.workers} workers "
+            f"**{label}**: peak {fmt(best.rate)} durable results/s with {best.workers} "
+            f"{'worker' if best.workers == 1 else 'workers'} "
             f"({verdict} the target of {fmt(TARGETS[mode])}/s).\n\n"
         )
         rows = [

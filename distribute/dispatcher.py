@@ -125,6 +125,21 @@ class Dispatcher:
             if counts_needed and not self.queues[campaign.id].ready and not self._held(campaign.id):
                 await self._check_complete(self.queues[campaign.id])
 
+    async def look_up(self, campaign_id: int) -> None:
+        """A worker asked for a campaign this process has no queue for: ask storage.
+
+        An active campaign gets its queue now (another process created it moments ago); a complete
+        one gets a retired queue, so its workers hear "complete" rather than "unavailable" (after a
+        restart, a campaign finished by the previous run is not among the active ones).
+        """
+        await self.refresh_campaigns()
+        if campaign_id in self.queues:
+            return
+        campaign = await self.storage.get_campaign(campaign_id)
+        if campaign is not None and not campaign.deleted and campaign.status == CampaignStatus.COMPLETE:
+            queue = self.queues[campaign_id] = CampaignQueue(campaign)
+            queue.complete = True
+
     def _retire(self, queue: CampaignQueue) -> None:
         queue.complete = True
         queue.ready.clear()

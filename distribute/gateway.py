@@ -189,9 +189,9 @@ class Gateway:
             wanted = session.hello.campaign
             if wanted is not None and self.dispatcher.queue(wanted) is None and not session.looked_up:
                 # A campaign this process has not picked up yet (created through another server
-                # process moments ago): look in storage once before saying goodbye.
+                # process moments ago, or finished before a restart): look in storage once.
                 session.looked_up = True
-                await self.dispatcher.refresh_campaigns()
+                await self.dispatcher.look_up(wanted)
             campaign, reason = self._assign(session)
             if reason:
                 return reason

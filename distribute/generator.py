@@ -85,8 +85,11 @@ class GenerationService:
                 self.dispatcher.notify_new_datasets(campaign.id)
                 if exhausted:
                     return
+                if generator.mode == "array":
+                    continue  # main() already returned all of them: store the rest without pausing
                 # Back-pressure: pause a lazy generator while plenty of datasets wait.
-                while await self.storage.pending_count(campaign.id) > settings.generator_low_water:
+                low_water = settings.generator_low_water
+                while await self.storage.pending_count(campaign.id, at_most=low_water + 1) > low_water:
                     await trio.sleep(0.5)
                     fresh = await self.storage.get_campaign(campaign.id)
                     if fresh is None or fresh.deleted:

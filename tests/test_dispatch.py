@@ -174,6 +174,21 @@ async def test_a_worker_for_any_campaign_is_told_when_there_is_no_work(live_serv
     assert outcome.bye == "no work" and not outcome.done
 
 
+async def test_a_worker_for_a_campaign_finished_before_a_restart_hears_complete(start_server: StartServer) -> None:
+    first = await start_server()
+    campaign_id = await first.create_campaign()
+    await work(first.ws_url, campaign=campaign_id)
+    await first.wait_complete(campaign_id)
+    restarted = await start_server()  # a new process on the same database: the campaign is not active
+    outcome = await work(restarted.ws_url, campaign=campaign_id)
+    assert outcome.bye == "complete" and not outcome.done
+
+
+async def test_a_worker_for_a_campaign_that_does_not_exist_hears_unavailable(live_server: LiveServer) -> None:
+    outcome = await work(live_server.ws_url, campaign=999_999)
+    assert outcome.bye == "unavailable" and not outcome.done
+
+
 async def test_a_known_kernel_is_not_sent_again(live_server: LiveServer) -> None:
     campaign_id = await live_server.create_campaign()
     first = await work(live_server.ws_url, campaign=campaign_id, max_tasks=1)
