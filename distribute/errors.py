@@ -10,6 +10,7 @@ __all__ = [
     "DistributeError",
     "GenerationError",
     "KernelError",
+    "LeaseLost",
     "NotFound",
     "ProtocolError",
     "SandboxError",
@@ -37,6 +38,10 @@ class Unauthorized(DistributeError):
 
 class ValidationError(DistributeError):
     """User input (an upload, an API body, a CLI argument) is malformed."""
+
+
+class LeaseLost(DistributeError):
+    """This server process no longer holds a lease it was working under (another process took over)."""
 
 
 class ProtocolError(DistributeError):

@@ -109,10 +109,14 @@ class AccountStore:
 
     @db_session(immediate=True)
     def _secret(self) -> str:
-        row = self.e["Meta"].get(key="console_secret")
-        if row is None:
-            row = self.e["Meta"](key="console_secret", value=secrets.token_hex(32))
-        return row.value
+        # Several processes starting at once on a new PostgreSQL database would each find no row
+        # and insert one: ON CONFLICT lets exactly one insert win, and everybody reads the winner's.
+        self.storage.sql.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+            ("console_secret", secrets.token_hex(32)),
+        )
+        rows = self.storage.sql.query("SELECT value FROM meta WHERE key = ?", ("console_secret",))
+        return rows[0][0]
 
     # ------------------------------------------------------------------ credentials
 

@@ -107,9 +107,11 @@ def define_entities(db: Database) -> dict[str, Any]:
         last_seen = Required(float)
 
     from .accounts import define_account_entities
+    from .generator_leases import define_generator_lease_entities
 
     return {
         **define_account_entities(db, User),
+        **define_generator_lease_entities(db),
         "Meta": Meta,
         "User": User,
         "ApiToken": ApiToken,

@@ -22,7 +22,7 @@ import psycopg2
 import trio
 from pony.orm import Database, db_session, desc, select
 
-from ..errors import NotFound, SettingsError
+from ..errors import LeaseLost, NotFound, SettingsError
 from ..models import (
     Campaign,
     CampaignCounts,
@@ -38,6 +38,7 @@ from ..models import (
 from . import sql as hot
 from .connect import StorageThreads, bind, is_postgres
 from .entities import EXTRA_INDEXES, SCHEMA_VERSION, define_entities
+from .generator_leases import holds as holds_generator_lease
 
 __all__ = ["PonyStorage", "content_hash", "hash_token"]
 
@@ -285,12 +286,20 @@ class PonyStorage:
 
     # ------------------------------------------------------------------ datasets and leases
 
-    async def add_datasets(self, campaign_id: int, payloads: Sequence[bytes], *, exhausted: bool = False) -> int:
-        """Append generated datasets (and, if `exhausted`, mark generation finished); returns the new total."""
-        return await self._run(self._add_datasets, campaign_id, payloads, exhausted)
+    async def add_datasets(
+        self, campaign_id: int, payloads: Sequence[bytes], *, exhausted: bool = False, generator: str | None = None
+    ) -> int:
+        """Append generated datasets (and, if `exhausted`, mark generation finished); returns the new total.
+
+        `generator` names the process that holds the campaign's generator lease; if it no longer
+        does (another process took over), nothing is stored and `LeaseLost` is raised.
+        """
+        return await self._run(self._add_datasets, campaign_id, payloads, exhausted, generator)
 
     @db_session(immediate=True)
-    def _add_datasets(self, campaign_id: int, payloads: Sequence[bytes], exhausted: bool) -> int:
+    def _add_datasets(self, campaign_id: int, payloads: Sequence[bytes], exhausted: bool, generator: str | None) -> int:
+        if generator is not None and not holds_generator_lease(self.sql, campaign_id, generator):
+            raise LeaseLost(f"campaign {campaign_id}: the generator lease of {generator} has expired")
         row = self._campaign_row(campaign_id)
         hot.insert_datasets(self.sql, campaign_id, row.generated, payloads)
         row.generated += len(payloads)
