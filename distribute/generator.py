@@ -77,10 +77,22 @@ class GenerationService:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._keep_lease, campaign_id, nursery.cancel_scope)
-                campaign = await self.storage.get_campaign(campaign_id)  # fresh: `generated` is where to resume
-                if campaign is not None and campaign.status == CampaignStatus.GENERATING and not campaign.deleted:
-                    await self._pull_all(campaign)
+                await self._generate_held(campaign_id)
                 nursery.cancel_scope.cancel()
+        finally:
+            self._running.discard(campaign_id)
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                try:
+                    await self.leases.release(campaign_id, owner)
+                except Exception:  # it expires by itself; another process may wait lease_seconds
+                    log.exception("campaign %d: could not release its generator lease", campaign_id)
+
+    async def _generate_held(self, campaign_id: int) -> None:
+        """Run the generator under a held lease; every failure ends up stored on the campaign."""
+        try:
+            campaign = await self.storage.get_campaign(campaign_id)  # fresh: `generated` is where to resume
+            if campaign is not None and campaign.status == CampaignStatus.GENERATING and not campaign.deleted:
+                await self._pull_all(campaign)
         except LeaseLost:
             log.warning("campaign %d: another process took over its generator", campaign_id)
         except NotFound:
@@ -93,16 +105,17 @@ class GenerationService:
             log.exception("generation of campaign %d crashed", campaign_id)
             await self.storage.set_status(campaign_id, CampaignStatus.FAILED, f"internal error: {exc!r}")
             await self.dispatcher.refresh_campaigns()
-        finally:
-            self._running.discard(campaign_id)
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await self.leases.release(campaign_id, owner)
 
     async def _keep_lease(self, campaign_id: int, generation: trio.CancelScope) -> None:
         """Renew the generator lease; if another process took it (we stalled), stop generating."""
         while True:
             await trio.sleep(self.settings.lease_seconds / 3)
-            if not await self.leases.claim(campaign_id, self.dispatcher.owner, self.settings.lease_seconds):
+            try:
+                renewed = await self.leases.claim(campaign_id, self.dispatcher.owner, self.settings.lease_seconds)
+            except Exception:  # storage trouble: try again; add_datasets refuses if the lease is gone
+                log.exception("campaign %d: could not renew its generator lease", campaign_id)
+                continue
+            if not renewed:
                 log.warning("campaign %d: generator lease lost; stopping this process's generator", campaign_id)
                 generation.cancel()
                 return
