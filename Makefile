@@ -55,6 +55,7 @@ test-postgres: python-packages embed
 	DISTRIBUTE_TEST_DATABASE=postgres $(VENV)/bin/pytest -q -m "not browser and not cms"
 
 bench: setup
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m benchmarks
 
 clean:

@@ -22,6 +22,7 @@ from quart_schema.pydantic import File
 
 from .errors import NotFound, Unauthorized, ValidationError
 from .models import Campaign, User
+from .verification import canonical
 
 __all__ = [
     "RESULT_FORMATS",
@@ -54,11 +55,14 @@ class CampaignForm(CampaignFields):
     kernel: File
     generator: File
     static_dataset: File | None = None
+    comparator: File | None = None
+    spot_checks: File | None = None
 
 
 class ResultsQuery(BaseModel):
     format: Literal["json", "msgpack", "csv"] = "json"
     include_empty: bool = False
+    verified: bool = False
 
 
 def platform() -> Any:
@@ -115,6 +119,7 @@ async def campaign_json(campaign: Campaign) -> dict[str, Any]:
         "priority": campaign.priority,
         "weight": campaign.weight,
         "replication": campaign.replication,
+        "comparator": bool(campaign.comparator),
         "task_timeout": campaign.task_timeout,
         "created": campaign.created.isoformat(),
         "generation_error": campaign.generation_error,
@@ -126,6 +131,13 @@ async def campaign_json(campaign: Campaign) -> dict[str, Any]:
             "failed": counts.failed,
         },
         "results": counts.results,
+        "verification": {
+            "verified": counts.verified,
+            "trusted": counts.trusted,
+            "pending": counts.pending_verification,
+            "conflict": counts.conflict,
+            "flagged_workers": counts.flagged_workers,
+        },
         "errors": counts.errors,
         "workers": plat.workers_on(campaign.id),
         "compute_seconds": round(counts.compute_seconds, 3),
@@ -135,8 +147,34 @@ async def campaign_json(campaign: Campaign) -> dict[str, Any]:
     }
 
 
+def parse_spot_checks(text: str) -> list[tuple[bytes, bytes]]:
+    """Known-answer datasets: a JSON array of {"dataset": ..., "result": ...} (msgpack-packed here)."""
+    try:
+        items = json.loads(text)
+    except ValueError as exc:
+        raise ValidationError(f"spot_checks is not valid JSON: {exc}") from None
+    if not isinstance(items, list) or len(items) > MAX_SPOT_CHECKS:
+        raise ValidationError(f"spot_checks must be a JSON array of at most {MAX_SPOT_CHECKS} items")
+    checks: list[tuple[bytes, bytes]] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or set(item) != {"dataset", "result"} or item["result"] is None:
+            raise ValidationError(f'spot_checks[{i}] must be {{"dataset": ..., "result": ...}} with a non-null result')
+        checks.append((msgpack.packb(item["dataset"]), canonical(item["result"])))
+    return checks
+
+
+MAX_SPOT_CHECKS = 1000
+
+
 async def create_from_sources(
-    user: User, fields: CampaignFields, kernel: bytes, generator: bytes, static: bytes | None, default_name: str
+    user: User,
+    fields: CampaignFields,
+    kernel: bytes,
+    generator: bytes,
+    static: bytes | None,
+    default_name: str,
+    comparator: bytes | None = None,
+    spot_checks: bytes | None = None,
 ) -> Campaign:
     """Check the uploaded sources and create the campaign (the API's and the console's one way)."""
     plat = platform()
@@ -144,9 +182,11 @@ async def create_from_sources(
     kernel_text = decode_source("kernel", kernel, limit)
     generator_text = decode_source("generator", generator, limit)
     static_text = decode_source("static_dataset", static, limit) if static else ""
+    comparator_text = decode_source("comparator", comparator, limit) if comparator else ""
+    checks = parse_spot_checks(decode_source("spot_checks", spot_checks, limit)) if spot_checks else []
     if not kernel_text.strip() or not generator_text.strip():
         raise ValidationError("kernel and generator must not be empty")
-    return await plat.create_campaign(
+    campaign = await plat.create_campaign(
         user,
         name=fields.name or default_name,
         description=fields.description,
@@ -157,7 +197,11 @@ async def create_from_sources(
         weight=fields.weight,
         replication=fields.replication,
         task_timeout=fields.task_timeout or plat.settings.task_timeout,
+        comparator=comparator_text or None,
     )
+    if checks:
+        await plat.storage.add_spot_checks(campaign.id, checks)
+    return campaign
 
 
 @api_blueprint.post("/campaigns")
@@ -166,7 +210,14 @@ async def create_from_sources(
 async def create_campaign(data: CampaignForm) -> tuple[dict[str, Any], int]:
     static = data.static_dataset.read() if data.static_dataset else None
     campaign = await create_from_sources(
-        g.user, data, data.kernel.read(), data.generator.read(), static, data.kernel.filename or "campaign"
+        g.user,
+        data,
+        data.kernel.read(),
+        data.generator.read(),
+        static,
+        data.kernel.filename or "campaign",
+        comparator=data.comparator.read() if data.comparator else None,
+        spot_checks=data.spot_checks.read() if data.spot_checks else None,
     )
     return await campaign_json(campaign), 201
 
@@ -213,12 +264,15 @@ async def restore_campaign(campaign_id: int) -> dict[str, Any]:
 @require_user
 async def campaign_results(campaign_id: int, query_args: ResultsQuery) -> Response:
     campaign = await owned_campaign(campaign_id, g.user)
-    return results_download(campaign, query_args.format, query_args.include_empty)
+    return results_download(campaign, query_args.format, query_args.include_empty, query_args.verified)
 
 
-def results_download(campaign: Campaign, fmt: str, include_empty: bool = False) -> Response:
-    """The streamed download of a campaign's results as json, msgpack or csv (API and console)."""
-    rows = _result_rows(platform().storage, campaign.id, include_empty)
+def results_download(campaign: Campaign, fmt: str, include_empty: bool = False, verified: bool = False) -> Response:
+    """The streamed download of a campaign's results as json, msgpack or csv (API and console).
+
+    `verified`: only results settled by a quorum (or accepted from a trusted worker).
+    """
+    rows = _result_rows(platform().storage, campaign.id, include_empty, verified)
     encoders = {
         "json": (_as_json, "application/json"),
         "msgpack": (_as_msgpack, "application/msgpack"),
@@ -231,7 +285,7 @@ def results_download(campaign: Campaign, fmt: str, include_empty: bool = False) 
 
 
 async def _result_rows(
-    storage: Any, campaign_id: int, include_empty: bool, page: int = 2000
+    storage: Any, campaign_id: int, include_empty: bool, verified: bool = False, page: int = 2000
 ) -> AsyncIterator[dict[str, Any]]:
     """Stream results page by page, so a download of millions never sits in memory at once.
 
@@ -240,7 +294,7 @@ async def _result_rows(
     """
     after = (0, 0)
     while True:
-        batch = await storage.results(campaign_id, after=after, limit=page)
+        batch = await storage.results(campaign_id, after=after, limit=page, verified=verified)
         for row in batch:
             if row.value is None and not include_empty:
                 continue
@@ -252,6 +306,7 @@ async def _result_rows(
                 "worker": row.worker,
                 "host": row.host,
                 "created": row.created.isoformat(),
+                "verification": row.status,
             }
         if len(batch) < page:
             return
@@ -287,7 +342,7 @@ async def _as_msgpack(rows: AsyncIterator[dict[str, Any]]) -> AsyncIterator[byte
     yield packer.bytes()
 
 
-CSV_COLUMNS = ("dataset_id", "dataset", "result", "compute_ms", "worker", "host", "created")
+CSV_COLUMNS = ("dataset_id", "dataset", "result", "compute_ms", "worker", "host", "created", "verification")
 
 
 async def _as_csv(rows: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -20,7 +21,7 @@ from .platform import Platform
 from .plugins import loaded_plugins
 from .settings import Settings
 
-__all__ = ["Running", "create_app", "serve"]
+__all__ = ["Running", "create_app", "hypercorn_config", "serve", "set_keepalive"]
 
 
 def create_app(platform: Platform) -> QuartTrio:
@@ -87,6 +88,51 @@ def _register_optional_blueprints(app: QuartTrio) -> None:
     app.register_blueprint(embed_blueprint)
 
 
+KEEPALIVE_INTERVAL = 10  # seconds between TCP keepalive probes
+KEEPALIVE_PROBES = 6  # unanswered probes before the kernel drops the connection
+
+
+class _Config(hypercorn.config.Config):
+    """Hypercorn's config; the listening sockets get TCP keepalive, which accepted sockets inherit."""
+
+    tcp_keepalive: float = 0.0
+
+    def create_sockets(self) -> hypercorn.config.Sockets:
+        sockets = super().create_sockets()
+        if self.tcp_keepalive > 0:
+            for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+                set_keepalive(sock, self.tcp_keepalive)
+        return sockets
+
+
+def set_keepalive(sock: socket.socket, idle: float) -> None:
+    """Probe a peer silent for `idle` seconds; drop it after KEEPALIVE_PROBES unanswered probes."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_KEEPIDLE"):  # Linux; other systems keep their defaults
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, round(idle)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+
+
+def hypercorn_config(settings: Settings) -> hypercorn.config.Config:
+    """Hypercorn's settings: the address, the frame limit, TCP keepalive and WebSocket pings.
+
+    A dead peer behind a half-open TCP connection sends nothing, and an idle connection gives TCP
+    nothing to send that could fail: keepalive probes (`tcp_keepalive`) find it without any frame
+    the client sees. WebSocket pings (`ws_ping_interval`, off by default) are for proxies that close
+    idle sockets; Hypercorn sends the first one right after the handshake. The gateway's heartbeat
+    covers connections that hold tasks.
+    """
+    config = _Config()
+    config.tcp_keepalive = settings.tcp_keepalive
+    config.bind = [f"{settings.host}:{settings.port}"]
+    config.websocket_max_message_size = settings.max_frame_bytes
+    config.websocket_ping_interval = settings.ws_ping_interval or None
+    config.graceful_timeout = 2.0
+    config.accesslog = None
+    return config
+
+
 @dataclass(frozen=True)
 class Running:
     """What `serve` reports once it accepts connections."""
@@ -98,11 +144,7 @@ class Running:
 async def serve(settings: Settings, *, task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the platform and its HTTP/WebSocket server until cancelled; reports `Running`."""
     async with Platform.running(settings) as platform:
-        config = hypercorn.config.Config()
-        config.bind = [f"{settings.host}:{settings.port}"]
-        config.websocket_max_message_size = settings.max_frame_bytes
-        config.graceful_timeout = 2.0
-        config.accesslog = None
+        config = hypercorn_config(settings)
         app = create_app(platform)
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(partial(hypercorn.trio.serve, app, config, shutdown_trigger=trio.sleep_forever))

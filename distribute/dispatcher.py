@@ -24,13 +24,16 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 
 import trio
 
 from .models import Campaign, CampaignStatus, FailedTask, FinishedTask, LeasedDataset
+from .replicas import WorkerKey
 from .scheduler.base import Candidate, Scheduler
 from .settings import Settings
 from .storage import PonyStorage
+from .verifier import Verifier
 
 __all__ = ["Dispatcher", "TaskLease"]
 
@@ -82,6 +85,7 @@ class Dispatcher:
         self._campaign_of_expired: dict[int, int] = {}
         self._nursery: trio.Nursery | None = None
         self.tasks_completed = 0
+        self.verifier = Verifier(self)  # replicated campaigns and spot checks
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -96,11 +100,13 @@ class Dispatcher:
                 nursery.start_soon(self._deadline_loop)
                 nursery.start_soon(self._storage_lease_loop)
                 nursery.start_soon(self._refresh_loop)
+                nursery.start_soon(self.verifier.run)
                 task_status.started()
         finally:
             with trio.CancelScope(shield=True):
                 await self._flush()
-                held = [d.id for q in self.queues.values() for d in q.ready] + list(self.leases)
+                held = {d.id for q in self.queues.values() for d in q.ready}
+                held = sorted(held | set(self.leases) | set(self.verifier.held_ids()))
                 with trio.move_on_after(5):
                     await self.storage.release(self.owner, held)
 
@@ -143,6 +149,7 @@ class Dispatcher:
     def _retire(self, queue: CampaignQueue) -> None:
         queue.complete = True
         queue.ready.clear()
+        self.verifier.retire(queue.campaign.id)
         self._wake_all()
 
     # ------------------------------------------------------------------ what connections call
@@ -152,6 +159,10 @@ class Dispatcher:
 
     def unlisten(self, connection_id: int) -> None:
         self._listeners.pop(connection_id, None)
+
+    def expired(self, holder: int) -> frozenset[int]:
+        """Datasets whose deadline passed while this connection held them (and it has not answered)."""
+        return frozenset(self._expired.get(holder, ()))
 
     def queue(self, campaign_id: int) -> CampaignQueue | None:
         return self.queues.get(campaign_id)
@@ -171,11 +182,23 @@ class Dispatcher:
     def has_work(queue: CampaignQueue) -> bool:
         return bool(queue.ready) or not queue.drained
 
-    async def take(self, campaign_id: int, n: int, holder: int, timeout: float, max_bytes: int) -> list[LeasedDataset]:
-        """Lease up to n datasets (at most `max_bytes` of them) to a connection; [] if none now."""
+    async def take(
+        self, campaign_id: int, n: int, holder: int, timeout: float, max_bytes: int, worker: WorkerKey | None = None
+    ) -> list[LeasedDataset]:
+        """Lease up to n datasets (at most `max_bytes` of them) to a connection; [] if none now.
+
+        `worker` (identity key, address) is needed for replicated campaigns and spot checks: no
+        worker gets two copies of one dataset.
+        """
         queue = self.queues.get(campaign_id)
         if queue is None or queue.complete:
             return []
+        if worker is not None:
+            await self.verifier.prepare(queue, worker)
+            if queue.complete:
+                return []
+        if queue.campaign.replication > 1:
+            return await self._take_copies(queue, n, holder, timeout, max_bytes, worker)
         if not queue.drained:
             if not queue.ready:
                 await self._refill(queue)
@@ -197,6 +220,27 @@ class Dispatcher:
             self.leases[dataset.id] = TaskLease(dataset, holder, deadline, timeout)
         queue.ready.extendleft(reversed(passed_over))
         queue.taken += len(taken)
+        if worker is not None and self.verifier.spots.get(campaign_id):
+            taken += self.verifier.add_spot_checks(campaign_id, len(taken), holder, worker, deadline, timeout)
+        return taken
+
+    async def _take_copies(
+        self, queue: CampaignQueue, n: int, holder: int, timeout: float, max_bytes: int, worker: WorkerKey | None
+    ) -> list[LeasedDataset]:
+        """A replicated campaign: copies of datasets this connection (identity, address) has not had."""
+        if worker is None:
+            worker = (f"connection:{holder}", f"connection:{holder}")
+        if not queue.drained and not queue.ready:
+            await self._refill(queue)
+        deadline = trio.current_time() + timeout
+        taken = self.verifier.take(queue, n, holder, worker, deadline, timeout, max_bytes)
+        if not queue.drained and len(taken) < n and len(queue.ready) < 4 * self.settings.refill_batch:
+            # Short: what is queued is with this connection already (it is ahead of the others), or
+            # the queue runs low. Lease more (bounded); the refill wakes the waiting connections.
+            self._start_refill(queue)
+        queue.taken += len(taken)
+        if self.verifier.spots.get(queue.campaign.id):
+            taken += self.verifier.add_spot_checks(queue.campaign.id, len(taken), holder, worker, deadline, timeout)
         return taken
 
     def finish(self, holder: int, outcome: FinishedTask | FailedTask) -> bool:
@@ -208,7 +252,14 @@ class Dispatcher:
         if lease is not None and lease.holder == holder:
             del self.leases[outcome.dataset_id]
         elif not self._forget_expired(holder, outcome.dataset_id):
-            return False
+            copy = self.verifier.answer(holder, outcome)
+            if copy is False:
+                return False
+            if copy is None:
+                self._last_answer[holder] = trio.current_time()
+                return True  # a spot check: judged by the verifier, nothing to store
+            assert not isinstance(copy, bool)
+            outcome = copy
         self._last_answer[holder] = trio.current_time()
         if isinstance(outcome, FinishedTask):
             self._finished.append(outcome)
@@ -229,6 +280,8 @@ class Dispatcher:
             if lease is not None and lease.holder == holder:
                 del self.leases[dataset_id]
                 requeued |= self._requeue(lease.dataset, wake=False)
+            else:
+                self.verifier.drop(holder, dataset_id, late=False)
         if requeued:
             self._wake_all()  # once, not once per dataset: a 256-slot worker leaving is one event
 
@@ -255,11 +308,20 @@ class Dispatcher:
         return False
 
     def _held(self, campaign_id: int) -> bool:
-        return any(lease.dataset.campaign_id == campaign_id for lease in self.leases.values())
+        return any(lease.dataset.campaign_id == campaign_id for lease in self.leases.values()) or self.verifier.held(
+            campaign_id
+        )
 
     def _wake_all(self) -> None:
         for wake in list(self._listeners.values()):
             wake()
+
+    wake_all = _wake_all
+
+    async def maybe_complete(self, queue: CampaignQueue) -> None:
+        """Retire the campaign if storage has nothing open left and nothing is held here."""
+        if not queue.complete and queue.drained and not queue.ready and not self._held(queue.campaign.id):
+            await self._check_complete(queue)
 
     def _start_refill(self, queue: CampaignQueue) -> None:
         if not queue.refilling and self._nursery is not None:
@@ -280,14 +342,19 @@ class Dispatcher:
             batch = queue.batch = min(max(base, 2 * demand), 8 * base)
             queue.taken = 0
             queue.refill_started = now
-            leased = await self.storage.lease(queue.campaign.id, batch, self.owner, self.settings.lease_seconds)
+            replicated = queue.campaign.replication > 1
+            leased = await self.storage.lease(
+                queue.campaign.id, batch, self.owner, self.settings.lease_seconds, replicated=replicated
+            )
             if queue.complete:
                 await self.storage.release(self.owner, [d.id for d in leased])
                 return
             known = {d.id for d in queue.ready}
             was_empty = not queue.ready
+            if replicated:
+                leased = self.verifier.add_leased(queue, leased)
             queue.ready.extend(d for d in leased if d.id not in known and d.id not in self.leases)
-            if was_empty and queue.ready:
+            if (was_empty or replicated) and queue.ready:
                 self._wake_all()  # sessions waiting for work on this campaign (it had none)
             if len(leased) < batch:
                 queue.drained = True
@@ -325,6 +392,7 @@ class Dispatcher:
             await trio.sleep(0.5)
             return
         self.tasks_completed += len(finished)
+        self.verifier.stored(finished)
         touched = {o.campaign_id for o in (*finished, *failed)}
         for campaign_id in touched:
             queue = self.queues.get(campaign_id)
@@ -336,11 +404,27 @@ class Dispatcher:
                 await self._check_complete(queue)
 
     async def _flush_loop(self) -> None:
+        """Group commits: at once when `flush_batch` outcomes wait, else after a wait set by the rate.
+
+        A commit costs a transaction and a thread hop however few results it carries: at ~100
+        results/s a commit every `flush_interval` (20 ms) wrote two results each, 50 times a second.
+        So the next wait aims at commits of `flush_batch` / 20 results at the rate just seen, between
+        `flush_interval` (high rates) and `flush_interval_low_rate` (results trickle in, or none):
+        a received result is still durable within that bound (plus the commit itself).
+        """
+        shortest = self.settings.flush_interval
+        longest = max(shortest, self.settings.flush_interval_low_rate)
+        aim = max(1, self.settings.flush_batch // 20)
+        interval = shortest
         while True:
-            with trio.move_on_after(self.settings.flush_interval):
+            started = trio.current_time()
+            with trio.move_on_after(interval):
                 await self._flush_now.wait()
             self._flush_now = trio.Event()
+            arrived = len(self._finished) + len(self._failed)
+            rate = arrived / max(trio.current_time() - started, 1e-3)
             await self._flush()
+            interval = min(longest, max(shortest, aim / rate)) if rate else longest
 
     async def _deadline_loop(self) -> None:
         while True:
@@ -354,14 +438,19 @@ class Dispatcher:
                     self._campaign_of_expired[dataset_id] = lease.dataset.campaign_id
                     log.info("task %d missed its deadline on connection %d", dataset_id, lease.holder)
                     requeued |= self._requeue(lease.dataset, wake=False)
+            if self.verifier.replicas or self.verifier.spots_out:
+                self.verifier.overdue(now, partial(self._late, now=now))
             if requeued:
                 self._wake_all()
 
     def _overdue(self, lease: TaskLease, now: float) -> bool:
-        if now < lease.deadline:
+        return self._late(lease.holder, lease.deadline, lease.timeout, now=now)
+
+    def _late(self, holder: int, deadline: float, timeout: float, *, now: float) -> bool:
+        if now < deadline:
             return False
-        progressing = self._last_answer.get(lease.holder, -math.inf) + lease.timeout > now
-        return not progressing or now >= lease.deadline + PROGRESS_GRACE * lease.timeout
+        progressing = self._last_answer.get(holder, -math.inf) + timeout > now
+        return not progressing or now >= deadline + PROGRESS_GRACE * timeout
 
     async def _storage_lease_loop(self) -> None:
         period = self.settings.lease_seconds / 3

@@ -5,6 +5,12 @@ the send loop (campaign frames, task batches, idle/bye). The send loop keeps up 
 tasks and at most `max_inflight_bytes` of datasets with the worker, so a worker that stops
 reading cannot make the server buffer without bound. A protocol violation closes that one
 socket with a WebSocket close code; nothing else is affected.
+
+Limits (policies in limits.py): a connection over its address's connection cap is closed at once
+(1008); every received frame is metered per connection and per address (1008 when over); the
+heartbeat sweep (`Gateway.run`, one task for all connections) closes a connection that holds
+tasks and has been silent for `heartbeat_timeout`; and the slots granted shrink for an address or
+client id whose tasks expired or were dropped unanswered, and grow back as it answers.
 """
 
 from __future__ import annotations
@@ -21,8 +27,10 @@ import trio
 from . import protocol as p
 from .dispatcher import Dispatcher
 from .errors import ProtocolError
+from .limits import Address, Addresses, ConnectionLimits, Meter, SlotAllowance, identity_keys
 from .models import Campaign, FailedTask, FinishedTask
 from .settings import Settings
+from .verification import canonical, worker_key
 
 __all__ = ["Gateway", "WebSocketLike"]
 
@@ -36,6 +44,7 @@ PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResour
 
 
 class WebSocketLike(Protocol):
+    async def accept(self) -> None: ...
     async def receive(self) -> str | bytes: ...
     async def send(self, data: bytes) -> None: ...
     async def close(self, code: int, reason: str = "") -> None: ...
@@ -59,11 +68,15 @@ class Session:
     looked_up: bool = False  # storage was asked once about a campaign this process did not know
     worker: str = ""  # "connection@address", stored with every result
     host: str = ""  # the embedding site the results are credited to
+    key: tuple[str, str] = ("", "")  # (worker identity or "ip:ADDRESS", address): who gets replicas
 
     def __post_init__(self) -> None:
         # Computed once, not once per result: both are stored with every outcome.
         self.worker = f"{self.id}@{self.remote}"
         self.host = str(self.hello.client.get("host", ""))[:200]
+        # The identity a worker sends ("id" in hello's client map) is only a hint: the address
+        # constrains replicas too (verify_distinct_addresses).
+        self.key = (worker_key(str(self.hello.client.get("id", ""))[:64], self.remote), self.remote)
 
     def wake(self) -> None:
         self.event.set()
@@ -74,11 +87,54 @@ class Gateway:
         self.dispatcher = dispatcher
         self.settings = settings
         self.sessions: dict[int, Session] = {}
+        self.addresses = Addresses(settings)
+        self.allowance = SlotAllowance(settings.max_tasks_per_connection, settings.missed_task_memory)
+        # connection id -> what the heartbeat sweep needs; one sweep task costs less than a
+        # watchdog task per connection (that cost ~4 KiB of RSS per idle connection)
+        self._watched: dict[int, tuple[Session, ConnectionLimits, trio.CancelScope]] = {}
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The heartbeat sweep: close connections that hold tasks and have been silent too long."""
+        timeout = self.settings.heartbeat_timeout
+        period = min(timeout / 4, 5.0)  # a silent connection is closed within a quarter of the timeout late
+        task_status.started()
+        while True:
+            await trio.sleep(period)
+            self.sweep(trio.current_time())
+
+    def sweep(self, now: float) -> None:
+        timeout = self.settings.heartbeat_timeout
+        for session, limits, scope in list(self._watched.values()):
+            if session.held and now - limits.heard >= timeout and session.close is None:
+                log.info("closing connection %d: silent for %.1f s holding tasks", session.id, now - limits.heard)
+                reason = f"heartbeat timeout: no frame for {timeout:g} s while holding tasks"
+                session.close = ProtocolError(p.CLOSE_POLICY_VIOLATION, reason)
+                session.wake()
+                scope.cancel()
 
     async def serve(self, ws: WebSocketLike, remote: str) -> None:
-        """Run one worker connection to its end; close it with a code if it breaks the protocol."""
+        """Run one worker connection to its end; close it with a code if it breaks the protocol or a limit."""
+        address = self.addresses.admit(remote, trio.current_time())
+        if address is None:
+            limit = self.settings.max_connections_per_ip
+            log.info("refused a connection from %s: %d connections already", remote, limit)
+            with contextlib.suppress(*PEER_GONE):
+                await ws.accept()
+                await ws.close(p.CLOSE_POLICY_VIOLATION, f"too many connections from this address (limit {limit})")
+            return
         try:
-            hello = p.decode_client(await ws.receive())
+            await self._serve(ws, remote, limits_of(self.settings, address))
+        finally:
+            self.addresses.leave(remote)
+
+    async def _serve(self, ws: WebSocketLike, remote: str, limits: ConnectionLimits) -> None:
+        try:
+            frame: str | bytes = b""
+            with trio.move_on_after(self.settings.heartbeat_timeout) as waiting:
+                frame = await ws.receive()
+            if waiting.cancelled_caught:
+                raise ProtocolError(p.CLOSE_POLICY_VIOLATION, "no 'hello' before the heartbeat timeout")
+            hello = p.decode_client(frame)
             if not isinstance(hello, p.Hello):
                 raise ProtocolError(p.CLOSE_PROTOCOL_ERROR, "the first frame must be 'hello'")
         except ProtocolError as exc:
@@ -86,12 +142,15 @@ class Gateway:
                 await ws.close(exc.code, exc.reason)
             return
         session = Session(id=next(_connection_ids), remote=remote, hello=hello, have=set(hello.have))
+        limits.keys = identity_keys(remote, hello.client)
         self.sessions[session.id] = session
+        limits.address.wakers[session.id] = session.wake
         self.dispatcher.listen(session.id, session.wake)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._receive_loop, ws, session, nursery.cancel_scope)
-                reason = await self._send_loop(ws, session)
+                nursery.start_soon(self._receive_loop, ws, session, limits, nursery.cancel_scope)
+                self._watched[session.id] = (session, limits, nursery.cancel_scope)
+                reason = await self._send_loop(ws, session, limits)
                 nursery.cancel_scope.cancel()
             if session.close is not None:
                 await ws.close(session.close.code, session.close.reason)
@@ -101,16 +160,30 @@ class Gateway:
         except* PEER_GONE:
             log.debug("connection %d: the worker went away while we were sending", session.id)
         finally:
+            self._watched.pop(session.id, None)
+            self._left(session, limits)
             self.dispatcher.unlisten(session.id)
             self.dispatcher.drop_connection(session.id, list(session.held))
             del self.sessions[session.id]
 
     # ------------------------------------------------------------------ receiving
 
-    async def _receive_loop(self, ws: WebSocketLike, session: Session, scope: trio.CancelScope) -> None:
+    async def _receive_loop(
+        self, ws: WebSocketLike, session: Session, limits: ConnectionLimits, scope: trio.CancelScope
+    ) -> None:
         try:
             while True:
-                self._handle(session, p.decode_client(await ws.receive()))
+                frame = await ws.receive()
+                now = trio.current_time()
+                # Quart gives None for an empty frame; decode_client rejects it after the metering.
+                if reason := limits.over(len(frame) if frame else 0, now):
+                    raise ProtocolError(p.CLOSE_POLICY_VIOLATION, reason)
+                held = len(session.held)
+                try:
+                    self._handle(session, p.decode_client(frame))
+                finally:
+                    if (answered := held - len(session.held)) > 0:
+                        self._answered(session, limits, answered, now)
         except ProtocolError as exc:
             log.info("closing connection %d: %s", session.id, exc)
             session.close = exc
@@ -150,7 +223,10 @@ class Gateway:
 
     def _accept(self, session: Session, task: int, value: Any, compute_ms: float, now: float) -> None:
         campaign_id, compute_ms = self._release(session, task, compute_ms, now)
-        payload = None if value is None else msgpack.packb(value)
+        # Replicas are compared byte for byte: pack them canonically (sorted map keys). Replication 1
+        # keeps the plain packing of the hot path.
+        replicated = session.campaign is not None and session.campaign.replication > 1
+        payload = None if value is None else canonical(value) if replicated else msgpack.packb(value)
         if payload is not None and len(payload) > self.settings.max_result_bytes:
             limit = self.settings.max_result_bytes
             self._record(
@@ -177,11 +253,57 @@ class Gateway:
         if not self.dispatcher.finish(session.id, outcome):
             raise ProtocolError(p.CLOSE_POLICY_VIOLATION, f"task {outcome.dataset_id} is not held by this connection")
 
+    # ------------------------------------------------------------------ limits
+
+    def _scan_expired(self, session: Session, limits: ConnectionLimits, now: float) -> None:
+        """Count held tasks whose deadline passed (the dispatcher took the lease back) as missed, once.
+
+        The dispatcher's record of this connection's expired leases is usually empty, so this is
+        cheap on every top-up.
+        """
+        expired = self.dispatcher.expired(session.id)
+        if not expired:
+            return
+        new = [d for d in expired if d in session.held and d not in limits.missed]
+        if new:
+            limits.missed.update(new)
+            self._missed(session, limits, len(new), now)
+
+    def _missed(self, session: Session, limits: ConnectionLimits, count: int, now: float) -> None:
+        granted = self.allowance.granted(session.hello.slots, limits.keys, now)
+        for key in limits.keys:
+            self.allowance.missed(key, count, now, granted)
+        after = self.allowance.granted(session.hello.slots, limits.keys, now)
+        log.info(
+            "connection %d missed %d task(s): slots %d -> %d for %s", session.id, count, granted, after, limits.keys
+        )
+
+    def _answered(self, session: Session, limits: ConnectionLimits, count: int, now: float) -> None:
+        for key in limits.keys:
+            self.allowance.answered(key, count, now)
+        self._freed(limits, count)
+
+    def _freed(self, limits: ConnectionLimits, count: int) -> None:
+        """Tasks of this address left their connection: wake its others if that made room."""
+        address = limits.address
+        was_full = self.addresses.room(address) <= 0
+        address.held -= count
+        if was_full and self.addresses.room(address) > 0:
+            for wake in list(address.wakers.values()):
+                wake()
+
+    def _left(self, session: Session, limits: ConnectionLimits) -> None:
+        """The connection ended: what it still held counts as missed (unless counted) and is freed."""
+        limits.address.wakers.pop(session.id, None)
+        if session.held:
+            if unanswered := len(session.held.keys() - limits.missed):
+                self._missed(session, limits, unanswered, trio.current_time())
+            self._freed(limits, len(session.held))
+
     # ------------------------------------------------------------------ sending
 
-    async def _send_loop(self, ws: WebSocketLike, session: Session) -> str:
+    async def _send_loop(self, ws: WebSocketLike, session: Session, limits: ConnectionLimits) -> str:
         """Keep the worker supplied; returns the reason for `bye` when the session should end."""
-        slots = session.hello.slots
         while session.close is None:
             session.event = trio.Event()
             while session.pongs:
@@ -198,14 +320,24 @@ class Gateway:
             if campaign is not None:
                 if session.campaign is None or session.campaign.id != campaign.id:
                     await self._send_campaign(ws, session, campaign)
+                now = trio.current_time()
+                if session.held:
+                    self._scan_expired(session, limits, now)
+                slots = self.allowance.granted(session.hello.slots, limits.keys, now)
                 free = slots - len(session.held)
+                room = self.addresses.room(limits.address)
                 budget = self.settings.max_inflight_bytes - session.inflight_bytes
                 # Top up once half the slots are free: the worker still holds the other half (no
                 # stall), and tiny tasks travel many to a frame instead of one frame per result.
-                if free >= max(1, slots // 2) and budget > 0:
-                    tasks = await self.dispatcher.take(campaign.id, free, session.id, campaign.task_timeout, budget)
+                if free >= max(1, slots // 2) and room > 0 and budget > 0:
+                    tasks = await self.dispatcher.take(
+                        campaign.id, min(free, room), session.id, campaign.task_timeout, budget, worker=session.key
+                    )
                     if tasks:
                         now = trio.current_time()
+                        if not session.held:
+                            limits.heard = now  # the heartbeat counts from when it holds tasks
+                        limits.address.held += len(tasks)
                         for dataset in tasks:
                             session.held[dataset.id] = (campaign.id, len(dataset.payload), now)
                             session.inflight_bytes += len(dataset.payload)
@@ -263,3 +395,10 @@ class Gateway:
         )
         session.have.add(campaign.content_hash)
         session.campaign = campaign
+
+
+def limits_of(settings: Settings, address: Address) -> ConnectionLimits:
+    """A new connection's limits: its own meter, its address's shared state; keys follow its hello."""
+    now = trio.current_time()
+    meter = Meter(settings.max_frames_per_second, settings.max_bytes_per_second, settings.max_frame_bytes, now)
+    return ConnectionLimits(address, meter, (), heard=now)

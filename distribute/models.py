@@ -18,8 +18,11 @@ __all__ = [
     "FinishedTask",
     "KernelErrorSummary",
     "LeasedDataset",
+    "ResultStatus",
     "StoredResult",
     "User",
+    "Verdicts",
+    "WorkerRecord",
 ]
 
 
@@ -35,6 +38,18 @@ class DatasetState:
     LEASED = "leased"
     DONE = "done"
     FAILED = "failed"  # the kernel failed on it too often
+    CONFLICT = "conflict"  # replicated, and no quorum within verify_max_copies results
+    SPOT = "spot"  # a known-answer spot-check dataset (never leased, never counted)
+
+
+class ResultStatus:
+    ACCEPTED = "accepted"  # replication 1: the first answer is the answer
+    PENDING = "pending"  # a replica waiting for its quorum
+    CANONICAL = "canonical"  # the answer chosen by the quorum (one per verified dataset)
+    AGREED = "agreed"  # agreed with the canonical answer
+    INVALID = "invalid"  # disagreed with the quorum
+    TRUSTED = "trusted"  # accepted alone from a trusted worker (adaptive replication)
+    CONFLICT = "conflict"  # no quorum after verify_max_copies results
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +79,7 @@ class Campaign:
     content_hash: str  # of kernel + static dataset: lets a worker skip a re-send
     generated: int  # datasets produced so far by the generator
     compute_seconds: float  # compute time workers reported for it (all server processes)
+    comparator: str = ""  # owner's JS compare(a, b) for results (empty: byte equality)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +92,11 @@ class CampaignCounts:
     results: int
     errors: int
     compute_seconds: float
+    verified: int = 0  # datasets whose answer a quorum (or a trusted worker) settled
+    trusted: int = 0  # of those, accepted alone from a trusted worker
+    pending_verification: int = 0  # datasets with results but no verdict yet
+    conflict: int = 0  # datasets without a quorum after the maximum number of copies
+    flagged_workers: int = 0  # workers whose results on this campaign disagreed with a quorum
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +106,8 @@ class LeasedDataset:
     id: int
     campaign_id: int
     payload: bytes  # msgpack, exactly as the generator sandbox produced it
+    votes: tuple[tuple[str, str], ...] = ()  # replicated: (worker key, address) of stored pending results
+    expected: bytes | None = None  # spot checks: the known answer (canonical msgpack)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +120,8 @@ class FinishedTask:
     compute_ms: float
     worker: str  # connection id
     host: str  # the embedding site, when the browser harness reports it
+    status: str = ResultStatus.ACCEPTED  # pending for a replica, trusted for an unreplicated trusted answer
+    identity: str = ""  # worker key (verification.worker_key), stored with replicas
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +134,7 @@ class FailedTask:
     stack: str
     compute_ms: float
     worker: str
+    replica: bool = False  # of a replicated dataset: other copies may still be out
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +147,7 @@ class StoredResult:
     worker: str
     host: str
     created: datetime
+    status: str = ResultStatus.ACCEPTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,3 +157,24 @@ class KernelErrorSummary:
     stack: str
     count: int
     last_seen: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """A worker's verification record (keyed by verification.worker_key)."""
+
+    key: str
+    agreed: int  # agreeing results since the last disagreement
+    disagreed: int  # disagreements ever
+    flagged: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Verdicts:
+    """Verification outcomes to write in one transaction."""
+
+    statuses: tuple[tuple[int, str], ...] = ()  # (result id, ResultStatus)
+    done: tuple[int, ...] = ()  # datasets settled by a quorum
+    conflicts: tuple[int, ...] = ()  # datasets given up as conflicts
+    agreed: tuple[str, ...] = ()  # worker keys credited one agreeing result each (repeat to credit more)
+    liars: tuple[str, ...] = ()  # worker keys caught disagreeing: flagged, record reset, trusted results re-checked

@@ -44,6 +44,7 @@ class Platform:
                 platform = cls(settings, storage)
                 await nursery.start(platform.dispatcher.run)
                 await nursery.start(platform.generation.run)
+                await nursery.start(platform.gateway.run)  # the heartbeat sweep
                 yield platform
                 nursery.cancel_scope.cancel()
         finally:

@@ -80,6 +80,66 @@ SETTINGS: tuple[Setting, ...] = (
         _positive,
     ),
     Setting("max_task_errors", 3, "errors", "kernel errors on one dataset before it is marked failed", _positive),
+    # Liveness and abuse limits (distribute/limits.py; docs/architecture.md "Limits").
+    Setting(
+        "heartbeat_timeout",
+        120.0,
+        "s",
+        "a connection holding tasks that sends no frame for this long is closed and its tasks handed out again",
+        _positive,
+    ),
+    Setting(
+        "tcp_keepalive",
+        60.0,
+        "s",
+        "idle time before TCP probes a silent peer (then every 10 s, 6 probes): a dead one is dropped; 0 = off",
+        lambda v: v >= 0,
+    ),
+    Setting(
+        "ws_ping_interval",
+        0.0,
+        "s",
+        "WebSocket ping to every connection this often, for proxies that close idle sockets (0 = never)",
+        lambda v: v >= 0,
+    ),
+    Setting("max_connections_per_ip", 20_000, "connections", "open worker connections from one address", _positive),
+    Setting(
+        "max_tasks_per_connection",
+        256,
+        "tasks",
+        "most tasks one connection holds (caps `slots`)",
+        lambda v: 1 <= v <= 256,
+    ),
+    Setting("max_tasks_per_ip", 100_000, "tasks", "most tasks the connections of one address hold together", _positive),
+    Setting("max_frames_per_second", 10_000.0, "frames/s", "frames one connection may send (2 s burst)", _positive),
+    Setting(
+        "max_frames_per_second_per_ip",
+        50_000.0,
+        "frames/s",
+        "frames the connections of one address may send",
+        _positive,
+    ),
+    Setting(
+        "max_bytes_per_second",
+        16 * 1024 * 1024,
+        "bytes/s",
+        "bytes one connection may send (2 s burst, at least one max_frame_bytes frame)",
+        _positive,
+    ),
+    Setting(
+        "max_bytes_per_second_per_ip",
+        64 * 1024 * 1024,
+        "bytes/s",
+        "bytes the connections of one address may send",
+        _positive,
+    ),
+    Setting(
+        "missed_task_memory",
+        3600.0,
+        "s",
+        "how long tasks a worker let expire or dropped count against its address and client id",
+        _positive,
+    ),
     Setting(
         "lease_seconds",
         30.0,
@@ -96,6 +156,45 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("flush_interval", 0.02, "s", "longest a received result waits for its group commit", _positive),
     Setting("flush_batch", 2000, "results", "results written in one transaction at most", _positive),
+    # Result verification (docs/verification.md).
+    Setting(
+        "verify_max_copies",
+        6,
+        "results",
+        "results of one replicated dataset without a quorum before it is marked a conflict",
+        _positive,
+    ),
+    Setting(
+        "verify_distinct_addresses",
+        1,
+        "",
+        "1: copies of one dataset go to different IP addresses (not only identities); 0: identities only",
+        lambda v: v in (0, 1),
+    ),
+    Setting(
+        "trust_threshold",
+        20,
+        "results",
+        "agreeing results in a row before a worker gets unreplicated tasks at all (0: never)",
+        lambda v: v >= 0,
+    ),
+    Setting(
+        "trust_ceiling",
+        0.9,
+        "",
+        "highest share of a trusted worker's tasks handed out without replicas",
+        lambda v: 0 <= v < 1,
+    ),
+    Setting(
+        "spot_check_rate", 0.05, "", "share of tasks that come with a known-answer spot check", lambda v: 0 <= v <= 1
+    ),
+    Setting(
+        "flush_interval_low_rate",
+        0.2,
+        "s",
+        "longest a received result waits for its group commit while results trickle in (fewer commits)",
+        _positive,
+    ),
     # The console: accounts, their protection, and the mail that resets passwords.
     Setting("session_days", 14.0, "days", "how long a console sign-in lasts", _positive),
     Setting("reset_minutes", 60.0, "min", "how long an e-mailed password-reset link stays valid", _positive),
@@ -144,10 +243,27 @@ class Settings:
     max_inflight_bytes: int
     task_timeout: float
     max_task_errors: int
+    heartbeat_timeout: float
+    tcp_keepalive: float
+    ws_ping_interval: float
+    max_connections_per_ip: int
+    max_tasks_per_connection: int
+    max_tasks_per_ip: int
+    max_frames_per_second: float
+    max_frames_per_second_per_ip: float
+    max_bytes_per_second: int
+    max_bytes_per_second_per_ip: int
+    missed_task_memory: float
     lease_seconds: float
     refill_batch: int
     flush_interval: float
     flush_batch: int
+    flush_interval_low_rate: float
+    verify_max_copies: int
+    verify_distinct_addresses: int
+    trust_threshold: int
+    trust_ceiling: float
+    spot_check_rate: float
     session_days: float
     reset_minutes: float
     rate_window: float

@@ -2,14 +2,17 @@
 
 It speaks worker protocol v1 (`distribute.protocol`) over one WebSocket, like the browser harness:
 `hello`, then `campaign` frames (the kernel is loaded with `open_kernel`, kept while its content hash
-is unchanged) and `tasks` frames. Two tasks run per connection: the receive loop queues tasks as they
-arrive (several are in flight, so the next dataset is already here when one finishes) and the compute
-loop runs them one at a time in the sandbox and answers each with `result` or `error`. The worker
-ends on `bye`, after `max_tasks` answers, or when the server closes the connection.
+is unchanged) and `tasks` frames. Three tasks run per connection: the receive loop queues tasks as they
+arrive (several are in flight, so the next dataset is already here when one finishes), the compute
+loop runs them one at a time in the sandbox and answers each with `result` or `error`, and the ping
+loop sends `ping` every `ping_interval` so the server's heartbeat hears from a worker busy with a
+long task. The worker ends on `bye`, after `max_tasks` answers, or when the server closes the
+connection.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import platform
 import time
@@ -31,12 +34,21 @@ from . import protocol as p
 from .errors import DistributeError, KernelError, ProtocolError, ValidationError
 from .sandbox import KernelRun, open_kernel
 
-__all__ = ["KERNEL_HEAP_MIB", "MAX_MESSAGE_BYTES", "WorkerConnectionError", "WorkerSummary", "run_worker", "ws_url"]
+__all__ = [
+    "KERNEL_HEAP_MIB",
+    "MAX_MESSAGE_BYTES",
+    "PING_SECONDS",
+    "WorkerConnectionError",
+    "WorkerSummary",
+    "run_worker",
+    "ws_url",
+]
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # trio-websocket's default (1 MiB) is below the server's frame limit
 KERNEL_HEAP_MIB = 512  # V8 heap of the kernel sandbox
 DEFAULT_TASK_TIMEOUT = 60.0
 MAX_CACHED_KERNELS = 16  # the protocol's limit on `have`
+PING_SECONDS = 20.0  # well inside the server's heartbeat_timeout (120 s by default)
 
 
 class WorkerConnectionError(DistributeError):
@@ -164,6 +176,15 @@ class _Session:
                 elif isinstance(message, p.Idle):
                     self.display.update(self.state, f"waiting for work ({message.reason or 'idle'})")
 
+    async def ping_loop(self, interval: float) -> None:
+        """A `ping` every `interval` seconds: the server closes a silent connection that holds tasks."""
+        try:
+            for nonce in itertools.count(1):
+                await trio.sleep(interval)
+                await self.ws.send_message(p.encode(p.Ping(nonce % 2**31)))
+        except ConnectionClosed:
+            return  # the receive loop reports why
+
     async def compute_loop(self, stack: AsyncExitStack) -> None:
         async for item in self.queue:
             if isinstance(item, p.Bye):
@@ -222,7 +243,7 @@ class _Session:
         self.display.update(self.state)
 
     def hello(self, slots: int, host: str) -> p.Hello:
-        client = {"kind": "headless", "version": __version__, "python": platform.python_version()}
+        client = {"kind": "headless", "id": _IDENTITY, "version": __version__, "python": platform.python_version()}
         if host:
             client["host"] = host
         return p.Hello(campaign=self.state.campaign, slots=slots, client=client, have=tuple(self.kernels))
@@ -236,6 +257,7 @@ async def run_worker(
     slots: int = 2,
     progress: bool = False,
     host: str = "",
+    ping_interval: float = PING_SECONDS,
 ) -> WorkerSummary:
     """Compute tasks from `server` until it says bye (or after `max_tasks` answers); `campaign` None = any.
 
@@ -258,6 +280,7 @@ async def run_worker(
                 try:
                     async with AsyncExitStack() as kernels, trio.open_nursery() as nursery:
                         nursery.start_soon(session.receive_loop)
+                        nursery.start_soon(session.ping_loop, ping_interval)
                         await session.compute_loop(kernels)
                         nursery.cancel_scope.cancel()
                 except BaseExceptionGroup as group:
@@ -287,3 +310,8 @@ def _single(group: BaseExceptionGroup) -> BaseException:
         elif not isinstance(exc, trio.Cancelled):
             leaves.append(exc)
     return leaves[0] if len(leaves) == 1 else group
+
+
+# This worker process's identity for result verification (a hint; the server also compares addresses):
+# every connection of one `distribute worker` run sends the same one.
+_IDENTITY = __import__("secrets").token_hex(16)

@@ -26,6 +26,8 @@ SOURCES = (
     ("kernel", "Kernel", True),
     ("generator", "Dataset generator", True),
     ("static_dataset", "Static dataset", False),
+    ("comparator", "Result comparator (JS compare(a, b), for replication)", False),
+    ("spot_checks", "Spot checks (JSON [{dataset, result}])", False),
 )
 FIELD_NAMES = ("name", "description", "priority", "weight", "replication", "task_timeout")
 NOTICES = {
@@ -122,6 +124,8 @@ async def new() -> Response:
             chosen["generator"][0] or b"",
             chosen["static_dataset"][0],
             kernel_file.rsplit(".", 1)[0] or "Untitled campaign",
+            comparator=chosen["comparator"][0],
+            spot_checks=chosen["spot_checks"][0],
         )
     except ValidationError as exc:
         return await new_form(400, values=values, error=str(exc))

@@ -107,7 +107,9 @@ async def download(campaign_id: int, fmt: str) -> Response:
     campaign = await owned(campaign_id)
     if fmt not in RESULT_FORMATS:
         abort(404)
-    return results_download(campaign, fmt, request.args.get("include_empty") == "true")
+    return results_download(
+        campaign, fmt, request.args.get("include_empty") == "true", request.args.get("verified") == "true"
+    )
 
 
 # --------------------------------------------------------------------------- execute

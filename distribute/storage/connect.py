@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import outcome
 import trio
@@ -24,13 +24,33 @@ from pony.orm import Database
 
 from ..errors import SettingsError
 
-__all__ = ["StorageThreads", "bind", "is_postgres"]
+__all__ = ["SQLITE_SYNCHRONOUS", "StorageThreads", "bind", "is_postgres", "sqlite_synchronous"]
+
+SQLITE_SYNCHRONOUS = ("off", "normal", "full", "extra")  # PRAGMA synchronous levels
 
 T = TypeVar("T")
 
 
 def is_postgres(url: str) -> bool:
     return urlsplit(url).scheme in ("postgres", "postgresql")
+
+
+def sqlite_synchronous(url: str) -> str:
+    """The `synchronous` level of a sqlite:///PATH?synchronous=LEVEL URL (NORMAL by default).
+
+    See docs/architecture.md, "Durability": NORMAL loses nothing committed when the process is
+    killed, but an OS crash or power loss may lose the last commits; FULL loses nothing then either.
+    """
+    level = "normal"
+    for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+        if name != "synchronous":
+            raise SettingsError(f"unknown parameter {name!r} in the database URL; known: synchronous")
+        if value.lower() not in SQLITE_SYNCHRONOUS:
+            raise SettingsError(
+                f"synchronous={value!r} in the database URL: use one of {', '.join(SQLITE_SYNCHRONOUS)}"
+            )
+        level = value.lower()
+    return level.upper()
 
 
 def bind(db: Database, url: str) -> dict[str, Any]:
@@ -41,16 +61,18 @@ def bind(db: Database, url: str) -> dict[str, Any]:
         # resolve a relative name against the calling module's folder, so make it absolute here.
         path = unquote(parts.path)[1:]
         filename = ":sharedmemory:" if path in ("", ":memory:") else os.path.abspath(path)
+        synchronous = sqlite_synchronous(url)
 
         @db.on_connect(provider="sqlite")
         def _tune(db: Database, connection: Any) -> None:
-            # WAL: readers never block the writer. synchronous=NORMAL: a committed transaction
-            # survives a process crash (SIGKILL); only an OS crash may lose the last commits.
+            # WAL: readers never block the writer. synchronous=NORMAL (the default): a committed
+            # transaction survives a process crash (SIGKILL); only an OS crash may lose the last
+            # commits. ?synchronous=full in the URL makes every commit durable against that too.
             # The busy timeout comes first: switching to WAL needs a moment of exclusive access,
             # and several processes opening a new database at once must wait, not fail.
             connection.execute("PRAGMA busy_timeout = 10000")
             connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute("PRAGMA synchronous = NORMAL")
+            connection.execute(f"PRAGMA synchronous = {synchronous}")
 
         db.bind(provider="sqlite", filename=filename, create_db=True)
         return {}

@@ -12,9 +12,20 @@ from typing import Any
 
 from pony.orm import Database, LongStr, Optional, PrimaryKey, Required, Set
 
-__all__ = ["EXTRA_INDEXES", "SCHEMA_VERSION", "define_entities"]
+__all__ = ["EXTRA_INDEXES", "MIGRATIONS", "SCHEMA_VERSION", "define_entities"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Schema steps for databases made by an older version, by the version they start from. New tables
+# are created by Pony (generate_mapping); new columns of existing tables are added here.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "ALTER TABLE campaign ADD COLUMN comparator TEXT",
+        "ALTER TABLE dataset ADD COLUMN expected {bytes}",
+        "ALTER TABLE result ADD COLUMN status TEXT NOT NULL DEFAULT 'accepted'",
+        "ALTER TABLE result ADD COLUMN identity TEXT",
+    ),
+}
 
 # Pony cannot express an index with the primary key in it; leasing needs (campaign, state, id) so
 # that "the oldest N pending datasets of campaign C" is an index range scan, not a sort.
@@ -22,6 +33,9 @@ EXTRA_INDEXES = (
     "CREATE INDEX IF NOT EXISTS dataset_lease ON dataset (campaign, state, id)",
     "CREATE INDEX IF NOT EXISTS dataset_expiry ON dataset (state, lease_until)",
     "CREATE INDEX IF NOT EXISTS result_by_campaign ON result (campaign, dataset, id)",
+    # Only trusted (unreplicated) results are looked up by worker, to re-check them when it is flagged:
+    # a partial index costs nothing on the hot path of replication 1.
+    "CREATE INDEX IF NOT EXISTS result_trusted ON result (identity) WHERE status = 'trusted'",
 )
 
 
@@ -70,6 +84,7 @@ def define_entities(db: Database) -> dict[str, Any]:
         content_hash = Required(str)
         generated = Required(int, size=64, default=0)
         compute_ms = Required(float, default=0.0)
+        comparator = Optional(LongStr, nullable=True)
         datasets = Set("Dataset")
         results = Set("Result")
         kernel_errors = Set("KernelError")
@@ -83,6 +98,7 @@ def define_entities(db: Database) -> dict[str, Any]:
         lease_owner = Optional(str, nullable=True)
         lease_until = Optional(float, nullable=True)
         errors = Required(int, default=0)
+        expected = Optional(bytes, nullable=True)
         results = Set("Result")
         kernel_errors = Set("KernelError")
 
@@ -95,6 +111,16 @@ def define_entities(db: Database) -> dict[str, Any]:
         worker = Required(str)
         host = Optional(str, nullable=True)
         created = Required(float)
+        status = Required(str, default="accepted")
+        identity = Optional(str, nullable=True)
+
+    class WorkerRecord(db.Entity):
+        _table_ = "worker_record"
+        key = PrimaryKey(str)
+        agreed = Required(int, size=64, default=0)
+        disagreed = Required(int, size=64, default=0)
+        flagged = Required(bool, default=False)
+        updated = Required(float)
 
     class KernelError(db.Entity):
         _table_ = "kernel_error"
@@ -119,4 +145,5 @@ def define_entities(db: Database) -> dict[str, Any]:
         "Dataset": Dataset,
         "Result": Result,
         "KernelError": KernelError,
+        "WorkerRecord": WorkerRecord,
     }

@@ -32,13 +32,15 @@ from ..models import (
     FinishedTask,
     KernelErrorSummary,
     LeasedDataset,
+    ResultStatus,
     StoredResult,
     User,
 )
 from . import sql as hot
 from .connect import StorageThreads, bind, is_postgres
-from .entities import EXTRA_INDEXES, SCHEMA_VERSION, define_entities
+from .entities import EXTRA_INDEXES, MIGRATIONS, SCHEMA_VERSION, define_entities
 from .generator_leases import holds as holds_generator_lease
+from .verdicts import VerificationStorage
 
 __all__ = ["PonyStorage", "content_hash", "hash_token"]
 
@@ -64,7 +66,7 @@ def content_hash(kernel: str, static_dataset: str) -> str:
 _MIGRATION_LOCK = 0x64697374
 
 
-class PonyStorage:
+class PonyStorage(VerificationStorage):
     """The platform's storage. Open with `await PonyStorage.open(url)`; close with `aclose()`."""
 
     sql: hot.SqlDialect
@@ -108,18 +110,29 @@ class PonyStorage:
             self._migrate()
 
     def _migrate(self) -> None:
-        self.db.generate_mapping(create_tables=True)
+        # Tables that do not exist yet are created; columns of existing tables are not checked here
+        # (an older database lacks the new ones until the steps below have run).
+        self.db.generate_mapping(create_tables=True, check_tables=False)
         with db_session(immediate=True):
-            for statement in EXTRA_INDEXES:
-                self.sql.execute(statement)
             meta = self.e["Meta"].get(key="schema_version")
-            if meta is None:
-                self.e["Meta"](key="schema_version", value=str(SCHEMA_VERSION))
-            elif int(meta.value) != SCHEMA_VERSION:
+            version = SCHEMA_VERSION if meta is None else int(meta.value)
+            if version > SCHEMA_VERSION or (version < SCHEMA_VERSION and version not in MIGRATIONS):
                 raise SettingsError(
-                    f"database schema version {meta.value}, this distribute uses {SCHEMA_VERSION}; "
+                    f"database schema version {version}, this distribute uses {SCHEMA_VERSION}; "
                     "no migration is known for that step"
                 )
+            binary = "BYTEA" if self.sql.postgres else "BLOB"
+            while version < SCHEMA_VERSION:
+                for statement in MIGRATIONS[version]:
+                    self.sql.execute(statement.format(bytes=binary))
+                version += 1
+            for statement in EXTRA_INDEXES:
+                self.sql.execute(statement)
+            if meta is None:
+                self.e["Meta"](key="schema_version", value=str(SCHEMA_VERSION))
+            else:
+                meta.value = str(SCHEMA_VERSION)
+        self.db.check_tables()
 
     async def schema_version(self) -> int:
         return await self._run(self._schema_version)
@@ -249,8 +262,9 @@ class PonyStorage:
         self.sql.execute("DELETE FROM result WHERE campaign = ?", (campaign_id,))
         self.sql.execute("DELETE FROM kernel_error WHERE campaign = ?", (campaign_id,))
         self.sql.execute(
-            "UPDATE dataset SET state = ?, errors = 0, lease_owner = NULL, lease_until = NULL WHERE campaign = ?",
-            (DatasetState.PENDING, campaign_id),
+            "UPDATE dataset SET state = ?, errors = 0, lease_owner = NULL, lease_until = NULL"
+            " WHERE campaign = ? AND state <> ?",
+            (DatasetState.PENDING, campaign_id, DatasetState.SPOT),
         )
         self.sql.execute(
             "UPDATE campaign SET compute_ms = 0, status = CASE WHEN status = ? THEN ? ELSE status END WHERE id = ?",
@@ -321,12 +335,14 @@ class PonyStorage:
         )
         return rows[0][0]
 
-    async def lease(self, campaign_id: int, n: int, owner: str, seconds: float) -> list[LeasedDataset]:
-        return await self._run(self._lease, campaign_id, n, owner, seconds)
+    async def lease(
+        self, campaign_id: int, n: int, owner: str, seconds: float, *, replicated: bool = False
+    ) -> list[LeasedDataset]:
+        return await self._run(self._lease, campaign_id, n, owner, seconds, replicated)
 
     @db_session(immediate=True)
-    def _lease(self, campaign_id: int, n: int, owner: str, seconds: float) -> list[LeasedDataset]:
-        return hot.lease(self.sql, campaign_id, n, owner, time.time() + seconds)
+    def _lease(self, campaign_id: int, n: int, owner: str, seconds: float, replicated: bool) -> list[LeasedDataset]:
+        return hot.lease(self.sql, campaign_id, n, owner, time.time() + seconds, replicated)
 
     async def renew_leases(self, owner: str, seconds: float) -> None:
         await self._run(self._renew_leases, owner, seconds)
@@ -363,26 +379,41 @@ class PonyStorage:
     # ------------------------------------------------------------------ results and errors
 
     async def results(
-        self, campaign_id: int, *, after: tuple[int, int] = (0, 0), limit: int = 1000
+        self, campaign_id: int, *, after: tuple[int, int] = (0, 0), limit: int = 1000, verified: bool = False
     ) -> list[StoredResult]:
         """Stored results in dataset order, with the dataset each was computed from.
 
         Pages by key (`after` = the last row's (dataset_id, result_id)), never by OFFSET, so reading
-        page k costs the same as reading page 1.
+        page k costs the same as reading page 1. One row per settled dataset (its canonical or
+        trusted result), plus the pending replicas and conflicts of unsettled ones; results that
+        merely agreed with the canonical one, or disagreed with it, are left out. `verified`: only
+        results a quorum (or a trusted worker) settled.
         """
-        return await self._run(self._results, campaign_id, after, limit)
+        return await self._run(self._results, campaign_id, after, limit, verified)
 
     @db_session
-    def _results(self, campaign_id: int, after: tuple[int, int], limit: int) -> list[StoredResult]:
+    def _results(self, campaign_id: int, after: tuple[int, int], limit: int, verified: bool) -> list[StoredResult]:
+        wanted = (
+            (ResultStatus.CANONICAL, ResultStatus.TRUSTED)
+            if verified
+            else (
+                ResultStatus.ACCEPTED,
+                ResultStatus.CANONICAL,
+                ResultStatus.TRUSTED,
+                ResultStatus.PENDING,
+                ResultStatus.CONFLICT,
+            )
+        )
         rows = self.sql.query(
-            "SELECT r.dataset, d.payload, r.payload, r.compute_ms, r.worker, r.host, r.created, r.id"
+            "SELECT r.dataset, d.payload, r.payload, r.compute_ms, r.worker, r.host, r.created, r.id, r.status"
             " FROM result r JOIN dataset d ON d.id = r.dataset"
             # A row-value comparison, unlike the equivalent OR, is an index range condition on
             # (campaign, dataset, id) in both SQLite and PostgreSQL; the redundant `d.id >= ?` lets
             # PostgreSQL's merge join start there too. Page k then costs what page 1 costs.
             " WHERE r.campaign = ? AND (r.dataset, r.id) > (?, ?) AND d.id >= ?"
+            f" AND r.status IN ({', '.join('?' * len(wanted))})"
             " ORDER BY r.dataset, r.id LIMIT ?",
-            (campaign_id, after[0], after[1], after[0], limit),
+            (campaign_id, after[0], after[1], after[0], *wanted, limit),
         )
         return [
             StoredResult(
@@ -394,6 +425,7 @@ class PonyStorage:
                 host=row[5] or "",
                 created=datetime.fromtimestamp(row[6], UTC),
                 id=row[7],
+                status=row[8],
             )
             for row in rows
         ]
@@ -449,4 +481,5 @@ def _campaign(row: Any) -> Campaign:
         content_hash=row.content_hash,
         generated=row.generated,
         compute_seconds=row.compute_ms / 1000.0,
+        comparator=row.comparator or "",
     )

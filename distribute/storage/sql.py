@@ -14,7 +14,7 @@ from typing import Any
 from pony.orm import Database
 from psycopg2.extras import execute_batch, execute_values
 
-from ..models import CampaignCounts, DatasetState, FailedTask, FinishedTask, LeasedDataset
+from ..models import CampaignCounts, DatasetState, FailedTask, FinishedTask, LeasedDataset, ResultStatus
 
 __all__ = [
     "SqlDialect",
@@ -93,7 +93,34 @@ class SqlDialect:
 
 def counts(sql: SqlDialect, campaign_id: int) -> CampaignCounts:
     by_state = dict(sql.query("SELECT state, COUNT(*) FROM dataset WHERE campaign = ? GROUP BY state", (campaign_id,)))
-    results = sql.query("SELECT COUNT(*) FROM result WHERE campaign = ? AND payload IS NOT NULL", (campaign_id,))
+    by_state.pop(DatasetState.SPOT, None)
+    # One scan of the campaign's results, as before verification existed; the other queries run
+    # only when there are replicas (pending) or liars (invalid).
+    by_status = {
+        row[0]: (row[1], row[2])
+        for row in sql.query(
+            "SELECT status, COUNT(*), COUNT(payload) FROM result WHERE campaign = ? GROUP BY status", (campaign_id,)
+        )
+    }
+    results = [
+        (sum(n for status, (_, n) in by_status.items() if status not in (ResultStatus.AGREED, ResultStatus.INVALID)),)
+    ]
+    verified_by = {
+        status: by_status.get(status, (0, 0))[0] for status in (ResultStatus.CANONICAL, ResultStatus.TRUSTED)
+    }
+    unsettled = [(0,)]
+    if ResultStatus.PENDING in by_status:
+        unsettled = sql.query(
+            "SELECT COUNT(DISTINCT r.dataset) FROM result r JOIN dataset d ON d.id = r.dataset"
+            " WHERE r.campaign = ? AND r.status = ? AND d.state IN (?, ?)",
+            (campaign_id, ResultStatus.PENDING, DatasetState.PENDING, DatasetState.LEASED),
+        )
+    flagged = [(0,)]
+    if ResultStatus.INVALID in by_status:
+        flagged = sql.query(
+            "SELECT COUNT(DISTINCT identity) FROM result WHERE campaign = ? AND status = ?",
+            (campaign_id, ResultStatus.INVALID),
+        )
     errors = sql.query("SELECT COALESCE(SUM(count), 0) FROM kernel_error WHERE campaign = ?", (campaign_id,))
     compute = sql.query("SELECT compute_ms FROM campaign WHERE id = ?", (campaign_id,))
     return CampaignCounts(
@@ -105,6 +132,11 @@ def counts(sql: SqlDialect, campaign_id: int) -> CampaignCounts:
         results=results[0][0],
         errors=int(errors[0][0]),
         compute_seconds=(compute[0][0] if compute else 0.0) / 1000.0,
+        verified=sum(verified_by.values()),
+        trusted=verified_by.get(ResultStatus.TRUSTED, 0),
+        pending_verification=unsettled[0][0],
+        conflict=by_state.get(DatasetState.CONFLICT, 0),
+        flagged_workers=flagged[0][0],
     )
 
 
@@ -113,11 +145,14 @@ def insert_datasets(sql: SqlDialect, campaign_id: int, first_seq: int, payloads:
     sql.insert("dataset", ("campaign", "seq", "payload", "state", "errors"), rows)
 
 
-def lease(sql: SqlDialect, campaign_id: int, n: int, owner: str, until: float) -> list[LeasedDataset]:
+def lease(
+    sql: SqlDialect, campaign_id: int, n: int, owner: str, until: float, replicated: bool = False
+) -> list[LeasedDataset]:
     """Atomically move up to n pending datasets of a campaign to `leased` by `owner`.
 
     On PostgreSQL `FOR UPDATE SKIP LOCKED` lets several server processes claim disjoint rows
     concurrently; SQLite has one writer at a time, so the plain statement is already atomic.
+    For a `replicated` campaign each dataset comes with the workers of its stored pending results.
     """
     lock = " FOR UPDATE SKIP LOCKED" if sql.postgres else ""
     rows = sql.query(
@@ -127,7 +162,28 @@ def lease(sql: SqlDialect, campaign_id: int, n: int, owner: str, until: float) -
         (DatasetState.LEASED, owner, until, campaign_id, DatasetState.PENDING, n),
     )
     rows.sort()  # RETURNING order is unspecified; hand datasets out oldest first
-    return [LeasedDataset(id=row[0], campaign_id=campaign_id, payload=bytes(row[1])) for row in rows]
+    if not replicated or not rows:
+        return [LeasedDataset(id=row[0], campaign_id=campaign_id, payload=bytes(row[1])) for row in rows]
+    votes: dict[int, list[tuple[str, str]]] = {}
+    for dataset_id, identity, worker in _pending_votes(sql, [row[0] for row in rows]):
+        address = worker.partition("@")[2]
+        votes.setdefault(dataset_id, []).append((identity or f"ip:{address}", address))
+    return [
+        LeasedDataset(id=row[0], campaign_id=campaign_id, payload=bytes(row[1]), votes=tuple(votes.get(row[0], ())))
+        for row in rows
+    ]
+
+
+def _pending_votes(sql: SqlDialect, dataset_ids: Sequence[int]) -> list[tuple[Any, ...]]:
+    found: list[tuple[Any, ...]] = []
+    for start in range(0, len(dataset_ids), 500):
+        chunk = dataset_ids[start : start + 500]
+        found += sql.query(
+            f"SELECT dataset, identity, worker FROM result WHERE dataset IN ({','.join('?' * len(chunk))})"
+            " AND status = ?",
+            (*chunk, ResultStatus.PENDING),
+        )
+    return found
 
 
 def _unlocked(sql: SqlDialect, condition: str) -> str:
@@ -209,10 +265,15 @@ def store_outcomes(
             open_ids.update(row[0] for row in rows)
 
     accepted: list[FinishedTask] = []
+    replicas: list[FinishedTask] = []
     for task in finished:
         if task.dataset_id in open_ids:
+            if task.status == ResultStatus.PENDING:
+                replicas.append(task)  # one of several copies: the dataset stays open for its quorum
+                continue
             open_ids.discard(task.dataset_id)  # first answer wins, also within one batch
             accepted.append(task)
+    replicas = [task for task in replicas if task.dataset_id in open_ids]
     sql.for_ids(
         "UPDATE dataset SET state = ?, lease_owner = NULL, lease_until = NULL WHERE id = ?",
         (DatasetState.DONE,),
@@ -220,18 +281,26 @@ def store_outcomes(
     )
     sql.insert(
         "result",
-        ("dataset", "campaign", "payload", "compute_ms", "worker", "host", "created"),
-        [(t.dataset_id, t.campaign_id, t.value, t.compute_ms, t.worker, t.host, now) for t in accepted],
+        ("dataset", "campaign", "payload", "compute_ms", "worker", "host", "created", "status", "identity"),
+        [
+            (t.dataset_id, t.campaign_id, t.value, t.compute_ms, t.worker, t.host, now, t.status, t.identity or None)
+            for t in (*accepted, *replicas)
+        ],
     )
 
     errored = [task for task in failed if task.dataset_id in open_ids]
     for task in errored:
         _record_kernel_error(sql, task, now)
-    # A dataset that failed too often is given up (state failed); otherwise it goes back to the pool.
+    # A dataset that failed too often is given up (state failed); otherwise it goes back to the pool,
+    # except a replica's: the other copies are still out, so it stays with this process.
     sql.many(
         "UPDATE dataset SET errors = errors + 1, lease_owner = NULL, lease_until = NULL,"
         " state = CASE WHEN errors + 1 >= ? THEN ? ELSE ? END WHERE id = ?",
-        [(max_task_errors, DatasetState.FAILED, DatasetState.PENDING, t.dataset_id) for t in errored],
+        [(max_task_errors, DatasetState.FAILED, DatasetState.PENDING, t.dataset_id) for t in errored if not t.replica],
+    )
+    sql.many(
+        "UPDATE dataset SET errors = errors + 1, state = CASE WHEN errors + 1 >= ? THEN ? ELSE state END WHERE id = ?",
+        [(max_task_errors, DatasetState.FAILED, t.dataset_id) for t in errored if t.replica],
     )
 
     compute: dict[int, float] = {}

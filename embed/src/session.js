@@ -42,6 +42,33 @@ export function hostOrigin(doc = document, loc = location) {
   return "";
 }
 
+// This browser's worker identity for result verification: a random id kept in the broker origin's
+// sessionStorage, so it survives reconnects (pause, resume, a dropped socket) and reloads in this tab,
+// and is never seen by the embedding page. The server treats it only as a hint (it also compares
+// addresses). Without usable storage the id lasts as long as the page.
+export const IDENTITY_KEY = "distribute.worker-id";
+
+export function workerIdentity(given = undefined, random = globalThis.crypto) {
+  let storage = given;
+  try {
+    // Reading `sessionStorage` itself throws where storage is blocked (sandboxed or opaque origins).
+    storage ??= globalThis.sessionStorage;
+    const known = storage?.getItem(IDENTITY_KEY);
+    if (known && /^[0-9a-f]{32}$/.test(known)) return known;
+  } catch {
+    /* storage blocked: fall through to a fresh id */
+  }
+  const bytes = new Uint8Array(16);
+  random.getRandomValues(bytes);
+  const id = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  try {
+    storage?.setItem(IDENTITY_KEY, id);
+  } catch {
+    /* not kept: this page's id only */
+  }
+  return id;
+}
+
 export class Session {
   // options: {campaign: id | null, level, wsUrl, runnerUrl, onStatus(status)}
   constructor(options) {
@@ -52,6 +79,7 @@ export class Session {
     this.cores = navigator.hardwareConcurrency || 2;
     this.plan = plan(options.level, this.cores);
     this.host = hostOrigin();
+    this.identity = workerIdentity();
     this.state = "starting";
     this.detail = "";
     this.done = 0;
@@ -255,7 +283,14 @@ export class Session {
         encodeHello({
           campaign: this.campaign,
           slots: this.plan.slots,
-          client: { kind: "browser", host: this.host, cores: this.cores, throttle: this.plan.level, workers: this.plan.workers },
+          client: {
+            kind: "browser",
+            host: this.host,
+            id: this.identity,
+            cores: this.cores,
+            throttle: this.plan.level,
+            workers: this.plan.workers,
+          },
           have: [...this.cache.keys()],
         }),
       );

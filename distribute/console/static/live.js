@@ -115,6 +115,13 @@ function update(data) {
   text("stat-errors", data.errors);
   text("stat-workers", data.workers);
   text("stat-compute", `${data.compute_seconds} s`);
+  const v = data.verification;
+  if (v) {
+    text("stat-verified", v.verified);
+    text("stat-unverified", v.pending);
+    text("stat-conflict", v.conflict);
+    text("stat-flagged", v.flagged_workers);
+  }
   const badge = document.querySelector("[data-status]");
   if (badge && badge.textContent !== data.status) {
     badge.textContent = data.status;

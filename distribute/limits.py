@@ -1,0 +1,215 @@
+"""Abuse limits as pure policy: rate meters, per-address admission, and slot allowances.
+
+Nothing here does I/O or reads a clock: every call takes `now` (seconds, any monotonic clock), so
+each policy is tested directly with explicit times. The gateway owns the instances and carries out
+the verdicts (closing with 1008, granting fewer slots). What the limits are and why:
+
+- `Meter`: two token buckets, frames and bytes received. A bucket holds `BURST_SECONDS` of its
+  rate (and the byte bucket at least one frame of `max_frame_bytes`), so short bursts pass and a
+  sustained flood does not.
+- `Addresses`: per remote address, the connections open (capped), the tasks they hold together
+  (capped) and one `Meter` shared by all of them.
+- `SlotAllowance`: per worker identity (an address, and a client id when the worker sends one),
+  how many slots a connection is trusted with. Each task that expired or was dropped unanswered
+  halves it (floor 1); each answered task adds one back (so it doubles per round of answers),
+  and a record with no miss for `forget_after` seconds is forgotten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from .settings import Settings
+
+__all__ = [
+    "BURST_SECONDS",
+    "Address",
+    "Addresses",
+    "ConnectionLimits",
+    "Meter",
+    "SlotAllowance",
+    "TokenBucket",
+    "identity_keys",
+]
+
+BURST_SECONDS = 2.0  # a bucket holds this many seconds of its rate
+
+
+class TokenBucket:
+    """`rate` tokens a second, at most `capacity` saved up; starts full."""
+
+    __slots__ = ("capacity", "rate", "tokens", "updated")
+
+    def __init__(self, rate: float, capacity: float, now: float) -> None:
+        self.rate = rate
+        self.capacity = capacity
+        self.tokens = capacity
+        self.updated = now
+
+    def take(self, amount: float, now: float) -> bool:
+        """Spend `amount` tokens if there are that many; False (and nothing spent) if not."""
+        tokens = min(self.capacity, self.tokens + max(0.0, now - self.updated) * self.rate)
+        self.updated = now
+        if tokens < amount:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - amount
+        return True
+
+
+class Meter:
+    """Frames and bytes received from one connection (or one address), as two token buckets."""
+
+    __slots__ = ("bytes", "frames", "suffix")
+
+    def __init__(
+        self, frames_per_second: float, bytes_per_second: float, max_frame_bytes: int, now: float, suffix: str = ""
+    ) -> None:
+        self.frames = TokenBucket(frames_per_second, frames_per_second * BURST_SECONDS, now)
+        self.bytes = TokenBucket(bytes_per_second, max(bytes_per_second * BURST_SECONDS, max_frame_bytes), now)
+        self.suffix = suffix  # appended to the reason, e.g. " from this address"
+
+    def over(self, size: int, now: float) -> str:
+        """Count one frame of `size` bytes; the reason it breaks a limit, or "" if it does not."""
+        if not self.frames.take(1.0, now):
+            return f"frame rate over {_number(self.frames.rate)} frames/s{self.suffix}"
+        if not self.bytes.take(size, now):
+            return f"byte rate over {_number(self.bytes.rate)} bytes/s{self.suffix}"
+        return ""
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 or value == int(value) else f"{value:g}"
+
+
+@dataclass(eq=False, slots=True)
+class Address:
+    """One remote address: its open connections, the tasks they hold together, their shared meter."""
+
+    meter: Meter
+    connections: int = 0
+    held: int = 0
+    wakers: dict[int, Callable[[], None]] = field(default_factory=dict)  # connection id -> wake-up
+
+
+class Addresses:
+    """Admission per remote address; an address is forgotten when its last connection closes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.by_address: dict[str, Address] = {}
+
+    def admit(self, remote: str, now: float) -> Address | None:
+        """Count a new connection from `remote`; None if that address already has the most allowed."""
+        address = self.by_address.get(remote)
+        if address is None:
+            s = self.settings
+            meter = Meter(
+                s.max_frames_per_second_per_ip,
+                s.max_bytes_per_second_per_ip,
+                s.max_frame_bytes,
+                now,
+                " from this address",
+            )
+            address = self.by_address[remote] = Address(meter)
+        if address.connections >= self.settings.max_connections_per_ip:
+            return None
+        address.connections += 1
+        return address
+
+    def leave(self, remote: str) -> None:
+        address = self.by_address.get(remote)
+        if address is None:
+            return
+        address.connections -= 1
+        if address.connections <= 0:
+            del self.by_address[remote]
+
+    def room(self, address: Address) -> int:
+        """How many more tasks the connections of this address may hold together."""
+        return self.settings.max_tasks_per_ip - address.held
+
+
+@dataclass(eq=False, slots=True)
+class _Record:
+    slots: int
+    since: float  # time of the latest miss
+
+
+class SlotAllowance:
+    """How many slots a worker identity is trusted with; misses halve it, answers earn it back."""
+
+    def __init__(self, ceiling: int, forget_after: float, max_records: int = 100_000) -> None:
+        self.ceiling = ceiling
+        self.forget_after = forget_after
+        self.max_records = max_records
+        self._records: dict[str, _Record] = {}  # oldest miss first; only identities below the ceiling
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def _record(self, key: str, now: float) -> _Record | None:
+        record = self._records.get(key)
+        if record is not None and now - record.since >= self.forget_after:
+            del self._records[key]
+            return None
+        return record
+
+    def allowance(self, key: str, now: float) -> int:
+        record = self._record(key, now)
+        return self.ceiling if record is None else record.slots
+
+    def granted(self, requested: int, keys: Iterable[str], now: float) -> int:
+        """The slots a connection asking for `requested` gets: the smallest allowance of its keys."""
+        slots = min(requested, self.ceiling)
+        for key in keys:
+            record = self._record(key, now)
+            if record is not None and record.slots < slots:
+                slots = record.slots
+        return slots
+
+    def missed(self, key: str, count: int, now: float, granted: int) -> int:
+        """`count` tasks expired or were dropped unanswered by a connection granted `granted` slots."""
+        if count <= 0:
+            return self.allowance(key, now)
+        base = min(self.allowance(key, now), max(1, granted))
+        slots = max(1, base >> min(count, 62))
+        self._records.pop(key, None)
+        self._records[key] = _Record(slots, now)  # re-inserted: the dict stays in order of the last miss
+        while len(self._records) > self.max_records:
+            del self._records[next(iter(self._records))]
+        return slots
+
+    def answered(self, key: str, count: int, now: float) -> None:
+        """`count` tasks were answered (a result or a kernel error): one slot back for each."""
+        record = self._record(key, now)
+        if record is None:
+            return
+        record.slots += count
+        if record.slots >= self.ceiling:
+            del self._records[key]
+
+
+def identity_keys(remote: str, client: dict[str, object]) -> tuple[str, ...]:
+    """The identities a connection's record is kept under: its address, and its client id if any."""
+    identity = client.get("id")
+    if isinstance(identity, str | int) and not isinstance(identity, bool) and str(identity):
+        return (f"ip:{remote}", f"id:{str(identity)[:128]}")
+    return (f"ip:{remote}",)
+
+
+@dataclass(eq=False, slots=True)
+class ConnectionLimits:
+    """One connection's share of the limits: its meter, its address, and its liveness clock."""
+
+    address: Address
+    meter: Meter
+    keys: tuple[str, ...]
+    heard: float  # the latest frame, or when the connection last went from holding no task to some
+    missed: set[int] = field(default_factory=set)  # held datasets already counted as expired
+
+    def over(self, size: int, now: float) -> str:
+        """Count a received frame (connection first, then its address); the broken limit or ""."""
+        self.heard = now
+        return self.meter.over(size, now) or self.address.meter.over(size, now)
