@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from . import browser_overhead, connections, floor, generation, server_cost, throughput
+from . import browser_overhead, connections, floor, generation, scale_out, server_cost, soak, throughput
 
 BENCHMARKS: dict[str, Callable[[list[str] | None], None]] = {
     "throughput": throughput.main,
@@ -19,6 +19,8 @@ BENCHMARKS: dict[str, Callable[[list[str] | None], None]] = {
     "generation": generation.main,
     "server_cost": server_cost.main,
     "browser_overhead": browser_overhead.main,
+    "scale_out": scale_out.main,
+    "soak": soak.main,  # 10 minutes
 }
 
 

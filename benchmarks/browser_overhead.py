@@ -98,6 +98,65 @@ def node_rate(kernel: str, generator: str) -> float:
     return result["n"] / result["seconds"]
 
 
+# The same kernel in a bare Web Worker (no harness, no server): a blob worker on a plain page calls
+# `main` on every dataset, either in one loop ("loop") or one postMessage round trip per dataset
+# with the next one already queued in the worker ("messages", what the harness does at depth 2).
+BARE_PAGE = """<!doctype html><html><head><meta charset='utf-8'><title>bare</title></head><body><script>
+const source = `const kernel = (KERNEL);
+const datasets = (GENERATOR).main();
+onmessage = (e) => {
+  if (e.data === "loop") {
+    const t0 = performance.now(); let sink = 0;
+    for (const d of datasets) { const r = kernel.main(d); sink += typeof r === "number" ? r : 1; }
+    postMessage({ n: datasets.length, seconds: (performance.now() - t0) / 1000, sink });
+  } else {
+    const t0 = performance.now(); const r = kernel.main(datasets[e.data]);
+    postMessage({ i: e.data, ms: performance.now() - t0, r });
+  }
+};`;
+window.runBare = (mode) => new Promise((resolve) => {
+  const worker = new Worker(URL.createObjectURL(new Blob([source], { type: "text/javascript" })));
+  if (mode === "loop") {
+    worker.onmessage = (e) => { worker.terminate(); resolve(e.data); };
+    worker.postMessage("loop");
+    return;
+  }
+  const n = NUMBER; let next = 0, done = 0, busy = 0; const t0 = performance.now();
+  const send = () => { if (next < n) worker.postMessage(next++); };
+  worker.onmessage = (e) => {
+    busy += e.data.ms; done++;
+    if (done === n) { worker.terminate(); resolve({ n, seconds: (performance.now() - t0) / 1000, busy_ms: busy }); }
+    else send();
+  };
+  send(); send();
+});
+</script></body></html>"""
+
+
+def bare_worker_rates(kernel: str, generator: str, n: int) -> dict[str, float]:
+    """Tasks/s of `kernel` in a bare Web Worker of the same Chromium: {"loop": …, "messages": …}."""
+    from playwright.sync_api import sync_playwright
+
+    html = BARE_PAGE.replace("KERNEL", kernel).replace("GENERATOR", generator).replace("NUMBER", str(n))
+    rates = {}
+    with host_site(html) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context().new_page()
+            page.goto(url)
+            for mode in ("loop", "messages"):
+                out = page.evaluate(f"runBare('{mode}')")
+                rates[mode] = out["n"] / out["seconds"]
+        finally:
+            browser.close()
+    return rates
+
+
+def _kernel_ms_from_db(server: Server, campaign: int) -> float:
+    """Mean time `main` took per task as the worker measured it (the harness reports `ms` per result)."""
+    return server.query("SELECT AVG(compute_ms) FROM result WHERE campaign = ?", (campaign,))[0][0]
+
+
 def _rate_from_db(server: Server, campaign: int) -> float:
     count, first, last = server.query(
         "SELECT COUNT(*), MIN(created), MAX(created) FROM result WHERE campaign = ?", (campaign,)
@@ -177,47 +236,76 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
+    head = preamble("benchmarks.browser_overhead", argv)  # before the runs: the load average at the start
     if not Path(CHROMIUM).exists() or shutil.which("node") is None:
         raise SystemExit("needs /usr/bin/chromium and node")
-    rows: dict[str, dict[str, list[float]]] = {k: {"node": [], "browser": [], "worker": []} for k in KERNELS}
-    with Server() as server:
+    kinds = ("node", "bare", "bare_messages", "browser", "browser_ms", "worker")
+    rows: dict[str, dict[str, list[float]]] = {k: {kind: [] for kind in kinds} for k in KERNELS}
+    # Rates come from the result rows' commit times: keep group commits 20 ms apart even at these
+    # low rates (the server stretches them up to `flush_interval_low_rate` otherwise).
+    with Server({"flush_interval_low_rate": 0.02}) as server:
         for k in range(args.runs):
             for name, (kernel, generator) in KERNELS.items():
                 r = rows[name]
                 r["node"].append(node_rate(kernel, generator))
+                bare = bare_worker_rates(kernel, generator, len(json.loads(_node_datasets(generator))))
+                r["bare"].append(bare["loop"])
+                r["bare_messages"].append(bare["messages"])
                 for how, run in (("browser", browser_rate), ("worker", worker_rate)):
                     campaign = server.create_campaign(kernel, generator, name=f"{name}-{how}-{k}", task_timeout=120)
                     server.wait_status(campaign["id"], ["running"])
                     r[how].append(run(server, campaign["id"]))
+                    if how == "browser":
+                        r["browser_ms"].append(_kernel_ms_from_db(server, campaign["id"]))
                 print(
-                    f"  run {k + 1}: {name}: node {r['node'][-1]:.1f}/s, browser {r['browser'][-1]:.1f}/s "
-                    f"({r['browser'][-1] / r['node'][-1]:.3f}), headless worker {r['worker'][-1]:.1f}/s "
+                    f"  run {k + 1}: {name}: node {r['node'][-1]:.1f}/s ({1000 / r['node'][-1]:.1f} ms a call), "
+                    f"bare Web Worker {r['bare'][-1]:.1f}/s loop, {r['bare_messages'][-1]:.1f}/s by messages, "
+                    f"browser {r['browser'][-1]:.1f}/s ({r['browser'][-1] / r['node'][-1]:.3f}; main took "
+                    f"{r['browser_ms'][-1]:.1f} ms a task in the harness), headless worker {r['worker'][-1]:.1f}/s "
                     f"({r['worker'][-1] / r['node'][-1]:.3f})",
                     flush=True,
                 )
-    lines = ["## Browser overhead\n", preamble("benchmarks.browser_overhead", argv), "\n"]
+    lines = ["## Browser overhead\n", head, "\n"]
     lines.append(
         "Tasks/s of each kernel through the server vs Node.js calling `main` in a plain loop over the same datasets "
-        '(one core: at throttle "high" the harness runs cores - 1 = 1 Web Worker here; the headless worker runs one '
-        f"mini-racer). Ratios are per run (Node measured in the same run), medians. Target: browser / Node >= {TARGET}.\n\n"
+        '(one core: at throttle "high" the harness runs cores - 1 = 1 Web Worker here, 2 tasks deep; the headless '
+        "worker runs one mini-racer). *Bare Web Worker*: the same kernel in a blob Web Worker of the same Chromium on a "
+        "plain page, no harness and no server, calling `main` in one loop, or once per message with the next dataset "
+        "already queued (as the harness does). *main in the harness*: the mean `ms` per task the harness reports "
+        "(measured inside the Web Worker around `main`). Ratios are per run (all measured in the same run), medians. "
+        f"Target: browser / Node >= {TARGET}.\n\n"
     )
     table_rows = []
     for name, r in rows.items():
-        browser_ratio = median(b / n for b, n in zip(r["browser"], r["node"], strict=True))
-        worker_ratio = median(w / n for w, n in zip(r["worker"], r["node"], strict=True))
+
+        def ratio(a: str, b: str, r: dict[str, list[float]] = r) -> float:
+            return median(x / y for x, y in zip(r[a], r[b], strict=True))
+
+        browser_ratio = ratio("browser", "node")
         table_rows.append(
             (
                 name,
-                f"{median(r['node']):.1f}",
-                f"{median(r['browser']):.1f}",
+                f"{median(r['node']):.1f} ({1000 / median(r['node']):.1f} ms)",
+                f"{median(r['bare']):.1f} ({ratio('bare', 'node'):.3f})",
+                f"{median(r['bare_messages']):.1f} ({ratio('bare_messages', 'node'):.3f})",
+                f"{median(r['browser']):.1f} ({median(r['browser_ms']):.1f} ms)",
                 f"**{browser_ratio:.3f}** ({'met' if browser_ratio >= TARGET else 'missed'})",
-                f"{median(r['worker']):.1f}",
-                f"{worker_ratio:.3f}",
+                f"{ratio('browser', 'bare'):.3f}",
+                f"{median(r['worker']):.1f} ({ratio('worker', 'node'):.3f})",
             )
         )
     lines.append(
         table(
-            ("kernel", "Node tasks/s", "browser tasks/s", "browser / Node", "headless worker tasks/s", "worker / Node"),
+            (
+                "kernel",
+                "Node tasks/s (ms a call)",
+                "bare Web Worker, loop (/ Node)",
+                "bare Web Worker, by messages (/ Node)",
+                "browser harness tasks/s (main in the harness)",
+                "browser / Node",
+                "harness / bare loop",
+                "headless worker tasks/s (/ Node)",
+            ),
             table_rows,
         )
     )
@@ -225,6 +313,15 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     if not args.no_write:
         write_section("browser-overhead", text)
+
+
+def _node_datasets(generator: str) -> str:
+    """The generator's datasets as JSON (to know how many there are)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "generator.js"
+        path.write_text(generator)
+        script = "console.log(JSON.stringify(eval(require('fs').readFileSync(process.argv[1], 'utf8')).main()))"
+        return subprocess.run(["node", "-e", script, str(path)], capture_output=True, text=True, check=True).stdout
 
 
 if __name__ == "__main__":

@@ -141,11 +141,17 @@ SECTION_ORDER = (
     "generation",
     "server-cost",
     "browser-overhead",
+    "soak",
+    "scale-out",
     "hot-path",
     "ab-storage-fix",
     "ab-adaptive-refill",
     "ab-event-driven-wakeups",
     "ab-per-result-work",
+    "ab-bounded-count-and-arrays",
+    "ab-count-only-near-low-water",
+    "ab-low-rate-commits",
+    "ab-gc-policy",
     "whats-left",
 )
 _SECTION = re.compile(r"<!-- begin (?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- end (?P=name) -->\n", re.S)
@@ -209,12 +215,21 @@ class Server:
     """
 
     def __init__(
-        self, settings: dict[str, Any] | None = None, *, workdir: Path | None = None, wrapper: Sequence[str] = ()
+        self,
+        settings: dict[str, Any] | None = None,
+        *,
+        workdir: Path | None = None,
+        wrapper: Sequence[str] = (),
+        database: str | None = None,
+        email: str = "bench@example.org",
     ) -> None:
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="distribute-bench-")
         self.workdir = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
         self.db_path = self.workdir / "bench.db"
-        self.database = f"sqlite:///{self.db_path}"
+        # Another database (e.g. PostgreSQL, shared by several servers: give each its own `email`,
+        # the account `distribute user create` makes for its API token); `query` reads SQLite only.
+        self.database = database or f"sqlite:///{self.db_path}"
+        self.email = email
         self.settings = dict(settings or {})
         self.wrapper = list(wrapper)  # e.g. ["-m", "cProfile", "-o", "FILE"]: inserted before "-m distribute serve"
         self.process: subprocess.Popen[bytes] | None = None
@@ -230,7 +245,7 @@ class Server:
         env.update({f"DISTRIBUTE_{k.upper()}": str(v) for k, v in self.settings.items()})
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SOURCE), env.get("PYTHONPATH")) if p)
         created = subprocess.run(
-            [PYTHON, "-m", "distribute", "user", "create", "bench@example.org", "--database", self.database],
+            [PYTHON, "-m", "distribute", "user", "create", self.email, "--database", self.database],
             env=env,
             cwd=SOURCE,
             capture_output=True,

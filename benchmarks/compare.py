@@ -4,7 +4,9 @@
 
 Metrics: ``batch`` and ``single`` (durable results/s, as in `benchmarks.throughput`), ``idle``
 (server CPU share with `--idle` idle connections), ``latency`` (p99 dispatch latency with
-`--active` one-slot workers at about one task per second each). Each run of each metric starts a
+`--active` one-slot workers at about one task per second each), ``browsers`` (server CPU per
+browser-like worker-hour, as in `benchmarks.server_cost`), ``gen-array`` and ``gen-function``
+(seconds until `--datasets` datasets are stored, as in `benchmarks.generation`). Each run of each metric starts a
 fresh server; A and B alternate, so load from elsewhere on the machine hits both alike. Writes the
 section ``ab-NAME`` of BENCHMARKS.md.
 """
@@ -23,7 +25,8 @@ __all__ = ["main"]
 
 def _metrics(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[], float], bool]]:
     from .connections import active_latency
-    from .server_cost import idle_cost
+    from .generation import generate
+    from .server_cost import browser_cost, idle_cost
     from .throughput import measure
 
     return {
@@ -47,6 +50,21 @@ def _metrics(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[], floa
             lambda: active_latency(args.active, 1.0, 8.0, 1, 4)[0]["p99"],
             False,
         ),
+        "browsers": (
+            f"{args.browsers} browser-like workers (~1 task/s each): server CPU s per worker-hour",
+            lambda: browser_cost(args.browsers, 20.0)[0] * 3600 / args.browsers,
+            False,
+        ),
+        "gen-array": (
+            f"{args.datasets:,} datasets from an array: seconds until stored",
+            lambda: generate("array", args.datasets, 100_000_000)[0],
+            False,
+        ),
+        "gen-function": (
+            f"{args.datasets:,} datasets from a generator function (low water {args.low_water:,}): seconds until stored",
+            lambda: generate("function", args.datasets, args.low_water)[0],
+            False,
+        ),
     }
 
 
@@ -59,12 +77,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--idle", type=int, default=2000)
     parser.add_argument("--active", type=int, default=1000)
+    parser.add_argument("--browsers", type=int, default=100)
+    parser.add_argument("--datasets", type=int, default=1_000_000)
+    parser.add_argument("--low-water", type=int, default=100_000_000, help="generator_low_water for gen-function")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     metrics = _metrics(args)
     wanted = [m for m in args.metrics.split(",") if m]
     sources = {"before": Path(args.before).resolve(), "after": common.SOURCE}
     values: dict[tuple[str, str], list[float]] = {}
+    head = preamble("benchmarks.compare", argv)  # the load average at the start, as it says
     for k in range(args.runs):
         for metric in wanted:
             for name, source in sources.items():
@@ -73,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
                 values.setdefault((name, metric), []).append(value)
                 print(f"[{k + 1}/{args.runs}] {metric} {name}: {value:,.2f}", flush=True)
     common.SOURCE = sources["after"]
-    lines = [f"### A/B: {args.label}\n", preamble("benchmarks.compare", argv), "\n"]
+    lines = [f"### A/B: {args.label}\n", head, "\n"]
     lines.append(
         f"before = `{sources['before']}`, after = `{sources['after']}`; {args.runs} interleaved runs, medians.\n\n"
     )

@@ -35,7 +35,8 @@ def _slope(xs: list[float], ys: list[float]) -> float:
 
 def idle_ramp(steps: list[int], processes: int) -> tuple[list[tuple[int, int]], dict[str, float]]:
     """One fresh server; connect idle workers step by step; returns [(connections, RSS bytes)] and facts."""
-    with Server() as server:
+    # The holder takes the one task and stays silent: no heartbeat may close it during the run.
+    with Server({"heartbeat_timeout": 86400}) as server:
         campaign = server.create_campaign(TRIVIAL_KERNEL, array_generator(1), name="idle", task_timeout=86400)
         cid = campaign["id"]
         server.wait_status(cid, ["running"])
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
+    head = preamble("benchmarks.connections", argv)  # before the runs: the load average at the start
     steps = [int(s) for s in args.steps.split(",")]
 
     ramps = []
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"latency: {args.active} workers", flush=True)
     latency = active_latency(args.active, args.compute, args.seconds, args.runs, args.processes)
 
-    lines = ["## Connections\n", preamble("benchmarks.connections", argv), "\n"]
+    lines = ["## Connections\n", head, "\n"]
     p99 = median(r["p99"] for r in latency)
     slope = median(slopes)
     lines.append(

@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
+    head = preamble("benchmarks.floor", argv)  # before the runs: the load average at the start
     rates: dict[str, list[tuple[float, float]]] = {k: [] for k in KINDS}
     memory: dict[str, list[float]] = {k: [] for k in KINDS}
     for k in range(args.runs):
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"  run {k + 1}: {kind:15} {fmt(rate)} round trips/s, {cpu:.0f} µs CPU each, {memory[kind][-1]:.1f} KiB/idle connection",
                 flush=True,
             )
-    lines = ["### The stack's floor\n", preamble("benchmarks.floor", argv), "\n"]
+    lines = ["### The stack's floor\n", head, "\n"]
     lines.append(
         f"One task per frame (slot 1, a round trip each) with {args.workers} connections, and RSS growth per idle "
         f"connection ({args.idle // 4:,} → {args.idle:,} connections), for distribute's server and for three "

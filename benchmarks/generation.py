@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--low-water", type=int, default=100_000_000, help="generator_low_water for the rate runs")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
+    head = preamble("benchmarks.generation", argv)  # before the runs: the load average at the start
 
     results: dict[str, list[tuple[float, float]]] = {"array": [], "generator function": []}
     firsts: list[float] = []
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         firsts.append(first_task(10_000_000))
         print(f"  run {k + 1}: first task {firsts[-1] * 1000:.0f} ms after the upload started", flush=True)
 
-    lines = ["## Generation\n", preamble("benchmarks.generation", argv), "\n"]
+    lines = ["## Generation\n", head, "\n"]
     lines.append(
         f"{fmt(args.datasets)} tiny datasets (`{{i: k}}`), from the upload (POST) until the campaign is `running` "
         f"(every dataset stored in SQLite); `generator_low_water` raised to {fmt(args.low_water)} so back-pressure "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -139,10 +140,18 @@ def _serve(args: argparse.Namespace) -> int:
     make_scheduler(settings.scheduler)  # an unknown name fails here, before anything starts
 
     async def run() -> None:
-        async with trio.open_nursery() as nursery:
-            running = await nursery.start(serve, settings)
-            _collect_garbage_rarely()
-            print(f"distribute serving on {', '.join(running.urls)} (database {settings.database})", flush=True)
+        # SIGINT and SIGTERM stop the server by cancelling it, so that the shutdown path runs
+        # (results flushed, leases released). A KeyboardInterrupt raised into whatever code was
+        # running at that moment could leave Trio or a storage transaction half-done.
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                running = await nursery.start(serve, settings)
+                _collect_garbage_rarely()
+                print(f"distribute serving on {', '.join(running.urls)} (database {settings.database})", flush=True)
+                async for signum in signals:
+                    print(f"distribute stopping ({signal.Signals(signum).name})", file=sys.stderr, flush=True)
+                    nursery.cancel_scope.cancel()
+                    break
 
     trio.run(run)
     return 0
