@@ -22,6 +22,7 @@ from quart_schema.pydantic import File
 
 from .errors import NotFound, Unauthorized, ValidationError
 from .models import Campaign, User
+from .sandbox import kernel_syntax_error
 from .verification import canonical
 
 __all__ = [
@@ -186,6 +187,12 @@ async def create_from_sources(
     checks = parse_spot_checks(decode_source("spot_checks", spot_checks, limit)) if spot_checks else []
     if not kernel_text.strip() or not generator_text.strip():
         raise ValidationError("kernel and generator must not be empty")
+    settings = plat.settings
+    syntax = await kernel_syntax_error(
+        kernel_text, timeout=settings.generator_timeout, heap_mib=settings.generator_heap
+    )
+    if syntax is not None:
+        raise ValidationError(f"the kernel does not parse: {syntax}")
     campaign = await plat.create_campaign(
         user,
         name=fields.name or default_name,

@@ -14,6 +14,7 @@ a fresh process ~0.3 s). Idle children are killed when the Trio run ends.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import struct
@@ -30,7 +31,15 @@ import trio
 
 from .errors import GenerationError, KernelError, SandboxError
 
-__all__ = ["GRACE", "START_TIMEOUT", "GeneratorRun", "KernelRun", "open_generator", "open_kernel"]
+__all__ = [
+    "GRACE",
+    "START_TIMEOUT",
+    "GeneratorRun",
+    "KernelRun",
+    "kernel_syntax_error",
+    "open_generator",
+    "open_kernel",
+]
 
 START_TIMEOUT = 30.0  # a child must import mini-racer and initialise V8 within this
 GRACE = 2.0  # beyond mini-racer's own timeout before the parent kills a silent child
@@ -377,6 +386,24 @@ async def open_generator(
 
 
 # --------------------------------------------------------------------------- kernels
+
+
+async def kernel_syntax_error(kernel: str, *, timeout: float, heap_mib: int) -> str | None:
+    """Parse (never run) a kernel in the sandbox: its SyntaxError, or None if it parses.
+
+    Only parsing: a kernel may use browser APIs (performance, TextDecoder, WebAssembly) that the
+    sandbox lacks, so evaluating it here could refuse a kernel that works in every browser. The
+    kernel is wrapped exactly as the browser harness wraps it (embed/src/blob.js), and the
+    `Function` constructor compiles that text without calling it.
+    """
+    wrapped = json.dumps("var kernel =\n" + kernel + "\n;\nreturn kernel;\n")
+    probe = f"({{ main: function () {{ new Function({wrapped}); return []; }} }})"
+    try:
+        async with open_generator(probe, timeout=timeout, heap_mib=heap_mib, max_dataset_bytes=1, max_datasets=1):
+            return None
+    except GenerationError as exc:
+        first_line = str(exc).split("\n", 1)[0]
+        return first_line.split("main(): ", 1)[-1]
 
 
 class KernelRun:

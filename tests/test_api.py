@@ -57,6 +57,26 @@ async def test_binary_garbage_upload_is_refused_clearly(live_server: LiveServer)
     assert "UTF-8" in response.json()["error"]
 
 
+async def test_a_kernel_that_does_not_parse_is_refused_and_nothing_is_created(live_server: LiveServer) -> None:
+    files = {
+        "kernel": ("k.js", b"({ main: function (d) { return d; }"),
+        "generator": ("g.js", b"({main(){return []}})"),
+    }
+    response = await live_server.client.post("/api/campaigns", files=files)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("the kernel does not parse: SyntaxError")
+    assert (await live_server.client.get("/api/campaigns")).json() == {"campaigns": []}
+
+
+async def test_a_kernel_is_only_parsed_at_upload_so_browser_apis_and_a_trailing_semicolon_are_fine(
+    live_server: LiveServer,
+) -> None:
+    kernel = "// uses what browsers have\n({ main: function (d) { return performance.now() > 0 ? d : null; } }); // end"
+    files = {"kernel": ("k.js", kernel.encode()), "generator": ("g.js", b"({main(){return []}})")}
+    response = await live_server.client.post("/api/campaigns", files=files)
+    assert response.status_code == 201, response.text
+
+
 async def test_results_download_as_json_csv_and_msgpack_agree(live_server: LiveServer) -> None:
     campaign_id = await live_server.create_campaign()
     await work(live_server.ws_url, campaign=campaign_id)
