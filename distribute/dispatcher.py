@@ -334,12 +334,12 @@ class Dispatcher:
         queue.refilling = True
         try:
             # Lease at least `refill_batch`, and twice what was handed out since the last refill
-            # if that was recent (up to 8x): at high rates one storage round trip must cover all
-            # the tasks handed out while the next one is on its way.
+            # if that was recent (up to `refill_growth` x): at high rates one storage round trip
+            # must cover all the tasks handed out while the next one is on its way.
             base = self.settings.refill_batch
             now = trio.current_time()
             demand = queue.taken if now - queue.refill_started < 1.0 else 0
-            batch = queue.batch = min(max(base, 2 * demand), 8 * base)
+            batch = queue.batch = min(max(base, 2 * demand), self.settings.refill_growth * base)
             queue.taken = 0
             queue.refill_started = now
             replicated = queue.campaign.replication > 1

@@ -154,6 +154,13 @@ SETTINGS: tuple[Setting, ...] = (
         "datasets leased from storage into a campaign's in-memory queue at once",
         _positive,
     ),
+    Setting(
+        "refill_growth",
+        8,
+        "x refill_batch",
+        "largest refill at high task rates (1: always refill_batch, for several processes sharing small campaigns)",
+        _positive,
+    ),
     Setting("flush_interval", 0.02, "s", "longest a received result waits for its group commit", _positive),
     Setting("flush_batch", 2000, "results", "results written in one transaction at most", _positive),
     # Result verification (docs/verification.md).
@@ -256,6 +263,7 @@ class Settings:
     missed_task_memory: float
     lease_seconds: float
     refill_batch: int
+    refill_growth: int
     flush_interval: float
     flush_batch: int
     flush_interval_low_rate: float

@@ -42,6 +42,7 @@ SERVER_ENV = {
     # Small storage leases, so that the 100 seed datasets are shared by all three processes rather
     # than all taken by the first one that asks.
     "DISTRIBUTE_REFILL_BATCH": "8",
+    "DISTRIBUTE_REFILL_GROWTH": "1",  # and no growth: a fast process must not lease half of them at once
 }
 READY = re.compile(rb"distribute serving on (http://[^\s,]+)")
 # What a worker sees when its server is SIGKILLed (trio-websocket may wrap it in an exception group).
