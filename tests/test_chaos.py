@@ -22,10 +22,10 @@ from tests.conftest import database_url
 from tests.protocol_client import work
 
 WORKERS = 50
-DATASETS = 6000
+DATASETS = 30000  # enough that the run lasts seconds, so the kill lands mid-run even on a fast server
 DROP_RATE = 0.2
 GENERATOR = (
-    "({ main: function () { var d = []; for (var i = 0; i < 30000; i += 5) d.push({min: i, max: i + 5}); return d; } })"
+    "({ main: function () { var d = []; for (var i = 0; i < 30000; i += 1) d.push({min: i, max: i + 1}); return d; } })"
 )
 KERNEL = "({ loadStaticDataset: function () {}, main: function (d) { var s = 0; for (var i = d.min; i < d.max; i++) s += i * i; return s; } })"
 
