@@ -9,7 +9,6 @@ from __future__ import annotations
 import socket
 
 import msgpack
-import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
@@ -226,7 +225,6 @@ def test_websocket_pings_are_off_by_default_and_configured_from_the_settings() -
     assert ping_interval(ws_ping_interval=7.5) == 7.5
 
 
-@pytest.mark.skipif(not hasattr(socket, "TCP_KEEPIDLE"), reason="keepalive timing options are Linux's")
 def test_accepted_connections_inherit_tcp_keepalive_from_the_listening_socket() -> None:
     config = hypercorn_config(load_settings(overrides={"port": 0, "tcp_keepalive": 42.0}, environ={}))
     (listener,) = config.create_sockets().insecure_sockets
