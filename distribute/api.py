@@ -21,8 +21,8 @@ from quart_schema import DataSource, validate_querystring, validate_request
 from quart_schema.pydantic import File
 
 from .errors import NotFound, Unauthorized, ValidationError
+from .kernel_sandbox import kernel_syntax_error
 from .models import Campaign, User
-from .sandbox import kernel_syntax_error
 from .verification import canonical
 
 __all__ = [

@@ -15,6 +15,7 @@ from quart_schema import QuartSchema, RequestSchemaValidationError
 from quart_trio import QuartTrio
 
 from .api import api_blueprint
+from .asgi import DrainClosedWebSockets
 from .console import console_blueprint
 from .errors import NotFound, Unauthorized, ValidationError
 from .platform import Platform
@@ -147,5 +148,8 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[Running] = t
         config = hypercorn_config(settings)
         app = create_app(platform)
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(partial(hypercorn.trio.serve, app, config, shutdown_trigger=trio.sleep_forever))
+            served = DrainClosedWebSockets(app)
+            binds = await nursery.start(
+                partial(hypercorn.trio.serve, served, config, mode="asgi", shutdown_trigger=trio.sleep_forever)
+            )
             task_status.started(Running(binds, platform))

@@ -26,9 +26,9 @@ import msgpack
 import trio
 
 from .errors import KernelError
+from .kernel_sandbox import KernelRun, open_kernel
 from .models import FailedTask, FinishedTask, LeasedDataset, ResultStatus, Verdicts
 from .replicas import Copy, Replicas, WorkerKey
-from .sandbox import KernelRun, open_kernel
 from .verification import (
     Conflict,
     More,

@@ -53,36 +53,63 @@ async def work(
     vanish_after: int | None = None,
     client: dict[str, Any] | None = None,
 ) -> Outcome:
-    """Compute until the server says bye (or `max_tasks`); `vanish_after` drops the socket mid-task."""
-    outcome = Outcome()
+    """Connect and compute until the server says bye (or `max_tasks`); see `work_on`."""
     async with open_websocket_url(url, max_message_size=16 * 1024 * 1024) as ws:
-        await send(ws, p.Hello(campaign=campaign, slots=slots, client=client or {"kind": "test"}))
-        try:
-            while max_tasks is None or len(outcome.done) < max_tasks:
-                message = await receive(ws)
-                if isinstance(message, p.CampaignInfo):
-                    outcome.campaigns.append(message)
-                elif isinstance(message, list):
-                    results: list[p.Result] = []
-                    for task in message:
-                        if vanish_after is not None and len(outcome.done) >= vanish_after:
-                            await ws.aclose()  # leaves with tasks in hand
-                            return outcome
-                        try:
-                            value = compute(msgpack.unpackb(task.dataset))
-                        except Exception as exc:
-                            await send(ws, p.TaskError(task.id, str(exc), "python", 0.1))
-                        else:
-                            results.append(p.Result(task.id, value, 0.1))
-                        outcome.done.append(task.id)
-                    if results:  # one frame for the whole batch, as a fast client would
-                        await send(ws, p.Results(tuple(results)))
-                elif isinstance(message, p.Bye):
-                    outcome.bye = message.reason
-                    break
-        except ConnectionClosed as exc:
-            outcome.close_code = exc.reason.code
-            outcome.close_reason = exc.reason.reason or ""
+        return await work_on(
+            ws, compute, campaign=campaign, slots=slots, max_tasks=max_tasks, vanish_after=vanish_after, client=client
+        )
+
+
+async def work_on(
+    ws: WebSocketConnection,
+    compute: Callable[[Any], Any] = seed_kernel,
+    *,
+    campaign: int | None = None,
+    slots: int = 4,
+    max_tasks: int | None = None,
+    vanish_after: int | None = None,
+    client: dict[str, Any] | None = None,
+    delay: float = 0.0,
+    seen: list[int] | None = None,
+) -> Outcome:
+    """Say hello on an open WebSocket, then compute until the server says bye (or `max_tasks`).
+
+    `vanish_after` drops the socket mid-task. `delay`: seconds each batch of tasks takes (a slower
+    worker, without blocking the event loop). Every task id computed is also appended to `seen`,
+    which the caller can read while the worker is still running.
+    """
+    outcome = Outcome()
+    await send(ws, p.Hello(campaign=campaign, slots=slots, client=client or {"kind": "test"}))
+    try:
+        while max_tasks is None or len(outcome.done) < max_tasks:
+            message = await receive(ws)
+            if isinstance(message, p.CampaignInfo):
+                outcome.campaigns.append(message)
+            elif isinstance(message, list):
+                if delay:
+                    await trio.sleep(delay)
+                results: list[p.Result] = []
+                for task in message:
+                    if vanish_after is not None and len(outcome.done) >= vanish_after:
+                        await ws.aclose()  # leaves with tasks in hand
+                        return outcome
+                    try:
+                        value = compute(msgpack.unpackb(task.dataset))
+                    except Exception as exc:
+                        await send(ws, p.TaskError(task.id, str(exc), "python", 0.1))
+                    else:
+                        results.append(p.Result(task.id, value, 0.1))
+                    outcome.done.append(task.id)
+                    if seen is not None:
+                        seen.append(task.id)
+                if results:  # one frame for the whole batch, as a fast client would
+                    await send(ws, p.Results(tuple(results)))
+            elif isinstance(message, p.Bye):
+                outcome.bye = message.reason
+                break
+    except ConnectionClosed as exc:
+        outcome.close_code = exc.reason.code
+        outcome.close_reason = exc.reason.reason or ""
     return outcome
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import msgpack
 import pytest
 import trio
 from trio_websocket import open_websocket_url
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Request
 
 from distribute import protocol as p
 from tests.conftest import SEED_ANSWER, LiveServer, StartServer
@@ -84,3 +88,33 @@ async def test_a_healthy_worker_completes_while_others_send_garbage(live_server:
     assert len(codes) == len(BAD_FRAMES)
     results = await live_server.results(campaign_id)
     assert sorted(n for row in results for n in row["result"]) == SEED_ANSWER
+
+
+async def test_frames_queued_behind_a_bad_one_do_not_keep_the_connection_open(live_server: LiveServer) -> None:
+    """A worker may still be sending when the server closes its socket. Those frames must not pin
+    the TCP connection: Hypercorn queues them for a handler that has already finished, and with
+    nobody reading that queue it never got to the worker's close reply or its EOF.
+
+    A 3 MiB static dataset holds the server in sending the campaign frame while this client does
+    not read, so the whole burst is queued by the time the server reaches the bad frame."""
+    campaign_id = await live_server.create_campaign(static="x" * (3 * 1024 * 1024))
+    url = urlsplit(live_server.ws_url)
+    assert url.hostname is not None and url.port is not None
+    stream = await trio.open_tcp_stream(url.hostname, url.port)
+    client = WSConnection(ConnectionType.CLIENT)
+    await stream.send_all(client.send(Request(host=url.netloc, target=url.path)))
+    while not any(isinstance(event, AcceptConnection) for event in client.events()):
+        client.receive_data(await stream.receive_some())
+    burst = [p.encode(p.Hello(campaign=campaign_id, slots=1)), b"\xc1", *(p.encode(p.Ping(n)) for n in range(100))]
+    await stream.send_all(b"".join(client.send(BytesMessage(frame)) for frame in burst))
+    await trio.sleep(0.5)
+    close: CloseConnection | None = None
+    with trio.fail_after(10):
+        while data := await stream.receive_some():  # b"" once the server has closed the connection
+            client.receive_data(data)
+            for event in client.events():
+                if isinstance(event, CloseConnection):
+                    close = event
+                    await stream.send_all(client.send(event.response()))
+    await stream.aclose()
+    assert close is not None and close.code == p.CLOSE_PROTOCOL_ERROR

@@ -11,7 +11,8 @@ import pytest
 import trio
 
 from distribute.errors import GenerationError, KernelError
-from distribute.sandbox import open_generator, open_kernel
+from distribute.kernel_sandbox import open_kernel
+from distribute.sandbox import open_generator
 
 LIMITS = {"timeout": 5.0, "heap_mib": 64, "max_dataset_bytes": 1 << 20, "max_datasets": 1_000_000}
 

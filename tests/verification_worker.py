@@ -11,12 +11,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
-import msgpack
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
+from trio_websocket import WebSocketConnection, wrap_client_stream
 
-from distribute import protocol as p
-from tests.protocol_client import Outcome, receive, send
+from tests.protocol_client import Outcome, work_on
 
 
 @asynccontextmanager
@@ -47,35 +45,11 @@ async def work_from(
     seen: list[int] | None = None,
     delay: float = 0.0,
 ) -> Outcome:
-    """Compute until bye (or `max_tasks`); every task id received is appended to `seen`.
-
-    `delay`: seconds each batch of tasks takes (a slower worker, without blocking the event loop).
-    """
-    outcome = Outcome()
+    """`protocol_client.work_on` from `address`, as client `identity` (see there for `seen` and `delay`)."""
     client: dict[str, Any] = {"kind": "test"}
     if identity is not None:
         client["id"] = identity
     async with connect_from(url, address) as ws:
-        await send(ws, p.Hello(campaign=campaign, slots=slots, client=client))
-        try:
-            while max_tasks is None or len(outcome.done) < max_tasks:
-                message = await receive(ws)
-                if isinstance(message, p.CampaignInfo):
-                    outcome.campaigns.append(message)
-                elif isinstance(message, list):
-                    if delay:
-                        await trio.sleep(delay)
-                    results = []
-                    for task in message:
-                        if seen is not None:
-                            seen.append(task.id)
-                        results.append(p.Result(task.id, compute(msgpack.unpackb(task.dataset)), 0.1))
-                        outcome.done.append(task.id)
-                    await send(ws, p.Results(tuple(results)))
-                elif isinstance(message, p.Bye):
-                    outcome.bye = message.reason
-                    break
-        except ConnectionClosed as exc:
-            outcome.close_code = exc.reason.code
-            outcome.close_reason = exc.reason.reason or ""
-    return outcome
+        return await work_on(
+            ws, compute, campaign=campaign, slots=slots, max_tasks=max_tasks, client=client, delay=delay, seen=seen
+        )
