@@ -52,7 +52,7 @@ test-python: python-packages embed
 
 # The whole suite again on a throwaway PostgreSQL cluster (started and removed by tests/pg.py).
 test-postgres: python-packages embed
-	DISTRIBUTE_TEST_DATABASE=postgres $(VENV)/bin/pytest -q -m "not browser and not cms"
+	DISTRIBUTE_TEST_DATABASE=postgres $(VENV)/bin/pytest -q -m "not browser and not cms and not sqlite_only"
 
 bench: setup
 	$(PY) -m pip install -q -e '.[bench]'

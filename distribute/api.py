@@ -17,19 +17,21 @@ from typing import Any, Literal
 import msgpack
 from pydantic import BaseModel, Field
 from quart import Blueprint, Response, current_app, g, request
-from quart_schema import DataSource, validate_querystring, validate_request
+from quart_schema import DataSource, RequestSchemaValidationError, validate_querystring, validate_request
 from quart_schema.pydantic import File
+from werkzeug.datastructures import FileStorage
 
 from .errors import NotFound, Unauthorized, ValidationError
 from .kernel_sandbox import kernel_syntax_error
 from .models import Campaign, User
-from .verification import canonical
+from .verification import canonical, comparator_kernel
 
 __all__ = [
     "RESULT_FORMATS",
     "CampaignFields",
     "api_blueprint",
     "campaign_json",
+    "check_comparator",
     "create_from_sources",
     "decode_source",
     "owned_campaign",
@@ -70,6 +72,30 @@ def platform() -> Any:
     return current_app.extensions["distribute"]
 
 
+@api_blueprint.errorhandler(RequestSchemaValidationError)
+async def schema_error(exc: RequestSchemaValidationError) -> tuple[dict[str, Any], int]:
+    """400 with pydantic's list of errors: each names its field (`loc`) and what was sent (`input`).
+
+    A missing field's `input` is the whole form, uploaded files included: those are shown by name,
+    since a file object is not JSON (it made the response a 500).
+    """
+    details = exc.validation_error
+    if not hasattr(details, "errors"):
+        return {"error": "request validation failed", "details": str(details)}, 400
+    errors = details.errors(include_url=False, include_context=False)
+    return {"error": "request validation failed", "details": [_json_safe(e) for e in errors]}, 400
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, FileStorage):
+        return f"<uploaded file {value.filename or ''}>"
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def require_user(view: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     @wraps(view)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -93,10 +119,32 @@ async def owned_campaign(campaign_id: int, user: User) -> Campaign:
     return campaign
 
 
+# Leading bytes of binary files an owner may pick by mistake (an image, an archive, a compiled
+# module), so the error says what was uploaded instead of pointing at a byte that is not UTF-8.
+BINARY_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
+    (b"%PDF-", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive"),
+    (b"PK\x05\x06", "a ZIP archive"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"\x00asm", "a WebAssembly module"),
+    (b"\x7fELF", "an executable (ELF)"),
+)
+UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")
+
+
 def decode_source(label: str, data: bytes, limit: int) -> str:
     """Uploaded JavaScript or text: bounded, UTF-8, no NUL bytes (binary garbage)."""
     if len(data) > limit:
         raise ValidationError(f"{label} is {len(data)} bytes; the limit is {limit}")
+    for signature, kind in BINARY_SIGNATURES:
+        if data.startswith(signature):
+            raise ValidationError(f"{label} is {kind}, not text: upload the source as UTF-8 text")
+    if data.startswith(UTF16_MARKS):
+        raise ValidationError(f"{label} is UTF-16 text (it starts with a byte-order mark): save it as UTF-8")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -167,6 +215,21 @@ def parse_spot_checks(text: str) -> list[tuple[bytes, bytes]]:
 MAX_SPOT_CHECKS = 1000
 
 
+async def check_comparator(comparator: str, *, timeout: float, heap_mib: int) -> None:
+    """Parse (never run) a comparator exactly as the verifier will load it; ValidationError if it fails.
+
+    The verifier wraps the owner's text in an expression (`verification.comparator_kernel`), so the
+    text must be one expression: a function or an object with `compare`. A comparator that does
+    not parse would otherwise only be logged at verification time, and replicas compared by bytes.
+    """
+    syntax = await kernel_syntax_error(comparator_kernel(comparator), timeout=timeout, heap_mib=heap_mib)
+    if syntax is not None:
+        raise ValidationError(
+            f"the comparator does not parse: {syntax} (it must be one expression, "
+            "`function (a, b) { ... }` or `({ compare: function (a, b) { ... } })`)"
+        )
+
+
 async def create_from_sources(
     user: User,
     fields: CampaignFields,
@@ -193,6 +256,8 @@ async def create_from_sources(
     )
     if syntax is not None:
         raise ValidationError(f"the kernel does not parse: {syntax}")
+    if comparator_text:
+        await check_comparator(comparator_text, timeout=settings.generator_timeout, heap_mib=settings.generator_heap)
     campaign = await plat.create_campaign(
         user,
         name=fields.name or default_name,

@@ -10,7 +10,7 @@ from typing import Any
 import hypercorn.config
 import hypercorn.trio
 import trio
-from quart import jsonify, websocket
+from quart import Response, jsonify, websocket
 from quart_schema import QuartSchema, RequestSchemaValidationError
 from quart_trio import QuartTrio
 
@@ -27,7 +27,7 @@ __all__ = ["Running", "create_app", "hypercorn_config", "serve", "set_keepalive"
 
 def create_app(platform: Platform) -> QuartTrio:
     app = QuartTrio(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = 3 * platform.settings.max_source_bytes + 64 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = 5 * platform.settings.max_source_bytes + 64 * 1024  # 5 files: CampaignForm
     app.extensions["distribute"] = platform
     QuartSchema(
         app,
@@ -53,7 +53,8 @@ def create_app(platform: Platform) -> QuartTrio:
 
     @app.get("/-/health")
     async def health() -> Any:
-        return {"ok": True, "connections": len(platform.gateway.sessions)}
+        gateway = platform.gateway
+        return {"ok": True, "connections": len(gateway.sessions), "frames_received": gateway.frames_received}
 
     def error(status: int) -> Any:
         def handler(exc: Exception) -> Any:
@@ -76,6 +77,15 @@ def create_app(platform: Platform) -> QuartTrio:
     @app.errorhandler(413)
     async def too_large(exc: Exception) -> Any:
         return {"error": f"request body too large; the limit is {app.config['MAX_CONTENT_LENGTH']} bytes"}, 413
+
+    @app.after_request
+    async def close_after_too_large(response: Response) -> Response:
+        """A 413 ends the connection (API and console alike): the server stopped reading the body,
+        so the rest of it is still on the way and the connection cannot carry another request (a
+        client that reused it would wait for an answer forever)."""
+        if response.status_code == 413:
+            response.headers["Connection"] = "close"
+        return response
 
     return app
 

@@ -2,12 +2,17 @@
 
 Starts the server (default http://127.0.0.1:8000, database var/distribute.db), makes sure a demo
 user and the divisible-by-123 campaign exist, and serves a page on another port (another origin,
-as a real host site would be) that embeds the campaign's harness.
+as a real host site would be) that embeds the campaign's harness: the server's port + 1, or any
+free port when the server's is (DISTRIBUTE_PORT=0), or DISTRIBUTE_DEMO_HOST_PORT. SIGINT (Ctrl+C)
+and SIGTERM stop it cleanly, as they stop `distribute serve`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import sys
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -21,7 +26,7 @@ from .app import serve
 from .auth import hash_password
 from .models import CampaignStatus
 from .platform import Platform
-from .settings import load_settings
+from .settings import Settings, load_settings
 
 __all__ = ["main"]
 
@@ -76,53 +81,70 @@ async def serve_host_page(
     await hypercorn.trio.serve(app, config, shutdown_trigger=partial(trio.sleep_forever), task_status=task_status)
 
 
+def host_page_port(server_port: int) -> int:
+    """The demo host page's port: DISTRIBUTE_DEMO_HOST_PORT, else the server's + 1 (0, any free one,
+    when the server's port is itself chosen by the system)."""
+    if "DISTRIBUTE_DEMO_HOST_PORT" in os.environ:
+        return int(os.environ["DISTRIBUTE_DEMO_HOST_PORT"])
+    return server_port + 1 if 0 < server_port < 65535 else 0
+
+
 async def run() -> None:
-    Path("var").mkdir(exist_ok=True)
-    defaults = {"database": f"sqlite:///{Path('var/distribute.db').resolve()}"}
-    settings = load_settings(
-        overrides={k: v for k, v in defaults.items() if f"DISTRIBUTE_{k.upper()}" not in os.environ}
-    )
-    async with trio.open_nursery() as nursery:
-        running = await nursery.start(serve, settings)
-        server = running.urls[0]
-        campaign_id, token = await ensure_demo_campaign(running.platform)
-        lines = [
-            "",
-            f"  distribute is running at {server}  (database {settings.database})",
-            f"  console: {server}/  (sign in as {DEMO_EMAIL}, password {DEMO_PASSWORD})",
-            f"  demo campaign {campaign_id}; API token of {DEMO_EMAIL}: {token}",
-        ]
-        try:
-            from .embed import demo_host_page
-        except ImportError:
-            demo_host_page = None
-        if demo_host_page is not None:
-            host_port = int(os.environ.get("DISTRIBUTE_DEMO_HOST_PORT", settings.port + 1))
-            await nursery.start(serve_host_page, demo_host_page(server, campaign_id), host_port)
-            lines.append(
-                f"  demo host page (another origin): http://127.0.0.1:{host_port}/  — open it and click Contribute"
-            )
-        lines += [
-            "",
-            "  try it from another terminal:",
-            f"    export DISTRIBUTE_SERVER={server} DISTRIBUTE_TOKEN={token}",
-            f"    .venv/bin/distribute worker --campaign {campaign_id}",
-            f"    .venv/bin/distribute campaign show {campaign_id}",
-            f"    .venv/bin/distribute results {campaign_id} --format csv",
-            "    .venv/bin/distribute campaign create --kernel distribute/demo_files/kernel.js"
-            " --generator distribute/demo_files/lazy-generator.js --static distribute/demo_files/static.json --name lazy",
-            "",
-            "  Ctrl+C stops the server; the database keeps the campaign for the next `make run`.",
-            "",
-        ]
-        print("\n".join(lines), flush=True)
+    overrides: dict[str, str] = {}
+    if "DISTRIBUTE_DATABASE" not in os.environ:
+        Path("var").mkdir(exist_ok=True)
+        overrides["database"] = f"sqlite:///{Path('var/distribute.db').resolve()}"
+    settings = load_settings(overrides=overrides)
+    # SIGINT and SIGTERM cancel the servers, so that the shutdown path runs (results flushed, leases
+    # released) instead of a KeyboardInterrupt landing in whatever code was running.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await _start(nursery, settings)
+            async for signum in signals:
+                print(f"distribute demo stopping ({signal.Signals(signum).name})", file=sys.stderr, flush=True)
+                nursery.cancel_scope.cancel()
+                break
+
+
+async def _start(nursery: trio.Nursery, settings: Settings) -> None:
+    """Start the server and the demo host page in `nursery`; print where they are."""
+    running = await nursery.start(serve, settings)
+    server = running.urls[0]
+    campaign_id, token = await ensure_demo_campaign(running.platform)
+    lines = [
+        "",
+        f"  distribute is running at {server}  (database {settings.database})",
+        f"  console: {server}/  (sign in as {DEMO_EMAIL}, password {DEMO_PASSWORD})",
+        f"  demo campaign {campaign_id}; API token of {DEMO_EMAIL}: {token}",
+    ]
+    try:
+        from .embed import demo_host_page
+    except ImportError:
+        demo_host_page = None
+    if demo_host_page is not None:
+        page = demo_host_page(server, campaign_id)
+        host_urls = await nursery.start(serve_host_page, page, host_page_port(settings.port))
+        lines.append(f"  demo host page (another origin): {host_urls[0]}/  — open it and click Contribute")
+    lines += [
+        "",
+        "  try it from another terminal:",
+        f"    export DISTRIBUTE_SERVER={server} DISTRIBUTE_TOKEN={token}",
+        f"    .venv/bin/distribute worker --campaign {campaign_id}",
+        f"    .venv/bin/distribute campaign show {campaign_id}",
+        f"    .venv/bin/distribute results {campaign_id} --format csv",
+        "    .venv/bin/distribute campaign create --kernel distribute/demo_files/kernel.js"
+        " --generator distribute/demo_files/lazy-generator.js --static distribute/demo_files/static.json --name lazy",
+        "",
+        "  Ctrl+C stops the server; the database keeps the campaign for the next `make run`.",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
 
 
 def main() -> None:
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # a Ctrl+C before the signal receiver is installed
         trio.run(run)
-    except KeyboardInterrupt:
-        print("stopped")
+    print("stopped")
 
 
 if __name__ == "__main__":

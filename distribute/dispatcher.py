@@ -402,6 +402,8 @@ class Dispatcher:
                 queue.drained = False  # failed datasets went back to the pool
             if queue.drained and not queue.ready and not self._held(campaign_id):
                 await self._check_complete(queue)
+        if failed:
+            self._wake_all()  # workers waiting for work: the retries are theirs now, not in 10 s
 
     async def _flush_loop(self) -> None:
         """Group commits: at once when `flush_batch` outcomes wait, else after a wait set by the rate.

@@ -87,6 +87,7 @@ class Gateway:
         self.dispatcher = dispatcher
         self.settings = settings
         self.sessions: dict[int, Session] = {}
+        self.frames_received = 0  # every frame read from a worker, well-formed or not (/-/health)
         self.addresses = Addresses(settings)
         self.allowance = SlotAllowance(settings.max_tasks_per_connection, settings.missed_task_memory)
         # connection id -> what the heartbeat sweep needs; one sweep task costs less than a
@@ -132,6 +133,7 @@ class Gateway:
             frame: str | bytes = b""
             with trio.move_on_after(self.settings.heartbeat_timeout) as waiting:
                 frame = await ws.receive()
+                self.frames_received += 1
             if waiting.cancelled_caught:
                 raise ProtocolError(p.CLOSE_POLICY_VIOLATION, "no 'hello' before the heartbeat timeout")
             hello = p.decode_client(frame)
@@ -174,6 +176,7 @@ class Gateway:
         try:
             while True:
                 frame = await ws.receive()
+                self.frames_received += 1
                 now = trio.current_time()
                 # Quart gives None for an empty frame; decode_client rejects it after the metering.
                 if reason := limits.over(len(frame) if frame else 0, now):

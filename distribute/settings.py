@@ -8,7 +8,11 @@ fails before the server accepts a connection.
 
 from __future__ import annotations
 
+import difflib
+import logging
+import math
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -17,7 +21,39 @@ from typing import Any
 
 from .errors import SettingsError
 
-__all__ = ["SETTINGS", "Setting", "Settings", "load_settings", "settings_table"]
+__all__ = ["SETTINGS", "Check", "Setting", "Settings", "load_settings", "settings_table"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Check:
+    """What values a setting allows: the test, and how the error message describes it."""
+
+    allowed: str
+    test: Callable[[Any], bool]
+
+    def __call__(self, value: Any) -> bool:
+        return self.test(value)
+
+
+def _between(low: float, high: float) -> Check:
+    return Check(f"from {low} to {high}", lambda v: low <= v <= high)
+
+
+def _one_of(*choices: Any) -> Check:
+    return Check("one of " + ", ".join(map(str, choices)), lambda v: v in choices)
+
+
+_any = Check("any value", lambda v: True)
+_positive = Check("greater than 0", lambda v: v > 0)
+_non_negative = Check("0 or more", lambda v: v >= 0)
+# Any scheme: storage plugins register their own (docs/plugins.md); an unknown one fails at startup
+# with the list of known schemes (plugins.storage_factory).
+_database_url = Check(
+    "a URL such as sqlite:///PATH or postgres://USER:PASS@HOST:PORT/DB",
+    lambda v: re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", v) is not None,
+)
 
 
 @dataclass(frozen=True)
@@ -26,15 +62,7 @@ class Setting:
     default: Any
     unit: str
     help: str
-    check: Callable[[Any], bool] = lambda value: True
-
-
-def _positive(value: Any) -> bool:
-    return value > 0
-
-
-def _database_url(value: str) -> bool:
-    return value.startswith(("sqlite://", "postgres://", "postgresql://"))
+    check: Check = _any
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -45,9 +73,22 @@ SETTINGS: tuple[Setting, ...] = (
         "sqlite:///PATH or postgres://USER:PASS@HOST:PORT/DB",
         _database_url,
     ),
-    Setting("host", "127.0.0.1", "", "address the server listens on"),
-    Setting("port", 8000, "", "TCP port the server listens on (0 = any free port)", lambda v: 0 <= v < 65536),
-    Setting("public_url", "", "URL", "URL visitors reach the server at (default: http://HOST:PORT)"),
+    Setting(
+        "host",
+        "127.0.0.1",
+        "",
+        "address the server listens on",
+        # An empty host would listen on every interface: that must be asked for (0.0.0.0, ::).
+        Check("not empty (0.0.0.0 listens on every interface)", lambda v: v.strip() != ""),
+    ),
+    Setting("port", 8000, "", "TCP port the server listens on (0 = any free port)", _between(0, 65535)),
+    Setting(
+        "public_url",
+        "",
+        "URL",
+        "URL visitors reach the server at (default: http://HOST:PORT)",
+        Check("empty or an http:// or https:// URL", lambda v: v == "" or v.startswith(("http://", "https://"))),
+    ),
     Setting("scheduler", "round-robin", "name", "campaign scheduling policy for workers that accept any campaign"),
     Setting(
         "db_threads", 4, "threads", "most storage calls running at once (PostgreSQL connections per process)", _positive
@@ -93,14 +134,14 @@ SETTINGS: tuple[Setting, ...] = (
         60.0,
         "s",
         "idle time before TCP probes a silent peer (then every 10 s, 6 probes): a dead one is dropped; 0 = off",
-        lambda v: v >= 0,
+        _non_negative,
     ),
     Setting(
         "ws_ping_interval",
         0.0,
         "s",
         "WebSocket ping to every connection this often, for proxies that close idle sockets (0 = never)",
-        lambda v: v >= 0,
+        _non_negative,
     ),
     Setting("max_connections_per_ip", 20_000, "connections", "open worker connections from one address", _positive),
     Setting(
@@ -108,7 +149,7 @@ SETTINGS: tuple[Setting, ...] = (
         256,
         "tasks",
         "most tasks one connection holds (caps `slots`)",
-        lambda v: 1 <= v <= 256,
+        _between(1, 256),
     ),
     Setting("max_tasks_per_ip", 100_000, "tasks", "most tasks the connections of one address hold together", _positive),
     Setting("max_frames_per_second", 10_000.0, "frames/s", "frames one connection may send (2 s burst)", _positive),
@@ -176,25 +217,23 @@ SETTINGS: tuple[Setting, ...] = (
         1,
         "",
         "1: copies of one dataset go to different IP addresses (not only identities); 0: identities only",
-        lambda v: v in (0, 1),
+        _one_of(0, 1),
     ),
     Setting(
         "trust_threshold",
         20,
         "results",
         "agreeing results in a row before a worker gets unreplicated tasks at all (0: never)",
-        lambda v: v >= 0,
+        _non_negative,
     ),
     Setting(
         "trust_ceiling",
         0.9,
         "",
         "highest share of a trusted worker's tasks handed out without replicas",
-        lambda v: 0 <= v < 1,
+        Check("at least 0 and below 1", lambda v: 0 <= v < 1),
     ),
-    Setting(
-        "spot_check_rate", 0.05, "", "share of tasks that come with a known-answer spot check", lambda v: 0 <= v <= 1
-    ),
+    Setting("spot_check_rate", 0.05, "", "share of tasks that come with a known-answer spot check", _between(0, 1)),
     Setting(
         "flush_interval_low_rate",
         0.2,
@@ -214,16 +253,20 @@ SETTINGS: tuple[Setting, ...] = (
         1.5,
         "s",
         "fewest seconds between showing the sign-up form and submitting it (bots are quicker)",
-        lambda v: v >= 0,
+        _non_negative,
     ),
     Setting("smtp_host", "", "", "SMTP server for mail (empty: write each mail to mail_outbox and log it)"),
-    Setting("smtp_port", 587, "", "SMTP port", lambda v: 0 < v < 65536),
-    Setting(
-        "smtp_security", "starttls", "", "starttls, tls (implicit) or none", lambda v: v in ("starttls", "tls", "none")
-    ),
+    Setting("smtp_port", 587, "", "SMTP port", _between(1, 65535)),
+    Setting("smtp_security", "starttls", "", "starttls, tls (implicit) or none", _one_of("starttls", "tls", "none")),
     Setting("smtp_user", "", "", "SMTP user name (empty: no login)"),
     Setting("smtp_password", "", "", "SMTP password"),
-    Setting("mail_from", "distribute@localhost", "address", "sender of the mail the console sends"),
+    Setting(
+        "mail_from",
+        "distribute@localhost",
+        "address",
+        "sender of the mail the console sends",
+        Check("an e-mail address (with an @)", lambda v: "@" in v),
+    ),
     Setting("mail_outbox", "var/outbox", "path", "folder that receives mail when no SMTP server is set"),
 )
 
@@ -306,9 +349,28 @@ def _coerce(setting: Setting, raw: Any, source: str) -> Any:
         raise SettingsError(f"{setting.name} from {source}: {raw!r} is not a valid {kind.__name__}") from None
     if type(value) is not kind:
         raise SettingsError(f"{setting.name} from {source}: expected {kind.__name__}, got {raw!r}")
+    if kind is float and not math.isfinite(value):
+        raise SettingsError(f"{setting.name} from {source}: {raw!r} is not a finite number")
     if not setting.check(value):
-        raise SettingsError(f"{setting.name} from {source}: {raw!r} is out of range ({setting.help})")
+        raise SettingsError(
+            f"{setting.name} from {source}: {raw!r} is out of range: it must be {setting.check.allowed} ({setting.help})"
+        )
     return value
+
+
+def _warn_about_typos(environ: Mapping[str, str]) -> None:
+    """Log DISTRIBUTE_* variables that are no setting but look like one (a typo is ignored otherwise).
+
+    Not an error: the prefix is shared with variables that are no settings (DISTRIBUTE_SETTINGS,
+    the CLI's DISTRIBUTE_TOKEN and DISTRIBUTE_SERVER, plugins' own such as DISTRIBUTE_LOTTERY_SEED).
+    """
+    for key in sorted(environ):
+        name = key.removeprefix("DISTRIBUTE_")
+        if name == key or name == "SETTINGS" or (name.isupper() and name.lower() in _BY_NAME):
+            continue
+        close = difflib.get_close_matches(name.lower(), _BY_NAME, n=1, cutoff=0.8)
+        if close:
+            log.warning("%s is not a setting and is ignored; did you mean DISTRIBUTE_%s?", key, close[0].upper())
 
 
 def load_settings(
@@ -322,13 +384,14 @@ def load_settings(
     file = file or environ.get("DISTRIBUTE_SETTINGS")
     if file:
         try:
-            data = tomllib.loads(Path(file).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+            data = tomllib.loads(Path(file).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise SettingsError(f"cannot read settings file {file}: {exc}") from None
         for name, raw in data.items():
             if name not in _BY_NAME:
                 raise SettingsError(f"unknown setting {name!r} in {file}; known: {', '.join(_BY_NAME)}")
             values[name] = _coerce(_BY_NAME[name], raw, str(file))
+    _warn_about_typos(environ)
     for setting in SETTINGS:
         key = "DISTRIBUTE_" + setting.name.upper()
         if key in environ:

@@ -150,10 +150,11 @@ def comparator_kernel(source: str) -> str:
     """An owner's comparison function as a kernel for the sandbox: main([a, b]) -> compare(a, b).
 
     The owner's file evaluates to an object with `compare(a, b)` (like a kernel has `main`), or to
-    the function itself.
+    the function itself. As with kernels (embed/src/blob.js), `var __c =` and a line break before
+    and after the source accept leading comments, a trailing semicolon and a trailing line comment.
     """
     return (
-        "(function(){ var __c = (" + source + ");\n"
+        "(function(){ var __c =\n" + source + "\n;\n"
         " var __f = typeof __c === 'function' ? __c : __c.compare;\n"
         " return { main: function (pair) { return __f(pair[0], pair[1]) ? 1 : 0; } }; })()"
     )

@@ -68,6 +68,9 @@ class Verifier:
         self._wake = trio.Event()
         self._spots_read: dict[int, float] = {}  # campaign id -> trio time spot checks were last read
         self._trust: dict[str, float] = {}  # worker key -> probability of an unreplicated task
+        # campaign id -> why its comparator was given up: one that hangs would cost every campaign's
+        # verification COMPARE_TIMEOUT per pair, since one loop decides for all of them.
+        self._broken_comparators: dict[int, str] = {}
         self.unreplicated = 0  # tasks handed out without replicas (adaptive replication)
         self.replicated = 0  # copies handed out for replication
 
@@ -301,7 +304,8 @@ class Verifier:
                 continue
             campaign = queue.campaign
             found = votes.get(dataset_id, [])
-            same = await self._sameness(found, await self._comparator(campaign.id, campaign, comparators, stack))
+            await self._comparator(campaign.id, campaign, comparators, stack)
+            same = await self._sameness(found, campaign.id, comparators)
             verdict = decide(
                 found,
                 campaign.replication,
@@ -325,8 +329,8 @@ class Verifier:
                 more.append((rep, verdict.wanted))
         for worker, campaign_id, expected, value in spot_answers:
             queue = self.d.queues.get(campaign_id)
-            comparator = await self._comparator(campaign_id, queue.campaign if queue else None, comparators, stack)
-            if await self._agree(_canonical(expected), _canonical(value), comparator):
+            await self._comparator(campaign_id, queue.campaign if queue else None, comparators, stack)
+            if await self._agree(_canonical(expected), _canonical(value), campaign_id, comparators):
                 agreed.append(worker)
             else:
                 log.warning("worker %s answered a spot check of campaign %d wrongly", worker, campaign_id)
@@ -365,11 +369,12 @@ class Verifier:
 
     async def _comparator(
         self, campaign_id: int, campaign: Any, comparators: dict[int, KernelRun | None], stack: AsyncExitStack
-    ) -> KernelRun | None:
+    ) -> None:
+        """Load the campaign's comparator into `comparators` for this round (None: compare bytes)."""
         if campaign_id in comparators:
-            return comparators[campaign_id]
+            return
         run: KernelRun | None = None
-        if campaign is not None and campaign.comparator:
+        if campaign is not None and campaign.comparator and campaign_id not in self._broken_comparators:
             try:
                 run = await stack.enter_async_context(
                     open_kernel(
@@ -381,33 +386,47 @@ class Verifier:
                     )
                 )
             except KernelError as exc:
-                log.warning("comparator of campaign %d does not load (%s): comparing bytes", campaign_id, exc)
+                self._give_up_comparator(campaign_id, comparators, f"it does not load ({exc})")
+                return
         comparators[campaign_id] = run
-        return run
 
-    async def _agree(self, a: bytes | None, b: bytes | None, comparator: KernelRun | None) -> bool:
+    def _give_up_comparator(self, campaign_id: int, comparators: dict[int, KernelRun | None], why: str) -> None:
+        self._broken_comparators[campaign_id] = why
+        comparators[campaign_id] = None
+        log.warning("comparator of campaign %d given up, %s: its results are compared byte for byte", campaign_id, why)
+
+    async def _agree(
+        self, a: bytes | None, b: bytes | None, campaign_id: int, comparators: dict[int, KernelRun | None]
+    ) -> bool:
         if a == b:
             return True
+        comparator = comparators.get(campaign_id)
         if comparator is None or a is None or b is None:
             return False
+        started = trio.current_time()
         try:
             value, _ = await comparator.run(comparator_input(a, b), COMPARE_TIMEOUT)
         except KernelError as exc:
-            log.warning("comparator failed: %s", exc)
+            # An exception (say, on a liar's malformed result) is a cheap "no". A comparison that
+            # ran out its time, or crashed the sandbox, would cost as much on every later pair.
+            if trio.current_time() - started >= COMPARE_TIMEOUT / 2 or not exc.stack:
+                self._give_up_comparator(campaign_id, comparators, f"a comparison failed: {exc}")
+            else:
+                log.info("comparator of campaign %d threw: %s", campaign_id, exc)
             return False
         return value is not None and bool(msgpack.unpackb(value))
 
     async def _sameness(
-        self, votes: list[Vote], comparator: KernelRun | None
+        self, votes: list[Vote], campaign_id: int, comparators: dict[int, KernelRun | None]
     ) -> Callable[[bytes | None, bytes | None], bool]:
         """Agreement between every pair of distinct payloads, computed up front (the comparator is async)."""
-        if comparator is None:
+        if comparators.get(campaign_id) is None:
             return lambda a, b: a == b
         payloads = list(dict.fromkeys(v.payload for v in votes))
         table: dict[tuple[bytes | None, bytes | None], bool] = {}
         for i, a in enumerate(payloads):
             for b in payloads[i + 1 :]:
-                table[(a, b)] = table[(b, a)] = await self._agree(a, b, comparator)
+                table[(a, b)] = table[(b, a)] = await self._agree(a, b, campaign_id, comparators)
         return lambda a, b: a == b or table.get((a, b), False)
 
 

@@ -121,6 +121,9 @@ class _Cluster:
                 # Every test opens a storage with a few connections, and the scale-out test runs
                 # three servers; some storages are never closed by their tests.
                 " -c max_connections=400 -c shared_buffers=32MB"
+                # Transactions are short by design (docs/architecture.md, Durability): one left open
+                # or waiting on a lock for this long is a bug, and fails its test instead of hanging.
+                " -c idle_in_transaction_session_timeout=30s -c lock_timeout=30s"
             )
             try:
                 self._run(

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
+import msgpack
 import trio
 
 from tests.conftest import SEED_ANSWER, SEED_GENERATOR, SEED_KERNEL, SEED_STATIC, LiveServer
+from tests.protocol_client import work
 
 
 async def distribute(
@@ -79,9 +84,90 @@ async def test_campaign_create_worker_and_results_from_the_command_line(
     await distribute("results", str(campaign_id), "--format", "json", "-o", str(output), *client)
     rows = json.loads(output.read_text())
     assert sorted(n for row in rows for n in row["result"]) == SEED_ANSWER
+    # Two workers, yet one result row per dataset (empty results included): nothing computed twice.
+    dataset_ids = [row["dataset_id"] for row in await live_server.results(campaign_id, include_empty=True)]
+    assert len(dataset_ids) == 100 and len(set(dataset_ids)) == 100
 
     listed = json.loads((await distribute("campaign", "list", "--json", *client)).stdout)
     assert [c["id"] for c in listed] == [campaign_id]
+
+
+def client_options(live_server: LiveServer) -> list[str]:
+    return ["--server", live_server.url, "--token", live_server.token]
+
+
+async def completed_campaign(live_server: LiveServer) -> int:
+    """A seed campaign computed to the end by a protocol-level worker (quicker than a JS one)."""
+    campaign_id = await live_server.create_campaign(name="computed")
+    outcome = await work(live_server.ws_url, campaign=campaign_id)
+    assert outcome.bye == "complete"
+    assert (await live_server.wait_complete(campaign_id))["status"] == "complete"
+    return campaign_id
+
+
+async def test_campaign_reset_forgets_the_results_and_reopens_the_campaign(live_server: LiveServer) -> None:
+    campaign_id = await completed_campaign(live_server)
+    result = await distribute("campaign", "reset", str(campaign_id), *client_options(live_server))
+    assert result.stdout.decode().split()[-1] == str(campaign_id)
+    campaign = await live_server.campaign(campaign_id)
+    assert campaign["status"] == "running" and campaign["results"] == 0
+    assert campaign["datasets"]["done"] == 0 and campaign["datasets"]["total"] == 100
+    assert await live_server.results(campaign_id, include_empty=True) == []
+
+
+async def test_campaign_delete_takes_the_campaign_off_the_list(live_server: LiveServer) -> None:
+    doomed = await live_server.create_campaign(name="doomed")
+    kept = await live_server.create_campaign(name="kept")
+    result = await distribute("campaign", "delete", str(doomed), *client_options(live_server))
+    assert result.stdout.decode().split()[-1] == str(doomed)
+    assert (await live_server.campaign(doomed))["deleted"] is True
+    listed = json.loads((await distribute("campaign", "list", "--json", *client_options(live_server))).stdout)
+    assert [c["id"] for c in listed] == [kept]
+
+
+async def results_as(live_server: LiveServer, campaign_id: int, fmt: str) -> bytes:
+    return (await distribute("results", str(campaign_id), "--format", fmt, *client_options(live_server))).stdout
+
+
+async def test_results_as_csv_hold_the_rows_of_the_json_download(live_server: LiveServer) -> None:
+    campaign_id = await completed_campaign(live_server)
+    as_json = json.loads(await results_as(live_server, campaign_id, "json"))
+    as_csv = (await results_as(live_server, campaign_id, "csv")).decode()
+    lines = as_csv.splitlines()
+    assert lines[0] == "dataset_id,dataset,result,compute_ms,worker,host,created,verification"
+    decode: dict[str, Any] = {"dataset_id": int, "dataset": json.loads, "result": json.loads, "compute_ms": float}
+    rows = [{k: decode.get(k, str)(v) for k, v in row.items()} for row in csv.DictReader(io.StringIO(as_csv))]
+    assert len(as_json) == 82  # the datasets that hold a multiple of 123
+    assert rows == as_json
+
+
+async def test_results_as_msgpack_hold_the_rows_of_the_json_download(live_server: LiveServer) -> None:
+    campaign_id = await completed_campaign(live_server)
+    as_json = json.loads(await results_as(live_server, campaign_id, "json"))
+    as_msgpack = list(msgpack.Unpacker(io.BytesIO(await results_as(live_server, campaign_id, "msgpack"))))
+    assert len(as_json) == 82  # the datasets that hold a multiple of 123
+    assert as_msgpack == as_json
+
+
+async def test_worker_with_tasks_stops_after_that_many_and_exits_0(live_server: LiveServer) -> None:
+    campaign_id = await live_server.create_campaign()
+    result = await distribute(
+        "worker", "--server", live_server.url, "--campaign", str(campaign_id), "--tasks", "7", "--quiet", check=False
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert "worker done: 7 tasks, 0 errors (reached 7 tasks)" in result.stdout.decode()
+    campaign = await live_server.wait_for(campaign_id, lambda c: c["datasets"]["done"] >= 7)
+    assert campaign["datasets"]["done"] == 7 and campaign["status"] == "running"
+
+
+async def test_campaign_show_of_a_failed_generator_prints_its_error(live_server: LiveServer) -> None:
+    generator = "(function () { return { main: function () { throw new Error('no datasets today'); } }; })()"
+    campaign_id = await live_server.create_campaign(generator=generator, name="broken")
+    await live_server.wait_for(campaign_id, lambda c: c["status"] == "failed")
+    result = await distribute("campaign", "show", str(campaign_id), *client_options(live_server))
+    text = result.stdout.decode()
+    assert f"campaign {campaign_id}: broken (failed)" in text
+    assert "generator failed:" in text and "no datasets today" in text
 
 
 async def test_campaign_show_prints_counts_and_the_embed_snippet(live_server: LiveServer) -> None:

@@ -26,19 +26,26 @@ BROKEN_GENERATORS = {
     "unserialisable dataset": ("({ main: function () { return [{f: function () {}}]; } })", "serialis"),
     "too large dataset": ("({ main: function () { return ['x'.repeat(2000000)]; } })", "bytes"),
     "too many datasets": ("({ main: function* () { for (var i = 0; ; i++) yield i; } })", "datasets"),
+    "fatal out-of-memory": ("({ main: function () { return new Array(5e8).fill(0); } })", "memory"),
 }
 
 
 @pytest.mark.parametrize("name", BROKEN_GENERATORS)
-async def test_a_broken_generator_fails_its_campaign_with_a_clear_error(start_server: StartServer, name: str) -> None:
+async def test_a_broken_generator_fails_its_campaign_with_a_clear_error_and_the_server_serves_on(
+    start_server: StartServer, name: str
+) -> None:
     server = await start_server(
         generator_timeout=2.0, generator_heap=64, max_datasets=50_000, generator_low_water=10**6
     )
     source, expected = BROKEN_GENERATORS[name]
     campaign_id = await server.create_campaign(generator=source)
+    healthy = await server.create_campaign()
+    outcome = await work(server.ws_url, campaign=healthy)  # served while the broken one fails
     campaign = await server.wait_complete(campaign_id, timeout=60)
     assert campaign["status"] == "failed"
     assert expected.lower() in campaign["generation_error"].lower()
+    assert outcome.bye == "complete"
+    assert sorted(n for row in await server.results(healthy) for n in row["result"]) == SEED_ANSWER
 
 
 async def test_the_server_keeps_serving_while_a_generator_runs_away(live_server: LiveServer) -> None:

@@ -92,6 +92,31 @@ async def test_the_frame_rate_of_one_address_is_shared_by_its_connections(start_
     assert (code, reason) == (p.CLOSE_POLICY_VIOLATION, "frame rate over 2 frames/s from this address")
 
 
+async def test_the_byte_rate_of_one_address_is_shared_by_its_connections(start_server: StartServer) -> None:
+    """Two connections from one address, each within its own byte rate, together over the address's.
+
+    Each connection may send a burst of 8,192 bytes (4,096 bytes/s); the address as a whole a burst
+    of one largest frame, 8,192 bytes too, refilled at only 512 bytes/s. The first sends two frames
+    of 3,518 bytes, the second one: 3,518 bytes is well within the second's own burst, but the
+    address has about 1,150 bytes left (and would need some 4.6 s to earn the rest).
+    """
+    server = await start_server(max_bytes_per_second=4096, max_bytes_per_second_per_ip=512, max_frame_bytes=8192)
+    padded = [msgpack.packb({"t": "ping", "n": n, "pad": b"x" * 3500}) for n in range(3)]
+    assert {len(frame) for frame in padded} == {3518}
+    campaign_id = await server.create_campaign()
+    async with open_websocket_url(server.ws_url) as first, open_websocket_url(server.ws_url) as second:
+        for ws in (first, second):
+            await send(ws, p.Hello(slots=1, campaign=campaign_id))
+        for n, frame in enumerate(padded[:2]):  # 7,036 bytes: within both bursts, so both answered
+            await first.send_message(frame)
+            with trio.fail_after(5):
+                while await receive(first) != p.Pong(n):
+                    pass
+        code, reason = await flood(second, padded[2:])
+        await pong(first, 3)  # a small frame still fits the address's rest: the first stays served
+    assert (code, reason) == (p.CLOSE_POLICY_VIOLATION, "byte rate over 512 bytes/s from this address")
+
+
 # --------------------------------------------------------------------------- connections and tasks per address
 
 
@@ -153,6 +178,54 @@ async def test_tasks_in_flight_per_address_are_capped_across_two_connections(sta
             more = await receive_tasks(b)
         assert len(more) == 1
         assert server.platform.gateway.addresses.by_address["127.0.0.1"].held == 5
+
+
+# --------------------------------------------------------------------------- bytes in flight
+
+INFLIGHT_BOUND = 64 * 1024
+LARGE_DATASETS = """({ main: function () {
+  var datasets = [];
+  for (var n = 0; n < 40; ++n) datasets.push({ n: n, pad: 'x'.repeat(20000) });
+  return datasets;
+} })"""
+LARGE_DATASET_BYTES = len(msgpack.packb({"n": 0, "pad": "x" * 20000}))  # 20,011 for n < 128
+
+
+async def tasks_until_quiet(ws: WebSocketConnection, quiet: float = 1.0) -> list[p.Task]:
+    """Every task the server sends until it has sent none for `quiet` seconds."""
+    tasks: list[p.Task] = []
+    while True:
+        with trio.move_on_after(quiet):
+            tasks += await receive_tasks(ws)
+            continue
+        return tasks
+
+
+async def test_dataset_bytes_in_flight_to_a_connection_stop_at_the_bound_crossed_by_at_most_one_dataset(
+    start_server: StartServer,
+) -> None:
+    """A worker that asks for 64 slots and answers nothing holds 4 datasets of 20,011 bytes, not 40.
+
+    The gateway sends more only while the bytes in flight are below `max_inflight_bytes`, and the
+    last dataset sent may cross it: 3 datasets (60,033 bytes) are below 64 KiB, so a 4th follows
+    (80,044 bytes), and then nothing. Answering 2 of them brings it below the bound again: 2 more.
+    """
+    server = await start_server(max_inflight_bytes=INFLIGHT_BOUND)
+    campaign_id = await server.create_campaign(generator=LARGE_DATASETS, kernel="({ main: function () {} })", static="")
+    async with open_websocket_url(server.ws_url) as ws:
+        await send(ws, p.Hello(slots=64, campaign=campaign_id))
+        held = await tasks_until_quiet(ws)
+        sizes = [len(t.dataset) for t in held]
+        assert sizes == [LARGE_DATASET_BYTES] * 4
+        assert sum(sizes[:-1]) < INFLIGHT_BOUND < sum(sizes)
+        (session,) = server.platform.gateway.sessions.values()
+        assert session.inflight_bytes == sum(sizes)
+
+        await send(ws, answers(held[:2]))
+        more = await tasks_until_quiet(ws)
+        assert [len(t.dataset) for t in more] == [LARGE_DATASET_BYTES] * 2
+        assert {t.id for t in more}.isdisjoint(t.id for t in held)
+        assert session.inflight_bytes == 4 * LARGE_DATASET_BYTES
 
 
 # --------------------------------------------------------------------------- workers that do not answer

@@ -98,6 +98,30 @@ async def test_a_comparator_lets_results_with_float_noise_agree(live_server: Liv
     assert sorted(r[3] for r in rows) == ["agreed"] * 10 + ["canonical"] * 10
 
 
+async def test_a_comparator_that_hangs_is_given_up_and_delays_no_other_campaign(live_server: LiveServer) -> None:
+    """One loop decides every campaign's replicas: a comparator that runs out its time on every pair
+    would hold all of them up by COMPARE_TIMEOUT (5 s) per pair. It is given up after the first."""
+    hostile = await live_server.client.post(
+        "/api/campaigns",
+        files={
+            "kernel": ("k.js", b"({main: function (d) { return [d.min]; }})"),
+            "generator": ("g.js", TEN.encode()),
+            "comparator": ("c.js", b"({ compare: function (a, b) { while (true) {} } })"),
+        },
+        data={"replication": "2"},
+    )
+    assert hostile.status_code == 201, hostile.text
+    with trio.move_on_after(3):  # 10 datasets whose two copies differ: each pair goes to the comparator
+        await run_workers(
+            live_server, hostile.json()["id"], ("127.0.0.1", "a", lambda d: [1]), ("127.0.0.2", "b", lambda d: [2])
+        )
+    other = await live_server.create_campaign(generator=TEN, replication=2)
+    with trio.fail_after(15):  # 10 pairs x 5 s before the other campaign's turn without giving up
+        await run_workers(live_server, other, ("127.0.0.3", "c", seed_kernel), ("127.0.0.4", "d", seed_kernel))
+        campaign = await live_server.wait_for(other, lambda c: c["verification"]["verified"] == 10)
+    assert campaign["status"] == "complete"
+
+
 async def test_without_a_comparator_float_noise_disagrees(live_server: LiveServer) -> None:
     campaign_id = await live_server.create_campaign(generator=TEN, replication=2)
     with trio.move_on_after(4):  # two workers that never agree: the campaign waits for a third

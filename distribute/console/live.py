@@ -6,6 +6,11 @@ the throughput history (results per time bucket over the campaign's life), after
 extends the chart from the counts it receives. Server-sent events rather than a WebSocket: one
 direction is all the page needs, they reconnect by themselves, and they carry the session cookie
 like any same-origin request, so the owner check is the same as every other console route's.
+
+A stream outlives the request that opened it, so it checks the session again every
+`SESSION_CHECK_EVERY` snapshots: after sign-out, a password change (which ends every session) or
+the account's deletion, it sends a `signedout` event and ends, and the browser's reconnection is
+refused like any signed-out request.
 """
 
 from __future__ import annotations
@@ -15,17 +20,19 @@ import time
 from collections.abc import AsyncIterator
 
 import trio
-from quart import Response, stream_with_context
+from quart import Response, g, request, stream_with_context
 
 from ..api import campaign_json
+from ..auth import SESSION_COOKIE
 from .web import ConsoleBlueprint, console, login_required, owned, platform
 
-__all__ = ["INTERVAL", "blueprint"]
+__all__ = ["INTERVAL", "SESSION_CHECK_EVERY", "blueprint"]
 
 blueprint = ConsoleBlueprint("live", __name__)
 
 INTERVAL = 1.0  # seconds between snapshots
-MAX_SECONDS = 3600.0  # then the stream ends and the browser reconnects (and the session is checked again)
+MAX_SECONDS = 3600.0  # then the stream ends and the browser reconnects
+SESSION_CHECK_EVERY = 5  # snapshots: a session that ended stops its streams within about 5 s
 
 
 @blueprint.get("/campaigns/<int:campaign_id>/live")
@@ -33,7 +40,14 @@ MAX_SECONDS = 3600.0  # then the stream ends and the browser reconnects (and the
 async def events(campaign_id: int) -> Response:
     campaign = await owned(campaign_id)
     storage = platform().storage
-    queries = console().queries
+    state = console()
+    queries = state.queries
+    token = request.cookies.get(SESSION_COOKIE, "")
+    user_id = g.user.id
+
+    async def signed_in() -> bool:
+        session = await state.accounts.session(token)
+        return session is not None and session.user.id == user_id
 
     @stream_with_context
     async def stream() -> AsyncIterator[bytes]:
@@ -42,7 +56,12 @@ async def events(campaign_id: int) -> Response:
         deadline = trio.current_time() + MAX_SECONDS
         # The browser reconnects after this many ms when the stream ends or breaks.
         yield b"retry: 2000\n\n"
+        snapshots = 0
         while trio.current_time() < deadline:
+            if snapshots and snapshots % SESSION_CHECK_EVERY == 0 and not await signed_in():
+                yield b"event: signedout\ndata: {}\n\n"
+                return
+            snapshots += 1
             fresh = await storage.get_campaign(campaign.id)
             if fresh is None:
                 yield b"event: gone\ndata: {}\n\n"

@@ -7,6 +7,8 @@ real distribute server (`live_server`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import httpx
 import trio
 
@@ -48,18 +50,45 @@ async def server_results(server: LiveServer, campaign: int) -> int:
     return (await server.campaign(campaign))["results"]
 
 
+@dataclass
+class Prefetch:
+    """The most a browser's connection asked the server to hold for it, and the most it held at once."""
+
+    slots: int = 0
+    held: int = 0
+
+
+async def watch_prefetch(server: LiveServer, seen: Prefetch) -> None:
+    """Samples the server's live connections until cancelled."""
+    while True:
+        for session in server.platform.gateway.sessions.values():
+            seen.slots = max(seen.slots, session.hello.slots)
+            seen.held = max(seen.held, len(session.held))
+        await trio.sleep(0.001)
+
+
 async def test_clicking_contribute_computes_the_campaign_exactly(
     browser: BrowserThread, live_server: LiveServer, host_site: HostSite
 ) -> None:
     campaign = await live_server.create_campaign(name="Multiples of 123")
     page = await visit(browser, host_site, live_server, campaign)
+    seen = Prefetch()
     try:
-        await browser.run(page.click, "contribute")
-        await live_server.wait_complete(campaign, timeout=60)
+        async with trio.open_nursery() as watching:
+            watching.start_soon(watch_prefetch, live_server, seen)
+            await browser.run(page.click, "contribute")
+            await live_server.wait_complete(campaign, timeout=60)
+            watching.cancel_scope.cancel()
         stored = await outcome(live_server, campaign)
         assert sorted(n for value in stored.results.values() if value for n in value) == SEED_ANSWER
+        # Prefetch: even at the default CPU setting (one worker) the browser asks for a task beyond the
+        # one it computes, and the server keeps it supplied, so no round trip separates two tasks.
+        assert seen.slots >= 2
+        assert seen.held >= 2
         await browser.run(page.wait_state, "done")
-        assert "Finished" in (await browser.run(page.state))["status"]
+        finished = await browser.run(page.state)
+        assert finished["done"] >= 100  # the campaign's 100 datasets, all computed in this browser
+        assert finished["status"] == f"Finished: nothing left to compute · {finished['done']} tasks done. Thank you!"
     finally:
         await browser.run(page.close)
 
@@ -146,21 +175,38 @@ async def test_hiding_the_page_pauses_work_and_showing_it_resumes(
         await browser.run(page.close)
 
 
+def pause_label(page: Visit) -> str:
+    return page.broker().locator("#pause").inner_text()
+
+
 async def test_pause_stops_work_and_resume_continues(
     browser: BrowserThread, live_server: LiveServer, host_site: HostSite
 ) -> None:
-    campaign = await live_server.create_campaign(kernel=busy_kernel(50), generator=generator_of(40), static="")
+    campaign = await live_server.create_campaign(
+        kernel=busy_kernel(50), generator=generator_of(40), static="", name="Doubling"
+    )
     page = await visit(browser, host_site, live_server, campaign)
     try:
         await browser.run(page.click, "contribute")
         await browser.run(page.wait_done, 2)
+        running = await browser.run(page.state)
+        assert running["state"] == "running" and running["done"] >= 2
+        assert running["status"] == f"Running on “Doubling” · {running['done']} tasks done"
+        await browser.run(page.wait_done, running["done"] + 1)
+        later = await browser.run(page.state)  # the line counts up as tasks finish
+        assert later["done"] > running["done"]
+        assert later["status"] == f"Running on “Doubling” · {later['done']} tasks done"
 
         await browser.run(page.click, "pause")
         await browser.run(page.wait_state, "paused")
+        paused = await browser.run(page.state)
+        assert paused["status"] == f"Paused · {paused['done']} tasks done"
+        assert await browser.run(pause_label, page) == "Resume"
         await trio.sleep(0.3)
         paused_at = await server_results(live_server, campaign)
         await trio.sleep(1.5)
         assert await server_results(live_server, campaign) == paused_at
+        assert await browser.run(page.state) == paused  # the count stands still while paused
 
         await browser.run(page.click, "pause")  # now labelled "Resume"
         await live_server.wait_complete(campaign, timeout=60)
@@ -286,7 +332,12 @@ async def test_an_exception_in_main_is_reported_with_message_and_kernel_stack(
 async def test_an_exception_in_load_static_dataset_is_reported_for_each_task(
     browser: BrowserThread, live_server: LiveServer, host_site: HostSite
 ) -> None:
-    kernel = "({ loadStaticDataset: function (text) { JSON.parse(text); }, main: function (d) { return 1; } })"
+    kernel = """({
+  loadStaticDataset: function (text) {
+    JSON.parse(text);
+  },
+  main: function (d) { return 1; }
+})"""
     campaign = await live_server.create_campaign(
         kernel=kernel, generator=generator_of(3), static="{not json", task_timeout=5
     )
@@ -299,6 +350,9 @@ async def test_an_exception_in_load_static_dataset_is_reported_for_each_task(
         assert stored.errors and all(
             e["message"].startswith("the kernel's loadStaticDataset threw: SyntaxError") for e in stored.errors
         )
+        for error in stored.errors:
+            assert "kernel.js:3:" in error["stack"], error  # where JSON.parse is called
+            assert "blob:" not in error["stack"]
     finally:
         await browser.run(page.close)
 

@@ -1,4 +1,8 @@
-"""The WordPress plugin's files: valid PHP, Debian's phpcs with plugins/phpcs.xml, WordPress conventions."""
+"""The WordPress plugin's files: valid PHP, Debian's phpcs with plugins/phpcs.xml, WordPress conventions.
+
+`php -l` checks every PHP file in the repository (the plugin, and the test WordPress's tools and theme in
+tests/cms/); the conventions hold for the plugin's files, which are what a site owner installs.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,24 @@ def run(*command: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=60)
 
 
-@pytest.mark.parametrize("path", PHP_FILES, ids=lambda path: str(path.relative_to(PLUGIN)))
+def repository_php_files() -> list[Path]:
+    """Every PHP file git knows of: tracked, or new and not ignored."""
+    listed = run("git", "ls-files", "--cached", "--others", "--exclude-standard", "-z", "--", "*.php")
+    assert listed.returncode == 0, listed.stderr
+    return sorted({REPO / name for name in listed.stdout.split("\0") if name})
+
+
+REPOSITORY_PHP_FILES = repository_php_files()
+
+
+def test_the_php_files_checked_include_the_plugin_and_the_test_wordpresss_tools_and_theme() -> None:
+    checked = set(REPOSITORY_PHP_FILES)
+    assert set(PHP_FILES) <= checked
+    for folder in ("wp-tools", "wp-theme"):
+        assert {path for path in checked if path.parent == REPO / "tests" / "cms" / folder}, folder
+
+
+@pytest.mark.parametrize("path", REPOSITORY_PHP_FILES, ids=lambda path: str(path.relative_to(REPO)))
 def test_every_php_file_is_valid_php(path: Path) -> None:
     linted = run(require_program("php", "php-cli"), "-l", str(path))
     assert linted.returncode == 0, linted.stdout + linted.stderr
@@ -95,9 +116,12 @@ def test_the_plugin_header_and_the_readme_agree() -> None:
     assert re.search(r"^ \* Text Domain:\s*distribute$", header, re.M)
 
 
-def test_the_readme_has_the_wordpress_org_sections_with_the_external_services_disclosure() -> None:
+def test_the_readme_has_the_wordpress_org_header_and_sections_with_the_external_services_disclosure() -> None:
     readme = (PLUGIN / "readme.txt").read_text()
     assert readme.startswith("=== distribute ===\n")
+    header = readme.split("\n\n", 1)[0]
+    # WordPress.org usernames, comma-separated: who may answer in the plugin's support forum.
+    assert re.search(r"^Contributors: [a-z0-9_-]+(?:, [a-z0-9_-]+)*$", header, re.M), header
     sections = re.findall(r"^== (.+) ==$", readme, re.M)
     for section in ("Description", "External services", "Installation", "Frequently Asked Questions", "Changelog"):
         assert section in sections

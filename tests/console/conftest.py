@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgpack
 import pytest
 import trio
 
@@ -240,3 +241,91 @@ async def api_of(console_server: LiveServer) -> AsyncIterator[Any]:
     yield make
     for client in clients:
         await client.aclose()
+
+
+# --------------------------------------------------------------------------- the database, read directly
+
+
+async def table_rows(server: LiveServer, table: str) -> list[tuple[Any, ...]]:
+    """Every row of one of the server's tables, every column, as the database holds it."""
+    from pony.orm import db_session
+
+    storage = server.platform.storage
+
+    def read() -> list[tuple[Any, ...]]:
+        with db_session:
+            return [tuple(row) for row in storage.sql.query(f"SELECT * FROM {table}")]
+
+    return await trio.to_thread.run_sync(read)
+
+
+# --------------------------------------------------------------------------- kernel errors
+
+# Throws on datasets 3 and 7 of `counting_generator(10)`; line 3 of the file is the throw.
+PICKY_KERNEL = """({
+  main: function (d) {
+    if (d.i === 3 || d.i === 7) throw new RangeError("no " + d.i + " here");
+    return d.i;
+  }
+})"""
+
+
+@dataclass(frozen=True)
+class KernelErrorRow:
+    dataset_id: int
+    message: str
+    stack: str
+    count: int
+
+
+@dataclass
+class FailingCampaign:
+    """A finished campaign whose kernel threw on two datasets, computed by a real headless worker."""
+
+    owner: Visitor
+    id: int
+    tries: int  # how often the kernel was tried on each refused dataset (max_task_errors)
+    failed: dict[int, int]  # the datasets the kernel refused: their `i` -> their id
+    errors: list[KernelErrorRow]  # the kernel_error table's rows of the campaign, as stored
+
+
+@pytest.fixture
+async def failing_campaign(start_server: StartServer, people_on: Any) -> FailingCampaign:
+    from pony.orm import db_session
+
+    from distribute.worker import run_worker
+
+    # Two tries (not the default three) per refused dataset: each retry waits several seconds for
+    # the dispatcher to notice the dataset is back in the pool.
+    server = await start_server(signup_min_seconds=0.0, max_task_errors=2)
+    alice = await people_on(server).sign_up("alice@example.org")
+    storage = server.platform.storage
+    user = await storage.user_by_email(alice.email)
+    assert user is not None
+    token = await storage.create_token(user.id, "tests")
+    async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {token}"}) as client:
+        api = Api(client)
+        campaign_id = await api.create(kernel=PICKY_KERNEL, generator=counting_generator(10))
+        await api.wait_for(campaign_id, lambda c: c["status"] == "running")
+        with trio.fail_after(60):
+            await run_worker(server.url, campaign=campaign_id)
+        await api.wait_for(campaign_id, lambda c: c["status"] == "complete")
+
+    def stored() -> tuple[list[Any], list[Any]]:
+        with db_session:
+            failed = storage.sql.query(
+                "SELECT id, payload FROM dataset WHERE campaign = ? AND state = 'failed'", (campaign_id,)
+            )
+            errors = storage.sql.query(
+                "SELECT dataset, message, stack, count FROM kernel_error WHERE campaign = ?", (campaign_id,)
+            )
+            return list(failed), list(errors)
+
+    failed, errors = await trio.to_thread.run_sync(stored)
+    return FailingCampaign(
+        owner=alice,
+        id=campaign_id,
+        tries=server.settings.max_task_errors,
+        failed={msgpack.unpackb(bytes(payload))["i"]: dataset_id for dataset_id, payload in failed},
+        errors=[KernelErrorRow(*row) for row in errors],
+    )

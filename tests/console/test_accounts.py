@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import httpx
@@ -10,7 +11,7 @@ import trio
 from tests.conftest import LiveServer, StartServer
 from tests.protocol_client import work
 
-from .conftest import PASSWORD, People, csrf_of, stamp_of
+from .conftest import PASSWORD, People, csrf_of, stamp_of, table_rows
 
 
 async def test_sign_up_signs_the_new_user_in(people: People) -> None:
@@ -30,6 +31,17 @@ async def test_passwords_are_stored_as_argon2id_hashes(people: People, console_s
     password_hash = found[1]
     assert password_hash is not None and password_hash.startswith("$argon2id$")
     assert PASSWORD not in password_hash
+
+
+async def test_only_the_hash_of_a_session_token_is_stored(people: People, console_server: LiveServer) -> None:
+    await people.sign_up("alice@example.org")
+    alice = await people.sign_in("alice@example.org")
+    token = alice.session_cookie
+    assert token
+    rows = await table_rows(console_server, "web_session")
+    stored = [str(value) for row in rows for value in row]
+    assert not any(token in value for value in stored)  # a copy of the database opens no session
+    assert hashlib.sha256(token.encode()).hexdigest() in stored
 
 
 async def test_the_session_cookie_is_httponly_and_samesite_lax_and_not_secure_over_http(people: People) -> None:
@@ -195,6 +207,20 @@ async def test_deleting_the_account_removes_its_campaigns_datasets_and_results(
     assert (counts.total, counts.results, counts.errors) == (0, 0, 0)
     assert (await api.client.get("/api/campaigns")).status_code == 401
     assert (await bob.get("/account")).status_code == 200
+
+
+async def test_after_deleting_the_account_its_old_session_cookie_no_longer_signs_in(
+    people: People, console_server: LiveServer
+) -> None:
+    alice = await people.sign_up("alice@example.org")
+    old_cookie = alice.session_cookie
+    assert old_cookie
+    response = await alice.post("/account/delete", {"password": PASSWORD}, page="/account")
+    assert response.status_code == 303
+    # Replaying the cookie (say, kept by another copy of the browser) opens nothing.
+    async with httpx.AsyncClient(base_url=console_server.url, cookies={"distribute_session": old_cookie}) as thief:
+        page = await thief.get("/account")
+    assert page.status_code == 302 and page.headers["location"].startswith("/signin")
 
 
 async def test_deleting_the_account_needs_the_password(people: People, console_server: LiveServer) -> None:

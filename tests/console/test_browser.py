@@ -141,6 +141,7 @@ def watch_to_completion(owner: Owner) -> dict[str, Any]:
           navigations: performance.getEntriesByType('navigation').length,
           points: Number(document.getElementById('chart').dataset.points),
           line: document.querySelector('#chart .line').getAttribute('d'),
+          peak: document.getElementById('chart-max').textContent,
           done: document.getElementById('stat-done').textContent,
           status: document.querySelector('[data-status]').textContent,
           hosts: document.querySelector('#hosts tbody').textContent,
@@ -167,6 +168,12 @@ async def test_an_owner_uploads_a_campaign_watches_it_finish_live_and_downloads_
             seen = await on(browser, watch_to_completion, owner)
         assert seen["sameDocument"] and seen["navigations"] == 1  # updated live, never reloaded
         assert seen["points"] >= 3 and seen["line"].startswith("M")
+        # The chart drew the work it followed, not a flat line at zero: a nonzero peak, and a
+        # line that rises above the chart's baseline (y = 180 in its 600 by 180 view box).
+        peak = re.fullmatch(r"peak (\d+(?:\.\d+)?)/s", seen["peak"])
+        assert peak and float(peak[1]) > 0, seen["peak"]
+        heights = [float(y) for y in re.findall(r"[ML][\d.]+,([\d.]+)", seen["line"])]
+        assert len(heights) == seen["points"] and min(heights) < 180, seen["line"]
         assert (seen["done"], seen["status"]) == ("100", "complete")
         assert "https://lab.example" in seen["hosts"]
 

@@ -13,7 +13,7 @@ import trio
 from tests.conftest import LiveServer
 from tests.protocol_client import work
 
-from .conftest import Api, People, counting_generator
+from .conftest import PASSWORD, Api, FailingCampaign, People, Visitor, counting_generator
 
 
 async def events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
@@ -64,6 +64,22 @@ async def test_the_first_event_carries_the_throughput_history(
     assert history["width"] >= 1 and sum(count for _, count in history["points"]) == 25
 
 
+async def test_an_event_carries_each_kernel_errors_message_stack_dataset_and_count(
+    failing_campaign: FailingCampaign,
+) -> None:
+    campaign = failing_campaign
+    with trio.fail_after(10):
+        async with campaign.owner.client.stream("GET", f"/campaigns/{campaign.id}/live") as response:
+            first = await anext(events(response))
+    shown = {e["dataset_id"]: e for e in first["kernel_errors"]}
+    assert sorted(campaign.failed) == [3, 7] and sorted(shown) == sorted(campaign.failed.values())
+    stacks = {row.dataset_id: row.stack for row in campaign.errors}
+    for i, dataset_id in campaign.failed.items():
+        error = shown[dataset_id]
+        assert (error["message"], error["count"]) == (f"RangeError: no {i} here", campaign.tries)
+        assert "kernel.js:3" in error["stack"] and error["stack"] == stacks[dataset_id]
+
+
 async def test_the_stream_stops_when_the_page_closes(
     people: People, api_of: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -90,3 +106,60 @@ async def test_the_stream_stops_when_the_page_closes(
     after_close = snapshots
     await trio.sleep(0.5)
     assert snapshots == after_close
+
+
+async def stream_until_it_ends(visitor: Visitor, campaign_id: int, after_first: Any) -> list[str]:
+    """The names of the events of one stream ("message" for snapshots), calling `after_first()` after
+    the first snapshot; returns when the server ends the stream."""
+    names: list[str] = []
+    async with visitor.client.stream("GET", f"/campaigns/{campaign_id}/live") as response:
+        assert response.status_code == 200
+        name = "message"
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                names.append(name)
+                if names == ["message"]:
+                    await after_first()
+                name = "message"
+    return names
+
+
+async def test_the_stream_ends_when_its_session_signs_out(
+    people: People, api_of: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distribute.console import live
+
+    monkeypatch.setattr(live, "INTERVAL", 0.05)  # the session is checked every 5 snapshots: 0.25 s
+    alice = await people.sign_up("alice@example.org")
+    campaign_id = await (await api_of(alice)).create()
+
+    async def sign_out() -> None:
+        assert (await alice.post("/signout", page="/account")).status_code == 303
+
+    with trio.fail_after(10):
+        names = await stream_until_it_ends(alice, campaign_id, sign_out)
+    assert names[-1] == "signedout" and names[:-1] == ["message"] * (len(names) - 1)
+
+
+async def test_the_stream_of_another_device_ends_when_the_password_changes(
+    people: People, api_of: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distribute.console import live
+
+    monkeypatch.setattr(live, "INTERVAL", 0.05)
+    laptop = await people.sign_up("alice@example.org")
+    phone = await people.sign_in("alice@example.org")
+    campaign_id = await (await api_of(laptop)).create()
+
+    async def change_password() -> None:
+        data = {"current": PASSWORD, "password": "a much better passphrase"}
+        assert (await laptop.post("/account/password", data, page="/account")).status_code == 303
+
+    with trio.fail_after(10):
+        names = await stream_until_it_ends(phone, campaign_id, change_password)
+    assert names[-1] == "signedout"
+    # An EventSource reconnecting with the old cookie is refused.
+    reconnect = await phone.get(f"/campaigns/{campaign_id}/live", headers={"Accept": "text/event-stream"})
+    assert reconnect.status_code == 401

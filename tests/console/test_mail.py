@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
+import hashlib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -10,7 +13,7 @@ import trio
 
 from tests.conftest import StartServer
 
-from .conftest import PASSWORD, Inbox, People, reset_link
+from .conftest import PASSWORD, Inbox, People, reset_link, table_rows
 
 NEW_PASSWORD = "a brand new passphrase"
 
@@ -107,3 +110,21 @@ async def test_without_smtp_the_mail_is_written_to_the_outbox(
     assert len(files) == 1
     text = files[0].read_text()
     assert "To: alice@example.org" in text and "/reset/" in text
+
+
+async def test_only_the_hash_of_a_reset_token_is_stored(
+    start_server: StartServer, people_on: Any, tmp_path: Path
+) -> None:
+    outbox = tmp_path / "outbox"
+    server = await start_server(signup_min_seconds=0.0, mail_outbox=str(outbox))
+    crowd: People = people_on(server)
+    await crowd.sign_up("alice@example.org")
+    visitor = await crowd.anonymous()
+    await visitor.post("/reset", {"email": "alice@example.org"}, page="/reset")
+    (mail,) = outbox.glob("*.eml")
+    link = reset_link(email.message_from_bytes(mail.read_bytes(), policy=email.policy.default))  # type: ignore[arg-type]
+    token = urlsplit(link).path.rsplit("/", 1)[1]
+    rows = await table_rows(server, "password_reset")
+    stored = [str(value) for row in rows for value in row]
+    assert len(rows) == 1 and not any(token in value for value in stored)  # a copy of the database resets nothing
+    assert hashlib.sha256(token.encode()).hexdigest() in stored

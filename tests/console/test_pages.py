@@ -15,7 +15,7 @@ from distribute.embed import embed_snippet
 from tests.conftest import SEED_GENERATOR, SEED_KERNEL, SEED_STATIC, LiveServer
 from tests.protocol_client import work
 
-from .conftest import Api, People, Visitor, counting_generator
+from .conftest import Api, FailingCampaign, People, Visitor, counting_generator
 
 
 async def test_the_static_pages_render_for_everybody(people: People) -> None:
@@ -110,6 +110,23 @@ async def test_a_failed_generator_is_explained_on_the_campaign_page(people: Peop
     await (await api_of(alice)).wait_for(campaign_id, lambda c: c["status"] == "failed")
     page = (await alice.get(f"/campaigns/{campaign_id}")).text
     assert "The generator failed" in page and "no data today" in page
+
+
+async def test_the_campaign_page_shows_each_kernel_errors_message_stack_dataset_and_count(
+    failing_campaign: FailingCampaign,
+) -> None:
+    campaign = failing_campaign
+    page = (await campaign.owner.get(f"/campaigns/{campaign.id}")).text
+    section = page.split('id="kernel-errors"', 1)[1].split("</section>", 1)[0]
+    shown = [
+        html.unescape(re.sub(r"<[^>]+>", "", item)) for item in re.findall(r"<details>(.*?)</details>", section, re.S)
+    ]
+    assert sorted(campaign.failed) == [3, 7] and len(shown) == 2
+    stacks = {row.dataset_id: row.stack for row in campaign.errors}
+    for i, dataset_id in campaign.failed.items():
+        (item,) = [text for text in shown if f"dataset {dataset_id} · \u00d7{campaign.tries}" in text]
+        assert f"RangeError: no {i} here" in item
+        assert "kernel.js:3" in stacks[dataset_id] and stacks[dataset_id] in item
 
 
 async def test_the_campaign_page_offers_the_html_wordpress_and_hugo_snippets(

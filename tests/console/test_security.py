@@ -7,7 +7,9 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 
+from distribute.auth import RateLimiter
 from tests.conftest import LiveServer, StartServer
 
 from .conftest import PASSWORD, Api, People, Visitor, csrf_of
@@ -90,6 +92,34 @@ async def test_signed_out_forms_need_the_double_submit_token(people: People) -> 
 
 
 # --------------------------------------------------------------------------- rate limits
+
+
+def test_the_rate_limiter_refuses_within_its_window_and_allows_again_after_it() -> None:
+    now = 1000.0
+    limiter = RateLimiter(limit=2, window=60.0, clock=lambda: now)
+    key = "signin-email:alice@example.org"
+    limiter.hit(key)
+    now = 1010.0
+    limiter.hit(key)
+    now = 1059.0
+    assert limiter.retry_after(key) == pytest.approx(1.0)  # refused: the first attempt leaves the window at 1060
+    now = 1060.0
+    assert limiter.retry_after(key) == 0.0  # allowed again
+    limiter.hit(key)
+    # The window slides: with the attempts of 1010 and 1060 in it, the next is allowed at 1070.
+    assert limiter.retry_after(key) == pytest.approx(10.0)
+    now = 1070.0
+    assert limiter.retry_after(key) == 0.0
+
+
+def test_the_rate_limiter_counts_each_key_on_its_own() -> None:
+    now = 1000.0
+    limiter = RateLimiter(limit=1, window=60.0, clock=lambda: now)
+    limiter.hit("signin-ip:203.0.113.9")
+    assert limiter.retry_after("signin-ip:203.0.113.9") == pytest.approx(60.0)
+    assert limiter.retry_after("signin-ip:198.51.100.7") == 0.0
+    # Several keys at once: refused while any of them is at its limit.
+    assert limiter.retry_after("signin-ip:198.51.100.7", "signin-ip:203.0.113.9") == pytest.approx(60.0)
 
 
 async def test_the_failed_sign_in_after_the_limit_is_refused_even_with_the_right_password(
@@ -203,7 +233,10 @@ async def test_an_oversized_upload_is_refused_with_a_clear_message(start_server:
     assert response.status_code == 413
     assert "Upload too large" in response.text and "MiB per file" in response.text
     assert "text/html" in response.headers["content-type"]
+    assert response.headers["connection"] == "close"  # the rest of the body is still on its way
     assert await server.platform.storage.list_campaigns() == []
+    with trio.fail_after(10):  # so the next request goes on a fresh connection, and is answered
+        assert (await alice.client.get("/campaigns")).status_code == 200
 
 
 async def test_a_file_over_the_per_file_limit_is_named_in_the_message(

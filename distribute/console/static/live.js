@@ -156,4 +156,8 @@ if (section) {
     source.close();
     connected(false, "this campaign no longer exists");
   });
+  source.addEventListener("signedout", () => {
+    source.close();
+    connected(false, "signed out: reload the page to sign in again");
+  });
 }
