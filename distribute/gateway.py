@@ -136,6 +136,9 @@ class Gateway:
                 self.frames_received += 1
             if waiting.cancelled_caught:
                 raise ProtocolError(p.CLOSE_POLICY_VIOLATION, "no 'hello' before the heartbeat timeout")
+            # Metered like every later frame: new connections must not be a way around the rates.
+            if reason := limits.over(len(frame) if frame else 0, trio.current_time()):
+                raise ProtocolError(p.CLOSE_POLICY_VIOLATION, reason)
             hello = p.decode_client(frame)
             if not isinstance(hello, p.Hello):
                 raise ProtocolError(p.CLOSE_PROTOCOL_ERROR, "the first frame must be 'hello'")

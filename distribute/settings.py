@@ -110,7 +110,7 @@ SETTINGS: tuple[Setting, ...] = (
         "max_inflight_bytes",
         4 * 1024 * 1024,
         "bytes",
-        "most dataset bytes sent to one connection and not yet answered",
+        "dataset bytes in flight to one connection, past which it gets no more tasks (one dataset may cross it)",
         _positive,
     ),
     Setting(

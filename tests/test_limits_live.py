@@ -117,6 +117,26 @@ async def test_the_byte_rate_of_one_address_is_shared_by_its_connections(start_s
     assert (code, reason) == (p.CLOSE_POLICY_VIOLATION, "byte rate over 512 bytes/s from this address")
 
 
+async def test_hellos_count_towards_the_byte_rate_of_their_address(start_server: StartServer) -> None:
+    """New connections are no way around the rates: each one's hello is metered like later frames.
+
+    The address may send a burst of 8,192 bytes refilled at 512 bytes/s; three hellos of about
+    3,560 bytes each (padded client maps) do not fit, so the third connection is closed."""
+    server = await start_server(max_bytes_per_second_per_ip=512, max_frame_bytes=8192)
+    campaign_id = await server.create_campaign()
+    hello = p.encode(p.Hello(slots=1, campaign=campaign_id, client={"kind": "test", "pad": "x" * 3500}))
+    async with (
+        open_websocket_url(server.ws_url) as first,
+        open_websocket_url(server.ws_url) as second,
+        open_websocket_url(server.ws_url) as third,
+    ):
+        for ws in (first, second):
+            await ws.send_message(hello)
+            await receive_tasks(ws)
+        code, reason = await flood(third, [hello])
+    assert (code, reason) == (p.CLOSE_POLICY_VIOLATION, "byte rate over 512 bytes/s from this address")
+
+
 # --------------------------------------------------------------------------- connections and tasks per address
 
 

