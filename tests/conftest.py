@@ -8,6 +8,8 @@ SQLite (see tests/pg.py).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +53,53 @@ SEED_KERNEL = """(function() {
 })()"""
 
 SEED_ANSWER = [n for n in range(10000) if n % 123 == 0]
+
+
+def slow_seed_kernel(ms: int) -> str:
+    """The seed kernel, busy for `ms` milliseconds on each dataset (so a run lasts long enough to watch)."""
+    main = "  function main(dataset) {\n"
+    return SEED_KERNEL.replace(
+        main, main + f"    var until = Date.now() + {ms};\n    while (Date.now() < until) {{}}\n"
+    )
+
+
+@dataclass
+class ServerProcess:
+    """A `distribute serve` child process on a free port; its stderr goes to `log`."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    token: str
+    log: Path
+
+
+def launch_server_process(folder: Path, database: str, email: str = "owner@example.org") -> ServerProcess:
+    """Create a user on `database`, start `distribute serve --port 0` on it, wait for its URL.
+
+    The caller stops the process (terminate, a signal, or kill).
+    """
+    created = subprocess.run(
+        [sys.executable, "-m", "distribute", "user", "create", email, "--database", database],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    token = created.stdout.decode().split()[-1]
+    log = folder / "server.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "distribute", "serve", "--port", "0", "--database", database],
+            stdout=subprocess.PIPE,
+            stderr=sink,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    assert process.stdout is not None
+    first_line = process.stdout.readline().decode()
+    if not first_line.startswith("distribute serving on "):
+        process.kill()
+        process.wait()
+        pytest.fail(f"distribute serve did not start: {first_line!r}\n{log.read_text()}")
+    return ServerProcess(process, first_line.split()[3].rstrip(","), token, log)
 
 
 @dataclass

@@ -10,14 +10,12 @@ and the worker's results are exact.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import httpx
 import msgpack
@@ -28,7 +26,7 @@ from hypothesis import strategies as st
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from distribute import protocol as p
-from tests.conftest import SEED_STATIC
+from tests.conftest import SEED_STATIC, ServerProcess, launch_server_process
 
 pytestmark = pytest.mark.sqlite_only  # its server uses SQLite in both runs of the suite
 
@@ -130,39 +128,13 @@ def mutated(draw: st.DrawFn) -> bytes:
 frames = st.binary(max_size=64) | st.builds(msgpack.packb, values) | shaped | mutated() | valid | st.text(max_size=16)
 
 
-@dataclass
-class ServerProcess:
-    url: str
-    token: str
-    log: Path
-    process: subprocess.Popen[bytes]
-
-
-def _cli(*args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "distribute", *args], capture_output=True, check=True, timeout=60)
-    return done.stdout.decode()
-
-
 @pytest.fixture(scope="module")
 def server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     folder = tmp_path_factory.mktemp("fuzz")
-    database = f"sqlite:///{folder / 'fuzz.db'}"
-    token = _cli("user", "create", "fuzz@example.org", "--database", database).split()[-1]
-    log = folder / "server.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "distribute", "serve", "--port", "0", "--database", database],
-            stdout=subprocess.PIPE,
-            stderr=sink,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    assert process.stdout is not None
-    first_line = process.stdout.readline().decode()
-    assert first_line.startswith("distribute serving on "), first_line
-    url = first_line.split()[3].rstrip(",")
-    yield ServerProcess(url, token, log, process)
-    process.terminate()
-    process.wait(timeout=30)
+    launched = launch_server_process(folder, f"sqlite:///{folder / 'fuzz.db'}", "fuzz@example.org")
+    yield launched
+    launched.process.terminate()
+    launched.process.wait(timeout=30)
 
 
 PROBE = p.encode(p.Ping(424_242))

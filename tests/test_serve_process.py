@@ -7,8 +7,6 @@ process, or the restarted one, can hand the datasets out at once instead of afte
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -18,29 +16,16 @@ from trio_websocket import open_websocket_url
 
 from distribute import protocol as p
 from distribute.storage import open_storage
-from tests.conftest import SEED_GENERATOR, SEED_KERNEL, database_url
+from tests.conftest import SEED_GENERATOR, SEED_KERNEL, database_url, launch_server_process
 from tests.protocol_client import receive_tasks, send
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 async def test_a_stopped_server_exits_cleanly_and_releases_its_leases(tmp_path: Path, signum: int) -> None:
     database = database_url(tmp_path)
-    created = subprocess.run(
-        [sys.executable, "-m", "distribute", "user", "create", "ops@example.org", "--database", database],
-        capture_output=True,
-        check=True,
-    )
-    token = created.stdout.decode().split()[-1]
-    log = tmp_path / "server.log"
-    with log.open("wb") as sink:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "distribute", "serve", "--port", "0", "--database", database],
-            stdout=subprocess.PIPE,
-            stderr=sink,
-        )
+    launched = launch_server_process(tmp_path, database, "ops@example.org")
+    server, url, token, log = launched.process, launched.url, launched.token, launched.log
     try:
-        assert server.stdout is not None
-        url = server.stdout.readline().decode().split()[3]
         async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:
             files = {"kernel": ("k.js", SEED_KERNEL), "generator": ("g.js", SEED_GENERATOR)}
             campaign_id = (await client.post("/api/campaigns", files=files)).json()["id"]

@@ -70,9 +70,9 @@ async def test_a_flagged_workers_trusted_results_are_rechecked_and_the_lies_neve
     assert len(verified) == 10 and not any(r["result"] and r["result"][0] == -1 for r in verified)
 
 
-async def test_a_comparator_lets_results_with_float_noise_agree(live_server: LiveServer) -> None:
-    comparator = "({ compare: function (a, b) { return Math.abs(a[0] - b[0]) < 1e-9; } })"
-    response = await live_server.client.post(
+async def create_compared_campaign(server: LiveServer, comparator: str) -> int:
+    """A replication-2 campaign of TEN datasets whose results are compared by `comparator`."""
+    response = await server.client.post(
         "/api/campaigns",
         files={
             "kernel": ("k.js", b"({main: function (d) { return [d.min]; }})"),
@@ -83,7 +83,13 @@ async def test_a_comparator_lets_results_with_float_noise_agree(live_server: Liv
     )
     assert response.status_code == 201, response.text
     assert response.json()["comparator"] is True
-    campaign_id = response.json()["id"]
+    return response.json()["id"]
+
+
+async def test_a_comparator_lets_results_with_float_noise_agree(live_server: LiveServer) -> None:
+    campaign_id = await create_compared_campaign(
+        live_server, "({ compare: function (a, b) { return Math.abs(a[0] - b[0]) < 1e-9; } })"
+    )
 
     def noisy(d: dict[str, int]) -> list[float]:
         return [d["min"] / 10 * 0.1 * 3 + 1e-12]  # differs from the exact value in the last bits
@@ -101,20 +107,9 @@ async def test_a_comparator_lets_results_with_float_noise_agree(live_server: Liv
 async def test_a_comparator_that_hangs_is_given_up_and_delays_no_other_campaign(live_server: LiveServer) -> None:
     """One loop decides every campaign's replicas: a comparator that runs out its time on every pair
     would hold all of them up by COMPARE_TIMEOUT (5 s) per pair. It is given up after the first."""
-    hostile = await live_server.client.post(
-        "/api/campaigns",
-        files={
-            "kernel": ("k.js", b"({main: function (d) { return [d.min]; }})"),
-            "generator": ("g.js", TEN.encode()),
-            "comparator": ("c.js", b"({ compare: function (a, b) { while (true) {} } })"),
-        },
-        data={"replication": "2"},
-    )
-    assert hostile.status_code == 201, hostile.text
+    hostile = await create_compared_campaign(live_server, "({ compare: function (a, b) { while (true) {} } })")
     with trio.move_on_after(3):  # 10 datasets whose two copies differ: each pair goes to the comparator
-        await run_workers(
-            live_server, hostile.json()["id"], ("127.0.0.1", "a", lambda d: [1]), ("127.0.0.2", "b", lambda d: [2])
-        )
+        await run_workers(live_server, hostile, ("127.0.0.1", "a", lambda d: [1]), ("127.0.0.2", "b", lambda d: [2]))
     other = await live_server.create_campaign(generator=TEN, replication=2)
     with trio.fail_after(15):  # 10 pairs x 5 s before the other campaign's turn without giving up
         await run_workers(live_server, other, ("127.0.0.3", "c", seed_kernel), ("127.0.0.4", "d", seed_kernel))

@@ -17,24 +17,18 @@ from typing import Any
 import httpx
 import trio
 
-from tests.conftest import SEED_ANSWER, SEED_GENERATOR, SEED_STATIC, database_url
+from tests.conftest import (
+    SEED_ANSWER,
+    SEED_GENERATOR,
+    SEED_STATIC,
+    database_url,
+    launch_server_process,
+    slow_seed_kernel,
+)
 
 # The seed's kernel, slowed down to ~30 ms a dataset (3 s for the campaign), so that the worker is
 # always in the middle of a task when it is killed.
-SLOW_SEED_KERNEL = """(function() {
-  var divisor;
-  function loadStaticDataset(dataset) { divisor = JSON.parse(dataset).divisor; }
-  function main(dataset) {
-    var until = Date.now() + 30;
-    while (Date.now() < until) {}
-    var results = [];
-    for (var i = dataset.min; i < dataset.max; ++i) {
-      if (i % divisor === 0) results.push(i);
-    }
-    return results.length > 0 ? results : null;
-  }
-  return { main: main, loadStaticDataset: loadStaticDataset };
-})()"""
+SLOW_SEED_KERNEL = slow_seed_kernel(30)
 
 
 def worker_command(url: str, campaign_id: int) -> list[str]:
@@ -48,26 +42,10 @@ async def campaign(client: httpx.AsyncClient, campaign_id: int) -> dict[str, Any
 
 
 async def test_a_killed_workers_datasets_are_recomputed_by_another_and_counted_once(tmp_path: Path) -> None:
-    database = database_url(tmp_path)
-    created = subprocess.run(
-        [sys.executable, "-m", "distribute", "user", "create", "killed@example.org", "--database", database],
-        capture_output=True,
-        check=True,
-    )
-    token = created.stdout.decode().split()[-1]
-    log = tmp_path / "server.log"
-    with log.open("wb") as sink:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "distribute", "serve", "--port", "0", "--database", database],
-            stdout=subprocess.PIPE,
-            stderr=sink,
-        )
+    launched = await trio.to_thread.run_sync(launch_server_process, tmp_path, database_url(tmp_path))
+    server, url, token, log = launched.process, launched.url, launched.token, launched.log
     first: subprocess.Popen[bytes] | None = None
     try:
-        assert server.stdout is not None
-        line = (await trio.to_thread.run_sync(server.stdout.readline)).decode()
-        assert line.startswith("distribute serving on "), line
-        url = line.split()[3]
         async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
             files = {
                 "kernel": ("k.js", SLOW_SEED_KERNEL),

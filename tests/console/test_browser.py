@@ -19,27 +19,14 @@ import trio
 
 from distribute.worker import run_worker
 from tests.browser.conftest import BrowserThread
-from tests.conftest import SEED_ANSWER, SEED_GENERATOR, SEED_STATIC, LiveServer, StartServer
+from tests.conftest import SEED_ANSWER, SEED_GENERATOR, SEED_STATIC, LiveServer, StartServer, slow_seed_kernel
 
 from .conftest import ARTIFACTS, PASSWORD, Api, Inbox, People, reset_link
 
 pytestmark = pytest.mark.browser  # (also when tests/browser/conftest.py is not loaded as a plugin)
 
 # The seed kernel, slowed to ~50 ms a dataset so that the live view has something to follow.
-SLOW_SEED_KERNEL = """(function() {
-  var divisor;
-  function loadStaticDataset(dataset) { divisor = JSON.parse(dataset).divisor; }
-  function main(dataset) {
-    var until = Date.now() + 50;
-    while (Date.now() < until) {}
-    var results = [];
-    for (var i = dataset.min; i < dataset.max; ++i) {
-      if (i % divisor === 0) results.push(i);
-    }
-    return results.length > 0 ? results : null;
-  }
-  return { main: main, loadStaticDataset: loadStaticDataset };
-})()"""
+SLOW_SEED_KERNEL = slow_seed_kernel(50)
 
 # Throws on the third dataset of the counting generator.
 PICKY_KERNEL = """({

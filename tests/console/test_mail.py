@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import trio
 
-from tests.conftest import StartServer
+from tests.conftest import LiveServer, StartServer
 
 from .conftest import PASSWORD, Inbox, People, reset_link, table_rows
 
@@ -97,15 +97,21 @@ async def test_an_unknown_address_gets_the_same_answer_and_no_mail(
     assert smtp_inbox.messages == []
 
 
-async def test_without_smtp_the_mail_is_written_to_the_outbox(
-    start_server: StartServer, people_on: Any, tmp_path: Path
-) -> None:
-    outbox = tmp_path / "outbox"
+async def reset_into_the_outbox(start_server: StartServer, people_on: Any, outbox: Path) -> LiveServer:
+    """A server without SMTP, where alice has an account and has asked for a password reset."""
     server = await start_server(signup_min_seconds=0.0, mail_outbox=str(outbox))
     crowd: People = people_on(server)
     await crowd.sign_up("alice@example.org")
     visitor = await crowd.anonymous()
     await visitor.post("/reset", {"email": "alice@example.org"}, page="/reset")
+    return server
+
+
+async def test_without_smtp_the_mail_is_written_to_the_outbox(
+    start_server: StartServer, people_on: Any, tmp_path: Path
+) -> None:
+    outbox = tmp_path / "outbox"
+    await reset_into_the_outbox(start_server, people_on, outbox)
     files = list(outbox.glob("*.eml"))
     assert len(files) == 1
     text = files[0].read_text()
@@ -116,11 +122,7 @@ async def test_only_the_hash_of_a_reset_token_is_stored(
     start_server: StartServer, people_on: Any, tmp_path: Path
 ) -> None:
     outbox = tmp_path / "outbox"
-    server = await start_server(signup_min_seconds=0.0, mail_outbox=str(outbox))
-    crowd: People = people_on(server)
-    await crowd.sign_up("alice@example.org")
-    visitor = await crowd.anonymous()
-    await visitor.post("/reset", {"email": "alice@example.org"}, page="/reset")
+    server = await reset_into_the_outbox(start_server, people_on, outbox)
     (mail,) = outbox.glob("*.eml")
     link = reset_link(email.message_from_bytes(mail.read_bytes(), policy=email.policy.default))  # type: ignore[arg-type]
     token = urlsplit(link).path.rsplit("/", 1)[1]
