@@ -247,7 +247,7 @@ def postmaster_pid() -> int:
 
 
 def set_up(config: Config, datasets: int, settings: dict[str, Any]) -> None:
-    from tests.pg import fresh_database
+    from tests.support.pg import fresh_database
 
     server_settings = {"generator_low_water": 100_000_000, **settings}
     if config.backend == "postgres":
@@ -470,7 +470,7 @@ def main(argv: list[str] | None = None) -> None:
         for n in (int(p) for p in args.procs.split(","))
     ]
     head = preamble("benchmarks.scale_out", argv)  # the load average before anything starts
-    from tests.pg import stop_cluster
+    from tests.support.pg import stop_cluster
 
     try:
         for config in configs:

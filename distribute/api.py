@@ -22,9 +22,9 @@ from quart_schema.pydantic import File
 from werkzeug.datastructures import FileStorage
 
 from .errors import NotFound, Unauthorized, ValidationError
-from .kernel_sandbox import kernel_syntax_error
 from .models import Campaign, User
-from .verification import canonical, comparator_kernel
+from .sandbox.kernels import kernel_syntax_error
+from .work.verification import canonical, comparator_kernel
 
 __all__ = [
     "RESULT_FORMATS",

@@ -19,7 +19,7 @@ from .asgi import DrainClosedWebSockets
 from .console import console_blueprint
 from .errors import NotFound, Unauthorized, ValidationError
 from .platform import Platform
-from .plugins import loaded_plugins
+from .plugins.manager import loaded_plugins
 from .settings import Settings
 
 __all__ = ["Running", "create_app", "hypercorn_config", "serve", "set_keepalive"]

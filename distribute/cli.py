@@ -133,7 +133,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from .app import serve
-    from .plugins import make_scheduler
+    from .plugins.manager import make_scheduler
 
     overrides = {"host": args.host, "port": args.port, "database": args.database, "scheduler": args.scheduler}
     settings = load_settings(args.settings, overrides=overrides)

@@ -25,12 +25,12 @@ import msgpack
 import trio
 
 from . import protocol as p
-from .dispatcher import Dispatcher
 from .errors import ProtocolError
 from .limits import Address, Addresses, ConnectionLimits, Meter, SlotAllowance, identity_keys
 from .models import Campaign, FailedTask, FinishedTask
 from .settings import Settings
-from .verification import canonical, worker_key
+from .work.dispatcher import Dispatcher
+from .work.verification import canonical, worker_key
 
 __all__ = ["Gateway", "WebSocketLike"]
 

@@ -13,13 +13,13 @@ from typing import Any
 
 import trio
 
-from .dispatcher import Dispatcher
 from .gateway import Gateway
-from .generator import GenerationService
 from .models import Campaign, User
-from .plugins import make_scheduler
+from .plugins.manager import make_scheduler
 from .settings import Settings
 from .storage import PonyStorage, open_storage
+from .work.dispatcher import Dispatcher
+from .work.generation import GenerationService
 
 __all__ = ["Platform"]
 

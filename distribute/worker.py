@@ -32,7 +32,7 @@ from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 from . import __version__
 from . import protocol as p
 from .errors import DistributeError, KernelError, ProtocolError, ValidationError
-from .kernel_sandbox import KernelRun, open_kernel
+from .sandbox.kernels import KernelRun, open_kernel
 
 __all__ = [
     "KERNEL_HEAP_MIB",

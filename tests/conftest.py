@@ -24,7 +24,7 @@ from distribute.settings import Settings, load_settings
 if TYPE_CHECKING:
     from distribute.platform import Platform
 
-pytest_plugins = ["tests.pg"]  # stops the throwaway PostgreSQL cluster at the end of the session
+pytest_plugins = ["tests.support.pg"]  # stops the throwaway PostgreSQL cluster at the end of the session
 
 SEED_GENERATOR = """(function() {
   function main() {
@@ -151,7 +151,7 @@ class LiveServer:
 
 def database_url(tmp_path: Path) -> str:
     if os.environ.get("DISTRIBUTE_TEST_DATABASE") == "postgres":
-        from tests.pg import fresh_database
+        from tests.support.pg import fresh_database
 
         return fresh_database()
     return f"sqlite:///{tmp_path / 'distribute.db'}"

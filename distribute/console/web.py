@@ -31,7 +31,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from ..auth import ANON_CSRF_COOKIE, SESSION_COOKIE, RateLimiter, new_csrf_token, same_token
 from ..models import Campaign, User
 from ..settings import Settings
-from ..storage.accounts import AccountStore, ConsoleQueries
+from ..storage.pony.accounts import AccountStore, ConsoleQueries
 
 __all__ = [
     "ConsoleBlueprint",

@@ -6,12 +6,12 @@
 
 from __future__ import annotations
 
-from .ponystore import PonyStorage, content_hash, hash_token
+from .pony.store import PonyStorage, content_hash, hash_token
 
 __all__ = ["PonyStorage", "content_hash", "hash_token", "open_storage"]
 
 
 async def open_storage(url: str, threads: int = 4) -> PonyStorage:
-    from ..plugins import storage_factory
+    from ..plugins.manager import storage_factory
 
     return await storage_factory(url)(url, threads)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pluggy
 
-from .ponystore import PonyStorage
+from .pony.store import PonyStorage
 
 hookimpl = pluggy.HookimplMarker("distribute")
 

@@ -17,7 +17,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -28,6 +27,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN = REPO / "plugins" / "wordpress" / "distribute"
@@ -45,12 +46,6 @@ def require_program(name: str, package: str) -> str:
     if path is None:
         pytest.fail(f"{name} is not installed: `make test` installs the Debian package {package} (APT_PACKAGES)")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def tail(path: Path, lines: int = 20) -> str:

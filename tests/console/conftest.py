@@ -10,7 +10,6 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -24,6 +23,7 @@ import trio
 
 from tests.browser.conftest import browser  # noqa: F401  (the shared Chromium fixture)
 from tests.conftest import LiveServer, StartServer
+from tests.support.ports import free_port
 
 PASSWORD = "correct horse battery"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -156,17 +156,11 @@ class Inbox:
                 await trio.sleep(0.05)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def smtp_inbox() -> Iterator[Inbox]:
     from aiosmtpd.controller import Controller
 
-    inbox = Inbox(port=_free_port())
+    inbox = Inbox(port=free_port())
     controller = Controller(inbox, hostname="127.0.0.1", port=inbox.port)
     controller.start()
     try:

@@ -9,7 +9,7 @@ import httpx
 import trio
 
 from tests.conftest import LiveServer, StartServer
-from tests.protocol_client import work
+from tests.support.protocol_client import work
 
 from .conftest import PASSWORD, People, csrf_of, stamp_of, table_rows
 
@@ -24,7 +24,7 @@ async def test_sign_up_signs_the_new_user_in(people: People) -> None:
 async def test_passwords_are_stored_as_argon2id_hashes(people: People, console_server: LiveServer) -> None:
     await people.sign_up("alice@example.org")
     accounts = console_server.platform.storage
-    from distribute.storage.accounts import AccountStore
+    from distribute.storage.pony.accounts import AccountStore
 
     found = await AccountStore(accounts).credentials("alice@example.org")
     assert found is not None

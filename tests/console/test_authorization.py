@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import LiveServer
-from tests.protocol_client import work
+from tests.support.protocol_client import work
 
 from .conftest import Api, People, Visitor
 

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from tests.conftest import LiveServer
-from tests.protocol_client import work
+from tests.support.protocol_client import work
 
 from .conftest import PASSWORD, Api, FailingCampaign, People, Visitor, counting_generator
 

@@ -13,7 +13,7 @@ import pytest
 
 from distribute.embed import embed_snippet
 from tests.conftest import SEED_GENERATOR, SEED_KERNEL, SEED_STATIC, LiveServer
-from tests.protocol_client import work
+from tests.support.protocol_client import work
 
 from .conftest import Api, FailingCampaign, People, Visitor, counting_generator
 

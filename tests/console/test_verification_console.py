@@ -7,8 +7,8 @@ from typing import Any
 
 from tests.conftest import SEED_KERNEL
 from tests.console.conftest import People
-from tests.protocol_client import seed_kernel
-from tests.test_verification import TEN, run_workers
+from tests.server.test_verification import TEN, run_workers
+from tests.support.protocol_client import seed_kernel
 
 
 async def test_the_campaign_page_shows_verification_counts_and_a_verified_download(

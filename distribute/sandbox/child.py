@@ -1,0 +1,335 @@
+"""Child process of the JavaScript sandbox: runs untrusted generators and kernels in mini-racer.
+
+Started by `distribute.sandbox.pool` as ``python -m distribute.sandbox.child``. It caps its data segment
+(RLIMIT_DATA) *before* mini-racer is imported, so a runaway typed array fails inside JS with a
+RangeError and a fatal V8 out-of-memory kills only this process. Requests and replies are
+length-prefixed (4-byte big-endian) msgpack maps on stdin/stdout, one reply per request. Each job
+(one generator run or one kernel) gets a fresh `MiniRacer()`; no Python callback is ever exposed to
+JS. Values cross the V8 boundary as one JSON string per call (a whole batch of datasets at a time),
+checked inside V8 by a strict replacer and re-encoded here as msgpack.
+
+Ops: ``gen`` (evaluate a generator and call its main), ``pull``, ``skip``, ``kernel`` (evaluate a
+kernel and call loadStaticDataset), ``run`` (one task), ``end`` (drop the job). Failures come back as
+``{"ok": False, "kind": ..., "message": ...}`` with an owner-readable message.
+"""
+
+from __future__ import annotations
+
+import resource
+
+# Set before mini-racer is imported: V8 reserves its address space when it initialises. The soft limit
+# is re-tuned per job (`_set_data_limit`) because 768 MiB only leaves room for a ~100 MiB V8 heap.
+BASE_DATA_MIB = 768
+resource.setrlimit(resource.RLIMIT_DATA, (BASE_DATA_MIB << 20, resource.getrlimit(resource.RLIMIT_DATA)[1]))
+
+import json  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import struct  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from typing import Any, BinaryIO  # noqa: E402
+
+import msgpack  # noqa: E402
+from py_mini_racer import (  # noqa: E402
+    JSEvalException,
+    JSOOMException,
+    JSParseException,
+    JSPromise,
+    JSTimeoutException,
+    MiniRacer,
+)
+
+from .prelude import PRELUDE  # noqa: E402
+
+__all__ = ["BASE_DATA_MIB", "data_limit_mib", "data_mib", "main"]
+
+_HEADER = struct.Struct(">I")
+RECYCLE_ABOVE_MIB = 128  # growth over the fresh child's footprint that makes it ask to be replaced
+
+
+def data_mib() -> int:
+    """This process's private writable memory (what RLIMIT_DATA counts), in MiB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmData:"):
+                return int(line.split()[1]) >> 10
+    return 0
+
+
+def data_limit_mib(heap_mib: int, current_mib: int) -> int:
+    """RLIMIT_DATA for a job. Measured: an idle isolate already holds ~570 MiB of private writable
+    memory, and V8's collector needs about twice the heap limit on top, otherwise a heap blow-up is a
+    fatal V8 OOM instead of a clean JSOOMException. V8 keeps pages of closed isolates, so the limit
+    is relative to what the process holds now."""
+    return max(BASE_DATA_MIB, current_mib + 72 + 2 * heap_mib)
+
+
+_CALL_TAG = "\n//# sourceURL=distribute-call.js"
+_INTERNAL_FRAME = re.compile(r"distribute-(prelude|call)\.js|^\s*at <anonymous>")
+JSON_PER_MSGPACK_BYTE = 6  # JSON text is at most ~6x its msgpack ("\u0001" is 6 chars, 1 byte)
+MAX_STACK = 16 * 1024
+
+
+# --------------------------------------------------------------------------- conversions
+
+
+def _fit_ints(value: Any) -> Any:
+    """JSON integers beyond 64 bits (JS prints 1e20 as digits) become floats, as they were in JS."""
+    if isinstance(value, int) and not -(1 << 63) <= value < (1 << 64):
+        return float(value)
+    if isinstance(value, list):
+        return [_fit_ints(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _fit_ints(v) for k, v in value.items()}
+    return value
+
+
+def _pack(value: Any) -> bytes:
+    try:
+        return msgpack.packb(value)
+    except OverflowError:
+        return msgpack.packb(_fit_ints(value))
+
+
+def _trim_stack(stack: str) -> str:
+    lines = [line for line in stack.splitlines() if not _INTERNAL_FRAME.search(line)]
+    return "\n".join(lines)[:MAX_STACK]
+
+
+def _syntax_message(exc: JSParseException, prefix: str) -> str:
+    """V8's parse error as 'line N: message' plus the offending line with a caret under the column."""
+    lines = str(exc).split("\n")
+    match = re.match(r"<anonymous>:(\d+): (.*)", lines[0])
+    if not match:
+        return lines[0]
+    text = f"line {match.group(1)}: {match.group(2)}"
+    if len(lines) >= 3 and "^" in lines[2]:
+        source, caret = lines[1], lines[2].index("^")
+        if match.group(1) == "1":  # our parse-only prefix sits on the first line
+            source, caret = source[len(prefix) :], caret - len(prefix)
+        start = max(0, caret - 60)
+        text += f"\n    {source[start : start + 120]}\n    {' ' * (caret - start)}^"
+    return text
+
+
+def _fail(kind: str, message: str, stack: str = "", **extra: Any) -> dict[str, Any]:
+    return {"ok": False, "kind": kind, "message": message, "stack": stack, **extra}
+
+
+def _set_data_limit(heap_mib: int) -> None:
+    hard = resource.getrlimit(resource.RLIMIT_DATA)[1]
+    soft = data_limit_mib(heap_mib, data_mib()) << 20
+    resource.setrlimit(resource.RLIMIT_DATA, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
+
+
+# --------------------------------------------------------------------------- one job
+
+
+class Job:
+    """One generator run or one kernel: a fresh isolate with the prelude and the heap limit."""
+
+    def __init__(self, what: str, source: str, heap_mib: int, max_bytes: int) -> None:
+        self.what = what  # "generator" or "kernel": used in messages
+        self.source = source
+        self.heap_mib = heap_mib
+        self.max_bytes = max_bytes  # largest dataset (generator) or result (kernel), msgpack
+        self.max_json = JSON_PER_MSGPACK_BYTE * max_bytes  # JSON longer than this is surely over max_bytes
+        _set_data_limit(heap_mib)
+        self.mr = MiniRacer()
+        self.mr.set_hard_memory_limit(heap_mib << 20)
+        self.mr.eval(PRELUDE)
+
+    def start(self, code: str, timeout: float) -> str:
+        """The job's first call; the isolate is closed if it fails."""
+        try:
+            return self.call(code, timeout)[1]
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self.mr.close()
+
+    def call(self, code: str, timeout: float) -> tuple[str, Any]:
+        """Evaluate a prelude call; returns (status char, payload) or raises _Stop with a failure."""
+        started = time.monotonic()
+        try:
+            value = self.mr.eval(code + _CALL_TAG, timeout_sec=timeout)
+            if isinstance(value, JSPromise):  # an async kernel: wait for it on the same budget
+                value = value.get(timeout=max(0.001, timeout - (time.monotonic() - started)))
+        except JSTimeoutException:
+            raise _Stop(_fail("timeout", "", reset=True, heap_used_mib=self._heap_used_mib())) from None
+        except JSOOMException:
+            raise _Stop(_fail("memory", self._memory_message(), reset=True)) from None
+        except JSEvalException as exc:
+            if self.mr.was_hard_memory_limit_reached():
+                raise _Stop(_fail("memory", self._memory_message(), reset=True)) from None
+            raise _Stop(_fail("internal", f"the {self.what} was stopped: {str(exc)[:500]}", reset=True)) from None
+        if not isinstance(value, str) or not value:
+            raise _Stop(_fail("internal", f"the {self.what} replaced the sandbox harness", reset=True))
+        if value[0] == "E":
+            raise _Stop(self._js_error(json.loads(value[1:])))
+        return value[0], value[1:]
+
+    def _heap_used_mib(self) -> int:
+        """Reported with a timeout: a heap near its limit means the time went into garbage collection."""
+        try:
+            return int(self.mr.heap_stats()["used_heap_size"]) >> 20
+        except (JSEvalException, KeyError, TypeError, ValueError):
+            return 0
+
+    def _memory_message(self) -> str:
+        return f"the {self.what} exceeded its memory limit of {self.heap_mib} MiB"
+
+    def _js_error(self, err: dict[str, Any]) -> dict[str, Any]:
+        kind, message, stack = err["kind"], err.get("message", ""), _trim_stack(err.get("stack", ""))
+        if kind == "syntax":
+            form = err.get("form") == "expression"
+            return _fail("syntax", f"syntax error in the {self.what}, {self._locate_syntax_error(form)}", reset=True)
+        if "allocation failed" in message or "Invalid array length" in message:
+            message += " (the sandbox ran out of memory)"
+        extra = {key: err[key] for key in ("index", "count", "size", "json") if key in err}
+        return _fail(kind, message, stack, **extra)
+
+    def _locate_syntax_error(self, expression: bool) -> str:
+        # Parse only: the source sits inside a function that `0 &&` never calls, on the same lines.
+        prefix = "0&&function(){return(" if expression else "0&&function(){"
+        try:
+            self.mr.eval(prefix + self.source + ("\n)}" if expression else "\n}"), timeout_sec=5)
+        except JSParseException as exc:
+            return _syntax_message(exc, prefix)
+        except JSEvalException:
+            pass
+        return "it does not parse as a JavaScript expression"
+
+
+class _Stop(Exception):
+    """A job step failed; carries the reply to send."""
+
+    def __init__(self, reply: dict[str, Any]) -> None:
+        super().__init__(reply.get("message"))
+        self.reply = reply
+
+
+# --------------------------------------------------------------------------- request handlers
+
+
+def _gen_open(req: dict[str, Any]) -> tuple[Job, dict[str, Any]]:
+    job = Job("generator", req["source"], req["heap_mib"], req["max_dataset_bytes"])
+    payload = job.start(f"__d.genOpen({json.dumps(job.source)}, {int(req['max_datasets'])})", req["timeout"])
+    return job, {"ok": True, **json.loads(payload)}
+
+
+def _gen_pull(job: Job, req: dict[str, Any]) -> dict[str, Any]:
+    budget_ms = int(req["timeout"] * 500)  # stop a batch at half the wall clock: slow items shrink batches
+    _, payload = job.call(f"__d.pull({int(req['n'])}, {budget_ms}, {job.max_json})", req["timeout"])
+    batch = json.loads(payload)
+    items, first = [], req["produced"]
+    for offset, item in enumerate(batch["items"]):
+        try:
+            data = _pack(item)
+        except (ValueError, TypeError) as exc:  # e.g. an object key with a lone surrogate
+            raise _Stop(_fail("serialise", f"{type(exc).__name__}: {exc}", index=first + offset, reset=True)) from None
+        if len(data) > job.max_bytes:
+            raise _Stop(_fail("size", "", index=first + offset, size=len(data), reset=True))
+        items.append(data)
+    return {"ok": True, "items": items, "done": batch["done"]}
+
+
+def _gen_skip(job: Job, req: dict[str, Any]) -> dict[str, Any]:
+    budget_ms = int(req["timeout"] * 500)
+    _, payload = job.call(f"__d.skip({int(req['n'])}, {budget_ms})", req["timeout"])
+    return {"ok": True, **json.loads(payload)}
+
+
+def _kernel_open(req: dict[str, Any]) -> tuple[Job, dict[str, Any]]:
+    job = Job("kernel", req["kernel"], req["heap_mib"], req["max_result_bytes"])
+    job.start(f"__d.kernelOpen({json.dumps(job.source)}, {json.dumps(req['static'])})", req["timeout"])
+    return job, {"ok": True}
+
+
+def _kernel_run(job: Job, req: dict[str, Any]) -> dict[str, Any]:
+    try:
+        text = json.dumps(msgpack.unpackb(req["dataset"]), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (ValueError, TypeError) as exc:
+        return _fail("dataset", f"the dataset cannot be passed to the kernel: {exc}")
+    started = time.perf_counter()
+    status, payload = job.call(f"__d.run({json.dumps(text, ensure_ascii=False)})", req["timeout"])
+    ms = (time.perf_counter() - started) * 1000.0
+    if status == "N":
+        return {"ok": True, "value": None, "ms": ms}
+    if len(payload) > job.max_json:
+        return _fail("size", "", size=len(payload), json=True, ms=ms)
+    try:
+        value = _pack(json.loads(payload))
+    except (ValueError, TypeError) as exc:
+        return _fail("serialise", f"{type(exc).__name__}: {exc}", ms=ms)
+    if len(value) > job.max_bytes:
+        return _fail("size", "", size=len(value), ms=ms)
+    return {"ok": True, "value": value, "ms": ms}
+
+
+# --------------------------------------------------------------------------- main loop
+
+
+def _read_frame(stream: BinaryIO) -> dict[str, Any] | None:
+    header = stream.read(4)
+    if len(header) < 4:
+        return None
+    body = stream.read(_HEADER.unpack(header)[0])
+    return msgpack.unpackb(body)
+
+
+def _write_frame(stream: BinaryIO, message: dict[str, Any]) -> None:
+    body = msgpack.packb(message)
+    stream.write(_HEADER.pack(len(body)) + body)
+    stream.flush()
+
+
+def main() -> None:
+    # Frames go to a private copy of stdout; fd 1 itself points at stderr so a stray print (ours or
+    # a library's) cannot corrupt the stream.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    inp = sys.stdin.buffer
+    MiniRacer().close()  # initialise V8 now, not inside the first job's time limit
+    baseline = data_mib()
+    _write_frame(out, {"ok": True, "ready": True, "pid": os.getpid(), "data_mib": baseline})
+    job: Job | None = None
+    while (req := _read_frame(inp)) is not None:
+        op = req.get("op")
+        try:
+            if op in ("gen", "kernel", "end") and job is not None:
+                job.close()
+                job = None
+            if op == "gen":
+                job, reply = _gen_open(req)
+            elif op == "kernel":
+                job, reply = _kernel_open(req)
+            elif op == "end":  # a child bloated by a big job is better replaced than reused
+                reply = {"ok": True, "recycle": data_mib() > baseline + RECYCLE_ABOVE_MIB}
+            elif job is None:
+                reply = _fail("internal", f"no job open for {op!r}")
+            elif op == "pull":
+                reply = _gen_pull(job, req)
+            elif op == "skip":
+                reply = _gen_skip(job, req)
+            elif op == "run":
+                reply = _kernel_run(job, req)
+            else:
+                reply = _fail("internal", f"unknown op {op!r}")
+        except _Stop as stop:
+            reply = stop.reply
+        except MemoryError:
+            reply = _fail("memory", "the sandbox ran out of memory", reset=True)
+        except Exception as exc:  # a harness bug must not kill the child silently: report it
+            reply = _fail("internal", f"sandbox error: {type(exc).__name__}: {exc}", reset=True)
+        if not reply["ok"] and reply.get("reset") and job is not None:
+            job.close()  # its isolate is in an unknown state: the parent reloads or gives up
+            job = None
+        _write_frame(out, reply)
+
+
+if __name__ == "__main__":
+    main()

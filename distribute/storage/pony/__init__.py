@@ -1,0 +1,1 @@
+"""The Pony ORM storage backend: SQLite and PostgreSQL."""

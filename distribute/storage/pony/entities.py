@@ -1,0 +1,149 @@
+"""The database schema: Pony entities, bound to SQLite or PostgreSQL by `define_entities(db)`.
+
+Table and column names are spelled out (lower case, no quoting needed) because the hot paths in
+`distribute.storage.pony.sql` address them with hand-written SQL. Times on the hot tables are float
+epoch seconds so that raw SQL needs no driver-specific date handling.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pony.orm import Database, LongStr, Optional, PrimaryKey, Required, Set
+
+__all__ = ["EXTRA_INDEXES", "MIGRATIONS", "SCHEMA_VERSION", "define_entities"]
+
+SCHEMA_VERSION = 2
+
+# Schema steps for databases made by an older version, by the version they start from. New tables
+# are created by Pony (generate_mapping); new columns of existing tables are added here.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "ALTER TABLE campaign ADD COLUMN comparator TEXT",
+        "ALTER TABLE dataset ADD COLUMN expected {bytes}",
+        "ALTER TABLE result ADD COLUMN status TEXT NOT NULL DEFAULT 'accepted'",
+        "ALTER TABLE result ADD COLUMN identity TEXT",
+    ),
+}
+
+# Pony cannot express an index with the primary key in it; leasing needs (campaign, state, id) so
+# that "the oldest N pending datasets of campaign C" is an index range scan, not a sort.
+EXTRA_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS dataset_lease ON dataset (campaign, state, id)",
+    "CREATE INDEX IF NOT EXISTS dataset_expiry ON dataset (state, lease_until)",
+    "CREATE INDEX IF NOT EXISTS result_by_campaign ON result (campaign, dataset, id)",
+    # Only trusted (unreplicated) results are looked up by worker, to re-check them when it is flagged:
+    # a partial index costs nothing on the hot path of replication 1.
+    "CREATE INDEX IF NOT EXISTS result_trusted ON result (identity) WHERE status = 'trusted'",
+)
+
+
+def define_entities(db: Database) -> dict[str, Any]:
+    """Declare every entity on `db` (not yet bound) and return them by name."""
+
+    class Meta(db.Entity):
+        _table_ = "meta"
+        key = PrimaryKey(str)
+        value = Required(str)
+
+    class User(db.Entity):
+        _table_ = "account"
+        email = Required(str, unique=True)
+        password_hash = Optional(str, nullable=True)
+        created = Required(datetime)
+        tokens = Set("ApiToken")
+        campaigns = Set("Campaign")
+        web_sessions = Set("WebSession")
+        password_resets = Set("PasswordReset")
+
+    class ApiToken(db.Entity):
+        _table_ = "api_token"
+        user = Required(User)
+        token_hash = Required(str, unique=True)
+        name = Optional(str)
+        created = Required(datetime)
+        revoked = Required(bool, default=False)
+
+    class Campaign(db.Entity):
+        _table_ = "campaign"
+        owner = Required(User)
+        name = Required(str)
+        description = Optional(LongStr)
+        kernel = Required(LongStr)
+        static_dataset = Optional(LongStr)
+        generator = Required(LongStr)
+        priority = Required(int, default=0)
+        weight = Required(float, default=1.0)
+        replication = Required(int, default=1)
+        task_timeout = Required(float)
+        status = Required(str)
+        generation_error = Optional(LongStr, nullable=True)
+        deleted = Required(bool, default=False)
+        created = Required(datetime)
+        content_hash = Required(str)
+        generated = Required(int, size=64, default=0)
+        compute_ms = Required(float, default=0.0)
+        comparator = Optional(LongStr, nullable=True)
+        datasets = Set("Dataset")
+        results = Set("Result")
+        kernel_errors = Set("KernelError")
+
+    class Dataset(db.Entity):
+        _table_ = "dataset"
+        campaign = Required(Campaign)
+        seq = Required(int, size=64)
+        payload = Required(bytes)
+        state = Required(str)
+        lease_owner = Optional(str, nullable=True)
+        lease_until = Optional(float, nullable=True)
+        errors = Required(int, default=0)
+        expected = Optional(bytes, nullable=True)
+        results = Set("Result")
+        kernel_errors = Set("KernelError")
+
+    class Result(db.Entity):
+        _table_ = "result"
+        dataset = Required(Dataset)
+        campaign = Required(Campaign)
+        payload = Optional(bytes, nullable=True)
+        compute_ms = Required(float)
+        worker = Required(str)
+        host = Optional(str, nullable=True)
+        created = Required(float)
+        status = Required(str, default="accepted")
+        identity = Optional(str, nullable=True)
+
+    class WorkerRecord(db.Entity):
+        _table_ = "worker_record"
+        key = PrimaryKey(str)
+        agreed = Required(int, size=64, default=0)
+        disagreed = Required(int, size=64, default=0)
+        flagged = Required(bool, default=False)
+        updated = Required(float)
+
+    class KernelError(db.Entity):
+        _table_ = "kernel_error"
+        campaign = Required(Campaign)
+        dataset = Optional(Dataset, nullable=True)
+        message = Required(LongStr)
+        stack = Optional(LongStr)
+        count = Required(int, default=1)
+        first_seen = Required(float)
+        last_seen = Required(float)
+
+    from .accounts import define_account_entities
+    from .generator_leases import define_generator_lease_entities
+
+    return {
+        **define_account_entities(db, User),
+        **define_generator_lease_entities(db),
+        "Meta": Meta,
+        "User": User,
+        "ApiToken": ApiToken,
+        "Campaign": Campaign,
+        "Dataset": Dataset,
+        "Result": Result,
+        "KernelError": KernelError,
+        "WorkerRecord": WorkerRecord,
+    }

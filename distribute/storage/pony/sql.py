@@ -1,0 +1,323 @@
+"""The storage hot paths in hand-written SQL: adding datasets, leasing, group-committing outcomes.
+
+These run inside a Pony `db_session` (the caller's) on Pony's own connection, but bypass the
+ORM's per-object bookkeeping: one statement per batch instead of one object per row. All
+functions are synchronous and must be called from a storage thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from pony.orm import Database
+from psycopg2.extras import execute_batch, execute_values
+
+from ...models import CampaignCounts, DatasetState, FailedTask, FinishedTask, LeasedDataset, ResultStatus
+
+__all__ = [
+    "SqlDialect",
+    "counts",
+    "expire_leases",
+    "insert_datasets",
+    "lease",
+    "release",
+    "renew_leases",
+    "store_outcomes",
+]
+
+
+class SqlDialect:
+    """The few differences between SQLite and PostgreSQL that the hot paths care about.
+
+    Statements are written once with `?` placeholders. On SQLite batches go through
+    `executemany` (one prepared statement, no network). psycopg2's `executemany` is one network
+    round trip and one parse per row, so on PostgreSQL batches become set-based statements instead:
+    multi-row INSERTs and `id = ANY(array)`.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.postgres = db.provider.dialect == "PostgreSQL"
+
+    def _cursor(self) -> Any:
+        # get_connection() puts the db_session in a transaction on its connection, so every
+        # statement of one storage call commits (or rolls back) together with the ORM's changes.
+        return self.db.get_connection().cursor()
+
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement per row of arguments."""
+        if not rows:
+            return
+        if self.postgres:
+            # Pages of statements joined by ";": one round trip per page, not per row.
+            execute_batch(self._cursor(), sql.replace("?", "%s"), rows, page_size=500)
+        else:
+            self._cursor().executemany(sql, rows)
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """INSERT many rows (one multi-row statement per page on PostgreSQL)."""
+        if not rows:
+            return
+        head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+        if self.postgres:
+            execute_values(self._cursor(), head + "%s", rows, page_size=1000)
+        else:
+            self._cursor().executemany(head + "(" + ", ".join("?" * len(columns)) + ")", rows)
+
+    def for_ids(self, sql: str, args: Sequence[Any], ids: Sequence[int]) -> None:
+        """Run `sql`, which ends in `id = ?`, for every id (once, with `id = ANY(...)`, on PostgreSQL)."""
+        if not ids:
+            return
+        assert sql.endswith("id = ?"), sql
+        if self.postgres:
+            self.execute(sql[: -len("?")] + "ANY(?)", (*args, list(ids)))
+        else:
+            self._cursor().executemany(sql, [(*args, dataset_id) for dataset_id in ids])
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if self.postgres:
+            sql = sql.replace("?", "%s")
+        cursor = self._cursor()
+        cursor.execute(sql, tuple(args))
+        return cursor.fetchall() if cursor.description else []
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        if self.postgres:
+            sql = sql.replace("?", "%s")
+        cursor = self._cursor()
+        cursor.execute(sql, tuple(args))
+        return cursor.rowcount
+
+
+def counts(sql: SqlDialect, campaign_id: int) -> CampaignCounts:
+    by_state = dict(sql.query("SELECT state, COUNT(*) FROM dataset WHERE campaign = ? GROUP BY state", (campaign_id,)))
+    by_state.pop(DatasetState.SPOT, None)
+    # One scan of the campaign's results, as before verification existed; the other queries run
+    # only when there are replicas (pending) or liars (invalid).
+    by_status = {
+        row[0]: (row[1], row[2])
+        for row in sql.query(
+            "SELECT status, COUNT(*), COUNT(payload) FROM result WHERE campaign = ? GROUP BY status", (campaign_id,)
+        )
+    }
+    results = [
+        (sum(n for status, (_, n) in by_status.items() if status not in (ResultStatus.AGREED, ResultStatus.INVALID)),)
+    ]
+    verified_by = {
+        status: by_status.get(status, (0, 0))[0] for status in (ResultStatus.CANONICAL, ResultStatus.TRUSTED)
+    }
+    unsettled = [(0,)]
+    if ResultStatus.PENDING in by_status:
+        unsettled = sql.query(
+            "SELECT COUNT(DISTINCT r.dataset) FROM result r JOIN dataset d ON d.id = r.dataset"
+            " WHERE r.campaign = ? AND r.status = ? AND d.state IN (?, ?)",
+            (campaign_id, ResultStatus.PENDING, DatasetState.PENDING, DatasetState.LEASED),
+        )
+    flagged = [(0,)]
+    if ResultStatus.INVALID in by_status:
+        flagged = sql.query(
+            "SELECT COUNT(DISTINCT identity) FROM result WHERE campaign = ? AND status = ?",
+            (campaign_id, ResultStatus.INVALID),
+        )
+    errors = sql.query("SELECT COALESCE(SUM(count), 0) FROM kernel_error WHERE campaign = ?", (campaign_id,))
+    compute = sql.query("SELECT compute_ms FROM campaign WHERE id = ?", (campaign_id,))
+    return CampaignCounts(
+        total=sum(by_state.values()),
+        pending=by_state.get(DatasetState.PENDING, 0),
+        leased=by_state.get(DatasetState.LEASED, 0),
+        done=by_state.get(DatasetState.DONE, 0),
+        failed=by_state.get(DatasetState.FAILED, 0),
+        results=results[0][0],
+        errors=int(errors[0][0]),
+        compute_seconds=(compute[0][0] if compute else 0.0) / 1000.0,
+        verified=sum(verified_by.values()),
+        trusted=verified_by.get(ResultStatus.TRUSTED, 0),
+        pending_verification=unsettled[0][0],
+        conflict=by_state.get(DatasetState.CONFLICT, 0),
+        flagged_workers=flagged[0][0],
+    )
+
+
+def insert_datasets(sql: SqlDialect, campaign_id: int, first_seq: int, payloads: Sequence[bytes]) -> None:
+    rows = [(campaign_id, first_seq + i, payload, DatasetState.PENDING, 0) for i, payload in enumerate(payloads)]
+    sql.insert("dataset", ("campaign", "seq", "payload", "state", "errors"), rows)
+
+
+def lease(
+    sql: SqlDialect, campaign_id: int, n: int, owner: str, until: float, replicated: bool = False
+) -> list[LeasedDataset]:
+    """Atomically move up to n pending datasets of a campaign to `leased` by `owner`.
+
+    On PostgreSQL `FOR UPDATE SKIP LOCKED` lets several server processes claim disjoint rows
+    concurrently; SQLite has one writer at a time, so the plain statement is already atomic.
+    For a `replicated` campaign each dataset comes with the workers of its stored pending results.
+    """
+    lock = " FOR UPDATE SKIP LOCKED" if sql.postgres else ""
+    rows = sql.query(
+        "UPDATE dataset SET state = ?, lease_owner = ?, lease_until = ? WHERE id IN ("
+        f" SELECT id FROM dataset WHERE campaign = ? AND state = ? ORDER BY id LIMIT ?{lock}"
+        ") RETURNING id, payload",
+        (DatasetState.LEASED, owner, until, campaign_id, DatasetState.PENDING, n),
+    )
+    rows.sort()  # RETURNING order is unspecified; hand datasets out oldest first
+    if not replicated or not rows:
+        return [LeasedDataset(id=row[0], campaign_id=campaign_id, payload=bytes(row[1])) for row in rows]
+    votes: dict[int, list[tuple[str, str]]] = {}
+    for dataset_id, identity, worker in _pending_votes(sql, [row[0] for row in rows]):
+        address = worker.partition("@")[2]
+        votes.setdefault(dataset_id, []).append((identity or f"ip:{address}", address))
+    return [
+        LeasedDataset(id=row[0], campaign_id=campaign_id, payload=bytes(row[1]), votes=tuple(votes.get(row[0], ())))
+        for row in rows
+    ]
+
+
+def _pending_votes(sql: SqlDialect, dataset_ids: Sequence[int]) -> list[tuple[Any, ...]]:
+    found: list[tuple[Any, ...]] = []
+    for start in range(0, len(dataset_ids), 500):
+        chunk = dataset_ids[start : start + 500]
+        found += sql.query(
+            f"SELECT dataset, identity, worker FROM result WHERE dataset IN ({','.join('?' * len(chunk))})"
+            " AND status = ?",
+            (*chunk, ResultStatus.PENDING),
+        )
+    return found
+
+
+def _unlocked(sql: SqlDialect, condition: str) -> str:
+    """`condition` on dataset rows; on PostgreSQL, rows another transaction holds are skipped, not waited for.
+
+    Renewing and expiring leases lock rows in no particular order while store_outcomes locks them
+    in id order: waiting could deadlock. Skipping is safe: a row being stored needs no renewal, and
+    an expired one is found again by the next pass (leases are renewed every lease_seconds / 3).
+    """
+    if not sql.postgres:
+        return condition
+    return f"id IN (SELECT id FROM dataset WHERE {condition} FOR UPDATE SKIP LOCKED)"
+
+
+def renew_leases(sql: SqlDialect, owner: str, until: float) -> None:
+    sql.execute(
+        "UPDATE dataset SET lease_until = ? WHERE " + _unlocked(sql, "lease_owner = ? AND state = ?"),
+        (until, owner, DatasetState.LEASED),
+    )
+
+
+def release(sql: SqlDialect, owner: str, dataset_ids: Sequence[int]) -> None:
+    """Give datasets back to the pool (a server shutting down, a campaign reset)."""
+    if sql.postgres and dataset_ids:
+        # One statement, locking rows in id order as store_outcomes does, so the two cannot deadlock.
+        sql.execute(
+            "UPDATE dataset SET state = ?, lease_owner = NULL, lease_until = NULL WHERE id IN (SELECT id FROM dataset"
+            " WHERE id = ANY(?) AND lease_owner = ? AND state = ? ORDER BY id FOR UPDATE)",
+            (DatasetState.PENDING, sorted(dataset_ids), owner, DatasetState.LEASED),
+        )
+        return
+    sql.many(
+        "UPDATE dataset SET state = ?, lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ? AND state = ?",
+        [(DatasetState.PENDING, dataset_id, owner, DatasetState.LEASED) for dataset_id in dataset_ids],
+    )
+
+
+def expire_leases(sql: SqlDialect, now: float) -> int:
+    """Return datasets whose holder stopped renewing (a crashed server process) to the pool."""
+    return sql.execute(
+        "UPDATE dataset SET state = ?, lease_owner = NULL, lease_until = NULL WHERE "
+        + _unlocked(sql, "state = ? AND lease_until < ?"),
+        (DatasetState.PENDING, DatasetState.LEASED, now),
+    )
+
+
+def store_outcomes(
+    sql: SqlDialect, finished: Sequence[FinishedTask], failed: Sequence[FailedTask], max_task_errors: int
+) -> list[int]:
+    """Group-commit a batch of results and kernel errors; returns the ids of accepted results.
+
+    A result is accepted only for a dataset that is not already done, so a late duplicate (the
+    same dataset answered by two workers after a lease expired) is never counted twice. The
+    caller's db_session commits all of it in one transaction.
+    """
+    now = time.time()
+    ids = sorted({task.dataset_id for task in finished} | {task.dataset_id for task in failed})
+    if not ids:
+        return []
+    open_ids: set[int] = set()
+    if sql.postgres:
+        # Lock the open rows in id order (every writer that waits for dataset rows locks in id
+        # order, so concurrent group commits of several processes cannot deadlock).
+        rows = sql.query(
+            "SELECT id FROM dataset WHERE id = ANY(?) AND state IN (?, ?) ORDER BY id FOR UPDATE",
+            (ids, DatasetState.PENDING, DatasetState.LEASED),
+        )
+        open_ids.update(row[0] for row in rows)
+    else:
+        for start in range(0, len(ids), 500):  # SQLite may allow as few as 999 parameters
+            chunk = ids[start : start + 500]
+            # `+state` keeps that term off the (state, lease_until) index: with it SQLite's planner
+            # scanned every open row of the table per chunk (40 ms per 500 ids at 200k datasets);
+            # without it this is a primary-key lookup per id (1 ms). See BENCHMARKS.md.
+            rows = sql.query(
+                f"SELECT id FROM dataset WHERE id IN ({','.join('?' * len(chunk))}) AND +state IN (?, ?)",
+                (*chunk, DatasetState.PENDING, DatasetState.LEASED),
+            )
+            open_ids.update(row[0] for row in rows)
+
+    accepted: list[FinishedTask] = []
+    replicas: list[FinishedTask] = []
+    for task in finished:
+        if task.dataset_id in open_ids:
+            if task.status == ResultStatus.PENDING:
+                replicas.append(task)  # one of several copies: the dataset stays open for its quorum
+                continue
+            open_ids.discard(task.dataset_id)  # first answer wins, also within one batch
+            accepted.append(task)
+    replicas = [task for task in replicas if task.dataset_id in open_ids]
+    sql.for_ids(
+        "UPDATE dataset SET state = ?, lease_owner = NULL, lease_until = NULL WHERE id = ?",
+        (DatasetState.DONE,),
+        [task.dataset_id for task in accepted],
+    )
+    sql.insert(
+        "result",
+        ("dataset", "campaign", "payload", "compute_ms", "worker", "host", "created", "status", "identity"),
+        [
+            (t.dataset_id, t.campaign_id, t.value, t.compute_ms, t.worker, t.host, now, t.status, t.identity or None)
+            for t in (*accepted, *replicas)
+        ],
+    )
+
+    errored = [task for task in failed if task.dataset_id in open_ids]
+    for task in errored:
+        _record_kernel_error(sql, task, now)
+    # A dataset that failed too often is given up (state failed); otherwise it goes back to the pool,
+    # except a replica's: the other copies are still out, so it stays with this process.
+    sql.many(
+        "UPDATE dataset SET errors = errors + 1, lease_owner = NULL, lease_until = NULL,"
+        " state = CASE WHEN errors + 1 >= ? THEN ? ELSE ? END WHERE id = ?",
+        [(max_task_errors, DatasetState.FAILED, DatasetState.PENDING, t.dataset_id) for t in errored if not t.replica],
+    )
+    sql.many(
+        "UPDATE dataset SET errors = errors + 1, state = CASE WHEN errors + 1 >= ? THEN ? ELSE state END WHERE id = ?",
+        [(max_task_errors, DatasetState.FAILED, t.dataset_id) for t in errored if t.replica],
+    )
+
+    compute: dict[int, float] = {}
+    for task in (*finished, *failed):
+        compute[task.campaign_id] = compute.get(task.campaign_id, 0.0) + task.compute_ms
+    sql.many("UPDATE campaign SET compute_ms = compute_ms + ? WHERE id = ?", [(ms, cid) for cid, ms in compute.items()])
+    return [task.dataset_id for task in accepted]
+
+
+def _record_kernel_error(sql: SqlDialect, task: FailedTask, now: float) -> None:
+    updated = sql.execute(
+        "UPDATE kernel_error SET count = count + 1, last_seen = ?, stack = ? WHERE campaign = ? AND dataset = ? AND message = ?",
+        (now, task.stack, task.campaign_id, task.dataset_id, task.message),
+    )
+    if not updated:
+        sql.execute(
+            "INSERT INTO kernel_error (campaign, dataset, message, stack, count, first_seen, last_seen)"
+            " VALUES (?, ?, ?, ?, 1, ?, ?)",
+            (task.campaign_id, task.dataset_id, task.message, task.stack, now, now),
+        )

@@ -1,0 +1,478 @@
+"""The dispatcher: this server process's share of the work, between storage and connections.
+
+It owns three things:
+- per campaign, a queue of datasets this process has leased from storage (refilled in batches,
+  the storage lease renewed while the process lives, so a crashed process's datasets come back);
+- the task leases held by connections (dataset, connection, deadline): a missed deadline or a
+  disconnect puts the dataset back at the front of its queue;
+- the results waiting for their group commit (one transaction every `flush_interval`).
+
+Invariant: every dataset is either stored with its result, or leased in storage by a live process
+that will hand it out again, or pending in storage. Nothing is lost; storage accepts only the first
+answer for a dataset, so nothing is counted twice.
+
+Decisions are synchronous (no awaits between reading and changing the in-memory state); only
+storage calls and waiting are async.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
+
+import trio
+
+from ..models import Campaign, CampaignStatus, FailedTask, FinishedTask, LeasedDataset
+from ..scheduler.base import Candidate, Scheduler
+from ..settings import Settings
+from ..storage import PonyStorage
+from .replicas import WorkerKey
+from .verifier import Verifier
+
+__all__ = ["Dispatcher", "TaskLease"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class TaskLease:
+    dataset: LeasedDataset
+    holder: int  # connection id
+    deadline: float  # trio clock
+    timeout: float  # the campaign's per-task limit, seconds
+
+
+# A connection that keeps answering is working through its prefetched tasks (a browser on a low
+# throttle rests between tasks), so its queued tasks get more time: up to this many extra timeouts.
+PROGRESS_GRACE = 4
+REFRESH_SECONDS = 2.0  # how often campaigns are synced with storage and drained queues looked at again
+SAFETY_WAKE_TICKS = 5  # every this many refreshes, every waiting session re-checks its state anyway
+
+
+@dataclass(eq=False)
+class CampaignQueue:
+    campaign: Campaign
+    ready: deque[LeasedDataset] = field(default_factory=deque)
+    drained: bool = False  # the last refill found nothing pending in storage
+    complete: bool = False
+    refilling: bool = False
+    refilled: trio.Event = field(default_factory=trio.Event)
+    batch: int = 0  # datasets the next refill leases: grows with demand (see Dispatcher._refill)
+    taken: int = 0  # datasets handed out since the last refill started
+    refill_started: float = -math.inf  # trio clock
+
+
+class Dispatcher:
+    def __init__(self, storage: PonyStorage, settings: Settings, scheduler: Scheduler) -> None:
+        self.storage = storage
+        self.settings = settings
+        self.scheduler = scheduler
+        self.owner = f"{uuid.uuid4().hex[:12]}"  # this process's name on storage leases
+        self.queues: dict[int, CampaignQueue] = {}
+        self.leases: dict[int, TaskLease] = {}  # dataset id -> lease
+        self._finished: list[FinishedTask] = []
+        self._failed: list[FailedTask] = []
+        self._flush_now = trio.Event()
+        self._listeners: dict[int, Callable[[], None]] = {}  # connection id -> wake-up callback
+        self._expired: dict[int, set[int]] = {}  # connection id -> datasets whose deadline passed
+        self._last_answer: dict[int, float] = {}  # connection id -> trio time of its latest answer
+        self._campaign_of_expired: dict[int, int] = {}
+        self._nursery: trio.Nursery | None = None
+        self.tasks_completed = 0
+        self.verifier = Verifier(self)  # replicated campaigns and spot checks
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Background work of the dispatcher; cancel to stop (leases are released on the way out)."""
+        await self.storage.expire_leases()
+        await self.refresh_campaigns()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._flush_loop)
+                nursery.start_soon(self._deadline_loop)
+                nursery.start_soon(self._storage_lease_loop)
+                nursery.start_soon(self._refresh_loop)
+                nursery.start_soon(self.verifier.run)
+                task_status.started()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._flush()
+                held = {d.id for q in self.queues.values() for d in q.ready}
+                held = sorted(held | set(self.leases) | set(self.verifier.held_ids()))
+                with trio.move_on_after(5):
+                    await self.storage.release(self.owner, held)
+
+    async def refresh_campaigns(self) -> None:
+        """Sync the set of active campaigns with storage (new, deleted, finished generating)."""
+        campaigns = {c.id: c for c in await self.storage.list_campaigns(active_only=True)}
+        for campaign_id, queue in list(self.queues.items()):
+            if campaign_id not in campaigns and not queue.complete:
+                fresh = await self.storage.get_campaign(campaign_id)
+                if fresh is None or fresh.deleted or fresh.status in (CampaignStatus.FAILED, CampaignStatus.COMPLETE):
+                    self._retire(queue)
+        for campaign in campaigns.values():
+            queue = self.queues.get(campaign.id)
+            if queue is None or queue.complete:
+                self.queues[campaign.id] = CampaignQueue(campaign)
+                self._wake_all()
+            else:
+                if queue.campaign.status != campaign.status:
+                    queue.drained = False  # generation finished or new datasets: look again
+                queue.campaign = campaign
+            counts_needed = campaign.status == CampaignStatus.RUNNING
+            if counts_needed and not self.queues[campaign.id].ready and not self._held(campaign.id):
+                await self._check_complete(self.queues[campaign.id])
+
+    async def look_up(self, campaign_id: int) -> None:
+        """A worker asked for a campaign this process has no queue for: ask storage.
+
+        An active campaign gets its queue now (another process created it moments ago); a complete
+        one gets a retired queue, so its workers hear "complete" rather than "unavailable" (after a
+        restart, a campaign finished by the previous run is not among the active ones).
+        """
+        await self.refresh_campaigns()
+        if campaign_id in self.queues:
+            return
+        campaign = await self.storage.get_campaign(campaign_id)
+        if campaign is not None and not campaign.deleted and campaign.status == CampaignStatus.COMPLETE:
+            queue = self.queues[campaign_id] = CampaignQueue(campaign)
+            queue.complete = True
+
+    def _retire(self, queue: CampaignQueue) -> None:
+        queue.complete = True
+        queue.ready.clear()
+        self.verifier.retire(queue.campaign.id)
+        self._wake_all()
+
+    # ------------------------------------------------------------------ what connections call
+
+    def listen(self, connection_id: int, wake: Callable[[], None]) -> None:
+        self._listeners[connection_id] = wake
+
+    def unlisten(self, connection_id: int) -> None:
+        self._listeners.pop(connection_id, None)
+
+    def expired(self, holder: int) -> frozenset[int]:
+        """Datasets whose deadline passed while this connection held them (and it has not answered)."""
+        return frozenset(self._expired.get(holder, ()))
+
+    def queue(self, campaign_id: int) -> CampaignQueue | None:
+        return self.queues.get(campaign_id)
+
+    def choose_campaign(self, exclude: Iterable[int] = ()) -> Campaign | None:
+        """For a worker that serves any campaign: ask the scheduler among campaigns with work now."""
+        excluded = set(exclude)
+        candidates = [
+            Candidate(q.campaign.id, q.campaign.priority, q.campaign.weight, q.campaign.compute_seconds)
+            for q in self.queues.values()
+            if not q.complete and q.campaign.id not in excluded and self.has_work(q)
+        ]
+        chosen = self.scheduler.choose(candidates)
+        return self.queues[chosen.campaign_id].campaign if chosen else None
+
+    @staticmethod
+    def has_work(queue: CampaignQueue) -> bool:
+        return bool(queue.ready) or not queue.drained
+
+    async def take(
+        self, campaign_id: int, n: int, holder: int, timeout: float, max_bytes: int, worker: WorkerKey | None = None
+    ) -> list[LeasedDataset]:
+        """Lease up to n datasets (at most `max_bytes` of them) to a connection; [] if none now.
+
+        `worker` (identity key, address) is needed for replicated campaigns and spot checks: no
+        worker gets two copies of one dataset.
+        """
+        queue = self.queues.get(campaign_id)
+        if queue is None or queue.complete:
+            return []
+        if worker is not None:
+            await self.verifier.prepare(queue, worker)
+            if queue.complete:
+                return []
+        if queue.campaign.replication > 1:
+            return await self._take_copies(queue, n, holder, timeout, max_bytes, worker)
+        if not queue.drained:
+            if not queue.ready:
+                await self._refill(queue)
+            elif len(queue.ready) < max(n, (queue.batch or self.settings.refill_batch) // 2):
+                # Refill in the background before the queue runs dry, so no take waits for storage.
+                self._start_refill(queue)
+        taken: list[LeasedDataset] = []
+        passed_over: list[LeasedDataset] = []
+        missed = self._expired.get(holder, set())
+        size = 0
+        deadline = trio.current_time() + timeout
+        while queue.ready and len(taken) < n and (not taken or size + len(queue.ready[0].payload) <= max_bytes):
+            dataset = queue.ready.popleft()
+            if dataset.id in missed:  # this connection let it expire: it goes to somebody else
+                passed_over.append(dataset)
+                continue
+            size += len(dataset.payload)
+            taken.append(dataset)
+            self.leases[dataset.id] = TaskLease(dataset, holder, deadline, timeout)
+        queue.ready.extendleft(reversed(passed_over))
+        queue.taken += len(taken)
+        if worker is not None and self.verifier.spots.get(campaign_id):
+            taken += self.verifier.add_spot_checks(campaign_id, len(taken), holder, worker, deadline, timeout)
+        return taken
+
+    async def _take_copies(
+        self, queue: CampaignQueue, n: int, holder: int, timeout: float, max_bytes: int, worker: WorkerKey | None
+    ) -> list[LeasedDataset]:
+        """A replicated campaign: copies of datasets this connection (identity, address) has not had."""
+        if worker is None:
+            worker = (f"connection:{holder}", f"connection:{holder}")
+        if not queue.drained and not queue.ready:
+            await self._refill(queue)
+        deadline = trio.current_time() + timeout
+        taken = self.verifier.take(queue, n, holder, worker, deadline, timeout, max_bytes)
+        if not queue.drained and len(taken) < n and len(queue.ready) < 4 * self.settings.refill_batch:
+            # Short: what is queued is with this connection already (it is ahead of the others), or
+            # the queue runs low. Lease more (bounded); the refill wakes the waiting connections.
+            self._start_refill(queue)
+        queue.taken += len(taken)
+        if self.verifier.spots.get(queue.campaign.id):
+            taken += self.verifier.add_spot_checks(queue.campaign.id, len(taken), holder, worker, deadline, timeout)
+        return taken
+
+    def finish(self, holder: int, outcome: FinishedTask | FailedTask) -> bool:
+        """Accept a worker's answer for a dataset it holds (or held until its deadline passed).
+
+        Returns False for a dataset this connection never held: a forged or confused client.
+        """
+        lease = self.leases.get(outcome.dataset_id)
+        if lease is not None and lease.holder == holder:
+            del self.leases[outcome.dataset_id]
+        elif not self._forget_expired(holder, outcome.dataset_id):
+            copy = self.verifier.answer(holder, outcome)
+            if copy is False:
+                return False
+            if copy is None:
+                self._last_answer[holder] = trio.current_time()
+                return True  # a spot check: judged by the verifier, nothing to store
+            assert not isinstance(copy, bool)
+            outcome = copy
+        self._last_answer[holder] = trio.current_time()
+        if isinstance(outcome, FinishedTask):
+            self._finished.append(outcome)
+        else:
+            self._failed.append(outcome)
+        self.scheduler.task_finished(outcome.campaign_id, outcome.compute_ms / 1000.0)
+        if len(self._finished) + len(self._failed) >= self.settings.flush_batch:
+            self._flush_now.set()
+        return True
+
+    def drop_connection(self, holder: int, held: Iterable[int]) -> None:
+        """A connection went away: its unanswered datasets go back to the front of their queues."""
+        self._expired.pop(holder, None)
+        self._last_answer.pop(holder, None)
+        requeued = False
+        for dataset_id in held:
+            lease = self.leases.get(dataset_id)
+            if lease is not None and lease.holder == holder:
+                del self.leases[dataset_id]
+                requeued |= self._requeue(lease.dataset, wake=False)
+            else:
+                self.verifier.drop(holder, dataset_id, late=False)
+        if requeued:
+            self._wake_all()  # once, not once per dataset: a 256-slot worker leaving is one event
+
+    # ------------------------------------------------------------------ internals
+
+    def _forget_expired(self, holder: int, dataset_id: int) -> bool:
+        """A late answer for a lease that expired: accept it if it was this connection's."""
+        expired = self._expired.get(holder)
+        if not expired or dataset_id not in expired:
+            return False
+        expired.discard(dataset_id)
+        queue = self.queues.get(self._campaign_of_expired.pop(dataset_id, -1))
+        if queue is not None:
+            queue.ready = deque(d for d in queue.ready if d.id != dataset_id)
+        return True
+
+    def _requeue(self, dataset: LeasedDataset, *, wake: bool = True) -> bool:
+        queue = self.queues.get(dataset.campaign_id)
+        if queue is not None and not queue.complete:
+            queue.ready.appendleft(dataset)
+            if wake:
+                self._wake_all()
+            return True
+        return False
+
+    def _held(self, campaign_id: int) -> bool:
+        return any(lease.dataset.campaign_id == campaign_id for lease in self.leases.values()) or self.verifier.held(
+            campaign_id
+        )
+
+    def _wake_all(self) -> None:
+        for wake in list(self._listeners.values()):
+            wake()
+
+    wake_all = _wake_all
+
+    async def maybe_complete(self, queue: CampaignQueue) -> None:
+        """Retire the campaign if storage has nothing open left and nothing is held here."""
+        if not queue.complete and queue.drained and not queue.ready and not self._held(queue.campaign.id):
+            await self._check_complete(queue)
+
+    def _start_refill(self, queue: CampaignQueue) -> None:
+        if not queue.refilling and self._nursery is not None:
+            self._nursery.start_soon(self._refill, queue)
+
+    async def _refill(self, queue: CampaignQueue) -> None:
+        if queue.refilling:
+            await queue.refilled.wait()
+            return
+        queue.refilling = True
+        try:
+            # Lease at least `refill_batch`, and twice what was handed out since the last refill
+            # if that was recent (up to `refill_growth` x): at high rates one storage round trip
+            # must cover all the tasks handed out while the next one is on its way.
+            base = self.settings.refill_batch
+            now = trio.current_time()
+            demand = queue.taken if now - queue.refill_started < 1.0 else 0
+            batch = queue.batch = min(max(base, 2 * demand), self.settings.refill_growth * base)
+            queue.taken = 0
+            queue.refill_started = now
+            replicated = queue.campaign.replication > 1
+            leased = await self.storage.lease(
+                queue.campaign.id, batch, self.owner, self.settings.lease_seconds, replicated=replicated
+            )
+            if queue.complete:
+                await self.storage.release(self.owner, [d.id for d in leased])
+                return
+            known = {d.id for d in queue.ready}
+            was_empty = not queue.ready
+            if replicated:
+                leased = self.verifier.add_leased(queue, leased)
+            queue.ready.extend(d for d in leased if d.id not in known and d.id not in self.leases)
+            if (was_empty or replicated) and queue.ready:
+                self._wake_all()  # sessions waiting for work on this campaign (it had none)
+            if len(leased) < batch:
+                queue.drained = True
+        finally:
+            queue.refilling = False
+            queue.refilled.set()
+            queue.refilled = trio.Event()
+        if queue.drained and not queue.ready and not self._held(queue.campaign.id):
+            await self._check_complete(queue)
+
+    def notify_new_datasets(self, campaign_id: int) -> None:
+        """The generator stored more datasets (or finished): look in storage again."""
+        queue = self.queues.get(campaign_id)
+        if queue is not None:
+            queue.drained = False
+            self._wake_all()
+
+    async def _check_complete(self, queue: CampaignQueue) -> None:
+        if await self.storage.complete_if_done(queue.campaign.id):
+            self._retire(queue)
+
+    async def _flush(self) -> None:
+        finished, self._finished = self._finished, []
+        failed, self._failed = self._failed, []
+        if not finished and not failed:
+            return
+        try:
+            await self.storage.store_outcomes(finished, failed, self.settings.max_task_errors)
+        except Exception:
+            # Nothing was committed and the datasets are still leased to this process: keep the
+            # outcomes and try again on the next round rather than lose them.
+            log.exception("group commit of %d outcomes failed; will retry", len(finished) + len(failed))
+            self._finished[:0] = finished
+            self._failed[:0] = failed
+            await trio.sleep(0.5)
+            return
+        self.tasks_completed += len(finished)
+        self.verifier.stored(finished)
+        touched = {o.campaign_id for o in (*finished, *failed)}
+        for campaign_id in touched:
+            queue = self.queues.get(campaign_id)
+            if queue is None:
+                continue
+            if failed:
+                queue.drained = False  # failed datasets went back to the pool
+            if queue.drained and not queue.ready and not self._held(campaign_id):
+                await self._check_complete(queue)
+        if failed:
+            self._wake_all()  # workers waiting for work: the retries are theirs now, not in 10 s
+
+    async def _flush_loop(self) -> None:
+        """Group commits: at once when `flush_batch` outcomes wait, else after a wait set by the rate.
+
+        A commit costs a transaction and a thread hop however few results it carries: at ~100
+        results/s a commit every `flush_interval` (20 ms) wrote two results each, 50 times a second.
+        So the next wait aims at commits of `flush_batch` / 20 results at the rate just seen, between
+        `flush_interval` (high rates) and `flush_interval_low_rate` (results trickle in, or none):
+        a received result is still durable within that bound (plus the commit itself).
+        """
+        shortest = self.settings.flush_interval
+        longest = max(shortest, self.settings.flush_interval_low_rate)
+        aim = max(1, self.settings.flush_batch // 20)
+        interval = shortest
+        while True:
+            started = trio.current_time()
+            with trio.move_on_after(interval):
+                await self._flush_now.wait()
+            self._flush_now = trio.Event()
+            arrived = len(self._finished) + len(self._failed)
+            rate = arrived / max(trio.current_time() - started, 1e-3)
+            await self._flush()
+            interval = min(longest, max(shortest, aim / rate)) if rate else longest
+
+    async def _deadline_loop(self) -> None:
+        while True:
+            await trio.sleep(0.25)
+            now = trio.current_time()
+            requeued = False
+            for dataset_id, lease in list(self.leases.items()):
+                if self._overdue(lease, now):
+                    del self.leases[dataset_id]
+                    self._expired.setdefault(lease.holder, set()).add(dataset_id)
+                    self._campaign_of_expired[dataset_id] = lease.dataset.campaign_id
+                    log.info("task %d missed its deadline on connection %d", dataset_id, lease.holder)
+                    requeued |= self._requeue(lease.dataset, wake=False)
+            if self.verifier.replicas or self.verifier.spots_out:
+                self.verifier.overdue(now, partial(self._late, now=now))
+            if requeued:
+                self._wake_all()
+
+    def _overdue(self, lease: TaskLease, now: float) -> bool:
+        return self._late(lease.holder, lease.deadline, lease.timeout, now=now)
+
+    def _late(self, holder: int, deadline: float, timeout: float, *, now: float) -> bool:
+        if now < deadline:
+            return False
+        progressing = self._last_answer.get(holder, -math.inf) + timeout > now
+        return not progressing or now >= deadline + PROGRESS_GRACE * timeout
+
+    async def _storage_lease_loop(self) -> None:
+        period = self.settings.lease_seconds / 3
+        while True:
+            await trio.sleep(period)
+            await self.storage.renew_leases(self.owner, self.settings.lease_seconds)
+            if await self.storage.expire_leases():
+                for queue in self.queues.values():
+                    queue.drained = False
+                self._wake_all()
+
+    async def _refresh_loop(self) -> None:
+        for tick in itertools.count(1):
+            await trio.sleep(REFRESH_SECONDS)
+            await self.refresh_campaigns()
+            for queue in self.queues.values():
+                if queue.drained and not queue.complete and not queue.ready:
+                    queue.drained = False  # other processes may have released work:
+                    self._start_refill(queue)  # look now; the refill wakes the workers if it finds some
+            # Waiting sessions are woken by events (new work, a retired campaign); waking every
+            # one of them on each tick cost idle connections CPU. This is only a safety net.
+            if tick % SAFETY_WAKE_TICKS == 0:
+                self._wake_all()

@@ -1,0 +1,82 @@
+"""Schema version 1 (before verification) is migrated to 2 on open, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgpack
+import pytest
+import trio
+from pony.orm import db_session
+
+from distribute.models import FinishedTask
+from distribute.storage import PonyStorage, open_storage
+from distribute.storage.pony.entities import SCHEMA_VERSION
+from tests.support.pg import fresh_database
+
+# What version 2 added, taken away again: the database is then what version 1 created.
+TO_VERSION_1 = (
+    "DROP INDEX result_trusted",
+    "ALTER TABLE result DROP COLUMN status",
+    "ALTER TABLE result DROP COLUMN identity",
+    "ALTER TABLE dataset DROP COLUMN expected",
+    "ALTER TABLE campaign DROP COLUMN comparator",
+    "DROP TABLE worker_record",
+    "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
+)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'v1.db'}" if request.param == "sqlite" else fresh_database()
+
+
+def _run(storage: PonyStorage, *statements: str) -> None:
+    with db_session:
+        for statement in statements:
+            storage.sql.execute(statement)
+
+
+def _columns(storage: PonyStorage, table: str) -> set[str]:
+    with db_session:
+        if storage.sql.postgres:
+            rows = storage.sql.query(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ?", (table,)
+            )
+        else:
+            rows = storage.sql.query(f"SELECT name FROM pragma_table_info('{table}')")
+    return {row[0] for row in rows}
+
+
+async def test_a_version_1_database_is_migrated_and_keeps_its_results(url: str) -> None:
+    assert SCHEMA_VERSION == 2
+    storage = await open_storage(url)
+    user = await storage.create_user("old@example.org")
+    campaign = await storage.create_campaign(
+        user.id, name="old", kernel="k", generator="g", static_dataset="", task_timeout=5.0
+    )
+    await storage.add_datasets(campaign.id, [msgpack.packb(i) for i in range(3)], exhausted=True)
+    leased = await storage.lease(campaign.id, 3, "old-process", 30)
+    await storage.store_outcomes(
+        [FinishedTask(d.id, campaign.id, msgpack.packb(7), 1.0, "1@x", "") for d in leased], [], 3
+    )
+    await trio.to_thread.run_sync(_run, storage, *TO_VERSION_1)
+    assert "status" not in await trio.to_thread.run_sync(_columns, storage, "result")
+    await storage.aclose()
+
+    migrated = await open_storage(url)
+    try:
+        assert await migrated.schema_version() == 2
+        assert {"status", "identity"} <= await trio.to_thread.run_sync(_columns, migrated, "result")
+        assert "expected" in await trio.to_thread.run_sync(_columns, migrated, "dataset")
+        assert "comparator" in await trio.to_thread.run_sync(_columns, migrated, "campaign")
+        results = await migrated.results(campaign.id)
+        assert [(r.status, msgpack.unpackb(r.value)) for r in results] == [("accepted", 7)] * 3
+        counts = await migrated.counts(campaign.id)
+        assert counts.done == 3 and counts.results == 3 and counts.verified == 0
+        assert await migrated.worker_records(["anyone"]) == []  # the new table exists
+    finally:
+        await migrated.aclose()
+    again = await open_storage(url)  # opening a migrated database is a no-op
+    assert await again.schema_version() == 2
+    await again.aclose()
