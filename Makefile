@@ -51,6 +51,7 @@ embed: $(EMBED_OUT)
 lint: python-packages
 	$(VENV)/bin/ruff check distribute tests benchmarks examples
 	$(VENV)/bin/ruff format --check distribute tests benchmarks examples
+	$(VENV)/bin/mypy
 
 test-js: embed
 	cd embed && node --test
