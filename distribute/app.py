@@ -1,34 +1,40 @@
-"""Wiring only: the Quart (quart-trio) application and the Hypercorn server around a Platform."""
+"""Wiring only: the Quart (quart-trio) application around a Platform, and the server that runs it.
+
+The routes are the adapters' (the JSON API in api.py, the console in console/, the embed pages in
+embed.py, the worker WebSocket in gateway.py); Hypercorn's configuration is in asgi.py.
+"""
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import hypercorn.config
 import hypercorn.trio
 import trio
-from quart import Response, jsonify, websocket
+from quart import Response, jsonify
+from quart.globals import websocket_ctx
 from quart_schema import QuartSchema, RequestSchemaValidationError
 from quart_trio import QuartTrio
 
-from .api import api_blueprint
-from .asgi import DrainClosedWebSockets
+from .api import api_blueprint, error_status, schema_error
+from .asgi import DrainClosedWebSockets, hypercorn_config
 from .console import console_blueprint
+from .embed import embed_blueprint
 from .errors import NotFound, Unauthorized, ValidationError
-from .platform import Platform
-from .plugins.manager import loaded_plugins
+from .platform import EXTENSION, Platform
+from .plugins import loaded_plugins
 from .settings import Settings
 
-__all__ = ["Running", "create_app", "hypercorn_config", "serve", "set_keepalive"]
+__all__ = ["Running", "create_app", "serve"]
 
 
 def create_app(platform: Platform) -> QuartTrio:
+    """The Quart app over a running `platform`: the adapters' blueprints, the worker socket, the
+    health and plugin routes, and the error handlers."""
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 5 * platform.settings.max_source_bytes + 64 * 1024  # 5 files: CampaignForm
-    app.extensions["distribute"] = platform
+    app.extensions[EXTENSION] = platform
     QuartSchema(
         app,
         openapi_path="/api/openapi.json",
@@ -41,11 +47,12 @@ def create_app(platform: Platform) -> QuartTrio:
     )
     app.register_blueprint(api_blueprint)
     app.register_blueprint(console_blueprint)
-    _register_optional_blueprints(app)
+    app.register_blueprint(embed_blueprint)
 
     @app.websocket("/ws")
     async def worker_socket() -> None:
-        await platform.gateway.serve(websocket._get_current_object(), str(websocket.remote_addr or ""))
+        socket = websocket_ctx.websocket  # the object itself: the gateway hands it to its own tasks
+        await platform.gateway.serve(socket, str(socket.remote_addr or ""))
 
     @app.get("/-/plugins.json")
     async def plugins() -> Any:
@@ -56,23 +63,10 @@ def create_app(platform: Platform) -> QuartTrio:
         gateway = platform.gateway
         return {"ok": True, "connections": len(gateway.sessions), "frames_received": gateway.frames_received}
 
-    def error(status: int) -> Any:
-        def handler(exc: Exception) -> Any:
-            return {"error": str(exc)}, status
-
-        return handler
-
-    app.register_error_handler(Unauthorized, error(401))
-    app.register_error_handler(NotFound, error(404))
-    app.register_error_handler(ValidationError, error(400))
-
-    @app.errorhandler(RequestSchemaValidationError)
-    async def schema_error(exc: RequestSchemaValidationError) -> Any:
-        details = exc.validation_error
-        errors = (
-            details.errors(include_url=False, include_context=False) if hasattr(details, "errors") else str(details)
-        )
-        return {"error": "request validation failed", "details": errors}, 400
+    app.register_error_handler(Unauthorized, error_status(401))
+    app.register_error_handler(NotFound, error_status(404))
+    app.register_error_handler(ValidationError, error_status(400))
+    app.register_error_handler(RequestSchemaValidationError, schema_error)
 
     @app.errorhandler(413)
     async def too_large(exc: Exception) -> Any:
@@ -88,60 +82,6 @@ def create_app(platform: Platform) -> QuartTrio:
         return response
 
     return app
-
-
-def _register_optional_blueprints(app: QuartTrio) -> None:
-    """Blueprints owned by other parts of the product (browser harness, console), when present."""
-    try:
-        from .embed import embed_blueprint
-    except ImportError:
-        return
-    app.register_blueprint(embed_blueprint)
-
-
-KEEPALIVE_INTERVAL = 10  # seconds between TCP keepalive probes
-KEEPALIVE_PROBES = 6  # unanswered probes before the kernel drops the connection
-
-
-class _Config(hypercorn.config.Config):
-    """Hypercorn's config; the listening sockets get TCP keepalive, which accepted sockets inherit."""
-
-    tcp_keepalive: float = 0.0
-
-    def create_sockets(self) -> hypercorn.config.Sockets:
-        sockets = super().create_sockets()
-        if self.tcp_keepalive > 0:
-            for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
-                set_keepalive(sock, self.tcp_keepalive)
-        return sockets
-
-
-def set_keepalive(sock: socket.socket, idle: float) -> None:
-    """Probe a peer silent for `idle` seconds; drop it after KEEPALIVE_PROBES unanswered probes."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    if hasattr(socket, "TCP_KEEPIDLE"):  # Linux; other systems keep their defaults
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, round(idle)))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
-
-
-def hypercorn_config(settings: Settings) -> hypercorn.config.Config:
-    """Hypercorn's settings: the address, the frame limit, TCP keepalive and WebSocket pings.
-
-    A dead peer behind a half-open TCP connection sends nothing, and an idle connection gives TCP
-    nothing to send that could fail: keepalive probes (`tcp_keepalive`) find it without any frame
-    the client sees. WebSocket pings (`ws_ping_interval`, off by default) are for proxies that close
-    idle sockets; Hypercorn sends the first one right after the handshake. The gateway's heartbeat
-    covers connections that hold tasks.
-    """
-    config = _Config()
-    config.tcp_keepalive = settings.tcp_keepalive
-    config.bind = [f"{settings.host}:{settings.port}"]
-    config.websocket_max_message_size = settings.max_frame_bytes
-    config.websocket_ping_interval = settings.ws_ping_interval or None
-    config.graceful_timeout = 2.0
-    config.accesslog = None
-    return config
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from .app import serve
-    from .plugins.manager import make_scheduler
+    from .plugins import make_scheduler
 
     overrides = {"host": args.host, "port": args.port, "database": args.database, "scheduler": args.scheduler}
     settings = load_settings(args.settings, overrides=overrides)
@@ -178,7 +178,7 @@ def _collect_garbage_rarely() -> None:
 
 
 def _create_user(args: argparse.Namespace) -> int:
-    from .storage import open_storage
+    from .plugins import open_storage
 
     settings = load_settings(args.settings, overrides={"database": args.database})
     password_hash = None
@@ -282,10 +282,8 @@ def _describe(c: dict[str, Any], server: str) -> str:
         lines.append(f"  generator failed: {c['generation_error']}")
     for error in c["kernel_errors"][:5]:
         lines.append(f"  kernel error on dataset {error['dataset_id']} (x{error['count']}): {error['message']}")
-    try:
-        from .embed import embed_snippet
-    except ImportError:  # the browser harness is an optional part of a source checkout
-        return "\n".join(lines)
+    from .embed import embed_snippet  # here: the web adapters are not needed by other commands
+
     lines += ["  embed this on a web page:", "    " + embed_snippet(server, c["id"])]
     return "\n".join(lines)
 

@@ -24,6 +24,7 @@ from quart_trio import QuartTrio
 
 from .app import serve
 from .auth import hash_password
+from .embed import demo_host_page
 from .models import CampaignStatus
 from .platform import Platform
 from .settings import Settings, load_settings
@@ -49,9 +50,9 @@ async def ensure_demo_campaign(platform: Platform) -> tuple[int, str]:
     if campaigns:
         demo = campaigns[-1]
         if demo.status == CampaignStatus.COMPLETE:
-            await platform.reset_campaign(demo)  # so that the demo page has something to compute
+            await platform.campaigns.reset(demo.id, user)  # so that the demo page has something to compute
         return demo.id, token
-    campaign = await platform.create_campaign(
+    campaign = await platform.campaigns.store(
         user,
         name="Multiples of 123",
         description="Finds every number below 10,000 divisible by 123 (the seed project's example).",
@@ -117,14 +118,9 @@ async def _start(nursery: trio.Nursery, settings: Settings) -> None:
         f"  console: {server}/  (sign in as {DEMO_EMAIL}, password {DEMO_PASSWORD})",
         f"  demo campaign {campaign_id}; API token of {DEMO_EMAIL}: {token}",
     ]
-    try:
-        from .embed import demo_host_page
-    except ImportError:
-        demo_host_page = None
-    if demo_host_page is not None:
-        page = demo_host_page(server, campaign_id)
-        host_urls = await nursery.start(serve_host_page, page, host_page_port(settings.port))
-        lines.append(f"  demo host page (another origin): {host_urls[0]}/  — open it and click Contribute")
+    page = demo_host_page(server, campaign_id)
+    host_urls = await nursery.start(serve_host_page, page, host_page_port(settings.port))
+    lines.append(f"  demo host page (another origin): {host_urls[0]}/  — open it and click Contribute")
     lines += [
         "",
         "  try it from another terminal:",

@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from quart import Blueprint, Response, current_app, request, send_from_directory
+from quart import Blueprint, Response, request, send_from_directory
 
 from .models import CampaignStatus
+from .platform import current_platform
 
 __all__ = [
     "BUILD_DIR",
@@ -178,7 +179,7 @@ def runner_csp(script_hash: str) -> str:
 
 
 def _server_url() -> str:
-    public = current_app.extensions["distribute"].settings.public_url.rstrip("/")
+    public = current_platform().settings.public_url.rstrip("/")
     return public or f"{request.scheme}://{request.host}"
 
 
@@ -283,13 +284,13 @@ def _display_name(email: str) -> str:
 
 @embed_blueprint.get("/embed/<int:campaign_id>")
 async def broker_for_campaign(campaign_id: int) -> Response:
-    platform = current_app.extensions["distribute"]
-    campaign = await platform.storage.get_campaign(campaign_id)
+    campaigns = current_platform().campaigns
+    campaign = await campaigns.get(campaign_id)
     if campaign is None or campaign.deleted:
         return _unavailable("This campaign does not exist (any more).", 404)
     if campaign.status == CampaignStatus.FAILED:
         return _unavailable("This campaign is not available.", 404)
-    owner = await platform.storage.get_user(campaign.owner_id)
+    owner = await campaigns.owner_of(campaign)
     name = campaign.name or f"Campaign {campaign.id}"
     return _broker_page(
         campaign=str(campaign.id),
@@ -335,7 +336,7 @@ async def runner() -> Response:
 
 
 @embed_blueprint.get("/embed/static/<path:name>")
-async def static_file(name: str) -> Any:
+async def static_file(name: str) -> Response:
     response = await send_from_directory(BUILD_DIR, name)
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Cache-Control"] = "public, max-age=31536000, immutable" if request.args.get("v") else "no-cache"

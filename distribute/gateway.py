@@ -370,17 +370,18 @@ class Gateway:
                 return None, "" if session.held else "complete"
             return queue.campaign, ""
         current = self.dispatcher.queue(session.campaign.id) if session.campaign else None
-        usable = current is not None and not current.complete and self.dispatcher.has_work(current)
+        # The campaign the session serves, if it still has work.
+        usable = current.campaign if current and not current.complete and self.dispatcher.has_work(current) else None
         if session.held:
             # Never switch kernels under tasks in flight: let them drain first.
-            return (current.campaign if usable else None), ""
+            return usable, ""
         stale = trio.current_time() - session.assigned_at > RESCHEDULE_SECONDS
-        if usable and not stale:
-            return current.campaign, ""
+        if usable is not None and not stale:
+            return usable, ""
         chosen = self.dispatcher.choose_campaign()
         if chosen is None:
             # Nothing anywhere: a headless worker exits, the browser harness retries later.
-            return (current.campaign, "") if usable else (None, "no work")
+            return (usable, "") if usable is not None else (None, "no work")
         session.assigned_at = trio.current_time()
         return chosen, ""
 

@@ -10,18 +10,22 @@ from dataclasses import dataclass
 from datetime import datetime
 
 __all__ = [
+    "ApiTokenInfo",
     "Campaign",
     "CampaignCounts",
     "CampaignStatus",
     "DatasetState",
     "FailedTask",
     "FinishedTask",
+    "HostShare",
     "KernelErrorSummary",
     "LeasedDataset",
     "ResultStatus",
     "StoredResult",
     "User",
     "Verdicts",
+    "Vote",
+    "WebSessionInfo",
     "WorkerRecord",
 ]
 
@@ -178,3 +182,41 @@ class Verdicts:
     conflicts: tuple[int, ...] = ()  # datasets given up as conflicts
     agreed: tuple[str, ...] = ()  # worker keys credited one agreeing result each (repeat to credit more)
     liars: tuple[str, ...] = ()  # worker keys caught disagreeing: flagged, record reset, trusted results re-checked
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    """One stored result of a replicated dataset."""
+
+    result_id: int
+    payload: bytes | None
+    worker: str  # worker_key
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class WebSessionInfo:
+    """A live console session: its user and the CSRF token its forms must carry."""
+
+    user: User
+    csrf_token: str
+    expires: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiTokenInfo:
+    """An API token as the console lists it (the token itself is never stored)."""
+
+    id: int
+    name: str
+    created: datetime
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HostShare:
+    """One host site's contribution to a campaign."""
+
+    host: str
+    results: int
+    compute_seconds: float

@@ -1,37 +1,45 @@
-"""The running platform: storage, dispatcher, generator service, gateway and scheduler together.
+"""The running platform: storage, dispatcher, generator service, gateway, scheduler and the use cases.
 
 `Platform.running(settings)` opens storage and starts every background service in one nursery
-that it owns; the web app (app.py) only calls the few coordinating methods below, so HTTP
-handlers never need to know which services must hear about a change.
+that it owns. The web adapters (the JSON API, the console, the embed pages) reach the running
+platform through `current_platform()` and change campaigns only through `platform.campaigns`
+(`CampaignService`), so HTTP handlers never need to know which services must hear about a change.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import cast
 
 import trio
+from quart import current_app
 
+from .campaigns import CampaignService
 from .gateway import Gateway
-from .models import Campaign, User
-from .plugins.manager import make_scheduler
+from .plugins import make_scheduler, open_storage
+from .sandbox.pool import open_sandbox_pool
 from .settings import Settings
-from .storage import PonyStorage, open_storage
+from .storage import Storage
 from .work.dispatcher import Dispatcher
 from .work.generation import GenerationService
 
-__all__ = ["Platform"]
+__all__ = ["EXTENSION", "Platform", "current_platform"]
+
+EXTENSION = "distribute"  # the running Platform's key in the Quart app's `extensions`
 
 
 class Platform:
-    def __init__(self, settings: Settings, storage: PonyStorage) -> None:
+    """The services of one server process, wired together (start them with `Platform.running`)."""
+
+    def __init__(self, settings: Settings, storage: Storage) -> None:
         self.settings = settings
         self.storage = storage
         self.scheduler = make_scheduler(settings.scheduler)
         self.dispatcher = Dispatcher(storage, settings, self.scheduler)
         self.generation = GenerationService(storage, settings, self.dispatcher)
         self.gateway = Gateway(self.dispatcher, settings)
+        self.campaigns = CampaignService(storage, settings, self.dispatcher, self.generation, self._workers_on)
 
     @classmethod
     @asynccontextmanager
@@ -40,7 +48,9 @@ class Platform:
         make_scheduler(settings.scheduler)  # fail on an unknown name before touching storage
         storage = await open_storage(settings.database, settings.db_threads)
         try:
-            async with trio.open_nursery() as nursery:
+            # The sandbox pool is current for everything started below (services, web server, handlers)
+            # and closes only after the nursery has stopped every service that could still hold a child.
+            async with open_sandbox_pool(), trio.open_nursery() as nursery:
                 platform = cls(settings, storage)
                 await nursery.start(platform.dispatcher.run)
                 await nursery.start(platform.generation.run)
@@ -51,21 +61,11 @@ class Platform:
             with trio.CancelScope(shield=True):
                 await storage.aclose()
 
-    async def create_campaign(self, owner: User, **fields: Any) -> Campaign:
-        campaign = await self.storage.create_campaign(owner.id, **fields)
-        await self.dispatcher.refresh_campaigns()
-        self.generation.start(campaign)
-        return campaign
-
-    async def reset_campaign(self, campaign: Campaign) -> None:
-        await self.storage.reset_campaign(campaign.id)
-        await self.dispatcher.refresh_campaigns()
-        self.dispatcher.notify_new_datasets(campaign.id)
-
-    async def set_deleted(self, campaign: Campaign, deleted: bool) -> None:
-        await self.storage.set_deleted(campaign.id, deleted)
-        await self.dispatcher.refresh_campaigns()
-
-    def workers_on(self, campaign_id: int) -> int:
+    def _workers_on(self, campaign_id: int) -> int:
         """Connected workers serving this campaign (in this server process)."""
         return sum(1 for s in self.gateway.sessions.values() if s.campaign and s.campaign.id == campaign_id)
+
+
+def current_platform() -> Platform:
+    """The platform of the app serving the current request: the web adapters' one way to it."""
+    return cast(Platform, current_app.extensions[EXTENSION])

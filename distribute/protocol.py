@@ -199,7 +199,8 @@ def encode(message: ClientMessage | ServerMessage) -> bytes:
             body = {"t": "pong", "n": message.nonce}
         case _:
             raise TypeError(f"not a protocol message: {message!r}")
-    return msgpack.packb(body)
+    frame: bytes = msgpack.packb(body)
+    return frame
 
 
 _TASKS_HEAD = msgpack.packb("t") + msgpack.packb("tasks") + msgpack.packb("tasks")

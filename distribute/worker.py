@@ -1,8 +1,8 @@
 """The headless worker (`distribute worker`): computes tasks with the JavaScript sandbox.
 
 It speaks worker protocol v1 (`distribute.protocol`) over one WebSocket, like the browser harness:
-`hello`, then `campaign` frames (the kernel is loaded with `open_kernel`, kept while its content hash
-is unchanged) and `tasks` frames. Three tasks run per connection: the receive loop queues tasks as they
+`hello`, then `campaign` frames (the kernel is loaded with `open_kernel` into a child of the worker's
+own sandbox pool, kept while its content hash is unchanged) and `tasks` frames. Three tasks run per connection: the receive loop queues tasks as they
 arrive (several are in flight, so the next dataset is already here when one finishes), the compute
 loop runs them one at a time in the sandbox and answers each with `result` or `error`, and the ping
 loop sends `ping` every `ping_interval` so the server's heartbeat hears from a worker busy with a
@@ -33,6 +33,7 @@ from . import __version__
 from . import protocol as p
 from .errors import DistributeError, KernelError, ProtocolError, ValidationError
 from .sandbox.kernels import KernelRun, open_kernel
+from .sandbox.pool import SandboxPool, open_sandbox_pool
 
 __all__ = [
     "KERNEL_HEAP_MIB",
@@ -138,8 +139,9 @@ def _decode(frame: bytes | str) -> p.ServerMessage | list[p.Task]:
 class _Session:
     """One connection: the receive loop feeds `queue`, the compute loop drains it."""
 
-    def __init__(self, ws: WebSocketConnection, state: _State, display: _Display) -> None:
+    def __init__(self, ws: WebSocketConnection, state: _State, display: _Display, sandbox: SandboxPool) -> None:
         self.ws = ws
+        self.sandbox = sandbox
         self.state = state
         self.display = display
         # The server bounds what it sends (slots, in-flight bytes), so the local queue may be unbounded:
@@ -218,8 +220,11 @@ class _Session:
             self.kernel_error = KernelError("the server sent no kernel for this campaign")
             return
         try:
+            kernel, static = source
             self.kernel = await stack.enter_async_context(
-                open_kernel(source[0], source[1], heap_mib=KERNEL_HEAP_MIB, max_result_bytes=info.max_result_bytes)
+                open_kernel(
+                    kernel, static, heap_mib=KERNEL_HEAP_MIB, max_result_bytes=info.max_result_bytes, pool=self.sandbox
+                )
             )
         except KernelError as exc:
             self.kernel_error = exc  # every task of this campaign is answered with this error
@@ -273,9 +278,12 @@ async def run_worker(
     connected = False
     with _display(progress) as display:
         try:
-            async with open_websocket_url(url, max_message_size=MAX_MESSAGE_BYTES) as ws:
+            async with (
+                open_sandbox_pool() as sandbox,
+                open_websocket_url(url, max_message_size=MAX_MESSAGE_BYTES) as ws,
+            ):
                 connected = True
-                session = _Session(ws, state, display)
+                session = _Session(ws, state, display, sandbox)
                 await ws.send_message(p.encode(session.hello(slots, host)))
                 try:
                     async with AsyncExitStack() as kernels, trio.open_nursery() as nursery:

@@ -2,7 +2,7 @@
 
 `live_server` is the default server; `start_server(**settings)` starts one with other settings.
 Set DISTRIBUTE_TEST_DATABASE=postgres to run the suite on a throwaway PostgreSQL cluster instead of
-SQLite (see tests/pg.py).
+SQLite (see tests/pg.py), or DISTRIBUTE_TEST_DATABASE=memory to run it on the memory:// backend.
 """
 
 from __future__ import annotations
@@ -150,6 +150,8 @@ class LiveServer:
 
 
 def database_url(tmp_path: Path) -> str:
+    if os.environ.get("DISTRIBUTE_TEST_DATABASE") == "memory":
+        return f"memory://{tmp_path}"  # one named in-process database per test, shared by its servers
     if os.environ.get("DISTRIBUTE_TEST_DATABASE") == "postgres":
         from tests.support.pg import fresh_database
 

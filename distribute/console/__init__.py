@@ -11,8 +11,9 @@
 | `results.py` | results table, one result, downloads, the execute page's data |
 | `live.py` | the live view's server-sent events |
 
-Templates are in `templates/console/`, styles and scripts in `static/` (served locally, no CDN,
-no build step).
+Like the JSON API, the pages are a thin adapter: what happens to campaigns is `CampaignService`'s
+(`platform.campaigns`). Templates are in `templates/console/`, styles and scripts in `static/`
+(served locally, no CDN, no build step).
 """
 
 from __future__ import annotations
@@ -23,8 +24,19 @@ from quart import Blueprint, g
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import NotFound, ValidationError
+from ..platform import EXTENSION
 from . import accounts, campaigns, live, pages, results
-from .web import ConsoleState, common_headers, csrf_token, load_visitor, page, secure_response, static_url, too_large
+from .web import (
+    CONSOLE_EXTENSION,
+    ConsoleState,
+    common_headers,
+    csrf_token,
+    load_visitor,
+    page,
+    secure_response,
+    static_url,
+    too_large,
+)
 
 __all__ = ["console_blueprint"]
 
@@ -42,7 +54,7 @@ for _child in (pages.blueprint, accounts.blueprint, campaigns.blueprint, results
 
 @console_blueprint.record_once
 def _create_state(state: Any) -> None:
-    state.app.extensions["console"] = ConsoleState.create(state.app.extensions["distribute"])
+    state.app.extensions[CONSOLE_EXTENSION] = ConsoleState.create(state.app.extensions[EXTENSION])
 
 
 console_blueprint.before_request(load_visitor)

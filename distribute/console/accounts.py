@@ -12,9 +12,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 from quart import Response, g, redirect, request, url_for
+from quart.typing import ResponseTypes
 
 from .. import auth
 from ..mail import MailError, send_mail
+from ..platform import current_platform
 from .web import (
     ConsoleBlueprint,
     clear_session_cookie,
@@ -22,7 +24,6 @@ from .web import (
     console,
     login_required,
     page,
-    platform,
     safe_next,
     server_url,
     set_session_cookie,
@@ -50,8 +51,8 @@ def plausible_email(email: str) -> bool:
     return bool(local and at and "." in domain and len(email) <= 254 and " " not in email)
 
 
-async def start_session(user_id: int, target: str) -> Response:
-    settings = platform().settings
+async def start_session(user_id: int, target: str) -> ResponseTypes:
+    settings = current_platform().settings
     token, _ = await console().accounts.create_session(
         user_id, timedelta(days=settings.session_days), request.headers.get("User-Agent", "")
     )
@@ -74,7 +75,7 @@ async def signup_page(status: int = 200, **context: object) -> Response:
 
 
 @blueprint.route("/signup", methods=["GET", "POST"])
-async def signup() -> Response:
+async def signup() -> ResponseTypes:
     if request.method == "GET":
         if g.user is not None:
             return redirect(url_for("console.campaigns.index"))
@@ -83,7 +84,7 @@ async def signup() -> Response:
     email = normal_email(form.get("email", ""))
     password = form.get("password", "")
     state = console()
-    settings = platform().settings
+    plat = current_platform()
     address = "signup-ip:" + client_address()
 
     async def refuse(message: str, status: int = 400) -> Response:
@@ -91,7 +92,7 @@ async def signup() -> Response:
 
     if form.get("website"):  # the honeypot: invisible to people, irresistible to form-filling bots
         return await refuse("Sign-up refused.")
-    problem = auth.stamp_problem(await state.server_secret(), form.get("stamp", ""), settings.signup_min_seconds)
+    problem = auth.stamp_problem(await state.server_secret(), form.get("stamp", ""), plat.settings.signup_min_seconds)
     if problem:
         return await refuse(problem)
     wait = state.signup_limiter.retry_after(address)
@@ -104,10 +105,10 @@ async def signup() -> Response:
         return await refuse(problem)
     if password != form.get("password2", password):
         return await refuse("The two passwords differ.")
-    if await platform().storage.user_by_email(email) is not None:
+    if await plat.storage.user_by_email(email) is not None:
         return await refuse("An account with this e-mail address exists already. Sign in, or reset its password.")
     state.signup_limiter.hit(address)
-    user = await platform().storage.create_user(email, await auth.hash_password(password))
+    user = await plat.storage.create_user(email, await auth.hash_password(password))
     return await start_session(user.id, url_for("console.campaigns.index"))
 
 
@@ -115,7 +116,7 @@ async def signup() -> Response:
 
 
 @blueprint.route("/signin", methods=["GET", "POST"])
-async def signin() -> Response:
+async def signin() -> ResponseTypes:
     notice = NOTICES.get(request.args.get("done", ""))
     target = safe_next(request.args.get("next"), url_for("console.campaigns.index"))
     if request.method == "GET":
@@ -144,7 +145,7 @@ async def signin() -> Response:
 
 
 @blueprint.post("/signout")
-async def signout() -> Response:
+async def signout() -> ResponseTypes:
     token = request.cookies.get(auth.SESSION_COOKIE, "")
     if token:
         await console().accounts.end_session(token)
@@ -168,18 +169,22 @@ async def account() -> Response:
     return await account_page()
 
 
+async def password_confirmed(field: str) -> bool:
+    """Whether the form's `field` holds the signed-in user's password (asked again before a big change)."""
+    given = (await request.form).get(field, "")
+    return await auth.verify_password(await console().accounts.password_hash(g.user.id), given)
+
+
 @blueprint.post("/account/password")
 @login_required
-async def change_password() -> Response:
-    form = await request.form
-    accounts = console().accounts
-    if not await auth.verify_password(await accounts.password_hash(g.user.id), form.get("current", "")):
+async def change_password() -> ResponseTypes:
+    if not await password_confirmed("current"):
         return await account_page(400, password_error="The current password is wrong.")
-    new = form.get("password", "")
+    new = (await request.form).get("password", "")
     problem = auth.password_problem(new, g.user.email)
     if problem:
         return await account_page(400, password_error=problem)
-    await accounts.set_password(g.user.id, await auth.hash_password(new))  # ends every session
+    await console().accounts.set_password(g.user.id, await auth.hash_password(new))  # ends every session
     return await start_session(g.user.id, url_for("console.accounts.account", done="password"))
 
 
@@ -187,13 +192,13 @@ async def change_password() -> Response:
 @login_required
 async def create_token() -> Response:
     name = (await request.form).get("name", "").strip()[:100] or "console"
-    token = await platform().storage.create_token(g.user.id, name)
+    token = await current_platform().storage.create_token(g.user.id, name)
     return await account_page(201, new_token=token, new_token_name=name)
 
 
 @blueprint.post("/account/tokens/<int:token_id>/revoke")
 @login_required
-async def revoke_token(token_id: int) -> Response:
+async def revoke_token(token_id: int) -> ResponseTypes:
     if not await console().accounts.revoke_token(g.user.id, token_id):
         return await page("console/error.html", 404, title="Not found", message=f"Token {token_id} not found.")
     return redirect(url_for("console.accounts.account", done="revoked"), 303)
@@ -201,17 +206,10 @@ async def revoke_token(token_id: int) -> Response:
 
 @blueprint.post("/account/delete")
 @login_required
-async def delete_account() -> Response:
-    form = await request.form
-    accounts = console().accounts
-    if not await auth.verify_password(await accounts.password_hash(g.user.id), form.get("password", "")):
+async def delete_account() -> ResponseTypes:
+    if not await password_confirmed("password"):
         return await account_page(400, delete_error="The password is wrong; nothing was deleted.")
-    plat = platform()
-    # Stop serving the campaigns first, so no worker or generator is mid-way when the rows go.
-    for campaign in await plat.storage.list_campaigns(g.user.id):
-        await plat.set_deleted(campaign, True)
-    await accounts.delete_account(g.user.id)
-    await plat.dispatcher.refresh_campaigns()
+    await current_platform().campaigns.delete_account(g.user)
     response = redirect(url_for("console.pages.home", done="deleted"), 303)
     clear_session_cookie(response)
     return response
@@ -231,9 +229,10 @@ async def reset_request() -> Response:
     if wait:
         return await page("console/reset_request.html", 429, error=retry_message(wait), email=email)
     limiter.hit(*keys)
-    user = await platform().storage.user_by_email(email) if plausible_email(email) else None
+    plat = current_platform()
+    user = await plat.storage.user_by_email(email) if plausible_email(email) else None
     if user is not None:
-        settings = platform().settings
+        settings = plat.settings
         token = await console().accounts.create_reset(user.id, timedelta(minutes=settings.reset_minutes))
         link = f"{server_url()}{url_for('console.accounts.reset_form', token=token)}"
         body = (
@@ -252,8 +251,9 @@ async def reset_request() -> Response:
 
 
 @blueprint.route("/reset/<token>", methods=["GET", "POST"])
-async def reset_form(token: str) -> Response:
+async def reset_form(token: str) -> ResponseTypes:
     accounts = console().accounts
+    response: ResponseTypes
     if request.method == "GET":
         valid = await accounts.reset_valid(token)
         response = await page("console/reset_form.html", 200 if valid else 410, valid=valid, token=token)

@@ -1,22 +1,27 @@
 """Campaign pages: the list, a new campaign, one campaign's page, delete/restore, reset, snippets.
 
-Every route takes the campaign through `web.owned`, so another user's campaign is a 404 exactly like
-a missing one. Creating a campaign goes through the API's `create_from_sources`, so the console and
+A thin adapter over `CampaignService` (`platform.campaigns`), like the JSON API: every route takes
+the campaign through `campaigns.owned`, so another user's campaign is a 404 exactly like a missing
+one, and creating a campaign goes through `campaigns.create`, so the console and
 `POST /api/campaigns` accept and refuse exactly the same uploads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pydantic
 from quart import Response, g, redirect, request, url_for
 from quart.datastructures import FileStorage
+from quart.typing import ResponseTypes
 
-from ..api import CampaignFields, campaign_json, create_from_sources
+from ..campaigns import CampaignFields, CampaignService, Uploads
 from ..embed import SNIPPET, embed_snippet
 from ..errors import ValidationError
-from .web import ConsoleBlueprint, console, login_required, owned, page, platform, server_url
+from ..models import User
+from ..platform import current_platform
+from .web import ConsoleBlueprint, console, login_required, page, server_url
 
 __all__ = ["blueprint", "cms_snippets"]
 
@@ -41,7 +46,8 @@ def cms_snippets(server: str, campaign_id: int) -> list[tuple[str, str, str]]:
     """(id, title, text) of each ready-to-paste snippet: plain HTML, WordPress, Hugo (snippet.json's)."""
 
     def paste(cms: str) -> str:
-        return SNIPPET["paste"][cms].replace("{campaign}", str(campaign_id)).replace("{server}", server.rstrip("/"))
+        text: str = SNIPPET["paste"][cms]
+        return text.replace("{campaign}", str(campaign_id)).replace("{server}", server.rstrip("/"))
 
     return [
         ("html", "HTML", embed_snippet(server, campaign_id)),
@@ -53,11 +59,11 @@ def cms_snippets(server: str, campaign_id: int) -> list[tuple[str, str, str]]:
 @blueprint.get("/campaigns")
 @login_required
 async def index() -> Response:
-    plat = platform()
-    campaigns = [await campaign_json(c) for c in await plat.storage.list_campaigns(g.user.id)]
+    service = current_platform().campaigns
+    campaigns = [await service.describe(c) for c in await service.list_for(g.user)]
     deleted = []
     for campaign_id in await console().accounts.deleted_campaign_ids(g.user.id):
-        campaign = await plat.storage.get_campaign(campaign_id)
+        campaign = await service.get(campaign_id)
         if campaign is not None:
             deleted.append(campaign)
     return await page("console/campaigns.html", campaigns=campaigns, deleted=deleted)
@@ -67,7 +73,7 @@ async def index() -> Response:
 
 
 async def new_form(status: int = 200, **context: Any) -> Response:
-    settings = platform().settings
+    settings = current_platform().settings
     values = {"priority": "0", "weight": "1", "replication": "1", "task_timeout": ""} | context.pop("values", {})
     return await page(
         "console/campaign_new.html",
@@ -97,7 +103,7 @@ def field_errors(exc: pydantic.ValidationError) -> dict[str, str]:
 
 @blueprint.route("/campaigns/new", methods=["GET", "POST"])
 @login_required
-async def new() -> Response:
+async def new() -> ResponseTypes:
     if request.method == "GET":
         return await new_form()
     form = await request.form
@@ -116,17 +122,16 @@ async def new() -> Response:
     if missing:
         return await new_form(400, values=values, errors=missing)
     kernel, kernel_file = chosen["kernel"]
+    uploads = Uploads(
+        kernel=kernel or b"",
+        generator=chosen["generator"][0] or b"",
+        static_dataset=chosen["static_dataset"][0],
+        comparator=chosen["comparator"][0],
+        spot_checks=chosen["spot_checks"][0],
+    )
+    default_name = kernel_file.rsplit(".", 1)[0] or "Untitled campaign"
     try:
-        campaign = await create_from_sources(
-            g.user,
-            fields,
-            kernel or b"",
-            chosen["generator"][0] or b"",
-            chosen["static_dataset"][0],
-            kernel_file.rsplit(".", 1)[0] or "Untitled campaign",
-            comparator=chosen["comparator"][0],
-            spot_checks=chosen["spot_checks"][0],
-        )
+        campaign = await current_platform().campaigns.create(g.user, fields, uploads, default_name)
     except ValidationError as exc:
         return await new_form(400, values=values, error=str(exc))
     return redirect(url_for("console.campaigns.show", campaign_id=campaign.id), 303)
@@ -138,34 +143,36 @@ async def new() -> Response:
 @blueprint.get("/campaigns/<int:campaign_id>")
 @login_required
 async def show(campaign_id: int) -> Response:
-    campaign = await owned(campaign_id)
+    service = current_platform().campaigns
+    campaign = await service.owned(campaign_id, g.user)
     queries = console().queries
     return await page(
         "console/campaign.html",
         campaign=campaign,
-        data=await campaign_json(campaign),
+        data=await service.describe(campaign),
         hosts=await queries.hosts(campaign.id),
         snippets=cms_snippets(server_url(), campaign.id),
         notice=NOTICES.get(request.args.get("done", "")),
     )
 
 
-@blueprint.post("/campaigns/<int:campaign_id>/delete")
+# The buttons of a campaign's page: action -> (the change, the notice the page then shows).
+CHANGES: dict[str, tuple[Callable[[CampaignService, int, User], Awaitable[object]], str]] = {
+    "delete": (CampaignService.delete, "deleted"),
+    "restore": (CampaignService.restore, "restored"),
+    "reset": (CampaignService.reset, "reset"),
+}
+
+
 @login_required
-async def delete(campaign_id: int) -> Response:
-    await platform().set_deleted(await owned(campaign_id), True)
-    return redirect(url_for("console.campaigns.show", campaign_id=campaign_id, done="deleted"), 303)
+async def change(campaign_id: int, action: str) -> ResponseTypes:
+    """Delete, restore or reset a campaign (POST /campaigns/ID/ACTION), then back to its page."""
+    method, notice = CHANGES[action]
+    await method(current_platform().campaigns, campaign_id, g.user)
+    return redirect(url_for("console.campaigns.show", campaign_id=campaign_id, done=notice), 303)
 
 
-@blueprint.post("/campaigns/<int:campaign_id>/restore")
-@login_required
-async def restore(campaign_id: int) -> Response:
-    await platform().set_deleted(await owned(campaign_id), False)
-    return redirect(url_for("console.campaigns.show", campaign_id=campaign_id, done="restored"), 303)
-
-
-@blueprint.post("/campaigns/<int:campaign_id>/reset")
-@login_required
-async def reset(campaign_id: int) -> Response:
-    await platform().reset_campaign(await owned(campaign_id))
-    return redirect(url_for("console.campaigns.show", campaign_id=campaign_id, done="reset"), 303)
+for _action in CHANGES:
+    blueprint.add_url_rule(
+        f"/campaigns/<int:campaign_id>/{_action}", _action, change, methods=["POST"], defaults={"action": _action}
+    )

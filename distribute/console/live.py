@@ -1,11 +1,12 @@
 """The live view of a campaign: server-sent events, one snapshot per interval, until the page closes.
 
-Each event is the API's `campaign_json` (counts, workers, compute time, generation and kernel
-errors) plus the contributions per host site and the server's clock; the first event also carries
-the throughput history (results per time bucket over the campaign's life), after which the page
-extends the chart from the counts it receives. Server-sent events rather than a WebSocket: one
-direction is all the page needs, they reconnect by themselves, and they carry the session cookie
-like any same-origin request, so the owner check is the same as every other console route's.
+Each event is the campaign as the API shows it (`CampaignService.describe`: counts, workers, compute
+time, generation and kernel errors) plus the contributions per host site and the server's clock;
+the first event also carries the throughput history (results per time bucket over the campaign's
+life), after which the page extends the chart from the counts it receives. Server-sent events
+rather than a WebSocket: one direction is all the page needs, they reconnect by themselves, and
+they carry the session cookie like any same-origin request, so the owner check is the same as every
+other console route's.
 
 A stream outlives the request that opened it, so it checks the session again every
 `SESSION_CHECK_EVERY` snapshots: after sign-out, a password change (which ends every session) or
@@ -22,9 +23,9 @@ from collections.abc import AsyncIterator
 import trio
 from quart import Response, g, request, stream_with_context
 
-from ..api import campaign_json
 from ..auth import SESSION_COOKIE
-from .web import ConsoleBlueprint, console, login_required, owned, platform
+from ..platform import current_platform
+from .web import ConsoleBlueprint, console, login_required
 
 __all__ = ["INTERVAL", "SESSION_CHECK_EVERY", "blueprint"]
 
@@ -38,8 +39,8 @@ SESSION_CHECK_EVERY = 5  # snapshots: a session that ended stops its streams wit
 @blueprint.get("/campaigns/<int:campaign_id>/live")
 @login_required
 async def events(campaign_id: int) -> Response:
-    campaign = await owned(campaign_id)
-    storage = platform().storage
+    service = current_platform().campaigns
+    campaign = await service.owned(campaign_id, g.user)
     state = console()
     queries = state.queries
     token = request.cookies.get(SESSION_COOKIE, "")
@@ -62,11 +63,11 @@ async def events(campaign_id: int) -> Response:
                 yield b"event: signedout\ndata: {}\n\n"
                 return
             snapshots += 1
-            fresh = await storage.get_campaign(campaign.id)
+            fresh = await service.get(campaign.id)
             if fresh is None:
                 yield b"event: gone\ndata: {}\n\n"
                 return
-            data = await campaign_json(fresh)
+            data = await service.describe(fresh)
             data["hosts"] = [
                 {"host": h.host, "results": h.results, "compute_seconds": round(h.compute_seconds, 3)}
                 for h in await queries.hosts(campaign.id)

@@ -9,13 +9,17 @@ that runs under the console's CSP), and its relative image paths are served from
 from __future__ import annotations
 
 import mimetypes
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from markdown_it import MarkdownIt
+from markdown_it.renderer import RendererHTML
+from markdown_it.token import Token
+from markdown_it.utils import EnvType, OptionsDict
 from quart import Response, abort
 
-from .web import ConsoleBlueprint, page, platform
+from ..platform import current_platform
+from .web import ConsoleBlueprint, page
 
 __all__ = ["BENCHMARKS_FILE", "blueprint", "render_markdown"]
 
@@ -28,7 +32,7 @@ IMAGE_TYPES = {".png", ".svg", ".jpg", ".jpeg", ".webp", ".gif"}
 
 @blueprint.get("/")
 async def home() -> Response:
-    gateway = platform().gateway
+    gateway = current_platform().gateway
     return await page("console/home.html", workers=len(gateway.sessions))
 
 
@@ -58,17 +62,20 @@ async def benchmark_file(name: str) -> Response:
     return response
 
 
-def render_markdown(text: str, image_base: str) -> str:
-    """Markdown to HTML without raw HTML; relative image sources point under `image_base`."""
-    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": True}).enable("table")
-    default_image = md.renderer.rules["image"]
+class _Renderer(RendererHTML):
+    """HTML whose relative image sources point under the render call's `env["image_base"]`."""
 
-    def image(tokens: Any, idx: int, options: Any, env: Any) -> str:
+    def image(self, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType) -> str:
         token = tokens[idx]
         src = str(token.attrGet("src") or "")
         if src and "://" not in src and not src.startswith(("/", "data:")):
-            token.attrSet("src", image_base + src.removeprefix("./"))
-        return default_image(tokens, idx, options, env)
+            token.attrSet("src", env["image_base"] + src.removeprefix("./"))
+        return super().image(tokens, idx, options, env)
 
-    md.renderer.rules["image"] = image
-    return md.render(text)
+
+def render_markdown(text: str, image_base: str) -> str:
+    """Markdown to HTML without raw HTML; relative image sources point under `image_base`."""
+    options = {"html": False, "linkify": False, "typographer": True}
+    md = MarkdownIt("commonmark", options, renderer_cls=_Renderer).enable("table")
+    html: str = md.render(text, {"image_base": image_base})
+    return html

@@ -1,7 +1,7 @@
 """Results pages and downloads, and the execute page (a trial run in the owner's own browser).
 
-Downloads are the API's own streamed encoders (`api.results_download`), so a file from the console
-is byte for byte what `GET /api/campaigns/ID/results` gives. The execute page runs the kernel on a
+Downloads are `CampaignService.export`, as for the API, so a file from the console is byte for byte
+what `GET /api/campaigns/ID/results` gives. The execute page runs the kernel on a
 few of the campaign's datasets through the harness's sandboxed runner (`/embed/runner`, loaded in
 a sandboxed iframe exactly as the broker loads it); this module only serves the page and its data.
 """
@@ -13,11 +13,12 @@ import json
 from typing import Any
 
 import msgpack
-from quart import Response, abort, jsonify, request
+from quart import Response, abort, g, jsonify, request
 
-from ..api import RESULT_FORMATS, results_download
+from ..campaigns import RESULT_FORMATS
 from ..models import StoredResult
-from .web import ConsoleBlueprint, console, login_required, owned, page, platform
+from ..platform import current_platform
+from .web import ConsoleBlueprint, console, login_required, page
 
 __all__ = ["blueprint"]
 
@@ -65,7 +66,7 @@ def row_view(row: StoredResult) -> dict[str, Any]:
 @blueprint.get("/campaigns/<int:campaign_id>/results")
 @login_required
 async def table(campaign_id: int) -> Response:
-    campaign = await owned(campaign_id)
+    campaign = await current_platform().campaigns.owned(campaign_id, g.user)
     queries = console().queries
     total = await queries.result_count(campaign.id)
     pages = max(1, -(-total // PER_PAGE))
@@ -88,7 +89,7 @@ async def table(campaign_id: int) -> Response:
 @blueprint.get("/campaigns/<int:campaign_id>/results/<int:result_id>")
 @login_required
 async def detail(campaign_id: int, result_id: int) -> Response:
-    campaign = await owned(campaign_id)
+    campaign = await current_platform().campaigns.owned(campaign_id, g.user)
     row = await console().queries.result(campaign.id, result_id)
     if row is None:
         abort(404)
@@ -104,12 +105,18 @@ async def detail(campaign_id: int, result_id: int) -> Response:
 @blueprint.get("/campaigns/<int:campaign_id>/download/<fmt>")
 @login_required
 async def download(campaign_id: int, fmt: str) -> Response:
-    campaign = await owned(campaign_id)
-    if fmt not in RESULT_FORMATS:
+    service = current_platform().campaigns
+    campaign = await service.owned(campaign_id, g.user)
+    chosen = next((f for f in RESULT_FORMATS if f == fmt), None)
+    if chosen is None:
         abort(404)
-    return results_download(
-        campaign, fmt, request.args.get("include_empty") == "true", request.args.get("verified") == "true"
+    export = service.export(
+        campaign,
+        chosen,
+        include_empty=request.args.get("include_empty") == "true",
+        verified=request.args.get("verified") == "true",
     )
+    return Response(export.chunks, mimetype=export.mimetype, headers=export.headers)
 
 
 # --------------------------------------------------------------------------- execute
@@ -118,7 +125,7 @@ async def download(campaign_id: int, fmt: str) -> Response:
 @blueprint.get("/campaigns/<int:campaign_id>/execute")
 @login_required
 async def execute(campaign_id: int) -> Response:
-    campaign = await owned(campaign_id)
+    campaign = await current_platform().campaigns.owned(campaign_id, g.user)
     return await page("console/execute.html", campaign=campaign, execute_max=EXECUTE_MAX)
 
 
@@ -127,13 +134,13 @@ async def execute(campaign_id: int) -> Response:
 async def execute_data(campaign_id: int) -> Response:
     """What the execute page hands the runner: the kernel, the static dataset, and the first datasets
     as stored (msgpack, base64 in JSON), with their decoded form to show beside each result."""
-    campaign = await owned(campaign_id)
+    campaign = await current_platform().campaigns.owned(campaign_id, g.user)
     try:
         count = min(max(1, int(request.args.get("n", "5"))), EXECUTE_MAX)
     except ValueError:
         count = 5
     samples = await console().queries.sample_datasets(campaign.id, count)
-    settings = platform().settings
+    settings = current_platform().settings
     return jsonify(
         {
             "kernel": campaign.kernel,

@@ -21,28 +21,28 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache, wraps
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
+from flask.typing import RouteCallable
 from quart import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
+from quart.typing import ResponseTypes
 from quart_schema import hide
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..auth import ANON_CSRF_COOKIE, SESSION_COOKIE, RateLimiter, new_csrf_token, same_token
-from ..models import Campaign, User
-from ..settings import Settings
-from ..storage.pony.accounts import AccountStore, ConsoleQueries
+from ..platform import Platform, current_platform
+from ..storage.base import AccountStore, ConsoleQueries
 
 __all__ = [
+    "CONSOLE_EXTENSION",
     "ConsoleBlueprint",
     "ConsoleState",
     "client_address",
     "console",
     "load_visitor",
     "login_required",
-    "owned",
     "page",
-    "platform",
     "secure_response",
     "server_url",
     "set_session_cookie",
@@ -57,10 +57,17 @@ SIGNIN_IP_FACTOR = 4
 class ConsoleBlueprint(Blueprint):
     """A blueprint whose pages stay out of the API's OpenAPI document (they are HTML, not API)."""
 
-    def add_url_rule(self, rule: str, endpoint: str | None = None, view_func: Any = None, **options: Any) -> None:
+    def add_url_rule(
+        self,
+        rule: str,
+        endpoint: str | None = None,
+        view_func: RouteCallable | None = None,
+        provide_automatic_options: bool | None = None,
+        **options: Any,
+    ) -> None:
         if view_func is not None:
             hide(view_func)
-        super().add_url_rule(rule, endpoint, view_func, **options)
+        super().add_url_rule(rule, endpoint, view_func, provide_automatic_options, **options)
 
 
 @dataclass
@@ -76,12 +83,12 @@ class ConsoleState:
     secret: bytes | None = None  # loaded from the database on first use
 
     @classmethod
-    def create(cls, platform: Any) -> ConsoleState:
-        settings: Settings = platform.settings
+    def create(cls, platform: Platform) -> ConsoleState:
+        settings = platform.settings
         window = settings.rate_window
         return cls(
-            accounts=AccountStore(platform.storage),
-            queries=ConsoleQueries(platform.storage),
+            accounts=platform.storage.accounts,
+            queries=platform.storage.queries,
             signin_limiter=RateLimiter(settings.signin_limit, window),
             # Looser per client address: people behind one NAT or proxy share it, and one
             # person's typos must not lock out the office; spraying many accounts still stops.
@@ -96,23 +103,22 @@ class ConsoleState:
         return self.secret
 
 
+CONSOLE_EXTENSION = "console"  # the ConsoleState's key in the Quart app's `extensions`
+
+
 def console() -> ConsoleState:
-    return current_app.extensions["console"]
-
-
-def platform() -> Any:
-    return current_app.extensions["distribute"]
+    return cast(ConsoleState, current_app.extensions[CONSOLE_EXTENSION])
 
 
 def tls() -> bool:
     """Served over TLS (directly, or the operator says so by a https public_url behind a proxy)."""
-    return request.scheme in ("https", "wss") or platform().settings.public_url.startswith("https://")
+    return request.scheme in ("https", "wss") or current_platform().settings.public_url.startswith("https://")
 
 
 def server_url() -> str:
     """Where visitors reach this server: public_url when set (always set it in production: links in
     mails must not depend on the Host header a client sent), else what this request used."""
-    public = platform().settings.public_url.rstrip("/")
+    public = current_platform().settings.public_url.rstrip("/")
     return public or f"{request.scheme}://{request.host}"
 
 
@@ -155,12 +161,13 @@ async def load_visitor() -> Response | None:
 
 def csrf_token() -> str:
     """The token the current visitor's forms must carry."""
-    return g.session_csrf if g.get("user") is not None else g.get("anon_csrf", "")
+    token: str = g.session_csrf if g.get("user") is not None else g.get("anon_csrf", "")
+    return token
 
 
 async def too_large() -> Response:
     limit = current_app.config["MAX_CONTENT_LENGTH"]
-    per_file = platform().settings.max_source_bytes
+    per_file = current_platform().settings.max_source_bytes
     return await page(
         "console/error.html",
         413,
@@ -182,17 +189,6 @@ def login_required(view: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitab
     return wrapper
 
 
-async def owned(campaign_id: int) -> Campaign:
-    """The signed-in user's campaign (deleted ones too); anybody else's is exactly like a missing one."""
-    from ..errors import NotFound
-
-    user: User = g.user
-    campaign = await platform().storage.get_campaign(campaign_id)
-    if campaign is None or campaign.owner_id != user.id:
-        raise NotFound(f"campaign {campaign_id} not found")
-    return campaign
-
-
 def safe_next(target: str | None, default: str) -> str:
     """Only a path on this site: `next` must never send a freshly signed-in user elsewhere."""
     if not target:
@@ -203,8 +199,8 @@ def safe_next(target: str | None, default: str) -> str:
     return target
 
 
-def set_session_cookie(response: Response, token: str) -> None:
-    days = platform().settings.session_days
+def set_session_cookie(response: ResponseTypes, token: str) -> None:
+    days = current_platform().settings.session_days
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -216,7 +212,7 @@ def set_session_cookie(response: Response, token: str) -> None:
     )
 
 
-def clear_session_cookie(response: Response) -> None:
+def clear_session_cookie(response: ResponseTypes) -> None:
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="Lax", secure=tls())
 
 

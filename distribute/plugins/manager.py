@@ -1,13 +1,13 @@
-"""Plugins: the pluggy hook specifications of distribute and the discovery of plugins by entry points.
+"""Plugin discovery by entry points, and the registries of schedulers and storage backends built from it.
 
-A plugin is any importable module (or object) with functions marked ``@hookimpl`` whose names are
-hook specs below. Installed distributions announce their plugins in the ``distribute`` entry-point
-group; `get_plugin_manager` loads them all once per process. The built-in schedulers and storage
-backends are plugins too (``distribute.scheduler.builtin``, ``distribute.storage.builtin``).
+Installed distributions announce their plugins in the ``distribute`` entry-point group;
+`get_plugin_manager` loads them all once per process, beside the built-in schedulers and storage
+backends, which are plugins too (``distribute.scheduler.builtin``, ``distribute.storage.builtin``).
+The hook specs are in `hookspecs`.
 
-Everything the rest of distribute needs from plugins goes through this module: `make_scheduler`,
-`scheduler_names`, `storage_factory` and `loaded_plugins` (for ``/-/plugins.json``). Unknown names
-and misbehaving plugins raise `SettingsError` at startup, listing what is known.
+Everything the rest of distribute needs from plugins goes through here: `make_scheduler`,
+`scheduler_names`, `storage_factory`, `open_storage` and `loaded_plugins` (for ``/-/plugins.json``).
+Unknown names and misbehaving plugins raise `SettingsError` at startup, listing what is known.
 """
 
 from __future__ import annotations
@@ -24,51 +24,28 @@ import pluggy
 
 from ..errors import SettingsError
 from ..scheduler.base import Scheduler
+from ..storage.base import Storage
+from . import hookspecs
+from .hookspecs import PROJECT
 
 __all__ = [
-    "PROJECT",
-    "SchedulerRegistrar",
-    "StorageRegistrar",
     "get_plugin_manager",
-    "hookimpl",
-    "hookspec",
     "loaded_plugins",
     "make_scheduler",
-    "register_schedulers",
-    "register_storage",
+    "open_storage",
     "scheduler_names",
     "storage_factory",
     "storage_schemes",
 ]
 
-PROJECT = "distribute"  # the pluggy project name and the entry-point group
-
-hookspec = pluggy.HookspecMarker(PROJECT)
-hookimpl = pluggy.HookimplMarker(PROJECT)
-
-SchedulerRegistrar = Callable[[str, Callable[[], Scheduler]], None]
-StorageRegistrar = Callable[[str, Callable[..., Any]], None]
-
 # Built-in plugins, registered under their entry-point names even when the package metadata is
-# missing or stale (a source checkout that was never pip-installed).
+# missing or stale (a source checkout that was never pip-installed). Named, not imported: they
+# import this package to register themselves.
 _BUILTINS = {
     "builtin_schedulers": "distribute.scheduler.builtin",
     "builtin_storage": "distribute.storage.builtin",
 }
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
-
-
-# -- hook specifications (one line each; docs/plugins.md documents every one) ---------------------
-
-
-@hookspec
-def register_schedulers(register: SchedulerRegistrar) -> None:
-    """Register scheduling policies: call register(name, factory) once per policy; factory() returns a new Scheduler."""
-
-
-@hookspec
-def register_storage(register: StorageRegistrar) -> None:
-    """Register storage backends: call register(scheme, factory) once per URL scheme; await factory(url, threads)."""
 
 
 # -- discovery ------------------------------------------------------------------------------------
@@ -79,7 +56,7 @@ _manager: pluggy.PluginManager | None = None
 
 def _build_plugin_manager(load_entrypoints: bool = True) -> pluggy.PluginManager:
     manager = pluggy.PluginManager(PROJECT)
-    manager.add_hookspecs(sys.modules[__name__])
+    manager.add_hookspecs(hookspecs)
     if load_entrypoints:
         try:
             manager.load_setuptools_entrypoints(PROJECT)
@@ -179,6 +156,15 @@ def storage_factory(url: str) -> Callable[..., Any]:
         # the URL itself is left out: it may hold a password
         raise SettingsError(f"the database URL has {shown}; known storage schemes: {known}")
     return registry[scheme][0]
+
+
+async def open_storage(url: str, threads: int = 4) -> Storage:
+    """Open the storage backend registered for the scheme of `url`, using at most `threads` threads.
+
+    SettingsError (listing the known schemes) if no backend serves the scheme.
+    """
+    storage: Storage = await storage_factory(url)(url, threads)
+    return storage
 
 
 def loaded_plugins() -> list[dict[str, Any]]:

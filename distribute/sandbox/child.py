@@ -1,6 +1,6 @@
 """Child process of the JavaScript sandbox: runs untrusted generators and kernels in mini-racer.
 
-Started by `distribute.sandbox.pool` as ``python -m distribute.sandbox.child``. It caps its data segment
+Started by `distribute.sandbox.process` as ``python -m distribute.sandbox.child``. It caps its data segment
 (RLIMIT_DATA) *before* mini-racer is imported, so a runaway typed array fails inside JS with a
 RangeError and a fatal V8 out-of-memory kills only this process. Requests and replies are
 length-prefixed (4-byte big-endian) msgpack maps on stdin/stdout, one reply per request. Each job
@@ -8,9 +8,13 @@ length-prefixed (4-byte big-endian) msgpack maps on stdin/stdout, one reply per 
 JS. Values cross the V8 boundary as one JSON string per call (a whole batch of datasets at a time),
 checked inside V8 by a strict replacer and re-encoded here as msgpack.
 
+The JavaScript side of every job is the prelude, `prelude.js` beside this module (package data, read
+with importlib.resources), installed in each fresh isolate as `__d`.
+
 Ops: ``gen`` (evaluate a generator and call its main), ``pull``, ``skip``, ``kernel`` (evaluate a
-kernel and call loadStaticDataset), ``run`` (one task), ``end`` (drop the job). Failures come back as
-``{"ok": False, "kind": ..., "message": ...}`` with an owner-readable message.
+kernel and call loadStaticDataset), ``run`` (one task), ``end`` (drop the job), ``check`` (compile a
+kernel without running it: ``{"ok": True, "error": None | {"message", "line", "column"}}``).
+Failures come back as ``{"ok": False, "kind": ..., "message": ...}`` with an owner-readable message.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import resource
 BASE_DATA_MIB = 768
 resource.setrlimit(resource.RLIMIT_DATA, (BASE_DATA_MIB << 20, resource.getrlimit(resource.RLIMIT_DATA)[1]))
 
+import importlib.resources  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
@@ -40,9 +45,10 @@ from py_mini_racer import (  # noqa: E402
     MiniRacer,
 )
 
-from .prelude import PRELUDE  # noqa: E402
+__all__ = ["BASE_DATA_MIB", "BATCH_JSON_BYTES", "PRELUDE", "data_limit_mib", "data_mib", "main"]
 
-__all__ = ["BASE_DATA_MIB", "data_limit_mib", "data_mib", "main"]
+PRELUDE = importlib.resources.files("distribute.sandbox").joinpath("prelude.js").read_text("utf-8")
+BATCH_JSON_BYTES = 8 << 20  # a pull stops early once this much JSON is gathered (bounds memory and frames)
 
 _HEADER = struct.Struct(">I")
 RECYCLE_ABOVE_MIB = 128  # growth over the fresh child's footprint that makes it ask to be replaced
@@ -66,6 +72,11 @@ def data_limit_mib(heap_mib: int, current_mib: int) -> int:
 
 
 _CALL_TAG = "\n//# sourceURL=distribute-call.js"
+# A kernel exactly as the browser harness wraps it (embed/src/blob.js): the upload check compiles this.
+_KERNEL_HEAD, _KERNEL_TAIL = "var kernel =\n", "\n;\nreturn kernel;\n"
+# Locating a syntax error means handing V8 a whole script; one that parses stops at this first
+# statement, so nothing of the owner's code runs even if their source closes our wrapper early.
+_GUARD = "throw 0;"
 _INTERNAL_FRAME = re.compile(r"distribute-(prelude|call)\.js|^\s*at <anonymous>")
 JSON_PER_MSGPACK_BYTE = 6  # JSON text is at most ~6x its msgpack ("\u0001" is 6 chars, 1 byte)
 MAX_STACK = 16 * 1024
@@ -86,10 +97,12 @@ def _fit_ints(value: Any) -> Any:
 
 
 def _pack(value: Any) -> bytes:
+    packed: bytes
     try:
-        return msgpack.packb(value)
+        packed = msgpack.packb(value)
     except OverflowError:
-        return msgpack.packb(_fit_ints(value))
+        packed = msgpack.packb(_fit_ints(value))
+    return packed
 
 
 def _trim_stack(stack: str) -> str:
@@ -97,20 +110,43 @@ def _trim_stack(stack: str) -> str:
     return "\n".join(lines)[:MAX_STACK]
 
 
-def _syntax_message(exc: JSParseException, prefix: str) -> str:
-    """V8's parse error as 'line N: message' plus the offending line with a caret under the column."""
-    lines = str(exc).split("\n")
-    match = re.match(r"<anonymous>:(\d+): (.*)", lines[0])
-    if not match:
-        return lines[0]
-    text = f"line {match.group(1)}: {match.group(2)}"
-    if len(lines) >= 3 and "^" in lines[2]:
-        source, caret = lines[1], lines[2].index("^")
-        if match.group(1) == "1":  # our parse-only prefix sits on the first line
-            source, caret = source[len(prefix) :], caret - len(prefix)
-        start = max(0, caret - 60)
-        text += f"\n    {source[start : start + 120]}\n    {' ' * (caret - start)}^"
-    return text
+class ParseError:
+    """Where V8's parser stopped in a text: its message, the line (1-based), the caret (0-based) and that line."""
+
+    def __init__(self, message: str, line: int, caret: int | None, source: str) -> None:
+        self.message, self.line, self.caret, self.source = message, line, caret, source
+
+    def describe(self) -> str:
+        """'line N: message' plus the offending line with a caret under the column."""
+        text = f"line {self.line}: {self.message}"
+        if self.caret is not None:
+            start = max(0, self.caret - 60)
+            text += f"\n    {self.source[start : start + 120]}\n    {' ' * (self.caret - start)}^"
+        return text
+
+
+def parse_error(mr: MiniRacer, prefix: str, text: str, suffix: str) -> ParseError | None:
+    """Parse (never run) `prefix + text + suffix`: where it fails, in lines of `prefix + text`, or None.
+
+    `prefix` must not contain a line break; a caret on the first line is moved past it.
+    """
+    try:
+        mr.eval(_GUARD + prefix + text + suffix, timeout_sec=5)
+    except JSParseException as exc:
+        lines = str(exc).split("\n")
+        match = re.match(r"<anonymous>:(\d+): (.*)", lines[0])
+        if not match:
+            return ParseError(lines[0], 1, None, "")
+        line, source, caret = int(match.group(1)), "", None
+        if len(lines) >= 3 and "^" in lines[2]:
+            source, caret = lines[1], lines[2].index("^")
+            if line == 1:  # our prefix sits on the first line
+                cut = len(_GUARD + prefix)
+                source, caret = source[cut:], max(0, caret - cut)
+        return ParseError(match.group(2), line, caret, source)
+    except JSEvalException:  # it parsed (and stopped at the guard), or took too long
+        pass
+    return None
 
 
 def _fail(kind: str, message: str, stack: str = "", **extra: Any) -> dict[str, Any]:
@@ -151,7 +187,7 @@ class Job:
     def close(self) -> None:
         self.mr.close()
 
-    def call(self, code: str, timeout: float) -> tuple[str, Any]:
+    def call(self, code: str, timeout: float) -> tuple[str, str]:
         """Evaluate a prelude call; returns (status char, payload) or raises _Stop with a failure."""
         started = time.monotonic()
         try:
@@ -193,15 +229,10 @@ class Job:
         return _fail(kind, message, stack, **extra)
 
     def _locate_syntax_error(self, expression: bool) -> str:
-        # Parse only: the source sits inside a function that `0 &&` never calls, on the same lines.
-        prefix = "0&&function(){return(" if expression else "0&&function(){"
-        try:
-            self.mr.eval(prefix + self.source + ("\n)}" if expression else "\n}"), timeout_sec=5)
-        except JSParseException as exc:
-            return _syntax_message(exc, prefix)
-        except JSEvalException:
-            pass
-        return "it does not parse as a JavaScript expression"
+        # The source sits inside a function expression, on the same lines, so V8's line numbers are the owner's.
+        prefix, suffix = ("(function(){return(", "\n)})") if expression else ("(function(){", "\n})")
+        error = parse_error(self.mr, prefix, self.source, suffix)
+        return error.describe() if error is not None else "it does not parse as a JavaScript expression"
 
 
 class _Stop(Exception):
@@ -223,7 +254,8 @@ def _gen_open(req: dict[str, Any]) -> tuple[Job, dict[str, Any]]:
 
 def _gen_pull(job: Job, req: dict[str, Any]) -> dict[str, Any]:
     budget_ms = int(req["timeout"] * 500)  # stop a batch at half the wall clock: slow items shrink batches
-    _, payload = job.call(f"__d.pull({int(req['n'])}, {budget_ms}, {job.max_json})", req["timeout"])
+    call = f"__d.pull({int(req['n'])}, {budget_ms}, {job.max_json}, {BATCH_JSON_BYTES})"
+    _, payload = job.call(call, req["timeout"])
     batch = json.loads(payload)
     items, first = [], req["produced"]
     for offset, item in enumerate(batch["items"]):
@@ -270,6 +302,36 @@ def _kernel_run(job: Job, req: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True, "value": value, "ms": ms}
 
 
+def _check(req: dict[str, Any]) -> dict[str, Any]:
+    """Compile a kernel as the browser harness wraps it, without running it; locate a syntax error."""
+    job = Job("kernel", req["source"], req["heap_mib"], 0)
+    try:
+        body = _KERNEL_HEAD + job.source + _KERNEL_TAIL
+        _, payload = job.call(f"__d.compiles({json.dumps(body)})", req["timeout"])
+        message = json.loads(payload)["error"]
+        if message is None:
+            return {"ok": True, "error": None}
+        line, column = _kernel_position(job.source, parse_error(job.mr, "(function(){", body, "\n})"))
+        return {"ok": True, "error": {"message": message, "line": line, "column": column}}
+    except _Stop as stop:  # a throwaway isolate: nothing to reset
+        return {**stop.reply, "reset": False}
+    finally:
+        job.close()
+
+
+def _kernel_position(kernel: str, error: ParseError | None) -> tuple[int | None, int | None]:
+    """A parse error in the wrapped kernel as (line, column) of the kernel itself, both 1-based."""
+    if error is None:  # the source closes the wrapper early: the browser's parse fails, ours found no spot
+        return None, None
+    lines = kernel.split("\n")
+    line = error.line - _KERNEL_HEAD.count("\n")
+    if line > len(lines):  # in the wrapper's tail, e.g. an unclosed bracket: the end of the kernel
+        return len(lines), len(lines[-1]) + 1
+    if line < 1:
+        return 1, None
+    return line, None if error.caret is None else error.caret + 1
+
+
 # --------------------------------------------------------------------------- main loop
 
 
@@ -277,8 +339,8 @@ def _read_frame(stream: BinaryIO) -> dict[str, Any] | None:
     header = stream.read(4)
     if len(header) < 4:
         return None
-    body = stream.read(_HEADER.unpack(header)[0])
-    return msgpack.unpackb(body)
+    request: dict[str, Any] = msgpack.unpackb(stream.read(_HEADER.unpack(header)[0]))
+    return request
 
 
 def _write_frame(stream: BinaryIO, message: dict[str, Any]) -> None:
@@ -307,6 +369,8 @@ def main() -> None:
                 job, reply = _gen_open(req)
             elif op == "kernel":
                 job, reply = _kernel_open(req)
+            elif op == "check":  # needs no job: a throwaway isolate
+                reply = _check(req)
             elif op == "end":  # a child bloated by a big job is better replaced than reused
                 reply = {"ok": True, "recycle": data_mib() > baseline + RECYCLE_ABOVE_MIB}
             elif job is None:

@@ -2,54 +2,84 @@
 
 `open_kernel` loads an owner's kernel into a sandbox child and calls its loadStaticDataset once; the
 resulting `KernelRun` runs main(dataset) per task (the headless worker's computation, and the
-verifier's comparators), reloading itself after a timeout or crash. `kernel_syntax_error` parses a
-kernel without running it, for the API's upload checks. The children, their pool and the wall-clock
-limits are `distribute.sandbox.pool`'s; failures here surface as `KernelError`.
+verifier's comparators), reloading itself after a timeout or crash. `check_kernel` compiles a kernel
+without running it, for the upload checks, and `kernel_syntax_error` words its result. The children,
+their pool and the wall-clock limits are `distribute.sandbox.pool`'s; failures here surface as
+`KernelError`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import trio
 
-from ..errors import GenerationError, KernelError
-from .pool import GRACE, _ChildDied, _HardTimeout, _heap_note, _Lease, _pool, _secs, open_generator
+from ..errors import KernelError
+from .messages import heap_note, seconds, too_large
+from .pool import ChildDied, HardTimeout, Lease, SandboxPool, lease
 
 __all__ = [
     "KernelRun",
+    "SyntaxProblem",
+    "check_kernel",
     "kernel_syntax_error",
     "open_kernel",
 ]
 
 
-async def kernel_syntax_error(kernel: str, *, timeout: float, heap_mib: int) -> str | None:
-    """Parse (never run) a kernel in the sandbox: its SyntaxError, or None if it parses.
+@dataclass(frozen=True)
+class SyntaxProblem:
+    """Why a kernel does not compile: V8's text ("SyntaxError: ...") and where, in kernel lines (1-based)."""
 
-    Only parsing: a kernel may use browser APIs (performance, TextDecoder, WebAssembly) that the
+    message: str
+    line: int | None = None
+    column: int | None = None
+
+
+async def check_kernel(
+    kernel: str, *, timeout: float, heap_mib: int, pool: SandboxPool | None = None
+) -> SyntaxProblem | None:
+    """Compile (never run) a kernel in the sandbox: the problem, or None if it compiles.
+
+    Only compiling: a kernel may use browser APIs (performance, TextDecoder, WebAssembly) that the
     sandbox lacks, so evaluating it here could refuse a kernel that works in every browser. The
-    kernel is wrapped exactly as the browser harness wraps it (embed/src/blob.js), and the
-    `Function` constructor compiles that text without calling it.
+    child wraps the kernel exactly as the browser harness wraps it (embed/src/blob.js).
     """
-    wrapped = json.dumps("var kernel =\n" + kernel + "\n;\nreturn kernel;\n")
-    probe = f"({{ main: function () {{ new Function({wrapped}); return []; }} }})"
-    try:
-        async with open_generator(probe, timeout=timeout, heap_mib=heap_mib, max_dataset_bytes=1, max_datasets=1):
-            return None
-    except GenerationError as exc:
-        first_line = str(exc).split("\n", 1)[0]
-        return first_line.split("main(): ", 1)[-1]
+    request = {"op": "check", "source": kernel, "heap_mib": heap_mib, "timeout": timeout}
+    async with lease(pool) as held:
+        try:
+            reply = await held.call(request, timeout)
+        except HardTimeout:
+            return SyntaxProblem(f"checking it timed out after {seconds(timeout)} s")
+        except ChildDied as exc:
+            return SyntaxProblem(f"checking it crashed the sandbox: {exc.reason}")
+    if not reply["ok"]:
+        if reply["kind"] == "timeout":
+            return SyntaxProblem(f"checking it timed out after {seconds(timeout)} s")
+        return SyntaxProblem(str(reply.get("message", "")) or f"it cannot be checked ({reply['kind']})")
+    error = reply["error"]
+    if error is None:
+        return None
+    return SyntaxProblem(str(error["message"]), error.get("line"), error.get("column"))
+
+
+async def kernel_syntax_error(
+    kernel: str, *, timeout: float, heap_mib: int, pool: SandboxPool | None = None
+) -> str | None:
+    """`check_kernel` as the one line the API's 400 answer quotes ("SyntaxError: ..."), or None."""
+    problem = await check_kernel(kernel, timeout=timeout, heap_mib=heap_mib, pool=pool)
+    return None if problem is None else problem.message
 
 
 class KernelRun:
     """A kernel loaded in a child (loadStaticDataset done); reloads itself after a timeout or crash."""
 
     def __init__(
-        self, lease: _Lease, kernel: str, static: str, *, heap_mib: int, max_result_bytes: int, load_timeout: float
+        self, held: Lease, kernel: str, static: str, *, heap_mib: int, max_result_bytes: int, load_timeout: float
     ) -> None:
-        self._lease = lease
+        self._lease = held
         self._request = {
             "op": "kernel",
             "kernel": kernel,
@@ -66,18 +96,17 @@ class KernelRun:
 
     async def _load(self) -> None:
         try:
-            child = await self._lease.get()
-            reply = await child.call(self._request, wall=self._load_timeout + GRACE)
-        except _HardTimeout:
+            reply = await self._lease.call(self._request, self._load_timeout)
+        except HardTimeout:
             await self._lease.drop()
-            raise KernelError(f"loading the kernel timed out after {_secs(self._load_timeout)} s") from None
-        except _ChildDied as exc:
+            raise KernelError(f"loading the kernel timed out after {seconds(self._load_timeout)} s") from None
+        except ChildDied as exc:
             await self._lease.drop()
             raise KernelError(f"the kernel crashed the sandbox while loading: {exc.reason}") from None
         if not reply["ok"]:
-            kind, message, stack = reply["kind"], reply.get("message", ""), reply.get("stack", "")
+            kind, message, stack = reply["kind"], str(reply.get("message", "")), str(reply.get("stack", ""))
             if kind == "timeout":
-                message = f"loading the kernel timed out after {_secs(self._load_timeout)} s"
+                message = f"loading the kernel timed out after {seconds(self._load_timeout)} s"
             elif kind == "evaluate":
                 message = f"the kernel threw while being evaluated: {message}"
             elif kind == "static":
@@ -94,46 +123,45 @@ class KernelRun:
             if not self._loaded:
                 await self._load()
             try:
-                child = await self._lease.get()
-                reply = await child.call({"op": "run", "dataset": dataset, "timeout": timeout}, wall=timeout + GRACE)
-            except _HardTimeout:
+                reply = await self._lease.call({"op": "run", "dataset": dataset, "timeout": timeout}, timeout)
+            except HardTimeout:
                 self._loaded = False
-                raise KernelError(f"task exceeded the time limit of {_secs(timeout)} s") from None
-            except _ChildDied as exc:
+                raise KernelError(f"task exceeded the time limit of {seconds(timeout)} s") from None
+            except ChildDied as exc:
                 self._loaded = False
                 await self._lease.drop()
                 raise KernelError(f"the sandbox crashed while running the task: {exc.reason}") from None
             if reply["ok"]:
-                return reply["value"], reply["ms"]
+                return reply["value"], float(reply["ms"])
             if reply.get("reset"):
                 self._loaded = False  # the child dropped the isolate: load afresh for the next task
-            kind, message = reply["kind"], reply.get("message", "")
+            kind, message = reply["kind"], str(reply.get("message", ""))
             if kind == "timeout":
-                message = f"task exceeded the time limit of {_secs(timeout)} s{_heap_note(reply, self._heap_mib)}"
+                message = f"task exceeded the time limit of {seconds(timeout)} s{heap_note(reply, self._heap_mib)}"
             elif kind == "serialise":
                 message = f"the result cannot be serialised: {message}"
             elif kind == "size":
-                what = "its JSON text is" if reply.get("json") else "it is"
-                message = (
-                    f"the result is too large: {what} {reply.get('size', 0):,} bytes, over the limit "
-                    f"of {self._max_result_bytes:,} bytes"
-                )
-            raise KernelError(message, reply.get("stack", ""))
-
-    async def aclose(self) -> None:
-        await self._lease.release()
+                message = too_large("the result", reply, self._max_result_bytes)
+            raise KernelError(message, str(reply.get("stack", "")))
 
 
 @asynccontextmanager
 async def open_kernel(
-    kernel: str, static: str, *, heap_mib: int, max_result_bytes: int, load_timeout: float = 30.0
+    kernel: str,
+    static: str,
+    *,
+    heap_mib: int,
+    max_result_bytes: int,
+    load_timeout: float = 30.0,
+    pool: SandboxPool | None = None,
 ) -> AsyncIterator[KernelRun]:
-    """Load a kernel and call loadStaticDataset(static) once; raises KernelError if either fails."""
-    run = KernelRun(
-        _Lease(_pool()), kernel, static, heap_mib=heap_mib, max_result_bytes=max_result_bytes, load_timeout=load_timeout
-    )
-    try:
+    """Load a kernel and call loadStaticDataset(static) once; raises KernelError if either fails.
+
+    The child comes from `pool`, else from the current pool (see `distribute.sandbox.pool`).
+    """
+    async with lease(pool) as held:
+        run = KernelRun(
+            held, kernel, static, heap_mib=heap_mib, max_result_bytes=max_result_bytes, load_timeout=load_timeout
+        )
         await run._load()
         yield run
-    finally:
-        await run.aclose()

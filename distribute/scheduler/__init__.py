@@ -3,7 +3,7 @@
 The contract (`Candidate`, `Scheduler`) is in `base`; the built-in policies are `round-robin`,
 `priority` and `compute-time`, registered through the `register_schedulers` plugin hook by
 `distribute.scheduler.builtin` exactly as a third-party plugin would be. Pick one by name with
-`distribute.plugins.manager.make_scheduler`.
+`distribute.plugins.make_scheduler`.
 """
 
 from __future__ import annotations

@@ -1,17 +1,13 @@
 """Storage: where campaigns, datasets, leases and results live.
 
-`open_storage(url)` picks the backend registered for the URL's scheme through the plugin hook
-`register_storage` (the built-in Pony backend serves sqlite:// and postgres://).
+`Storage` (in `base`) is the protocol every backend implements; `distribute.plugins.open_storage(url)`
+opens the backend registered for the URL's scheme (the built-in ones: Pony for sqlite:// and
+postgres://, and memory://). `content_hash` and `hash_token` are computed alike by every backend.
 """
 
 from __future__ import annotations
 
-from .pony.store import PonyStorage, content_hash, hash_token
+from .base import Storage
+from .hashing import content_hash, hash_token
 
-__all__ = ["PonyStorage", "content_hash", "hash_token", "open_storage"]
-
-
-async def open_storage(url: str, threads: int = 4) -> PonyStorage:
-    from ..plugins.manager import storage_factory
-
-    return await storage_factory(url)(url, threads)
+__all__ = ["Storage", "content_hash", "hash_token"]

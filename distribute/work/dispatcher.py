@@ -3,9 +3,13 @@
 It owns three things:
 - per campaign, a queue of datasets this process has leased from storage (refilled in batches,
   the storage lease renewed while the process lives, so a crashed process's datasets come back);
+  the queues' state lives in one `Queues`, which only the dispatcher changes;
 - the task leases held by connections (dataset, connection, deadline): a missed deadline or a
   disconnect puts the dataset back at the front of its queue;
 - the results waiting for their group commit (one transaction every `flush_interval`).
+
+Its `Verifier` owns replicas and spot checks; it returns decisions (`distribute.work.decisions`)
+that the dispatcher applies to the queues.
 
 Invariant: every dataset is either stored with its result, or leased in storage by a live process
 that will hand it out again, or pending in storage. Nothing is lost; storage accepts only the first
@@ -21,9 +25,8 @@ import itertools
 import logging
 import math
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import trio
@@ -31,7 +34,9 @@ import trio
 from ..models import Campaign, CampaignStatus, FailedTask, FinishedTask, LeasedDataset
 from ..scheduler.base import Candidate, Scheduler
 from ..settings import Settings
-from ..storage import PonyStorage
+from ..storage import Storage
+from .decisions import Judged, Refused, Store
+from .queues import CampaignQueue, Queues, has_work
 from .replicas import WorkerKey
 from .verifier import Verifier
 
@@ -53,28 +58,16 @@ class TaskLease:
 PROGRESS_GRACE = 4
 REFRESH_SECONDS = 2.0  # how often campaigns are synced with storage and drained queues looked at again
 SAFETY_WAKE_TICKS = 5  # every this many refreshes, every waiting session re-checks its state anyway
-
-
-@dataclass(eq=False)
-class CampaignQueue:
-    campaign: Campaign
-    ready: deque[LeasedDataset] = field(default_factory=deque)
-    drained: bool = False  # the last refill found nothing pending in storage
-    complete: bool = False
-    refilling: bool = False
-    refilled: trio.Event = field(default_factory=trio.Event)
-    batch: int = 0  # datasets the next refill leases: grows with demand (see Dispatcher._refill)
-    taken: int = 0  # datasets handed out since the last refill started
-    refill_started: float = -math.inf  # trio clock
+_NONE_MISSED: frozenset[int] = frozenset()
 
 
 class Dispatcher:
-    def __init__(self, storage: PonyStorage, settings: Settings, scheduler: Scheduler) -> None:
+    def __init__(self, storage: Storage, settings: Settings, scheduler: Scheduler) -> None:
         self.storage = storage
         self.settings = settings
         self.scheduler = scheduler
         self.owner = f"{uuid.uuid4().hex[:12]}"  # this process's name on storage leases
-        self.queues: dict[int, CampaignQueue] = {}
+        self.queues = Queues()
         self.leases: dict[int, TaskLease] = {}  # dataset id -> lease
         self._finished: list[FinishedTask] = []
         self._failed: list[FailedTask] = []
@@ -85,7 +78,7 @@ class Dispatcher:
         self._campaign_of_expired: dict[int, int] = {}
         self._nursery: trio.Nursery | None = None
         self.tasks_completed = 0
-        self.verifier = Verifier(self)  # replicated campaigns and spot checks
+        self.verifier = Verifier(storage, settings, self.queues)  # replicated campaigns and spot checks
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -100,36 +93,37 @@ class Dispatcher:
                 nursery.start_soon(self._deadline_loop)
                 nursery.start_soon(self._storage_lease_loop)
                 nursery.start_soon(self._refresh_loop)
-                nursery.start_soon(self.verifier.run)
+                nursery.start_soon(self._verification_loop)
                 task_status.started()
         finally:
             with trio.CancelScope(shield=True):
                 await self._flush()
-                held = {d.id for q in self.queues.values() for d in q.ready}
-                held = sorted(held | set(self.leases) | set(self.verifier.held_ids()))
+                held = sorted(self.queues.queued_ids() | set(self.leases) | set(self.verifier.held_ids()))
                 with trio.move_on_after(5):
                     await self.storage.release(self.owner, held)
 
     async def refresh_campaigns(self) -> None:
-        """Sync the set of active campaigns with storage (new, deleted, finished generating)."""
+        """Sync the set of active campaigns with storage (new, deleted, finished generating).
+
+        A campaign new to this process gets its queue with its spot checks (stored with the
+        campaign, so they exist from the moment it does).
+        """
         campaigns = {c.id: c for c in await self.storage.list_campaigns(active_only=True)}
-        for campaign_id, queue in list(self.queues.items()):
+        for queue in self.queues.snapshot():
+            campaign_id = queue.campaign.id
             if campaign_id not in campaigns and not queue.complete:
                 fresh = await self.storage.get_campaign(campaign_id)
                 if fresh is None or fresh.deleted or fresh.status in (CampaignStatus.FAILED, CampaignStatus.COMPLETE):
                     self._retire(queue)
         for campaign in campaigns.values():
-            queue = self.queues.get(campaign.id)
-            if queue is None or queue.complete:
-                self.queues[campaign.id] = CampaignQueue(campaign)
+            spots = None if self.queues.accepts_work(campaign.id) else await self.storage.spot_checks(campaign.id)
+            if self.queues.learn(campaign):
+                self.verifier.set_spot_checks(campaign.id, spots or ())
                 self._wake_all()
-            else:
-                if queue.campaign.status != campaign.status:
-                    queue.drained = False  # generation finished or new datasets: look again
-                queue.campaign = campaign
             counts_needed = campaign.status == CampaignStatus.RUNNING
-            if counts_needed and not self.queues[campaign.id].ready and not self._held(campaign.id):
-                await self._check_complete(self.queues[campaign.id])
+            known = self.queues.get(campaign.id)
+            if counts_needed and known is not None and not known.ready and not self._held(campaign.id):
+                await self._check_complete(known)
 
     async def look_up(self, campaign_id: int) -> None:
         """A worker asked for a campaign this process has no queue for: ask storage.
@@ -139,16 +133,14 @@ class Dispatcher:
         restart, a campaign finished by the previous run is not among the active ones).
         """
         await self.refresh_campaigns()
-        if campaign_id in self.queues:
+        if self.queues.get(campaign_id) is not None:
             return
         campaign = await self.storage.get_campaign(campaign_id)
         if campaign is not None and not campaign.deleted and campaign.status == CampaignStatus.COMPLETE:
-            queue = self.queues[campaign_id] = CampaignQueue(campaign)
-            queue.complete = True
+            self.queues.add_retired(campaign)
 
     def _retire(self, queue: CampaignQueue) -> None:
-        queue.complete = True
-        queue.ready.clear()
+        self.queues.retire(queue)
         self.verifier.retire(queue.campaign.id)
         self._wake_all()
 
@@ -172,15 +164,13 @@ class Dispatcher:
         excluded = set(exclude)
         candidates = [
             Candidate(q.campaign.id, q.campaign.priority, q.campaign.weight, q.campaign.compute_seconds)
-            for q in self.queues.values()
-            if not q.complete and q.campaign.id not in excluded and self.has_work(q)
+            for q in self.queues
+            if not q.complete and q.campaign.id not in excluded and has_work(q)
         ]
         chosen = self.scheduler.choose(candidates)
-        return self.queues[chosen.campaign_id].campaign if chosen else None
+        return self.queues.campaign(chosen.campaign_id) if chosen else None
 
-    @staticmethod
-    def has_work(queue: CampaignQueue) -> bool:
-        return bool(queue.ready) or not queue.drained
+    has_work = staticmethod(has_work)
 
     async def take(
         self, campaign_id: int, n: int, holder: int, timeout: float, max_bytes: int, worker: WorkerKey | None = None
@@ -193,10 +183,6 @@ class Dispatcher:
         queue = self.queues.get(campaign_id)
         if queue is None or queue.complete:
             return []
-        if worker is not None:
-            await self.verifier.prepare(queue, worker)
-            if queue.complete:
-                return []
         if queue.campaign.replication > 1:
             return await self._take_copies(queue, n, holder, timeout, max_bytes, worker)
         if not queue.drained:
@@ -205,23 +191,14 @@ class Dispatcher:
             elif len(queue.ready) < max(n, (queue.batch or self.settings.refill_batch) // 2):
                 # Refill in the background before the queue runs dry, so no take waits for storage.
                 self._start_refill(queue)
-        taken: list[LeasedDataset] = []
-        passed_over: list[LeasedDataset] = []
-        missed = self._expired.get(holder, set())
-        size = 0
+        # A dataset this connection let expire goes to somebody else.
+        taken = self.queues.take(queue, n, max_bytes, self._expired.get(holder, _NONE_MISSED))
         deadline = trio.current_time() + timeout
-        while queue.ready and len(taken) < n and (not taken or size + len(queue.ready[0].payload) <= max_bytes):
-            dataset = queue.ready.popleft()
-            if dataset.id in missed:  # this connection let it expire: it goes to somebody else
-                passed_over.append(dataset)
-                continue
-            size += len(dataset.payload)
-            taken.append(dataset)
-            self.leases[dataset.id] = TaskLease(dataset, holder, deadline, timeout)
-        queue.ready.extendleft(reversed(passed_over))
-        queue.taken += len(taken)
-        if worker is not None and self.verifier.spots.get(campaign_id):
-            taken += self.verifier.add_spot_checks(campaign_id, len(taken), holder, worker, deadline, timeout)
+        leases = self.leases
+        for dataset in taken:
+            leases[dataset.id] = TaskLease(dataset, holder, deadline, timeout)
+        if worker is not None and self.verifier.has_spot_checks(campaign_id):
+            taken += self.verifier.mix_spot_checks(campaign_id, len(taken), holder, worker, deadline, timeout)
         return taken
 
     async def _take_copies(
@@ -230,17 +207,22 @@ class Dispatcher:
         """A replicated campaign: copies of datasets this connection (identity, address) has not had."""
         if worker is None:
             worker = (f"connection:{holder}", f"connection:{holder}")
+        else:
+            await self.verifier.load_trust(worker)
+            if queue.complete:
+                return []
         if not queue.drained and not queue.ready:
             await self._refill(queue)
         deadline = trio.current_time() + timeout
-        taken = self.verifier.take(queue, n, holder, worker, deadline, timeout, max_bytes)
+        pick = self.verifier.pick(queue.ready, n, holder, worker, deadline, timeout, max_bytes)
+        self.queues.apply_pick(queue, pick)
+        taken = list(pick.taken)
         if not queue.drained and len(taken) < n and len(queue.ready) < 4 * self.settings.refill_batch:
             # Short: what is queued is with this connection already (it is ahead of the others), or
             # the queue runs low. Lease more (bounded); the refill wakes the waiting connections.
             self._start_refill(queue)
-        queue.taken += len(taken)
-        if self.verifier.spots.get(queue.campaign.id):
-            taken += self.verifier.add_spot_checks(queue.campaign.id, len(taken), holder, worker, deadline, timeout)
+        if self.verifier.has_spot_checks(queue.campaign.id):
+            taken += self.verifier.mix_spot_checks(queue.campaign.id, len(taken), holder, worker, deadline, timeout)
         return taken
 
     def finish(self, holder: int, outcome: FinishedTask | FailedTask) -> bool:
@@ -252,14 +234,15 @@ class Dispatcher:
         if lease is not None and lease.holder == holder:
             del self.leases[outcome.dataset_id]
         elif not self._forget_expired(holder, outcome.dataset_id):
-            copy = self.verifier.answer(holder, outcome)
-            if copy is False:
-                return False
-            if copy is None:
-                self._last_answer[holder] = trio.current_time()
-                return True  # a spot check: judged by the verifier, nothing to store
-            assert not isinstance(copy, bool)
-            outcome = copy
+            match self.verifier.answer(holder, outcome):
+                case Refused():
+                    return False
+                case Store(outcome=outcome, offer=offer):  # a replica
+                    if offer is not None:
+                        self._offer((offer,))
+                case Judged():  # a spot check (judged by the verifier) or a settled copy: nothing to store
+                    self._last_answer[holder] = trio.current_time()
+                    return True
         self._last_answer[holder] = trio.current_time()
         if isinstance(outcome, FinishedTask):
             self._finished.append(outcome)
@@ -279,9 +262,9 @@ class Dispatcher:
             lease = self.leases.get(dataset_id)
             if lease is not None and lease.holder == holder:
                 del self.leases[dataset_id]
-                requeued |= self._requeue(lease.dataset, wake=False)
-            else:
-                self.verifier.drop(holder, dataset_id, late=False)
+                requeued |= self.queues.requeue(lease.dataset)
+            elif (offer := self.verifier.drop(holder, dataset_id, late=False)) is not None:
+                requeued |= self.queues.requeue(offer)
         if requeued:
             self._wake_all()  # once, not once per dataset: a 256-slot worker leaving is one event
 
@@ -293,19 +276,16 @@ class Dispatcher:
         if not expired or dataset_id not in expired:
             return False
         expired.discard(dataset_id)
-        queue = self.queues.get(self._campaign_of_expired.pop(dataset_id, -1))
-        if queue is not None:
-            queue.ready = deque(d for d in queue.ready if d.id != dataset_id)
+        self.queues.discard(self._campaign_of_expired.pop(dataset_id, -1), dataset_id)
         return True
 
-    def _requeue(self, dataset: LeasedDataset, *, wake: bool = True) -> bool:
-        queue = self.queues.get(dataset.campaign_id)
-        if queue is not None and not queue.complete:
-            queue.ready.appendleft(dataset)
-            if wake:
-                self._wake_all()
-            return True
-        return False
+    def _offer(self, datasets: Iterable[LeasedDataset]) -> None:
+        """Datasets the verifier wants copied again: to the front of their queues, and wake the waiting."""
+        requeued = False
+        for dataset in datasets:
+            requeued |= self.queues.requeue(dataset)
+        if requeued:
+            self._wake_all()
 
     def _held(self, campaign_id: int) -> bool:
         return any(lease.dataset.campaign_id == campaign_id for lease in self.leases.values()) or self.verifier.held(
@@ -315,8 +295,6 @@ class Dispatcher:
     def _wake_all(self) -> None:
         for wake in list(self._listeners.values()):
             wake()
-
-    wake_all = _wake_all
 
     async def maybe_complete(self, queue: CampaignQueue) -> None:
         """Retire the campaign if storage has nothing open left and nothing is held here."""
@@ -328,48 +306,34 @@ class Dispatcher:
             self._nursery.start_soon(self._refill, queue)
 
     async def _refill(self, queue: CampaignQueue) -> None:
-        if queue.refilling:
+        settings = self.settings
+        batch = self.queues.begin_refill(queue, settings.refill_batch, settings.refill_growth, trio.current_time())
+        if batch is None:
             await queue.refilled.wait()
             return
-        queue.refilling = True
         try:
-            # Lease at least `refill_batch`, and twice what was handed out since the last refill
-            # if that was recent (up to `refill_growth` x): at high rates one storage round trip
-            # must cover all the tasks handed out while the next one is on its way.
-            base = self.settings.refill_batch
-            now = trio.current_time()
-            demand = queue.taken if now - queue.refill_started < 1.0 else 0
-            batch = queue.batch = min(max(base, 2 * demand), self.settings.refill_growth * base)
-            queue.taken = 0
-            queue.refill_started = now
             replicated = queue.campaign.replication > 1
             leased = await self.storage.lease(
-                queue.campaign.id, batch, self.owner, self.settings.lease_seconds, replicated=replicated
+                queue.campaign.id, batch, self.owner, settings.lease_seconds, replicated=replicated
             )
             if queue.complete:
                 await self.storage.release(self.owner, [d.id for d in leased])
                 return
-            known = {d.id for d in queue.ready}
-            was_empty = not queue.ready
             if replicated:
-                leased = self.verifier.add_leased(queue, leased)
-            queue.ready.extend(d for d in leased if d.id not in known and d.id not in self.leases)
-            if (was_empty or replicated) and queue.ready:
-                self._wake_all()  # sessions waiting for work on this campaign (it had none)
-            if len(leased) < batch:
-                queue.drained = True
+                leased = self.verifier.add_leased(queue.campaign.replication, leased)
+            # Sessions waiting for work on this campaign are woken when it had none (or, replicated,
+            # when there are new copies: what was queued may all be with the waiting connections).
+            if self.queues.add_leased(queue, leased, batch, self.leases, wake_any=replicated):
+                self._wake_all()
         finally:
-            queue.refilling = False
-            queue.refilled.set()
-            queue.refilled = trio.Event()
-        if queue.drained and not queue.ready and not self._held(queue.campaign.id):
-            await self._check_complete(queue)
+            self.queues.end_refill(queue)
+        await self.maybe_complete(queue)
 
     def notify_new_datasets(self, campaign_id: int) -> None:
         """The generator stored more datasets (or finished): look in storage again."""
         queue = self.queues.get(campaign_id)
         if queue is not None:
-            queue.drained = False
+            self.queues.undrain(queue)
             self._wake_all()
 
     async def _check_complete(self, queue: CampaignQueue) -> None:
@@ -393,13 +357,13 @@ class Dispatcher:
             return
         self.tasks_completed += len(finished)
         self.verifier.stored(finished)
-        touched = {o.campaign_id for o in (*finished, *failed)}
+        touched = {o.campaign_id for o in finished} | {o.campaign_id for o in failed}
         for campaign_id in touched:
             queue = self.queues.get(campaign_id)
             if queue is None:
                 continue
             if failed:
-                queue.drained = False  # failed datasets went back to the pool
+                self.queues.undrain(queue)  # failed datasets went back to the pool
             if queue.drained and not queue.ready and not self._held(campaign_id):
                 await self._check_complete(queue)
         if failed:
@@ -428,6 +392,18 @@ class Dispatcher:
             await self._flush()
             interval = min(longest, max(shortest, aim / rate)) if rate else longest
 
+    async def _verification_loop(self) -> None:
+        """Apply each verification round to the queues: copies offered again, re-opened work, completion."""
+        while True:
+            decided = await self.verifier.next_round()
+            self._offer(decided.offers)
+            if decided.reopened:
+                self.queues.undrain_all()
+                self._wake_all()
+            if decided.settled:
+                for queue in self.queues.snapshot():
+                    await self.maybe_complete(queue)
+
     async def _deadline_loop(self) -> None:
         while True:
             await trio.sleep(0.25)
@@ -439,11 +415,11 @@ class Dispatcher:
                     self._expired.setdefault(lease.holder, set()).add(dataset_id)
                     self._campaign_of_expired[dataset_id] = lease.dataset.campaign_id
                     log.info("task %d missed its deadline on connection %d", dataset_id, lease.holder)
-                    requeued |= self._requeue(lease.dataset, wake=False)
-            if self.verifier.replicas or self.verifier.spots_out:
-                self.verifier.overdue(now, partial(self._late, now=now))
+                    requeued |= self.queues.requeue(lease.dataset)
             if requeued:
                 self._wake_all()
+            if self.verifier.busy():
+                self._offer(self.verifier.overdue(partial(self._late, now=now)))
 
     def _overdue(self, lease: TaskLease, now: float) -> bool:
         return self._late(lease.holder, lease.deadline, lease.timeout, now=now)
@@ -460,17 +436,16 @@ class Dispatcher:
             await trio.sleep(period)
             await self.storage.renew_leases(self.owner, self.settings.lease_seconds)
             if await self.storage.expire_leases():
-                for queue in self.queues.values():
-                    queue.drained = False
+                self.queues.undrain_all()
                 self._wake_all()
 
     async def _refresh_loop(self) -> None:
         for tick in itertools.count(1):
             await trio.sleep(REFRESH_SECONDS)
             await self.refresh_campaigns()
-            for queue in self.queues.values():
+            for queue in self.queues:
                 if queue.drained and not queue.complete and not queue.ready:
-                    queue.drained = False  # other processes may have released work:
+                    self.queues.undrain(queue)  # other processes may have released work:
                     self._start_refill(queue)  # look now; the refill wakes the workers if it finds some
             # Waiting sessions are woken by events (new work, a retired campaign); waking every
             # one of them on each tick cost idle connections CPU. This is only a safety net.

@@ -19,10 +19,9 @@ import trio
 
 from ..errors import GenerationError, LeaseLost, NotFound
 from ..models import Campaign, CampaignStatus
-from ..sandbox.pool import open_generator
+from ..sandbox.generators import open_generator
 from ..settings import Settings
-from ..storage import PonyStorage
-from ..storage.pony.generator_leases import GeneratorLeases
+from ..storage import Storage
 from .dispatcher import Dispatcher
 
 __all__ = ["GenerationService"]
@@ -31,11 +30,11 @@ log = logging.getLogger(__name__)
 
 
 class GenerationService:
-    def __init__(self, storage: PonyStorage, settings: Settings, dispatcher: Dispatcher) -> None:
+    def __init__(self, storage: Storage, settings: Settings, dispatcher: Dispatcher) -> None:
         self.storage = storage
         self.settings = settings
         self.dispatcher = dispatcher
-        self.leases = GeneratorLeases(storage)
+        self.leases = storage.generator_leases
         self._nursery: trio.Nursery | None = None
         self._running: set[int] = set()
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import msgpack
 
@@ -25,7 +25,7 @@ __all__ = [
     "More",
     "Quorum",
     "Verdict",
-    "Vote",
+    "VoteLike",
     "canonical",
     "comparator_input",
     "comparator_kernel",
@@ -53,7 +53,8 @@ def canonical(value: Any) -> bytes:
     """msgpack of a decoded result with every map's keys sorted: equal values give equal bytes."""
     if isinstance(value, (dict, list, tuple)):
         value = _sorted(value)
-    return msgpack.packb(value)
+    packed: bytes = msgpack.packb(value)
+    return packed
 
 
 def worker_key(identity: str, address: str) -> str:
@@ -61,14 +62,20 @@ def worker_key(identity: str, address: str) -> str:
     return identity if identity else f"ip:{address}"
 
 
-@dataclass(frozen=True, slots=True)
-class Vote:
-    """One stored result of a replicated dataset."""
+class VoteLike(Protocol):
+    """One stored result of a replicated dataset, as `decide` reads it (storage gives `models.Vote`)."""
 
-    result_id: int
-    payload: bytes | None
-    worker: str  # worker_key
-    address: str
+    @property
+    def result_id(self) -> int: ...
+    @property
+    def payload(self) -> bytes | None: ...
+    @property
+    def worker(self) -> str: ...  # worker_key
+    @property
+    def address(self) -> str: ...
+
+
+V = TypeVar("V", bound=VoteLike)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +99,9 @@ class Conflict:
 Verdict = Quorum | More | Conflict
 
 
-def groups(votes: Sequence[Vote], same: Callable[[bytes | None, bytes | None], bool]) -> list[list[Vote]]:
+def groups(votes: Sequence[V], same: Callable[[bytes | None, bytes | None], bool]) -> list[list[V]]:
     """Votes grouped by agreement with each group's first member (in the order given)."""
-    found: list[list[Vote]] = []
+    found: list[list[V]] = []
     for vote in votes:
         for group in found:
             if same(group[0].payload, vote.payload):
@@ -105,14 +112,14 @@ def groups(votes: Sequence[Vote], same: Callable[[bytes | None, bytes | None], b
     return found
 
 
-def _support(group: Sequence[Vote], distinct_addresses: bool) -> int:
+def _support(group: Sequence[VoteLike], distinct_addresses: bool) -> int:
     """Independent workers behind a group: distinct identities, and distinct addresses if required."""
     workers = len({v.worker for v in group})
     return min(workers, len({v.address for v in group})) if distinct_addresses else workers
 
 
 def decide(
-    votes: Sequence[Vote],
+    votes: Sequence[VoteLike],
     replication: int,
     max_copies: int,
     same: Callable[[bytes | None, bytes | None], bool] = lambda a, b: a == b,
@@ -162,4 +169,5 @@ def comparator_kernel(source: str) -> str:
 
 def comparator_input(a: bytes | None, b: bytes | None) -> bytes:
     """The dataset a comparator kernel is run on: [a, b] decoded (null for no result)."""
-    return msgpack.packb([None if x is None else msgpack.unpackb(x) for x in (a, b)])
+    pair: bytes = msgpack.packb([None if x is None else msgpack.unpackb(x) for x in (a, b)])
+    return pair

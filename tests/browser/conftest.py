@@ -8,6 +8,9 @@
 - `canary`: an HTTP/WebSocket listener on yet another port. Malicious kernels aim at it; every TCP
   connection it sees is recorded, and a test passes only if it saw none.
 
+- `embedding`: a site owner's view of `live_server`: campaigns, host pages that embed the snippet
+  for one (opened in `browser`, closed at the end of a block), and what the server stored.
+
 Helpers at the bottom open a host page that embeds the snippet and drive the broker frame.
 """
 
@@ -28,6 +31,7 @@ import pytest
 import trio
 
 from distribute.embed import BUILD_DIR, embed_snippet
+from tests.conftest import LiveServer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -175,7 +179,7 @@ class Canary:
 
 async def _listen(nursery: trio.Nursery, handler: Callable[[trio.SocketStream], Any], host: str) -> int:
     listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host=host))
-    return listeners[0].socket.getsockname()[1]
+    return int(listeners[0].socket.getsockname()[1])
 
 
 @pytest.fixture
@@ -259,13 +263,14 @@ class Visit:
 
     def runner_frames(self) -> int:
         """Runner iframes in the broker's document."""
-        return self.broker().evaluate("() => document.querySelectorAll('iframe.runner').length")
+        return int(self.broker().evaluate("() => document.querySelectorAll('iframe.runner').length"))
 
     def state(self) -> dict[str, Any]:
-        return self.broker().evaluate(
+        state: dict[str, Any] = self.broker().evaluate(
             "() => ({state: document.body.dataset.state, done: Number(document.body.dataset.done),"
             " status: document.getElementById('status').textContent})"
         )
+        return state
 
     def click(self, button: str) -> None:
         self.broker().locator(f"#{button}").click()
@@ -279,17 +284,19 @@ class Visit:
         )
 
     def host_frames(self) -> dict[str, float]:
-        return self.page.evaluate("() => ({frames: window.__frames, maxGap: window.__maxGap})")
+        frames: dict[str, float] = self.page.evaluate("() => ({frames: window.__frames, maxGap: window.__maxGap})")
+        return frames
 
     def reset_host_frames(self) -> None:
         self.page.evaluate("() => { window.__maxGap = 0; window.__last = 0; }")
 
     def host_secrets(self) -> dict[str, Any]:
         """What a kernel must never have touched on the host page."""
-        return self.page.evaluate(
+        secrets: dict[str, Any] = self.page.evaluate(
             "() => ({cookie: document.cookie, storage: localStorage.getItem('host_secret'), url: location.href,"
             " polluted: ({}).polluted === undefined && [].polluted === undefined, title: document.title})"
         )
+        return secrets
 
     def realms_clean(self) -> bool:
         """No trace of prototype pollution in the host page, the broker or the runner."""
@@ -359,6 +366,64 @@ async def outcome(server: Any, campaign_id: int) -> Outcome:
         hosts.add(row["host"])
     campaign = await server.campaign(campaign_id)
     return Outcome(results, hosts, campaign["kernel_errors"], campaign)
+
+
+BUSY_KERNEL = """({
+  main: function (d) {
+    var end = Date.now() + MS;
+    while (Date.now() < end) {}
+    return d.i * 2;
+  }
+})"""
+
+
+def busy_kernel(ms: int) -> str:
+    """A kernel that keeps a worker busy for about `ms` milliseconds a dataset and returns i * 2."""
+    return BUSY_KERNEL.replace("MS", str(ms))
+
+
+@dataclass
+class Embedding:
+    """A site owner's view of `server`: campaigns, and host pages on `host_site` embedding the snippet."""
+
+    browser: BrowserThread
+    server: LiveServer
+    host_site: HostSite
+
+    async def campaign(self, kernel: str, datasets: int, static: str = "", **fields: Any) -> int:
+        """A campaign of `kernel` over `datasets` datasets {i: 0..datasets-1}."""
+        generator = generator_of(datasets)
+        return await self.server.create_campaign(kernel=kernel, generator=generator, static=static, **fields)
+
+    @contextlib.asynccontextmanager
+    async def visit(self, campaign: int | str, *, throttle: str = "low", beacon: bool = False) -> AsyncIterator[Visit]:
+        """A host page embedding the snippet for `campaign`, open in a fresh context until the block ends."""
+        html = host_page(self.server.url, campaign, throttle=throttle, beacon=beacon)
+        page = await self.browser.run(
+            open_visit, self.browser, self.host_site.add(f"page{len(self.host_site.pages)}", html)
+        )
+        try:
+            yield page
+        finally:
+            await self.browser.run(page.close)
+
+    async def start(self, page: Visit, done: int) -> None:
+        """Click "contribute" on `page` and wait until it has finished `done` tasks."""
+        await self.browser.run(page.click, "contribute")
+        await self.browser.run(page.wait_done, done)
+
+    async def contribute(self, campaign: int, *, snippet: int | str | None = None) -> Outcome:
+        """Click "contribute" on a host page (whose snippet is for `snippet`, by default `campaign`),
+        wait until `campaign` is complete, and return what the server stored."""
+        async with self.visit(campaign if snippet is None else snippet) as page:
+            await self.browser.run(page.click, "contribute")
+            await self.server.wait_complete(campaign, timeout=60)
+        return await outcome(self.server, campaign)
+
+
+@pytest.fixture
+def embedding(browser: BrowserThread, live_server: LiveServer, host_site: HostSite) -> Embedding:
+    return Embedding(browser, live_server, host_site)
 
 
 def browser_cpu_seconds() -> float:

@@ -2,52 +2,40 @@
 
 Every test embeds the plain-HTML snippet in a host page on another origin (http://localhost:PORT,
 while the server is http://127.0.0.1:PORT), exactly as a site owner would, and computes against a
-real distribute server (`live_server`).
+real distribute server (`live_server`, through the `embedding` fixture).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
+import pytest
 import trio
 
 from distribute.embed import runner_csp
-from tests.browser.conftest import (
-    BrowserThread,
-    HostSite,
-    Visit,
-    browser_cpu_seconds,
-    generator_of,
-    host_page,
-    open_visit,
-    outcome,
-)
+from tests.browser.conftest import Embedding, Visit, browser_cpu_seconds, busy_kernel, outcome
 from tests.conftest import SEED_ANSWER, LiveServer
-
-# Each dataset keeps a worker busy for about `ms` milliseconds and returns i * 2.
-BUSY_KERNEL = """({
-  main: function (d) {
-    var end = Date.now() + MS;
-    while (Date.now() < end) {}
-    return d.i * 2;
-  }
-})"""
-
-
-def busy_kernel(ms: int) -> str:
-    return BUSY_KERNEL.replace("MS", str(ms))
-
-
-async def visit(
-    browser: BrowserThread, host_site: HostSite, server: LiveServer, campaign: int | str, **options: str
-) -> Visit:
-    url = host_site.add(f"page{len(host_site.pages)}", host_page(server.url, campaign, **options))
-    return await browser.run(open_visit, browser, url)
 
 
 async def server_results(server: LiveServer, campaign: int) -> int:
-    return (await server.campaign(campaign))["results"]
+    return int((await server.campaign(campaign))["results"])
+
+
+async def assert_no_more_results(server: LiveServer, campaign: int) -> None:
+    """Once an answer already on the wire has landed, the server's count of results stands still."""
+    await trio.sleep(0.3)
+    stopped_at = await server_results(server, campaign)
+    await trio.sleep(1.5)
+    assert await server_results(server, campaign) == stopped_at
+
+
+async def assert_work_stops(embedding: Embedding, page: Visit, campaign: int, state: str) -> None:
+    """`page` reaches `state`; then no more results arrive and no connection serves `campaign`."""
+    await embedding.browser.run(page.wait_state, state)
+    await assert_no_more_results(embedding.server, campaign)
+    assert (await embedding.server.campaign(campaign))["workers"] == 0
 
 
 @dataclass
@@ -67,19 +55,20 @@ async def watch_prefetch(server: LiveServer, seen: Prefetch) -> None:
         await trio.sleep(0.001)
 
 
-async def test_clicking_contribute_computes_the_campaign_exactly(
-    browser: BrowserThread, live_server: LiveServer, host_site: HostSite
-) -> None:
-    campaign = await live_server.create_campaign(name="Multiples of 123")
-    page = await visit(browser, host_site, live_server, campaign)
+# --------------------------------------------------------------------------- consent and computing
+
+
+async def test_clicking_contribute_computes_the_campaign_exactly(embedding: Embedding) -> None:
+    browser, server = embedding.browser, embedding.server
+    campaign = await server.create_campaign(name="Multiples of 123")
     seen = Prefetch()
-    try:
+    async with embedding.visit(campaign) as page:
         async with trio.open_nursery() as watching:
-            watching.start_soon(watch_prefetch, live_server, seen)
+            watching.start_soon(watch_prefetch, server, seen)
             await browser.run(page.click, "contribute")
-            await live_server.wait_complete(campaign, timeout=60)
+            await server.wait_complete(campaign, timeout=60)
             watching.cancel_scope.cancel()
-        stored = await outcome(live_server, campaign)
+        stored = await outcome(server, campaign)
         assert sorted(n for value in stored.results.values() if value for n in value) == SEED_ANSWER
         # Prefetch: even at the default CPU setting (one worker) the browser asks for a task beyond the
         # one it computes, and the server keeps it supplied, so no round trip separates two tasks.
@@ -89,106 +78,81 @@ async def test_clicking_contribute_computes_the_campaign_exactly(
         finished = await browser.run(page.state)
         assert finished["done"] >= 100  # the campaign's 100 datasets, all computed in this browser
         assert finished["status"] == f"Finished: nothing left to compute · {finished['done']} tasks done. Thank you!"
-    finally:
-        await browser.run(page.close)
 
 
-async def test_every_result_records_the_embedding_sites_origin(
-    browser: BrowserThread, live_server: LiveServer, host_site: HostSite
-) -> None:
-    campaign = await live_server.create_campaign(kernel=busy_kernel(1), generator=generator_of(10), static="")
-    page = await visit(browser, host_site, live_server, campaign)
-    try:
-        await browser.run(page.click, "contribute")
-        await live_server.wait_complete(campaign, timeout=60)
-        stored = await outcome(live_server, campaign)
-        assert stored.hosts == {f"http://localhost:{host_site.port}"}
-    finally:
-        await browser.run(page.close)
+async def test_every_result_records_the_embedding_sites_origin(embedding: Embedding) -> None:
+    stored = await embedding.contribute(await embedding.campaign(busy_kernel(1), 10))
+    assert stored.hosts == {f"http://localhost:{embedding.host_site.port}"}
 
 
-async def test_nothing_loads_or_runs_before_the_click(
-    browser: BrowserThread, live_server: LiveServer, host_site: HostSite
-) -> None:
-    campaign = await live_server.create_campaign(kernel=busy_kernel(1), generator=generator_of(10), static="")
-    page = await visit(browser, host_site, live_server, campaign)
-    try:
+async def test_nothing_loads_or_runs_before_the_click(embedding: Embedding) -> None:
+    browser, server = embedding.browser, embedding.server
+    campaign = await embedding.campaign(busy_kernel(1), 10)
+    async with embedding.visit(campaign) as page:
         await trio.sleep(1.5)
         loaded = {url.split("?")[0].rsplit("/", 1)[-1] for url in page.requests if "/embed/" in url}
         assert loaded == {str(campaign), "broker.js", "broker.css"}, page.requests
-        assert live_server.platform.gateway.sessions == {}  # no WebSocket connected
+        assert server.platform.gateway.sessions == {}  # no WebSocket connected
         assert await browser.run(page.runner_frames) == 0  # no sandbox, no kernel
-        assert (await live_server.campaign(campaign))["datasets"]["done"] == 0
+        assert (await server.campaign(campaign))["datasets"]["done"] == 0
         assert (await browser.run(page.state))["state"] == "idle"
 
         await browser.run(page.click, "contribute")
         with trio.fail_after(10):
-            while not live_server.platform.gateway.sessions:
+            while not server.platform.gateway.sessions:
                 await trio.sleep(0.05)
         assert await browser.run(page.runner_frames) == 1
-        await live_server.wait_complete(campaign, timeout=60)
-    finally:
-        await browser.run(page.close)
+        await server.wait_complete(campaign, timeout=60)
 
 
-async def test_the_host_page_keeps_animating_while_the_campaign_computes(
-    browser: BrowserThread, live_server: LiveServer, host_site: HostSite
-) -> None:
-    campaign = await live_server.create_campaign(kernel=busy_kernel(100), generator=generator_of(30), static="")
-    page = await visit(browser, host_site, live_server, campaign, throttle="high")
-    try:
+async def test_a_snippet_for_any_campaign_computes_whatever_needs_work(embedding: Embedding) -> None:
+    campaign = await embedding.campaign(busy_kernel(1), 20)
+    stored = await embedding.contribute(campaign, snippet="any")
+    assert stored.results == {i: i * 2 for i in range(20)}
+
+
+# --------------------------------------------------------------------------- the host page and the controls
+
+
+async def test_the_host_page_keeps_animating_while_the_campaign_computes(embedding: Embedding) -> None:
+    browser, server = embedding.browser, embedding.server
+    campaign = await embedding.campaign(busy_kernel(100), 30)
+    async with embedding.visit(campaign, throttle="high") as page:
         await browser.run(page.reset_host_frames)
         before = await browser.run(page.host_frames)
         started = trio.current_time()
         await browser.run(page.click, "contribute")
-        await live_server.wait_complete(campaign, timeout=60)
+        await server.wait_complete(campaign, timeout=60)
         elapsed = trio.current_time() - started
         after = await browser.run(page.host_frames)
         assert elapsed > 2.5  # it really computed for a while (30 tasks of 100 ms on one worker)
         assert after["frames"] - before["frames"] > 20 * elapsed  # headless Chromium paints at 60 Hz
         assert after["maxGap"] < 500  # no visible freeze (60 Hz is ~17 ms a frame)
-    finally:
-        await browser.run(page.close)
 
 
-async def test_hiding_the_page_pauses_work_and_showing_it_resumes(
-    browser: BrowserThread, live_server: LiveServer, host_site: HostSite
-) -> None:
-    campaign = await live_server.create_campaign(kernel=busy_kernel(50), generator=generator_of(40), static="")
-    page = await visit(browser, host_site, live_server, campaign)
-    try:
-        await browser.run(page.click, "contribute")
-        await browser.run(page.wait_done, 2)
+async def test_hiding_the_page_pauses_work_and_showing_it_resumes(embedding: Embedding) -> None:
+    browser, server = embedding.browser, embedding.server
+    campaign = await embedding.campaign(busy_kernel(50), 40)
+    async with embedding.visit(campaign) as page:
+        await embedding.start(page, done=2)
 
         await browser.run(page.set_visibility, "hidden")
-        await browser.run(page.wait_state, "hidden")
-        await trio.sleep(0.3)  # an answer already on the wire may still land
-        paused_at = await server_results(live_server, campaign)
-        await trio.sleep(1.5)
-        assert await server_results(live_server, campaign) == paused_at
-        assert (await live_server.campaign(campaign))["workers"] == 0  # the socket is closed while hidden
+        await assert_work_stops(embedding, page, campaign, "hidden")  # the socket is closed while hidden
 
         await browser.run(page.set_visibility, "visible")
-        await live_server.wait_complete(campaign, timeout=60)
-        assert len((await outcome(live_server, campaign)).results) == 40
-    finally:
-        await browser.run(page.close)
+        await server.wait_complete(campaign, timeout=60)
+        assert len((await outcome(server, campaign)).results) == 40
 
 
 def pause_label(page: Visit) -> str:
-    return page.broker().locator("#pause").inner_text()
+    return str(page.broker().locator("#pause").inner_text())
 
 
-async def test_pause_stops_work_and_resume_continues(
-    browser: BrowserThread, live_server: LiveServer, host_site: HostSite
-) -> None:
-    campaign = await live_server.create_campaign(
-        kernel=busy_kernel(50), generator=generator_of(40), static="", name="Doubling"
-    )
-    page = await visit(browser, host_site, live_server, campaign)
-    try:
-        await browser.run(page.click, "contribute")
-        await browser.run(page.wait_done, 2)
+async def test_pause_stops_work_and_resume_continues(embedding: Embedding) -> None:
+    browser, server = embedding.browser, embedding.server
+    campaign = await embedding.campaign(busy_kernel(50), 40, name="Doubling")
+    async with embedding.visit(campaign) as page:
+        await embedding.start(page, done=2)
         running = await browser.run(page.state)
         assert running["state"] == "running" and running["done"] >= 2
         assert running["status"] == f"Running on “Doubling” · {running['done']} tasks done"
@@ -202,55 +166,37 @@ async def test_pause_stops_work_and_resume_continues(
         paused = await browser.run(page.state)
         assert paused["status"] == f"Paused · {paused['done']} tasks done"
         assert await browser.run(pause_label, page) == "Resume"
-        await trio.sleep(0.3)
-        paused_at = await server_results(live_server, campaign)
-        await trio.sleep(1.5)
-        assert await server_results(live_server, campaign) == paused_at
+        await assert_no_more_results(server, campaign)
         assert await browser.run(page.state) == paused  # the count stands still while paused
 
         await browser.run(page.click, "pause")  # now labelled "Resume"
-        await live_server.wait_complete(campaign, timeout=60)
-        stored = await outcome(live_server, campaign)
+        await server.wait_complete(campaign, timeout=60)
+        stored = await outcome(server, campaign)
         assert stored.results == {i: i * 2 for i in range(40)}
-    finally:
-        await browser.run(page.close)
 
 
-async def test_stop_ends_the_contribution_and_removes_the_sandbox(
-    browser: BrowserThread, live_server: LiveServer, host_site: HostSite
-) -> None:
-    campaign = await live_server.create_campaign(kernel=busy_kernel(50), generator=generator_of(40), static="")
-    page = await visit(browser, host_site, live_server, campaign)
-    try:
-        await browser.run(page.click, "contribute")
-        await browser.run(page.wait_done, 2)
+async def test_stop_ends_the_contribution_and_removes_the_sandbox(embedding: Embedding) -> None:
+    browser = embedding.browser
+    campaign = await embedding.campaign(busy_kernel(50), 40)
+    async with embedding.visit(campaign) as page:
+        await embedding.start(page, done=2)
 
         await browser.run(page.click, "stop")
-        await browser.run(page.wait_state, "stopped")
-        await trio.sleep(0.3)
-        stopped_at = await server_results(live_server, campaign)
-        await trio.sleep(1.5)
-        assert await server_results(live_server, campaign) == stopped_at
-        assert (await live_server.campaign(campaign))["workers"] == 0
+        await assert_work_stops(embedding, page, campaign, "stopped")
         assert await browser.run(page.runner_frames) == 0
-    finally:
-        await browser.run(page.close)
 
 
-async def test_throttle_low_uses_much_less_cpu_than_high(
-    browser: BrowserThread, live_server: LiveServer, host_site: HostSite
-) -> None:
-    campaign = await live_server.create_campaign(kernel=busy_kernel(40), generator=generator_of(2000), static="")
-    page = await visit(browser, host_site, live_server, campaign)  # the snippet's default: low
+async def test_throttle_low_uses_much_less_cpu_than_high(embedding: Embedding) -> None:
+    browser = embedding.browser
+    campaign = await embedding.campaign(busy_kernel(40), 2000)
 
     async def cpu_over(seconds: float) -> float:
         start = browser_cpu_seconds()
         await trio.sleep(seconds)
         return (browser_cpu_seconds() - start) / seconds
 
-    try:
-        await browser.run(page.click, "contribute")
-        await browser.run(page.wait_done, 3)
+    async with embedding.visit(campaign) as page:  # the snippet's default: low
+        await embedding.start(page, done=3)
         low = await cpu_over(3)
         await browser.run(page.set_throttle, "high")
         await trio.sleep(1)
@@ -258,31 +204,15 @@ async def test_throttle_low_uses_much_less_cpu_than_high(
         # low: one worker computing a quarter of the time; high: every core but one, all the time.
         assert high > 0.7
         assert low < 0.5 * high, (low, high)
-    finally:
-        await browser.run(page.close)
 
 
-async def test_a_snippet_for_any_campaign_computes_whatever_needs_work(
-    browser: BrowserThread, live_server: LiveServer, host_site: HostSite
-) -> None:
-    campaign = await live_server.create_campaign(kernel=busy_kernel(1), generator=generator_of(20), static="")
-    page = await visit(browser, host_site, live_server, "any")
-    try:
-        await browser.run(page.click, "contribute")
-        await live_server.wait_complete(campaign, timeout=60)
-        assert (await outcome(live_server, campaign)).results == {i: i * 2 for i in range(20)}
-    finally:
-        await browser.run(page.close)
+# --------------------------------------------------------------------------- the sandbox and the kernel
 
 
-async def test_the_runner_is_an_opaque_origin_under_the_strict_policy(
-    browser: BrowserThread, live_server: LiveServer, host_site: HostSite
-) -> None:
-    campaign = await live_server.create_campaign(kernel=busy_kernel(20), generator=generator_of(200), static="")
-    page = await visit(browser, host_site, live_server, campaign)
-    try:
-        await browser.run(page.click, "contribute")
-        await browser.run(page.wait_done, 1)
+async def test_the_runner_is_an_opaque_origin_under_the_strict_policy(embedding: Embedding) -> None:
+    campaign = await embedding.campaign(busy_kernel(20), 200)
+    async with embedding.visit(campaign) as page:
+        await embedding.start(page, done=1)
 
         def inspect() -> dict[str, object]:
             sandbox = page.broker().evaluate("() => document.querySelector('iframe.runner').getAttribute('sandbox')")
@@ -293,82 +223,46 @@ async def test_the_runner_is_an_opaque_origin_under_the_strict_policy(
             )
             return {"sandbox": sandbox, **inside}
 
-        seen = await browser.run(inspect)
+        seen = await embedding.browser.run(inspect)
         assert seen == {"sandbox": "allow-scripts", "origin": "null", "parentDocument": "SecurityError"}
-        async with httpx.AsyncClient(base_url=live_server.url) as client:
+        async with httpx.AsyncClient(base_url=embedding.server.url) as client:
             response = await client.get("/embed/runner")
         policy = response.headers["content-security-policy"]
         assert policy.startswith("sandbox allow-scripts; default-src 'none'; script-src 'sha256-")
         assert "connect-src 'none'" in policy and "worker-src blob:" in policy
         assert policy == runner_csp(policy.split("script-src ", 1)[1].split(" ", 1)[0])
-    finally:
-        await browser.run(page.close)
 
 
-async def test_an_exception_in_main_is_reported_with_message_and_kernel_stack(
-    browser: BrowserThread, live_server: LiveServer, host_site: HostSite
-) -> None:
+async def test_an_exception_in_main_is_reported_with_message_and_kernel_stack(embedding: Embedding) -> None:
     kernel = """({
   main: function (d) {
     if (d.i === 3) throw new TypeError('three is bad');
     return d.i * 2;
   }
 })"""
-    campaign = await live_server.create_campaign(kernel=kernel, generator=generator_of(6), static="")
-    page = await visit(browser, host_site, live_server, campaign)
-    try:
-        await browser.run(page.click, "contribute")
-        await live_server.wait_complete(campaign, timeout=60)
-        stored = await outcome(live_server, campaign)
-        assert {i: v for i, v in stored.results.items() if i != 3} == {0: 0, 1: 2, 2: 4, 4: 8, 5: 10}
-        [error] = stored.errors
-        assert error["message"] == "TypeError: three is bad"
-        assert "kernel.js:3:" in error["stack"]
-        assert "blob:" not in error["stack"]
-    finally:
-        await browser.run(page.close)
+    stored = await embedding.contribute(await embedding.campaign(kernel, 6))
+    assert {i: v for i, v in stored.results.items() if i != 3} == {0: 0, 1: 2, 2: 4, 4: 8, 5: 10}
+    [error] = stored.errors
+    assert error["message"] == "TypeError: three is bad"
+    assert "kernel.js:3:" in error["stack"]
+    assert "blob:" not in error["stack"]
 
 
-async def test_an_exception_in_load_static_dataset_is_reported_for_each_task(
-    browser: BrowserThread, live_server: LiveServer, host_site: HostSite
-) -> None:
+async def test_an_exception_in_load_static_dataset_is_reported_for_each_task(embedding: Embedding) -> None:
     kernel = """({
   loadStaticDataset: function (text) {
     JSON.parse(text);
   },
   main: function (d) { return 1; }
 })"""
-    campaign = await live_server.create_campaign(
-        kernel=kernel, generator=generator_of(3), static="{not json", task_timeout=5
+    stored = await embedding.contribute(await embedding.campaign(kernel, 3, static="{not json", task_timeout=5))
+    assert stored.results == {}
+    assert stored.errors and all(
+        e["message"].startswith("the kernel's loadStaticDataset threw: SyntaxError") for e in stored.errors
     )
-    page = await visit(browser, host_site, live_server, campaign)
-    try:
-        await browser.run(page.click, "contribute")
-        await live_server.wait_complete(campaign, timeout=60)
-        stored = await outcome(live_server, campaign)
-        assert stored.results == {}
-        assert stored.errors and all(
-            e["message"].startswith("the kernel's loadStaticDataset threw: SyntaxError") for e in stored.errors
-        )
-        for error in stored.errors:
-            assert "kernel.js:3:" in error["stack"], error  # where JSON.parse is called
-            assert "blob:" not in error["stack"]
-    finally:
-        await browser.run(page.close)
-
-
-async def test_a_kernel_may_return_a_promise(
-    browser: BrowserThread, live_server: LiveServer, host_site: HostSite
-) -> None:
-    kernel = "({ main: async function (d) { await null; return { i: d.i, square: d.i * d.i }; } })"
-    campaign = await live_server.create_campaign(kernel=kernel, generator=generator_of(5), static="")
-    page = await visit(browser, host_site, live_server, campaign)
-    try:
-        await browser.run(page.click, "contribute")
-        await live_server.wait_complete(campaign, timeout=60)
-        assert (await outcome(live_server, campaign)).results == {i: {"i": i, "square": i * i} for i in range(5)}
-    finally:
-        await browser.run(page.close)
+    for error in stored.errors:
+        assert "kernel.js:3:" in error["stack"], error  # where JSON.parse is called
+        assert "blob:" not in error["stack"]
 
 
 # A WebAssembly module exporting add(a, b), compiled inside the worker.
@@ -382,14 +276,17 @@ WASM_KERNEL = """({
 })"""
 
 
-async def test_a_kernel_may_use_webassembly(
-    browser: BrowserThread, live_server: LiveServer, host_site: HostSite
-) -> None:
-    campaign = await live_server.create_campaign(kernel=WASM_KERNEL, generator=generator_of(4), static="")
-    page = await visit(browser, host_site, live_server, campaign)
-    try:
-        await browser.run(page.click, "contribute")
-        await live_server.wait_complete(campaign, timeout=60)
-        assert (await outcome(live_server, campaign)).results == {i: i + 100 for i in range(4)}
-    finally:
-        await browser.run(page.close)
+@pytest.mark.parametrize(
+    ("kernel", "datasets", "expected"),
+    [
+        pytest.param(
+            "({ main: async function (d) { await null; return { i: d.i, square: d.i * d.i }; } })",
+            5,
+            {i: {"i": i, "square": i * i} for i in range(5)},
+            id="return-a-promise",
+        ),
+        pytest.param(WASM_KERNEL, 4, {i: i + 100 for i in range(4)}, id="use-webassembly"),
+    ],
+)
+async def test_a_kernel_may(embedding: Embedding, kernel: str, datasets: int, expected: dict[int, Any]) -> None:
+    assert (await embedding.contribute(await embedding.campaign(kernel, datasets))).results == expected

@@ -6,8 +6,7 @@ import re
 
 import trio
 
-from tests.browser.conftest import BrowserThread, HostSite, generator_of
-from tests.browser.test_harness import busy_kernel, visit
+from tests.browser.conftest import Embedding, busy_kernel
 from tests.conftest import LiveServer
 
 
@@ -26,14 +25,12 @@ async def identities(server: LiveServer, campaign: int) -> set[str]:
 
 
 async def test_the_broker_keeps_one_identity_across_reconnects_and_a_new_tab_gets_another(
-    browser: BrowserThread, live_server: LiveServer, host_site: HostSite
+    embedding: Embedding,
 ) -> None:
-    campaign = await live_server.create_campaign(kernel=busy_kernel(50), generator=generator_of(200), static="")
-    page = await visit(browser, host_site, live_server, campaign)
-    other = None
-    try:
-        await browser.run(page.click, "contribute")
-        await browser.run(page.wait_done, 2)
+    browser, live_server = embedding.browser, embedding.server
+    campaign = await embedding.campaign(busy_kernel(50), 200)
+    async with embedding.visit(campaign) as page:
+        await embedding.start(page, done=2)
         (first,) = await identities(live_server, campaign)
         assert re.fullmatch(r"[0-9a-f]{32}", first)
         # Kept in the broker origin's sessionStorage where the browser lets a cross-site frame use it
@@ -52,16 +49,12 @@ async def test_the_broker_keeps_one_identity_across_reconnects_and_a_new_tab_get
         await browser.run(page.click, "pause")  # "Resume": a new connection
         assert await identities(live_server, campaign) == {first}
 
-        other = await visit(browser, host_site, live_server, campaign)  # a new page: a new session
-        await browser.run(other.click, "contribute")
-        with trio.fail_after(20):
-            while len(found := await identities(live_server, campaign)) < 2:
-                await trio.sleep(0.05)
-        assert first in found and len(found) == 2
-    finally:
-        await browser.run(page.close)
-        if other is not None:
-            await browser.run(other.close)
+        async with embedding.visit(campaign) as other:  # a new page: a new session
+            await browser.run(other.click, "contribute")
+            with trio.fail_after(20):
+                while len(found := await identities(live_server, campaign)) < 2:
+                    await trio.sleep(0.05)
+            assert first in found and len(found) == 2
 
 
 async def identities_now(server: LiveServer, campaign: int) -> set[str]:

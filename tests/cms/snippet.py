@@ -1,7 +1,8 @@
-"""The shared definition of the embed iframe (plugins/snippet.json) and the cases every output is checked on.
+"""The one definition of the embed iframe (distribute/snippet.json) and the cases every output is checked on.
 
 `reference_snippet` renders the definition the way distribute.embed.embed_snippet, the WordPress
-plugin and the Hugo shortcode must: it is what embed_snippet would be if it read the file.
+plugin and the Hugo shortcode must: it is what embed_snippet would be if it read the file. The
+plugins' copies (`COPIES`) are generated from it by `make snippets`, and are not committed.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ from typing import Any
 from distribute.embed import DEFAULT_HEIGHT, embed_snippet
 
 REPO = Path(__file__).resolve().parents[2]
-DEFINITION = REPO / "plugins" / "snippet.json"
+DEFINITION = REPO / "distribute" / "snippet.json"
 COPIES = (
-    REPO / "distribute" / "snippet.json",
     REPO / "plugins" / "wordpress" / "distribute" / "snippet.json",
     REPO / "plugins" / "hugo" / "data" / "distribute" / "snippet.json",
 )

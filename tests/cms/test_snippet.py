@@ -1,4 +1,4 @@
-"""One definition of the embed iframe (plugins/snippet.json), and distribute's own snippet follows it.
+"""One definition of the embed iframe (distribute/snippet.json), and distribute's own snippet follows it.
 
 test_wordpress.py and test_hugo.py compare what each CMS emits with `embed_snippet` on the same
 cases (tests/cms/snippet.py), so the three agree attribute by attribute.
@@ -12,12 +12,18 @@ from pathlib import Path
 import pytest
 
 from distribute.embed import DEFAULT_HEIGHT, SNIPPET_SANDBOX, THROTTLE_LEVELS
-from tests.cms.snippet import CASES, COPIES, DEFINITION, Case, definition, reference_snippet
+from tests.cms.snippet import CASES, COPIES, DEFINITION, REPO, Case, definition, reference_snippet
 
 
-@pytest.mark.parametrize("copy", COPIES, ids=lambda path: str(path.relative_to(DEFINITION.parent.parent)))
-def test_each_plugin_carries_an_identical_copy_of_the_definition(copy: Path) -> None:
-    assert copy.read_bytes() == DEFINITION.read_bytes(), f"run: cp {DEFINITION} {copy}"
+@pytest.mark.parametrize("copy", COPIES, ids=lambda path: str(path.relative_to(REPO)))
+def test_each_plugin_carries_a_generated_copy_equal_to_the_definition(copy: Path) -> None:
+    assert copy.is_file(), f"{copy.relative_to(REPO)} is missing: run `make snippets`"
+    assert copy.read_bytes() == DEFINITION.read_bytes(), f"{copy.relative_to(REPO)} is stale: run `make snippets`"
+
+
+def test_the_generated_copies_are_not_committed() -> None:
+    ignored = (REPO / ".gitignore").read_text(encoding="utf-8").splitlines()
+    assert [str(copy.relative_to(REPO)) for copy in COPIES if str(copy.relative_to(REPO)) not in ignored] == []
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.shortcode())

@@ -11,7 +11,15 @@ import trio
 from tests.conftest import LiveServer, StartServer
 from tests.support.protocol_client import work
 
-from .conftest import PASSWORD, People, csrf_of, stamp_of, table_rows
+from .conftest import PASSWORD, People, Visitor, csrf_of, stamp_of, table_rows
+
+
+async def send_sign_up_form(visitor: Visitor, **fields: str) -> httpx.Response:
+    """Fill in the sign-up form as a person would (with its CSRF token and time stamp) for
+    new@example.org and send it; `fields` replace or add form fields."""
+    form = (await visitor.get("/signup")).text
+    data = {"csrf": csrf_of(form), "stamp": stamp_of(form), "email": "new@example.org", "password": PASSWORD}
+    return await visitor.client.post("/signup", data=data | fields)
 
 
 async def test_sign_up_signs_the_new_user_in(people: People) -> None:
@@ -23,10 +31,7 @@ async def test_sign_up_signs_the_new_user_in(people: People) -> None:
 
 async def test_passwords_are_stored_as_argon2id_hashes(people: People, console_server: LiveServer) -> None:
     await people.sign_up("alice@example.org")
-    accounts = console_server.platform.storage
-    from distribute.storage.pony.accounts import AccountStore
-
-    found = await AccountStore(accounts).credentials("alice@example.org")
+    found = await console_server.platform.storage.accounts.credentials("alice@example.org")
     assert found is not None
     password_hash = found[1]
     assert password_hash is not None and password_hash.startswith("$argon2id$")
@@ -45,12 +50,7 @@ async def test_only_the_hash_of_a_session_token_is_stored(people: People, consol
 
 
 async def test_the_session_cookie_is_httponly_and_samesite_lax_and_not_secure_over_http(people: People) -> None:
-    visitor = await people.anonymous()
-    form = (await visitor.get("/signup")).text
-    response = await visitor.client.post(
-        "/signup",
-        data={"csrf": csrf_of(form), "stamp": stamp_of(form), "email": "a@example.org", "password": PASSWORD},
-    )
+    response = await send_sign_up_form(await people.anonymous(), email="a@example.org")
     cookie = next(v for k, v in response.headers.multi_items() if k == "set-cookie" and "distribute_session=" in v)
     attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")}
     assert {"httponly", "path", "max-age"} <= attributes
@@ -60,13 +60,7 @@ async def test_the_session_cookie_is_httponly_and_samesite_lax_and_not_secure_ov
 
 async def test_the_session_cookie_is_secure_behind_tls(start_server: StartServer, people_on: Any) -> None:
     server = await start_server(signup_min_seconds=0.0, public_url="https://compute.example.org")
-    crowd = people_on(server)
-    visitor = await crowd.anonymous()
-    form = (await visitor.get("/signup")).text
-    response = await visitor.client.post(
-        "/signup",
-        data={"csrf": csrf_of(form), "stamp": stamp_of(form), "email": "a@example.org", "password": PASSWORD},
-    )
+    response = await send_sign_up_form(await people_on(server).anonymous(), email="a@example.org")
     cookie = response.headers["set-cookie"]
     assert "Secure" in cookie and "HttpOnly" in cookie
 
@@ -113,27 +107,19 @@ async def test_sign_up_refuses_an_existing_address_a_short_password_and_a_filled
     await people.sign_up("alice@example.org")
     visitor = await people.anonymous()
 
-    async def attempt(**fields: str) -> httpx.Response:
-        form = (await visitor.get("/signup")).text
-        data = {"csrf": csrf_of(form), "stamp": stamp_of(form), "email": "new@example.org", "password": PASSWORD}
-        return await visitor.client.post("/signup", data=data | fields)
+    async def attempt(**fields: str) -> str:
+        return (await send_sign_up_form(visitor, **fields)).text
 
-    assert "exists already" in (await attempt(email="alice@example.org")).text
-    assert "at least 10 characters" in (await attempt(password="short")).text
-    assert "Sign-up refused" in (await attempt(website="http://spam.example")).text
-    assert "expired" in (await attempt(stamp="1.forged")).text
+    assert "exists already" in await attempt(email="alice@example.org")
+    assert "at least 10 characters" in await attempt(password="short")
+    assert "Sign-up refused" in await attempt(website="http://spam.example")
+    assert "expired" in await attempt(stamp="1.forged")
     assert visitor.session_cookie is None
 
 
 async def test_a_sign_up_sent_faster_than_a_person_types_is_refused(start_server: StartServer, people_on: Any) -> None:
     server = await start_server(signup_min_seconds=30.0)
-    crowd = people_on(server)
-    visitor = await crowd.anonymous()
-    form = (await visitor.get("/signup")).text
-    response = await visitor.client.post(
-        "/signup",
-        data={"csrf": csrf_of(form), "stamp": stamp_of(form), "email": "bot@example.org", "password": PASSWORD},
-    )
+    response = await send_sign_up_form(await people_on(server).anonymous(), email="bot@example.org")
     assert response.status_code == 400 and "quicker than a person" in response.text
     assert await server.platform.storage.user_by_email("bot@example.org") is None
 

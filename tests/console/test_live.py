@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -16,22 +18,48 @@ from tests.support.protocol_client import work
 from .conftest import PASSWORD, Api, FailingCampaign, People, Visitor, counting_generator
 
 
+@pytest.fixture
+def live(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The live view's module, sending a snapshot every 50 ms (and checking the session every 5: 0.25 s)."""
+    from distribute.console import live
+
+    monkeypatch.setattr(live, "INTERVAL", 0.05)
+    return live
+
+
+def stream(visitor: Visitor, campaign_id: int) -> AbstractAsyncContextManager[httpx.Response]:
+    """The live view's event stream of `campaign_id`, as `visitor`'s browser opens it."""
+    return visitor.client.stream("GET", f"/campaigns/{campaign_id}/live")
+
+
 async def events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
     async for line in response.aiter_lines():
         if line.startswith("data: "):
             yield json.loads(line[6:])
 
 
+async def first_event(visitor: Visitor, campaign_id: int) -> dict[str, Any]:
+    with trio.fail_after(10):
+        async with stream(visitor, campaign_id) as response:
+            return await anext(events(response))
+
+
+async def running_campaign(people: People, api_of: Any, datasets: int) -> tuple[Visitor, Api, int]:
+    """Alice, her API client, and her campaign of `datasets` datasets, once it runs."""
+    alice = await people.sign_up("alice@example.org")
+    api: Api = await api_of(alice)
+    campaign_id = await api.create(generator=counting_generator(datasets))
+    await api.wait_for(campaign_id, lambda c: c["status"] == "running")
+    return alice, api, campaign_id
+
+
 async def test_the_stream_follows_a_campaign_to_completion(
     people: People, api_of: Any, console_server: LiveServer
 ) -> None:
-    alice = await people.sign_up("alice@example.org")
-    api: Api = await api_of(alice)
-    campaign_id = await api.create(generator=counting_generator(40))
-    await api.wait_for(campaign_id, lambda c: c["status"] == "running")
+    alice, _, campaign_id = await running_campaign(people, api_of, 40)
     seen: list[dict[str, Any]] = []
     with trio.fail_after(30):
-        async with alice.client.stream("GET", f"/campaigns/{campaign_id}/live") as response:
+        async with stream(alice, campaign_id) as response:
             assert response.headers["content-type"].startswith("text/event-stream")
             async for event in events(response):
                 seen.append(event)
@@ -51,16 +79,10 @@ async def test_the_stream_follows_a_campaign_to_completion(
 async def test_the_first_event_carries_the_throughput_history(
     people: People, api_of: Any, console_server: LiveServer
 ) -> None:
-    alice = await people.sign_up("alice@example.org")
-    api: Api = await api_of(alice)
-    campaign_id = await api.create(generator=counting_generator(25))
-    await api.wait_for(campaign_id, lambda c: c["status"] == "running")
+    alice, api, campaign_id = await running_campaign(people, api_of, 25)
     await work(console_server.ws_url, lambda d: d["i"], campaign=campaign_id)
     await api.wait_for(campaign_id, lambda c: c["status"] == "complete")
-    with trio.fail_after(10):
-        async with alice.client.stream("GET", f"/campaigns/{campaign_id}/live") as response:
-            first = await anext(events(response))
-    history = first["history"]
+    history = (await first_event(alice, campaign_id))["history"]
     assert history["width"] >= 1 and sum(count for _, count in history["points"]) == 25
 
 
@@ -68,9 +90,7 @@ async def test_an_event_carries_each_kernel_errors_message_stack_dataset_and_cou
     failing_campaign: FailingCampaign,
 ) -> None:
     campaign = failing_campaign
-    with trio.fail_after(10):
-        async with campaign.owner.client.stream("GET", f"/campaigns/{campaign.id}/live") as response:
-            first = await anext(events(response))
+    first = await first_event(campaign.owner, campaign.id)
     shown = {e["dataset_id"]: e for e in first["kernel_errors"]}
     assert sorted(campaign.failed) == [3, 7] and sorted(shown) == sorted(campaign.failed.values())
     stacks = {row.dataset_id: row.stack for row in campaign.errors}
@@ -81,27 +101,26 @@ async def test_an_event_carries_each_kernel_errors_message_stack_dataset_and_cou
 
 
 async def test_the_stream_stops_when_the_page_closes(
-    people: People, api_of: Any, monkeypatch: pytest.MonkeyPatch
+    people: People, api_of: Any, live: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from distribute.console import live
+    from distribute.campaigns import CampaignService
 
     snapshots = 0
-    real = live.campaign_json
+    real: Callable[[Any, Any], Awaitable[dict[str, Any]]] = CampaignService.describe  # a snapshot's data
 
-    async def counting(campaign: Any) -> dict[str, Any]:
+    async def counting(service: Any, campaign: Any) -> dict[str, Any]:
         nonlocal snapshots
         snapshots += 1
-        return await real(campaign)
+        return await real(service, campaign)
 
-    monkeypatch.setattr(live, "campaign_json", counting)
-    monkeypatch.setattr(live, "INTERVAL", 0.05)
+    monkeypatch.setattr(CampaignService, "describe", counting)
     alice = await people.sign_up("alice@example.org")
     campaign_id = await (await api_of(alice)).create()
     with trio.fail_after(10):
-        async with alice.client.stream("GET", f"/campaigns/{campaign_id}/live") as response:
-            stream = events(response)
+        async with stream(alice, campaign_id) as response:
+            snapshots_seen = events(response)
             for _ in range(3):
-                await anext(stream)
+                await anext(snapshots_seen)
     await trio.sleep(0.3)
     after_close = snapshots
     await trio.sleep(0.5)
@@ -112,7 +131,7 @@ async def stream_until_it_ends(visitor: Visitor, campaign_id: int, after_first: 
     """The names of the events of one stream ("message" for snapshots), calling `after_first()` after
     the first snapshot; returns when the server ends the stream."""
     names: list[str] = []
-    async with visitor.client.stream("GET", f"/campaigns/{campaign_id}/live") as response:
+    async with stream(visitor, campaign_id) as response:
         assert response.status_code == 200
         name = "message"
         async for line in response.aiter_lines():
@@ -126,12 +145,7 @@ async def stream_until_it_ends(visitor: Visitor, campaign_id: int, after_first: 
     return names
 
 
-async def test_the_stream_ends_when_its_session_signs_out(
-    people: People, api_of: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from distribute.console import live
-
-    monkeypatch.setattr(live, "INTERVAL", 0.05)  # the session is checked every 5 snapshots: 0.25 s
+async def test_the_stream_ends_when_its_session_signs_out(people: People, api_of: Any, live: ModuleType) -> None:
     alice = await people.sign_up("alice@example.org")
     campaign_id = await (await api_of(alice)).create()
 
@@ -144,11 +158,8 @@ async def test_the_stream_ends_when_its_session_signs_out(
 
 
 async def test_the_stream_of_another_device_ends_when_the_password_changes(
-    people: People, api_of: Any, monkeypatch: pytest.MonkeyPatch
+    people: People, api_of: Any, live: ModuleType
 ) -> None:
-    from distribute.console import live
-
-    monkeypatch.setattr(live, "INTERVAL", 0.05)
     laptop = await people.sign_up("alice@example.org")
     phone = await people.sign_in("alice@example.org")
     campaign_id = await (await api_of(laptop)).create()

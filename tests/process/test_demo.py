@@ -23,7 +23,7 @@ import trio
 from trio_websocket import open_websocket_url
 
 from distribute import protocol as p
-from distribute.storage import open_storage
+from distribute.plugins import open_storage
 from tests.conftest import SEED_ANSWER
 from tests.support.protocol_client import receive_tasks, send, work
 

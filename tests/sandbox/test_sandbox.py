@@ -4,51 +4,26 @@ from __future__ import annotations
 
 import os
 import time
+from functools import partial
 from pathlib import Path
 
 import msgpack
 import pytest
 import trio
 
-from distribute.errors import GenerationError, KernelError
-from distribute.sandbox.kernels import open_kernel
-from distribute.sandbox.pool import open_generator
+from distribute.errors import GenerationError, KernelError, SandboxError
+from distribute.sandbox.generators import open_generator
+from distribute.sandbox.kernels import SyntaxProblem, check_kernel, kernel_syntax_error, open_kernel
+from distribute.sandbox.pool import PoolLimits, SandboxPool, current_pool, open_sandbox_pool
+from tests.conftest import SEED_GENERATOR, SEED_KERNEL, SEED_STATIC
 
 LIMITS = {"timeout": 5.0, "heap_mib": 64, "max_dataset_bytes": 1 << 20, "max_datasets": 1_000_000}
 
-SEED_GENERATOR = """
-(function() {
-  function main() {
-    var datasets = [];
-    for (var i = 0; i < 10000; i += 100) {
-      datasets.push({ min: i, max: i + 100 });
-    }
-    return datasets;
-  }
-  return {main: main};
-})();
-"""
 
-SEED_KERNEL = """
-(function() {
-  var divisor;
-  function loadStaticDataset(dataset) {
-    divisor = JSON.parse(dataset).divisor;
-  }
-  function main(dataset) {
-    var results = [];
-    for (var i = dataset.min; i < dataset.max; ++i) {
-      if (i % divisor === 0) results.push(i);
-    }
-    return results.length > 0 ? results : null;
-  }
-  return { main: main, loadStaticDataset: loadStaticDataset };
-})();
-"""
-
-
-async def generate(source: str, n: int = 10, **limits: float) -> tuple[str, list[object], bool]:
-    async with open_generator(source, **{**LIMITS, **limits}) as run:
+async def generate(
+    source: str, n: int = 10, *, pool: SandboxPool | None = None, **limits: float
+) -> tuple[str, list[object], bool]:
+    async with open_generator(source, **{**LIMITS, **limits}, pool=pool) as run:
         items, done = await run.pull(n)
         return run.mode, [msgpack.unpackb(item) for item in items], done
 
@@ -237,7 +212,7 @@ async def test_generator_too_many_datasets() -> None:
 
 
 async def test_seed_kernel_with_static_dataset_returns_values_and_null() -> None:
-    async with open_kernel(SEED_KERNEL, '{"divisor": 123}', heap_mib=64, max_result_bytes=1 << 20) as kernel:
+    async with open_kernel(SEED_KERNEL, SEED_STATIC, heap_mib=64, max_result_bytes=1 << 20) as kernel:
         value, ms = await kernel.run(msgpack.packb({"min": 100, "max": 200}), 5)
         assert msgpack.unpackb(value) == [123] and ms >= 0
         assert (await kernel.run(msgpack.packb({"min": 0, "max": 100}), 5))[0] == msgpack.packb([0])
@@ -325,17 +300,79 @@ def _sandbox_children() -> list[int]:
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == os.getpid() and b"_sandbox_child" in cmdline:
+        if ppid == os.getpid() and b"distribute.sandbox.child" in cmdline:
             found.append(int(entry.name))
     return found
 
 
-def test_children_are_reaped_when_the_run_ends() -> None:
+def test_children_are_reaped_when_the_pool_closes() -> None:
     async def use_sandbox() -> None:
-        async with trio.open_nursery() as nursery:  # two jobs at once: two children
-            for _ in range(2):
-                nursery.start_soon(generate, SEED_GENERATOR)
-        assert _sandbox_children()  # warm children wait in the pool
+        async with open_sandbox_pool() as pool:
+            assert current_pool() is pool
+            async with trio.open_nursery() as nursery:  # two jobs at once: two children
+                for _ in range(2):
+                    nursery.start_soon(generate, SEED_GENERATOR)  # no pool passed: the current one
+            assert len(_sandbox_children()) == 2  # warm children wait in the pool
+            assert await generate(SEED_GENERATOR, 1) == ("array", [{"min": 0, "max": 100}], False)
+            assert len(_sandbox_children()) == 2  # ... and serve the next job
+        assert current_pool() is None
+        assert _sandbox_children() == []
+        with pytest.raises(SandboxError, match="shut down"):
+            async with open_kernel(SEED_KERNEL, "{}", heap_mib=64, max_result_bytes=1000, pool=pool):
+                pass
 
     trio.run(use_sandbox)
     assert _sandbox_children() == []
+
+
+def test_without_an_open_pool_a_job_has_a_child_of_its_own() -> None:
+    async def use_sandbox() -> None:
+        assert current_pool() is None
+        async with open_generator(SEED_GENERATOR, **LIMITS) as run:
+            assert len(_sandbox_children()) == 1
+            assert (await run.pull(1))[0] == [msgpack.packb({"min": 0, "max": 100})]
+        assert _sandbox_children() == []
+
+    trio.run(use_sandbox)
+
+
+async def test_a_pool_passed_explicitly_is_used_and_keeps_its_limits() -> None:
+    async with open_sandbox_pool(PoolLimits(max_idle=1)) as pool, open_sandbox_pool() as inner:
+        assert current_pool() is inner
+        async with open_kernel(SEED_KERNEL, '{"divisor": 7}', heap_mib=64, max_result_bytes=1000, pool=pool) as k:
+            assert msgpack.unpackb((await k.run(msgpack.packb({"min": 1, "max": 15}), 5))[0]) == [7, 14]
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(partial(generate, SEED_GENERATOR, pool=pool))
+        assert len(_sandbox_children()) == 1  # max_idle=1; the inner pool never started one
+
+
+# --------------------------------------------------------------------------- upload checks (compile, never run)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "message", "line", "column"),
+    [
+        ("({main(d) { return [1, }})", "SyntaxError: Unexpected token '}'", 1, 24),
+        ("({\n  main(d) {\n    return [1;\n  }\n})", "SyntaxError: Unexpected token ';'", 3, 14),
+        ("({main(d) {", "SyntaxError: Unexpected token ')'", 1, 12),  # V8 reads on into the wrapper's tail
+    ],
+)
+async def test_check_kernel_reports_message_line_and_column(kernel: str, message: str, line: int, column: int) -> None:
+    problem = await check_kernel(kernel, timeout=5, heap_mib=64)
+    assert problem == SyntaxProblem(message, line, column)
+    assert await kernel_syntax_error(kernel, timeout=5, heap_mib=64) == message  # what the API quotes
+
+
+async def test_check_kernel_accepts_every_way_the_browser_does_and_runs_nothing() -> None:
+    for kernel in (
+        SEED_KERNEL,
+        "({ main(d) { return d * 2; } });",
+        "// doubles\n({ main(d) { return d * 2; } }) // end",
+        "({main() { return performance.now() + new TextDecoder().decode(new Uint8Array()); }})",  # browser APIs
+        "(function () { while (true) {} })()",  # compiled, never called: no timeout
+    ):
+        assert await check_kernel(kernel, timeout=2, heap_mib=64) is None, kernel
+    # a source that closes the harness's wrapper early parses in no browser; our locator runs nothing either
+    problem = await check_kernel("1}); while (true) {} (function () {", timeout=2, heap_mib=64)
+    assert problem is not None and problem.message.startswith("SyntaxError") and problem.line is None

@@ -13,7 +13,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from distribute import protocol as p
-from distribute.app import hypercorn_config
+from distribute.asgi import hypercorn_config
 from distribute.settings import load_settings
 from tests.conftest import LiveServer, StartServer
 from tests.support.protocol_client import closed_with, receive, receive_tasks, send, work

@@ -223,7 +223,7 @@ async def test_replicas_survive_a_server_restart(tmp_path: Any) -> None:
         running = await first.start(serve, settings)
         storage = running.platform.storage
         user = await storage.create_user("owner@example.org")
-        campaign = await running.platform.create_campaign(
+        campaign = await running.platform.campaigns.store(
             user,
             name="r",
             kernel="({main: function (d) { return [0]; }})",

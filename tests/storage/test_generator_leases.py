@@ -1,26 +1,23 @@
 """Exactly one server process runs each campaign's generator, and another takes over if it dies.
 
-Several processes on one database (issue 5's scale-out) each resume the campaigns that were
-generating when they start. Run on the suite's database (SQLite, or PostgreSQL in
-`make test-postgres`); the servers here are in-process, each with its own process name, exactly as
-separate `distribute serve` processes would be.
+Several processes on one database each resume the campaigns that were generating when they start.
+The lease calls run on every backend (the suite's database, SQLite or PostgreSQL in
+`make test-postgres`, and memory://); the servers here are in-process, each with its own process
+name, exactly as separate `distribute serve` processes would be.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import msgpack
 import pytest
 import trio
 
 from distribute.errors import LeaseLost
-from distribute.storage import PonyStorage, open_storage
-from distribute.storage.pony.accounts import AccountStore
-from distribute.storage.pony.generator_leases import GeneratorLeases
-from tests.conftest import StartServer, database_url
+from distribute.plugins import open_storage
+from distribute.storage import Storage
+from tests.conftest import StartServer
 from tests.support.protocol_client import work
 
 LAZY = """({ main: function* () { for (var i = 0; i < %d; i++) yield {n: i}; } })"""
@@ -29,14 +26,7 @@ SQUARE = """({ loadStaticDataset: function () {}, main: function (d) { return d.
 PAUSING = {"generator_batch": 50, "generator_low_water": 100}
 
 
-@pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[PonyStorage]:
-    store = await open_storage(database_url(tmp_path))
-    yield store
-    await store.aclose()
-
-
-async def generating_campaign(storage: PonyStorage) -> int:
+async def generating_campaign(storage: Storage) -> int:
     user = await storage.create_user(f"u{time.time_ns()}@example.org")
     campaign = await storage.create_campaign(
         user.id, name="c", kernel="k", generator="g", static_dataset="", task_timeout=5.0
@@ -44,16 +34,16 @@ async def generating_campaign(storage: PonyStorage) -> int:
     return campaign.id
 
 
-async def test_a_held_generator_lease_cannot_be_claimed_by_another_process(storage: PonyStorage) -> None:
-    leases = GeneratorLeases(storage)
+async def test_a_held_generator_lease_cannot_be_claimed_by_another_process(storage: Storage) -> None:
+    leases = storage.generator_leases
     campaign_id = await generating_campaign(storage)
     assert await leases.claim(campaign_id, "first", 30)
     assert not await leases.claim(campaign_id, "second", 30)
     assert await leases.claim(campaign_id, "first", 30)  # renewing
 
 
-async def test_an_expired_generator_lease_goes_to_the_next_claimant(storage: PonyStorage) -> None:
-    leases = GeneratorLeases(storage)
+async def test_an_expired_generator_lease_goes_to_the_next_claimant(storage: Storage) -> None:
+    leases = storage.generator_leases
     campaign_id = await generating_campaign(storage)
     assert await leases.claim(campaign_id, "crashed", 0.2)
     await trio.sleep(0.3)
@@ -61,16 +51,16 @@ async def test_an_expired_generator_lease_goes_to_the_next_claimant(storage: Pon
     assert not await leases.claim(campaign_id, "crashed", 30)
 
 
-async def test_a_released_generator_lease_is_free_at_once(storage: PonyStorage) -> None:
-    leases = GeneratorLeases(storage)
+async def test_a_released_generator_lease_is_free_at_once(storage: Storage) -> None:
+    leases = storage.generator_leases
     campaign_id = await generating_campaign(storage)
     assert await leases.claim(campaign_id, "first", 30)
     await leases.release(campaign_id, "first")
     assert await leases.claim(campaign_id, "second", 30)
 
 
-async def test_a_process_that_lost_its_generator_lease_stores_nothing(storage: PonyStorage) -> None:
-    leases = GeneratorLeases(storage)
+async def test_a_process_that_lost_its_generator_lease_stores_nothing(storage: Storage) -> None:
+    leases = storage.generator_leases
     campaign_id = await generating_campaign(storage)
     assert await leases.claim(campaign_id, "stalled", 0.2)
     await trio.sleep(0.3)
@@ -80,16 +70,15 @@ async def test_a_process_that_lost_its_generator_lease_stores_nothing(storage: P
     assert await storage.add_datasets(campaign_id, [msgpack.packb(1)], generator="new") == 1
 
 
-async def test_processes_starting_together_agree_on_the_console_secret(tmp_path: Path) -> None:
-    url = database_url(tmp_path)
-    stores = [await open_storage(url) for _ in range(3)]
+async def test_processes_starting_together_agree_on_the_console_secret(storage_url: str) -> None:
+    stores = [await open_storage(storage_url) for _ in range(3)]
     secrets: list[bytes] = []
     try:
         async with trio.open_nursery() as nursery:
             for store in stores:
 
-                async def read(store: PonyStorage = store) -> None:
-                    secrets.append(await AccountStore(store).secret())
+                async def read(store: Storage = store) -> None:
+                    secrets.append(await store.accounts.secret())
 
                 nursery.start_soon(read)
     finally:
@@ -121,7 +110,7 @@ async def test_a_generator_whose_process_died_is_taken_over(start_server: StartS
     orphan = await storage.create_campaign(
         user.id, name="orphan", kernel=SQUARE, generator=LAZY % 300, static_dataset="", task_timeout=5.0
     )
-    assert await GeneratorLeases(storage).claim(orphan.id, "crashed-process", 1.0)
+    assert await storage.generator_leases.claim(orphan.id, "crashed-process", 1.0)
     with trio.fail_after(20):
         outcome = await work(server.ws_url, lambda d: d["n"] ** 2, campaign=orphan.id)
     assert outcome.bye == "complete" and len(outcome.done) == 300

@@ -1,79 +1,28 @@
-"""The storage contract: what the dispatcher and the API rely on, checked on a real database.
+"""The storage contract: what the dispatcher and the API rely on, checked on every backend.
 
-Most tests run on the suite's database (SQLite, or PostgreSQL with DISTRIBUTE_TEST_DATABASE=postgres).
-The tests about several server processes sharing one database (disjoint leases, schema creation,
-transactions, connection count) run on both SQLite and a throwaway PostgreSQL (tests/pg.py) always.
+Each test runs on the suite's database (SQLite, or PostgreSQL with DISTRIBUTE_TEST_DATABASE=postgres)
+and on memory:// (the `storage` fixture of tests/storage/conftest.py). What only the SQL backend can
+show (several processes, schema migrations, SKIP LOCKED, connections) is in test_pony.py.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import queue
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
-from typing import Any
-
 import msgpack
-import psycopg2
 import pytest
 import trio
 
-from distribute.errors import SettingsError
+from distribute.errors import NotFound, SettingsError
 from distribute.models import CampaignStatus, FailedTask, FinishedTask
-from distribute.storage import PonyStorage, open_storage
+from distribute.storage import Storage, content_hash
 from distribute.storage.pony.entities import SCHEMA_VERSION
-from tests.conftest import database_url
-from tests.support.pg import fresh_database, stop_cluster
+from tests.storage.conftest import finished, make_campaign
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _remove_postgres_cluster_at_session_end() -> Iterator[None]:
-    yield
-    stop_cluster()  # atexit would too, but a session hook keeps /tmp tidy between sessions in one process
-
-
-@pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[PonyStorage]:
-    store = await open_storage(database_url(tmp_path))
-    yield store
-    await store.aclose()
-
-
-async def make_campaign(storage: PonyStorage, n: int = 10) -> int:
-    user = await storage.create_user(f"u{trio.current_time()}@example.org")
-    campaign = await storage.create_campaign(
-        user.id, name="c", kernel="k", generator="g", static_dataset="", task_timeout=5.0
-    )
-    await storage.add_datasets(campaign.id, [msgpack.packb(i) for i in range(n)], exhausted=True)
-    return campaign.id
-
-
-def finished(dataset_id: int, campaign_id: int, value: object = 1, worker: str = "w") -> FinishedTask:
-    return FinishedTask(dataset_id, campaign_id, msgpack.packb(value), 1.0, worker, "")
-
-
-async def test_schema_version_is_recorded(storage: PonyStorage) -> None:
+async def test_schema_version_is_recorded(storage: Storage) -> None:
     assert await storage.schema_version() == SCHEMA_VERSION
 
 
-async def test_tokens_are_stored_hashed_and_resolve_to_their_user(storage: PonyStorage) -> None:
-    user = await storage.create_user("a@example.org")
-    token = await storage.create_token(user.id)
-    assert (await storage.user_for_token(token)) == user
-    assert await storage.user_for_token(token + "x") is None
-    hashes = await trio.to_thread.run_sync(_all_token_hashes, storage)
-    assert token not in hashes and len(hashes) == 1  # the plain token is stored nowhere
-
-
-def _all_token_hashes(storage: PonyStorage) -> list[str]:
-    from pony.orm import db_session
-
-    with db_session:
-        return [row[0] for row in storage.sql.query("SELECT token_hash FROM api_token")]
-
-
-async def test_lease_hands_out_each_dataset_once_oldest_first(storage: PonyStorage) -> None:
+async def test_lease_hands_out_each_dataset_once_oldest_first(storage: Storage) -> None:
     campaign = await make_campaign(storage, 10)
     first = await storage.lease(campaign, 4, "p1", 30)
     second = await storage.lease(campaign, 10, "p2", 30)
@@ -83,7 +32,7 @@ async def test_lease_hands_out_each_dataset_once_oldest_first(storage: PonyStora
     assert await storage.lease(campaign, 5, "p3", 30) == []
 
 
-async def test_concurrent_leases_are_disjoint(storage: PonyStorage) -> None:
+async def test_concurrent_leases_are_disjoint(storage: Storage) -> None:
     campaign = await make_campaign(storage, 200)
     claimed: list[int] = []
 
@@ -97,14 +46,14 @@ async def test_concurrent_leases_are_disjoint(storage: PonyStorage) -> None:
     assert len(claimed) == len(set(claimed)) == 200
 
 
-async def test_expired_storage_leases_return_to_the_pool(storage: PonyStorage) -> None:
+async def test_expired_storage_leases_return_to_the_pool(storage: Storage) -> None:
     campaign = await make_campaign(storage, 3)
     await storage.lease(campaign, 3, "dead-process", -1)  # already expired
     assert await storage.expire_leases() == 3
     assert len(await storage.lease(campaign, 3, "alive", 30)) == 3
 
 
-async def test_release_returns_only_the_owners_leases(storage: PonyStorage) -> None:
+async def test_release_returns_only_the_owners_leases(storage: Storage) -> None:
     campaign = await make_campaign(storage, 4)
     mine = await storage.lease(campaign, 2, "me", 30)
     theirs = await storage.lease(campaign, 2, "them", 30)
@@ -112,7 +61,7 @@ async def test_release_returns_only_the_owners_leases(storage: PonyStorage) -> N
     assert {d.id for d in await storage.lease(campaign, 4, "next", 30)} == {d.id for d in mine}
 
 
-async def test_a_dataset_accepts_only_its_first_result(storage: PonyStorage) -> None:
+async def test_a_dataset_accepts_only_its_first_result(storage: Storage) -> None:
     campaign = await make_campaign(storage, 2)
     leased = await storage.lease(campaign, 2, "p", 30)
     first = leased[0].id
@@ -125,7 +74,7 @@ async def test_a_dataset_accepts_only_its_first_result(storage: PonyStorage) -> 
     assert [(r.dataset_id, msgpack.unpackb(r.value), r.worker) for r in results] == [(first, "a", "w1")]
 
 
-async def test_kernel_errors_are_counted_and_fail_the_dataset_at_the_limit(storage: PonyStorage) -> None:
+async def test_kernel_errors_are_counted_and_fail_the_dataset_at_the_limit(storage: Storage) -> None:
     campaign = await make_campaign(storage, 1)
     for attempt in range(3):
         leased = await storage.lease(campaign, 1, "p", 30)
@@ -138,7 +87,7 @@ async def test_kernel_errors_are_counted_and_fail_the_dataset_at_the_limit(stora
     assert (error.message, error.stack, error.count) == ("TypeError: x", "at main", 3)
 
 
-async def test_campaign_completes_when_nothing_is_open(storage: PonyStorage) -> None:
+async def test_campaign_completes_when_nothing_is_open(storage: Storage) -> None:
     campaign = await make_campaign(storage, 2)
     leased = await storage.lease(campaign, 2, "p", 30)
     await storage.store_outcomes([finished(leased[0].id, campaign)], [], 3)
@@ -148,7 +97,7 @@ async def test_campaign_completes_when_nothing_is_open(storage: PonyStorage) -> 
     assert (await storage.get_campaign(campaign)).status == CampaignStatus.COMPLETE
 
 
-async def test_counts_and_compute_time(storage: PonyStorage) -> None:
+async def test_counts_and_compute_time(storage: Storage) -> None:
     campaign = await make_campaign(storage, 5)
     leased = await storage.lease(campaign, 3, "p", 30)
     await storage.store_outcomes(
@@ -159,7 +108,7 @@ async def test_counts_and_compute_time(storage: PonyStorage) -> None:
     assert counts.compute_seconds == pytest.approx(1.501)
 
 
-async def test_reset_forgets_results_and_reopens_every_dataset(storage: PonyStorage) -> None:
+async def test_reset_forgets_results_and_reopens_every_dataset(storage: Storage) -> None:
     campaign = await make_campaign(storage, 2)
     leased = await storage.lease(campaign, 2, "p", 30)
     await storage.store_outcomes([finished(d.id, campaign) for d in leased], [], 3)
@@ -170,231 +119,130 @@ async def test_reset_forgets_results_and_reopens_every_dataset(storage: PonyStor
     assert (await storage.get_campaign(campaign)).status == CampaignStatus.RUNNING
 
 
-async def test_a_newer_schema_version_is_refused(tmp_path: Path) -> None:
-    url = database_url(tmp_path)
-    store = await open_storage(url)
-    await trio.to_thread.run_sync(_set_version, store, "999")
-    await store.aclose()
-    with pytest.raises(SettingsError, match="schema version 999"):
-        await open_storage(url)
+async def test_tokens_resolve_to_their_user_until_revoked(storage: Storage) -> None:
+    user = await storage.create_user("a@example.org")
+    token = await storage.create_token(user.id, "laptop")
+    assert token.startswith("dst_")
+    assert (await storage.user_for_token(token)) == user
+    assert await storage.user_for_token(token + "x") is None
+    (info,) = await storage.accounts.tokens(user.id)
+    assert (info.name, info.revoked) == ("laptop", False)
+    assert not await storage.accounts.revoke_token(user.id + 1, info.id)  # not theirs
+    assert await storage.accounts.revoke_token(user.id, info.id)
+    assert await storage.user_for_token(token) is None
 
 
-def _set_version(storage: PonyStorage, value: str) -> None:
-    from pony.orm import db_session
-
-    with db_session:
-        storage.sql.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (value,))
-
-
-# ---------------------------------------------------------------------- several processes, one database
+async def test_users_are_found_by_id_and_email_and_emails_are_unique(storage: Storage) -> None:
+    user = await storage.create_user("b@example.org", "hash")
+    assert await storage.get_user(user.id) == user == await storage.user_by_email("b@example.org")
+    assert await storage.get_user(user.id + 1) is None and await storage.user_by_email("c@example.org") is None
+    with pytest.raises(SettingsError):
+        await storage.create_user("b@example.org")
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A database several processes (or storages) open at once: a SQLite file or a PostgreSQL database."""
-    return f"sqlite:///{tmp_path / 'shared.db'}" if request.param == "sqlite" else fresh_database()
-
-
-def _in_processes(target: Callable[..., Any], argument_lists: list[tuple[Any, ...]], timeout: float = 120) -> list[Any]:
-    """Run `target(*args, start_barrier)` in one spawned process per argument list; return their values.
-
-    The barrier lines the processes up after their (slow) start, so that they really do run at once.
-    """
-    context = multiprocessing.get_context("spawn")  # not fork: the test process has threads
-    barrier = context.Barrier(len(argument_lists))
-    results = context.Queue()
-    processes = [context.Process(target=_child, args=(target, args, barrier, results)) for args in argument_lists]
-    for process in processes:
-        process.start()
-    values: list[Any] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(values) < len(processes):
-            try:
-                ok, value = results.get(timeout=0.5)
-            except queue.Empty:
-                dead = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
-                assert not dead, f"a child process died (exit codes {dead})"
-                assert time.monotonic() < deadline, "child processes did not finish in time"
-                continue
-            assert ok, f"a child process failed:\n{value}"
-            values.append(value)
-    finally:
-        for process in processes:
-            process.join(timeout=10)
-            if process.is_alive():
-                process.kill()
-    return values
-
-
-def _child(target: Callable[..., Any], args: tuple[Any, ...], barrier: Any, results: Any) -> None:
-    import traceback
-
-    try:
-        results.put((True, target(*args, barrier)))
-    except BaseException:
-        results.put((False, traceback.format_exc()))
-
-
-def _lease_until_empty(url: str, campaign_id: int, owner: str, barrier: Any) -> list[int]:
-    async def main() -> list[int]:
-        storage = await open_storage(url, 2)
-        try:
-            barrier.wait(60)
-            ids: list[int] = []
-            while batch := await storage.lease(campaign_id, 5, owner, 60):
-                ids.extend(d.id for d in batch)
-            return ids
-        finally:
-            await storage.aclose()
-
-    return trio.run(main)
-
-
-async def test_leases_from_several_processes_are_disjoint(shared_url: str) -> None:
-    storage = await open_storage(shared_url)
-    campaign = await make_campaign(storage, 2000)
-    await storage.aclose()
-    claims = await trio.to_thread.run_sync(
-        _in_processes, _lease_until_empty, [(shared_url, campaign, f"process-{i}") for i in range(4)]
+async def test_a_campaign_is_created_with_its_spot_checks(storage: Storage) -> None:
+    user = await storage.create_user("owner@example.org")
+    checks = [(msgpack.packb(i), msgpack.packb(i * i)) for i in range(3)]
+    campaign = await storage.create_campaign(
+        user.id, spot_checks=checks, name="c", kernel="k", generator="g", static_dataset="s", task_timeout=5.0
     )
-    claimed = [dataset_id for ids in claims for dataset_id in ids]
-    assert len(claimed) == len(set(claimed)) == 2000
-    if shared_url.startswith("postgres"):
-        # SKIP LOCKED: nobody waits for another's claim, so they really claim side by side.
-        assert sum(1 for ids in claims if ids) >= 2, [len(ids) for ids in claims]
+    assert (campaign.status, campaign.owner_id, campaign.generated) == (CampaignStatus.GENERATING, user.id, 0)
+    assert campaign.content_hash == content_hash("k", "s")
+    assert await storage.get_campaign(campaign.id) == campaign
+    spots = await storage.spot_checks(campaign.id)
+    assert [(s.payload, s.expected) for s in spots] == checks
+    assert [s.id for s in spots] == sorted(s.id for s in spots)
+    # Spot checks are never leased and never counted.
+    await storage.add_datasets(campaign.id, [msgpack.packb("x")], exhausted=True)
+    assert [d.payload for d in await storage.lease(campaign.id, 10, "p", 30)] == [msgpack.packb("x")]
+    counts = await storage.counts(campaign.id)
+    assert (counts.total, counts.leased) == (1, 1)
 
 
-def _open_and_read_version(url: str, barrier: Any) -> int:
-    async def main() -> int:
-        barrier.wait(60)
-        storage = await open_storage(url, 1)
-        try:
-            return await storage.schema_version()
-        finally:
-            await storage.aclose()
-
-    return trio.run(main)
-
-
-async def test_several_processes_can_create_the_schema_at_once(shared_url: str) -> None:
-    versions = await trio.to_thread.run_sync(_in_processes, _open_and_read_version, [(shared_url,)] * 4)
-    assert versions == [SCHEMA_VERSION] * 4
-
-
-async def test_concurrent_campaign_updates_from_two_storages_do_not_conflict(shared_url: str) -> None:
-    # Two server processes finishing the same campaign at once: without the row lock Pony's
-    # optimistic check failed one of them on PostgreSQL (UnrepeatableReadError).
-    first, second = await open_storage(shared_url), await open_storage(shared_url)
-    try:
-        for _ in range(10):
-            campaign = await make_campaign(first, 1)
-            (dataset,) = await first.lease(campaign, 1, "p", 30)
-            await first.store_outcomes([finished(dataset.id, campaign)], [], 3)
-            async with trio.open_nursery() as nursery:
-                for store in (first, second, first, second):
-                    nursery.start_soon(store.complete_if_done, campaign)
-            assert (await second.get_campaign(campaign)).status == CampaignStatus.COMPLETE
-    finally:
-        await first.aclose()
-        await second.aclose()
+async def test_campaigns_are_listed_newest_first_without_deleted_ones(storage: Storage) -> None:
+    first, second, third = [await make_campaign(storage, 1) for _ in range(3)]
+    owner = await storage.get_campaign(second)
+    assert owner is not None
+    listed = [c.id for c in await storage.list_campaigns()]
+    assert listed[:3] == [third, second, first]
+    assert [c.id for c in await storage.list_campaigns(owner.owner_id)] == [second]
+    await storage.set_deleted(second, True)
+    assert second not in [c.id for c in await storage.list_campaigns()]
+    assert (await storage.get_campaign(second)) is not None  # hidden, not gone
+    assert second in await storage.accounts.deleted_campaign_ids(owner.owner_id)
+    await storage.set_deleted(second, False)
+    assert second in [c.id for c in await storage.list_campaigns()]
+    await storage.set_status(first, CampaignStatus.FAILED, "boom")
+    failed = await storage.get_campaign(first)
+    assert failed is not None and (failed.status, failed.generation_error) == (CampaignStatus.FAILED, "boom")
+    active = [c.id for c in await storage.list_campaigns(active_only=True)]
+    assert first not in active and third in active
+    for call in (storage.set_deleted(10**6, True), storage.set_status(10**6, CampaignStatus.RUNNING)):
+        with pytest.raises(NotFound):
+            await call
 
 
-@pytest.mark.parametrize("failure", ["python error before the last statement", "database error"])
-async def test_a_failing_group_commit_changes_nothing(shared_url: str, failure: str) -> None:
-    storage = await open_storage(shared_url)
-    try:
-        campaign = await make_campaign(storage, 3)
-        leased = await storage.lease(campaign, 3, "p", 30)
-        good = [finished(leased[0].id, campaign), finished(leased[1].id, campaign)]
-        error = FailedTask(leased[2].id, campaign, "boom", "at main", 5.0, "w")
-        if failure == "database error":
-            # NOT NULL violated by the result INSERT, after the datasets were marked done.
-            batch = [*good, FinishedTask(leased[2].id, campaign, b"\x01", 1.0, None, "")]  # type: ignore[arg-type]
-            with pytest.raises(Exception, match=r"(?i)null"):
-                await storage.store_outcomes(batch, [], 3)
-        else:
-            # Every statement ran but the campaign's compute-time update, which raises.
-            real_many = storage.sql.many
-
-            def many(sql: str, rows: Any) -> None:
-                if sql.startswith("UPDATE campaign"):
-                    raise RuntimeError("disk on fire")
-                real_many(sql, rows)
-
-            storage.sql.many = many  # type: ignore[method-assign]
-            with pytest.raises(RuntimeError, match="disk on fire"):
-                await storage.store_outcomes(good, [error], 3)
-            storage.sql.many = real_many  # type: ignore[method-assign]
-        counts = await storage.counts(campaign)
-        assert (counts.leased, counts.done, counts.results, counts.errors) == (3, 0, 0, 0)
-        assert counts.compute_seconds == 0
-        assert await storage.results(campaign) == [] and await storage.kernel_errors(campaign) == []
-        # The connection is usable again (on PostgreSQL an aborted transaction must be rolled back).
-        assert await storage.store_outcomes(good, [error], 3) == [leased[0].id, leased[1].id]
-        counts = await storage.counts(campaign)
-        assert (counts.pending, counts.done, counts.results, counts.errors) == (1, 2, 2, 1)
-    finally:
-        await storage.aclose()
+async def test_generation_appends_datasets_and_counts_pending_up_to_a_bound(storage: Storage) -> None:
+    user = await storage.create_user("gen@example.org")
+    campaign = await storage.create_campaign(
+        user.id, name="c", kernel="k", generator="g", static_dataset="", task_timeout=5.0
+    )
+    assert await storage.add_datasets(campaign.id, [msgpack.packb(i) for i in range(5)]) == 5
+    assert not await storage.complete_if_done(campaign.id)  # still generating
+    assert await storage.add_datasets(campaign.id, [msgpack.packb(5)], exhausted=True) == 6
+    running = await storage.get_campaign(campaign.id)
+    assert running is not None and (running.status, running.generated) == (CampaignStatus.RUNNING, 6)
+    assert await storage.pending_count(campaign.id, at_most=4) == 4
+    assert await storage.pending_count(campaign.id, at_most=100) == 6
+    leased = await storage.lease(campaign.id, 6, "p", 30)
+    assert [msgpack.unpackb(d.payload) for d in leased] == list(range(6))
 
 
-async def test_lease_skips_rows_another_transaction_holds() -> None:
-    url = fresh_database()
-    storage = await open_storage(url)
-    holder = psycopg2.connect(url)
-    try:
-        campaign = await make_campaign(storage, 6)
-        cursor = holder.cursor()
-        cursor.execute("SELECT id FROM dataset WHERE campaign = %s ORDER BY id LIMIT 2 FOR UPDATE", (campaign,))
-        held = [row[0] for row in cursor.fetchall()]
-        with trio.fail_after(10):
-            async with trio.open_nursery() as nursery:
-                # Should the lease wait for the lock after all, this releases it: the test fails, never hangs.
-                nursery.start_soon(_rollback_after, holder, 5.0)
-                started = trio.current_time()
-                leased = await storage.lease(campaign, 6, "p", 30)
-                assert trio.current_time() - started < 2.0, "lease waited for rows another transaction holds"
-                nursery.cancel_scope.cancel()
-        assert len(leased) == 4 and not {d.id for d in leased} & set(held)
-        holder.rollback()
-        assert [d.id for d in await storage.lease(campaign, 6, "q", 30)] == held
-    finally:
-        holder.close()
-        await storage.aclose()
+async def test_renewed_leases_do_not_expire(storage: Storage) -> None:
+    campaign = await make_campaign(storage, 2)
+    await storage.lease(campaign, 1, "renewing", -1)
+    await storage.lease(campaign, 1, "dead", -1)
+    await storage.renew_leases("renewing", 30)
+    assert await storage.expire_leases() == 1
+    assert (await storage.counts(campaign)).leased == 1
 
 
-async def _rollback_after(connection: Any, seconds: float) -> None:
-    await trio.sleep(seconds)
-    connection.rollback()
+async def test_pending_replicas_leave_their_dataset_open(storage: Storage) -> None:
+    campaign = await make_campaign(storage, 1, replication=2)
+    (dataset,) = await storage.lease(campaign, 1, "p", 30, replicated=True)
+    assert dataset.votes == ()
+    replica = finished(dataset.id, campaign, "a", "w1@10.0.0.1", status="pending", identity="id-1")
+    assert await storage.store_outcomes([replica], [], 3) == []
+    await storage.release("p", [dataset.id])
+    (again,) = await storage.lease(campaign, 1, "q", 30, replicated=True)
+    assert again.votes == (("id-1", "10.0.0.1"),)
+    counts = await storage.counts(campaign)
+    assert (counts.done, counts.pending_verification, counts.results) == (0, 1, 1)
 
 
-def _connections(url: str) -> int:
-    name = url.rsplit("/", 1)[1]
-    with psycopg2.connect(url.rsplit("/", 1)[0] + "/postgres") as admin, admin.cursor() as cursor:
-        # Client backends only: an autovacuum worker visiting the new tables is listed there too.
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend'", (name,)
-        )
-        count = cursor.fetchone()[0]
-    admin.close()
-    return count
+async def test_results_page_by_key_and_kernel_errors_come_newest_first(storage: Storage) -> None:
+    campaign = await make_campaign(storage, 5)
+    leased = await storage.lease(campaign, 5, "p", 30)
+    await storage.store_outcomes([finished(d.id, campaign, i) for i, d in enumerate(leased[:4])], [], 3)
+    first = await storage.results(campaign, limit=2)
+    rest = await storage.results(campaign, after=(first[-1].dataset_id, first[-1].id))
+    assert [msgpack.unpackb(r.value) for r in first + rest] == [0, 1, 2, 3]
+    assert [msgpack.unpackb(r.dataset) for r in first + rest] == [0, 1, 2, 3]
+    assert await storage.results(campaign, verified=True) == []
+    for message in ("first", "second"):
+        await storage.store_outcomes([], [FailedTask(leased[4].id, campaign, message, "", 1.0, "w")], 5)
+        await trio.sleep(0.01)
+    assert [e.message for e in await storage.kernel_errors(campaign)] == ["second", "first"]
+    assert len(await storage.kernel_errors(campaign, limit=1)) == 1
 
 
-async def test_a_storage_holds_one_connection_per_thread_and_closes_them_all() -> None:
-    url = fresh_database()
-    storage = await open_storage(url, 3)
-    user = await storage.create_user("c@example.org")
-
-    async def busy() -> None:
-        for _ in range(10):
-            await storage.get_user(user.id)
-            await trio.to_thread.run_sync(time.sleep, 0.001)  # other blocking work churns trio's threads
-
-    async with trio.open_nursery() as nursery:
-        for _ in range(20):
-            nursery.start_soon(busy)
-    assert await trio.to_thread.run_sync(_connections, url) == 3
-    await storage.aclose()
-    with trio.fail_after(10):
-        while await trio.to_thread.run_sync(_connections, url):  # backends exit just after the close
-            await trio.sleep(0.05)
+async def test_a_spot_dataset_is_no_open_dataset(storage: Storage) -> None:
+    user = await storage.create_user("spot@example.org")
+    campaign = await storage.create_campaign(
+        user.id, spot_checks=[(b"\x01", b"\x02")], name="c", kernel="k", generator="g", task_timeout=5.0
+    )
+    (spot,) = await storage.spot_checks(campaign.id)
+    await storage.add_datasets(campaign.id, [], exhausted=True)
+    assert await storage.complete_if_done(campaign.id)
+    assert await storage.store_outcomes([finished(spot.id, campaign.id)], [], 3) == []
+    assert (await storage.counts(campaign.id)).total == 0

@@ -10,8 +10,8 @@ import trio
 from pony.orm import db_session
 
 from distribute.models import FinishedTask
-from distribute.storage import PonyStorage, open_storage
 from distribute.storage.pony.entities import SCHEMA_VERSION
+from distribute.storage.pony.store import PonyStorage
 from tests.support.pg import fresh_database
 
 # What version 2 added, taken away again: the database is then what version 1 created.
@@ -50,7 +50,7 @@ def _columns(storage: PonyStorage, table: str) -> set[str]:
 
 async def test_a_version_1_database_is_migrated_and_keeps_its_results(url: str) -> None:
     assert SCHEMA_VERSION == 2
-    storage = await open_storage(url)
+    storage = await PonyStorage.open(url)
     user = await storage.create_user("old@example.org")
     campaign = await storage.create_campaign(
         user.id, name="old", kernel="k", generator="g", static_dataset="", task_timeout=5.0
@@ -64,7 +64,7 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_results(url: str) 
     assert "status" not in await trio.to_thread.run_sync(_columns, storage, "result")
     await storage.aclose()
 
-    migrated = await open_storage(url)
+    migrated = await PonyStorage.open(url)
     try:
         assert await migrated.schema_version() == 2
         assert {"status", "identity"} <= await trio.to_thread.run_sync(_columns, migrated, "result")
@@ -77,6 +77,6 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_results(url: str) 
         assert await migrated.worker_records(["anyone"]) == []  # the new table exists
     finally:
         await migrated.aclose()
-    again = await open_storage(url)  # opening a migrated database is a no-op
+    again = await PonyStorage.open(url)  # opening a migrated database is a no-op
     assert await again.schema_version() == 2
     await again.aclose()

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import msgpack
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from distribute import protocol as p
+
+MAX_MESSAGE = 16 * 1024 * 1024  # as large as Hypercorn accepts, not trio-websocket's 1 MiB default
 
 
 @dataclass
@@ -32,7 +34,14 @@ def seed_kernel(dataset: dict[str, int]) -> list[int] | None:
 
 
 async def connect(url: str) -> Any:
-    return open_websocket_url(url, max_message_size=16 * 1024 * 1024)
+    return open_websocket_url(url, max_message_size=MAX_MESSAGE)
+
+
+def close_of(closed: ConnectionClosed) -> tuple[int | None, str]:
+    """The close code and reason the server sent (None and "" when it sent none)."""
+    if closed.reason is None:
+        return None, ""
+    return closed.reason.code, closed.reason.reason or ""
 
 
 async def send(ws: WebSocketConnection, message: p.ClientMessage) -> None:
@@ -40,46 +49,42 @@ async def send(ws: WebSocketConnection, message: p.ClientMessage) -> None:
 
 
 async def receive(ws: WebSocketConnection) -> p.ServerMessage | list[p.Task]:
-    return p.decode_server(await ws.get_message())
+    frame = await ws.get_message()
+    assert isinstance(frame, bytes), frame  # the protocol has binary frames only
+    return p.decode_server(frame)
 
 
-async def work(
-    url: str,
-    compute: Callable[[Any], Any] = seed_kernel,
-    *,
-    campaign: int | None = None,
-    slots: int = 4,
-    max_tasks: int | None = None,
-    vanish_after: int | None = None,
-    client: dict[str, Any] | None = None,
-) -> Outcome:
+class WorkOptions(TypedDict, total=False):
+    """How a test worker behaves (every key optional)."""
+
+    campaign: int | None  # the campaign to ask for (None: any)
+    slots: int  # tasks to hold at once (4)
+    max_tasks: int | None  # leave after computing this many (None: when the server says bye)
+    vanish_after: int | None  # drop the socket mid-task after computing this many
+    client: dict[str, Any] | None  # the `client` of hello ({"kind": "test"})
+    delay: float  # seconds each batch of tasks takes: a slower worker, without blocking the event loop (0)
+    seen: list[int] | None  # every task id computed is also appended here, readable while the worker runs
+
+
+async def work(url: str, compute: Callable[[Any], Any] = seed_kernel, **options: Unpack[WorkOptions]) -> Outcome:
     """Connect and compute until the server says bye (or `max_tasks`); see `work_on`."""
-    async with open_websocket_url(url, max_message_size=16 * 1024 * 1024) as ws:
-        return await work_on(
-            ws, compute, campaign=campaign, slots=slots, max_tasks=max_tasks, vanish_after=vanish_after, client=client
-        )
+    async with open_websocket_url(url, max_message_size=MAX_MESSAGE) as ws:
+        return await work_on(ws, compute, **options)
 
 
 async def work_on(
-    ws: WebSocketConnection,
-    compute: Callable[[Any], Any] = seed_kernel,
-    *,
-    campaign: int | None = None,
-    slots: int = 4,
-    max_tasks: int | None = None,
-    vanish_after: int | None = None,
-    client: dict[str, Any] | None = None,
-    delay: float = 0.0,
-    seen: list[int] | None = None,
+    ws: WebSocketConnection, compute: Callable[[Any], Any] = seed_kernel, **options: Unpack[WorkOptions]
 ) -> Outcome:
-    """Say hello on an open WebSocket, then compute until the server says bye (or `max_tasks`).
-
-    `vanish_after` drops the socket mid-task. `delay`: seconds each batch of tasks takes (a slower
-    worker, without blocking the event loop). Every task id computed is also appended to `seen`,
-    which the caller can read while the worker is still running.
-    """
+    """Say hello on an open WebSocket, then compute until the server says bye (or `max_tasks`)."""
+    max_tasks, vanish_after = options.get("max_tasks"), options.get("vanish_after")
+    delay, seen = options.get("delay", 0.0), options.get("seen")
+    hello = p.Hello(
+        campaign=options.get("campaign"),
+        slots=options.get("slots", 4),
+        client=options.get("client") or {"kind": "test"},
+    )
     outcome = Outcome()
-    await send(ws, p.Hello(campaign=campaign, slots=slots, client=client or {"kind": "test"}))
+    await send(ws, hello)
     try:
         while max_tasks is None or len(outcome.done) < max_tasks:
             message = await receive(ws)
@@ -108,8 +113,7 @@ async def work_on(
                 outcome.bye = message.reason
                 break
     except ConnectionClosed as exc:
-        outcome.close_code = exc.reason.code
-        outcome.close_reason = exc.reason.reason or ""
+        outcome.close_code, outcome.close_reason = close_of(exc)
     return outcome
 
 
@@ -134,4 +138,4 @@ async def closed_with(
                 while True:
                     await ws.get_message()
             except ConnectionClosed as exc:
-                return exc.reason.code, exc.reason.reason or ""
+                return close_of(exc)

@@ -12,19 +12,22 @@ from typing import Any
 import pluggy
 import pytest
 
-from distribute import __version__, plugins
+from distribute import __version__
 from distribute.errors import SettingsError
 from distribute.plugins import (
+    Candidate,
     get_plugin_manager,
     hookimpl,
     loaded_plugins,
     make_scheduler,
+    manager,
+    open_storage,
     scheduler_names,
     storage_factory,
     storage_schemes,
 )
-from distribute.scheduler.base import Candidate
-from distribute.storage import PonyStorage
+from distribute.plugins import hookspecs as spec_module
+from distribute.storage.pony.store import PonyStorage
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "plugins.md"
 EXAMPLE = "examples/distribute-lottery-scheduler"
@@ -67,7 +70,7 @@ class SchedulerPlugin:
 class StoragePlugin:
     @hookimpl
     def register_storage(self, register: Callable[[str, Callable[..., Any]], None]) -> None:
-        register("memory", self.open)
+        register("scratch", self.open)
 
     async def open(self, url: str, threads: int = 4) -> str:
         return f"opened {url}"
@@ -86,10 +89,12 @@ def test_register_schedulers_adds_a_policy_selectable_by_name(extra_plugins: Cal
 
 
 async def test_register_storage_adds_a_backend_selected_by_url_scheme(extra_plugins: Callable[..., None]) -> None:
+    assert "scratch" not in storage_schemes()
     extra_plugins(StoragePlugin())
-    assert "memory" in storage_schemes()
-    assert await storage_factory("memory://anything")("memory://anything", 2) == "opened memory://anything"
-    assert storage_factory("MEMORY://x") is not None  # schemes are case-insensitive
+    assert "scratch" in storage_schemes()
+    assert await storage_factory("scratch://anything")("scratch://anything", 2) == "opened scratch://anything"
+    assert storage_factory("SCRATCH://x") is not None  # schemes are case-insensitive
+    assert await open_storage("scratch://x", 3) == "opened scratch://x"
 
 
 HOOK_TESTS = {
@@ -121,10 +126,55 @@ def test_every_hookspec_is_documented_with_its_exact_signature(hook: str) -> Non
 
 def test_the_type_aliases_in_the_signatures_are_documented() -> None:
     docs = DOCS.read_text()
-    source = inspect.getsource(plugins)
+    source = inspect.getsource(spec_module)
     for alias in ("SchedulerRegistrar", "StorageRegistrar"):
         (definition,) = [ln for ln in source.splitlines() if ln.startswith(f"{alias} = ")]
         assert definition in docs
+
+
+# Plugin authors import only from `distribute.plugins`: the docs teach nothing else and the example obeys.
+DISTRIBUTE_IMPORT = re.compile(r"^\s*(?:from\s+(distribute(?:\.\w+)*)\s+import|import\s+(distribute(?:\.\w+)*))", re.M)
+
+
+def distribute_imports(source: str) -> list[str]:
+    return [m.group(1) or m.group(2) for m in DISTRIBUTE_IMPORT.finditer(source)]
+
+
+def test_the_docs_code_samples_import_only_from_distribute_plugins() -> None:
+    blocks = re.findall(r"^\s*```[a-z]*\n(.*?)^\s*```", DOCS.read_text(), flags=re.M | re.S)
+    imported = [name for block in blocks for name in distribute_imports(block)]
+    assert "distribute.plugins" in imported  # the samples do show the import
+    assert [name for name in imported if name != "distribute.plugins"] == []
+
+
+def test_the_example_plugin_imports_only_from_distribute_plugins() -> None:
+    sources = sorted((Path(__file__).resolve().parents[2] / EXAMPLE / "src").rglob("*.py"))
+    assert sources
+    imported = [name for path in sources for name in distribute_imports(path.read_text())]
+    assert imported == ["distribute.plugins"] * len(imported) and imported
+
+
+def test_the_public_surface_exports_what_plugin_authors_need() -> None:
+    import distribute.plugins as surface
+
+    expected = {
+        "hookimpl",
+        "hookspec",
+        "Scheduler",
+        "Candidate",
+        "Storage",
+        "SchedulerRegistrar",
+        "StorageRegistrar",
+        "make_scheduler",
+        "scheduler_names",
+        "storage_factory",
+        "storage_schemes",
+        "open_storage",
+        "loaded_plugins",
+        "get_plugin_manager",
+    }
+    assert expected <= set(surface.__all__)
+    assert all(hasattr(surface, name) for name in surface.__all__)
 
 
 # -- selection by name ----------------------------------------------------------------------------
@@ -230,9 +280,9 @@ def test_the_plugin_manager_is_cached() -> None:
 
 
 def test_built_ins_are_registered_without_entry_point_metadata() -> None:
-    manager = plugins._build_plugin_manager(load_entrypoints=False)
-    assert manager.get_plugin("builtin_schedulers") is not None
-    assert manager.get_plugin("builtin_storage") is not None
+    built = manager._build_plugin_manager(load_entrypoints=False)
+    assert built.get_plugin("builtin_schedulers") is not None
+    assert built.get_plugin("builtin_storage") is not None
 
 
 def test_built_ins_are_declared_as_entry_points() -> None:

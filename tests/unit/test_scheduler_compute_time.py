@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from distribute.plugins.manager import make_scheduler
+from distribute.plugins import make_scheduler
 from distribute.scheduler import Candidate, ComputeTime
 
 WEIGHTS = {1: 1.0, 2: 2.0, 3: 4.0}

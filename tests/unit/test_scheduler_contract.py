@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from distribute.plugins.manager import make_scheduler, scheduler_names
-from distribute.scheduler.base import Candidate, Scheduler
+from distribute.plugins import Candidate, Scheduler, make_scheduler, scheduler_names
 
 NAMES = scheduler_names()
 

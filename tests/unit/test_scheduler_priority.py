@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from distribute.plugins.manager import make_scheduler
+from distribute.plugins import make_scheduler
 from distribute.scheduler import Candidate, Priority
 
 LEVELS = {1: 0, 2: 5, 3: 5, 4: 1, 5: 5, 6: 1}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from distribute.plugins.manager import make_scheduler
+from distribute.plugins import make_scheduler
 from distribute.scheduler import Candidate, RoundRobin
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from distribute.errors import SettingsError
-from distribute.settings import SETTINGS, load_settings
+from distribute.settings import SETTINGS, Settings, load_settings, settings_table
 
 # environment variable, value, what the message must say (besides the setting's name)
 ABSURD_ENVIRONMENT: dict[str, tuple[str, str, str]] = {
@@ -111,6 +112,30 @@ def test_an_unknown_command_line_setting_fails_naming_it() -> None:
 def test_every_default_passes_its_own_check() -> None:
     for setting in SETTINGS:
         assert setting.check(setting.default), setting.name
+
+
+def test_the_table_is_derived_from_the_one_declaration() -> None:
+    """`Settings` declares every setting once; the table, its order and the defaults all come from it."""
+    assert [s.name for s in SETTINGS] == [f.name for f in fields(Settings)]
+    defaults = load_settings(environ={})
+    for setting, declared in zip(SETTINGS, fields(Settings), strict=True):
+        assert getattr(defaults, setting.name) == setting.default == declared.default
+        # the annotation (what type checkers see) and the default's type (what values are coerced to) agree
+        assert declared.type == type(setting.default).__name__, setting.name
+        assert setting.help and f"| `{setting.name}` | `{setting.default}` | {setting.unit} | {setting.help} |" in (
+            settings_table()
+        )
+
+
+def test_every_setting_is_read_from_its_environment_variable() -> None:
+    for setting in SETTINGS:
+        key = f"DISTRIBUTE_{setting.name.upper()}"
+        if isinstance(setting.default, str):
+            value = next(v for v in (setting.default + "x", "http://x", "tls") if setting.check(v))
+            assert getattr(load_settings(environ={key: value}), setting.name) == value
+        else:
+            with pytest.raises(SettingsError, match=f"^{setting.name} from {key}: 'many' is not a valid"):
+                load_settings(environ={key: "many"})
 
 
 def test_the_bounds_themselves_are_allowed() -> None:

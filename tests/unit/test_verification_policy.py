@@ -7,9 +7,9 @@ import random
 import msgpack
 import pytest
 
-from distribute.models import LeasedDataset
+from distribute.models import LeasedDataset, Vote
 from distribute.work.replicas import Copy, Replicas
-from distribute.work.verification import Conflict, More, Quorum, Vote, canonical, decide, trust_probability, worker_key
+from distribute.work.verification import Conflict, More, Quorum, canonical, decide, trust_probability, worker_key
 
 
 def vote(result_id: int, value: object, worker: str, address: str | None = None) -> Vote:

@@ -1,4 +1,5 @@
-"""How `PonyStorage` reaches its database: binding a URL to Pony, and the threads storage calls run in.
+"""How `PonyStorage` reaches its database: binding a URL to Pony, the threads storage calls run in,
+and `Sessions`, which runs one synchronous function per call in its own `db_session` there.
 
 Pony keeps one database connection per OS thread (in a thread-local pool) and gives no way to
 close the connections of other threads. `trio.to_thread` runs work on a process-wide cache of
@@ -15,20 +16,22 @@ import queue
 import threading
 from collections.abc import Callable
 from contextlib import suppress
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import outcome
 import trio
-from pony.orm import Database
+from pony.orm import Database, db_session
 
 from ...errors import SettingsError
+from .sql import SqlDialect
 
-__all__ = ["SQLITE_SYNCHRONOUS", "StorageThreads", "bind", "is_postgres", "sqlite_synchronous"]
+__all__ = ["SQLITE_SYNCHRONOUS", "Sessions", "StorageThreads", "bind", "is_postgres", "sqlite_synchronous"]
 
 SQLITE_SYNCHRONOUS = ("off", "normal", "full", "extra")  # PRAGMA synchronous levels
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 def is_postgres(url: str) -> bool:
@@ -63,7 +66,6 @@ def bind(db: Database, url: str) -> dict[str, Any]:
         filename = ":sharedmemory:" if path in ("", ":memory:") else os.path.abspath(path)
         synchronous = sqlite_synchronous(url)
 
-        @db.on_connect(provider="sqlite")
         def _tune(db: Database, connection: Any) -> None:
             # WAL: readers never block the writer. synchronous=NORMAL (the default): a committed
             # transaction survives a process crash (SIGKILL); only an OS crash may lose the last
@@ -74,6 +76,7 @@ def bind(db: Database, url: str) -> dict[str, Any]:
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute(f"PRAGMA synchronous = {synchronous}")
 
+        db.on_connect(provider="sqlite")(_tune)
         db.bind(provider="sqlite", filename=filename, create_db=True)
         return {}
     if is_postgres(url):
@@ -117,7 +120,8 @@ class StorageThreads:
                 token.run_sync_soon(trio.lowlevel.reschedule, task, result)
 
         self._jobs.put(job)
-        return await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+        result: T = await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+        return result
 
     def close(self, on_exit: Callable[[], None]) -> None:
         """Let every thread finish its queued calls, run `on_exit` in it (disconnect), and end.
@@ -129,3 +133,37 @@ class StorageThreads:
             self._jobs.put(None)
         for thread in self._threads:
             thread.join()
+
+
+class Sessions:
+    """Runs `fn(sql, *args)` in a storage thread inside a `db_session` of its own: one call, one transaction.
+
+    Every public coroutine of the Pony backend is one of these calls, so the functions it runs are
+    plain synchronous module-level code and return frozen dataclasses (an entity must not outlive
+    its session). `sql` is set once the database is bound.
+    """
+
+    sql: SqlDialect
+
+    def __init__(self, threads: StorageThreads) -> None:
+        self.threads = threads
+
+    async def run(self, fn: Callable[Concatenate[SqlDialect, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """In a plain `db_session`: for reads, and writes that need no lock taken up front."""
+        sql = self.sql
+
+        def call() -> T:
+            with db_session:
+                return fn(sql, *args, **kwargs)
+
+        return await self.threads.run(call)
+
+    async def run_immediate(self, fn: Callable[Concatenate[SqlDialect, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """In `db_session(immediate=True)`: the write lock first (SQLite's BEGIN IMMEDIATE), for read-then-write."""
+        sql = self.sql
+
+        def call() -> T:
+            with db_session(immediate=True):
+                return fn(sql, *args, **kwargs)
+
+        return await self.threads.run(call)

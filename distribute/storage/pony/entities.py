@@ -1,3 +1,5 @@
+# mypy: disallow-subclassing-any=False
+# (Pony is untyped: every entity subclasses `db.Entity`, which is Any to mypy.)
 """The database schema: Pony entities, bound to SQLite or PostgreSQL by `define_entities(db)`.
 
 Table and column names are spelled out (lower case, no quoting needed) because the hot paths in
@@ -132,12 +134,33 @@ def define_entities(db: Database) -> dict[str, Any]:
         first_seen = Required(float)
         last_seen = Required(float)
 
-    from .accounts import define_account_entities
-    from .generator_leases import define_generator_lease_entities
+    class WebSession(db.Entity):
+        _table_ = "web_session"
+        user = Required(User)
+        token_hash = Required(str, unique=True)
+        csrf_token = Required(str)
+        created = Required(datetime)
+        expires = Required(datetime, index=True)
+        user_agent = Optional(str)
+
+    class PasswordReset(db.Entity):
+        _table_ = "password_reset"
+        user = Required(User)
+        token_hash = Required(str, unique=True)
+        created = Required(datetime)
+        expires = Required(datetime)
+        used = Required(bool, default=False)
+
+    class GeneratorLease(db.Entity):
+        _table_ = "generator_lease"
+        campaign = PrimaryKey(int)  # not a foreign key: the row outlives nothing and joins nothing
+        owner = Required(str)
+        until = Required(float)
 
     return {
-        **define_account_entities(db, User),
-        **define_generator_lease_entities(db),
+        "WebSession": WebSession,
+        "PasswordReset": PasswordReset,
+        "GeneratorLease": GeneratorLease,
         "Meta": Meta,
         "User": User,
         "ApiToken": ApiToken,

@@ -29,7 +29,8 @@ __all__ = [
 
 
 class SqlDialect:
-    """The few differences between SQLite and PostgreSQL that the hot paths care about.
+    """The database one storage call works on: its entities (`e`), and raw SQL with the few differences
+    between SQLite and PostgreSQL that the hot paths care about.
 
     Statements are written once with `?` placeholders. On SQLite batches go through
     `executemany` (one prepared statement, no network). psycopg2's `executemany` is one network
@@ -37,8 +38,9 @@ class SqlDialect:
     multi-row INSERTs and `id = ANY(array)`.
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, entities: dict[str, Any]) -> None:
         self.db = db
+        self.e = entities  # the Pony entities by name, for the calls that go through the ORM
         self.postgres = db.provider.dialect == "PostgreSQL"
 
     def _cursor(self) -> Any:
@@ -88,7 +90,8 @@ class SqlDialect:
             sql = sql.replace("?", "%s")
         cursor = self._cursor()
         cursor.execute(sql, tuple(args))
-        return cursor.rowcount
+        count: int = cursor.rowcount
+        return count
 
 
 def counts(sql: SqlDialect, campaign_id: int) -> CampaignCounts:
@@ -146,9 +149,9 @@ def insert_datasets(sql: SqlDialect, campaign_id: int, first_seq: int, payloads:
 
 
 def lease(
-    sql: SqlDialect, campaign_id: int, n: int, owner: str, until: float, replicated: bool = False
+    sql: SqlDialect, campaign_id: int, n: int, owner: str, seconds: float, replicated: bool = False
 ) -> list[LeasedDataset]:
-    """Atomically move up to n pending datasets of a campaign to `leased` by `owner`.
+    """Atomically move up to n pending datasets of a campaign to `leased` by `owner` for `seconds`.
 
     On PostgreSQL `FOR UPDATE SKIP LOCKED` lets several server processes claim disjoint rows
     concurrently; SQLite has one writer at a time, so the plain statement is already atomic.
@@ -159,7 +162,7 @@ def lease(
         "UPDATE dataset SET state = ?, lease_owner = ?, lease_until = ? WHERE id IN ("
         f" SELECT id FROM dataset WHERE campaign = ? AND state = ? ORDER BY id LIMIT ?{lock}"
         ") RETURNING id, payload",
-        (DatasetState.LEASED, owner, until, campaign_id, DatasetState.PENDING, n),
+        (DatasetState.LEASED, owner, time.time() + seconds, campaign_id, DatasetState.PENDING, n),
     )
     rows.sort()  # RETURNING order is unspecified; hand datasets out oldest first
     if not replicated or not rows:
@@ -198,10 +201,10 @@ def _unlocked(sql: SqlDialect, condition: str) -> str:
     return f"id IN (SELECT id FROM dataset WHERE {condition} FOR UPDATE SKIP LOCKED)"
 
 
-def renew_leases(sql: SqlDialect, owner: str, until: float) -> None:
+def renew_leases(sql: SqlDialect, owner: str, seconds: float) -> None:
     sql.execute(
         "UPDATE dataset SET lease_until = ? WHERE " + _unlocked(sql, "lease_owner = ? AND state = ?"),
-        (until, owner, DatasetState.LEASED),
+        (time.time() + seconds, owner, DatasetState.LEASED),
     )
 
 
@@ -221,19 +224,19 @@ def release(sql: SqlDialect, owner: str, dataset_ids: Sequence[int]) -> None:
     )
 
 
-def expire_leases(sql: SqlDialect, now: float) -> int:
+def expire_leases(sql: SqlDialect) -> int:
     """Return datasets whose holder stopped renewing (a crashed server process) to the pool."""
     return sql.execute(
         "UPDATE dataset SET state = ?, lease_owner = NULL, lease_until = NULL WHERE "
         + _unlocked(sql, "state = ? AND lease_until < ?"),
-        (DatasetState.PENDING, DatasetState.LEASED, now),
+        (DatasetState.PENDING, DatasetState.LEASED, time.time()),
     )
 
 
 def store_outcomes(
     sql: SqlDialect, finished: Sequence[FinishedTask], failed: Sequence[FailedTask], max_task_errors: int
 ) -> list[int]:
-    """Group-commit a batch of results and kernel errors; returns the ids of accepted results.
+    """Group-commit a batch of results and kernel errors; returns the dataset ids of accepted results.
 
     A result is accepted only for a dataset that is not already done, so a late duplicate (the
     same dataset answered by two workers after a lease expired) is never counted twice. The
@@ -289,8 +292,8 @@ def store_outcomes(
     )
 
     errored = [task for task in failed if task.dataset_id in open_ids]
-    for task in errored:
-        _record_kernel_error(sql, task, now)
+    for error in errored:
+        _record_kernel_error(sql, error, now)
     # A dataset that failed too often is given up (state failed); otherwise it goes back to the pool,
     # except a replica's: the other copies are still out, so it stays with this process.
     sql.many(
@@ -304,8 +307,9 @@ def store_outcomes(
     )
 
     compute: dict[int, float] = {}
-    for task in (*finished, *failed):
-        compute[task.campaign_id] = compute.get(task.campaign_id, 0.0) + task.compute_ms
+    outcomes: tuple[FinishedTask | FailedTask, ...] = (*finished, *failed)
+    for outcome in outcomes:
+        compute[outcome.campaign_id] = compute.get(outcome.campaign_id, 0.0) + outcome.compute_ms
     sql.many("UPDATE campaign SET compute_ms = compute_ms + ? WHERE id = ?", [(ms, cid) for cid, ms in compute.items()])
     return [task.dataset_id for task in accepted]
 

@@ -8,70 +8,12 @@ stored by `sql.store_outcomes` (group commit); verdicts are written afterwards, 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
 
-from pony.orm import db_session
-
-from ...models import DatasetState, LeasedDataset, ResultStatus, Verdicts, WorkerRecord
-from ...work.verification import Vote
+from ...models import DatasetState, LeasedDataset, ResultStatus, Verdicts, Vote, WorkerRecord
 from .sql import SqlDialect
 
-__all__ = [
-    "VerificationStorage",
-    "apply_verdicts",
-    "insert_spot_checks",
-    "replica_votes",
-    "spot_checks",
-    "worker_records",
-]
-
-T = TypeVar("T")
-
-
-class VerificationStorage:
-    """PonyStorage's verification calls (a mixin: `sql` and `_run` come from PonyStorage)."""
-
-    sql: SqlDialect
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        raise NotImplementedError
-
-    async def replica_votes(self, dataset_ids: Sequence[int]) -> dict[int, list[Vote]]:
-        return await self._run(self._replica_votes, dataset_ids)
-
-    @db_session
-    def _replica_votes(self, dataset_ids: Sequence[int]) -> dict[int, list[Vote]]:
-        return replica_votes(self.sql, dataset_ids)
-
-    async def apply_verdicts(self, verdicts: Verdicts) -> list[int]:
-        """Write verdicts in one transaction; returns datasets re-opened to re-check a liar's trusted results."""
-        return await self._run(self._apply_verdicts, verdicts)
-
-    @db_session(immediate=True)
-    def _apply_verdicts(self, verdicts: Verdicts) -> list[int]:
-        return apply_verdicts(self.sql, verdicts)
-
-    async def worker_records(self, keys: Sequence[str]) -> list[WorkerRecord]:
-        return await self._run(self._worker_records, keys)
-
-    @db_session
-    def _worker_records(self, keys: Sequence[str]) -> list[WorkerRecord]:
-        return worker_records(self.sql, keys)
-
-    async def add_spot_checks(self, campaign_id: int, checks: Sequence[tuple[bytes, bytes]]) -> None:
-        await self._run(self._add_spot_checks, campaign_id, checks)
-
-    @db_session(immediate=True)
-    def _add_spot_checks(self, campaign_id: int, checks: Sequence[tuple[bytes, bytes]]) -> None:
-        insert_spot_checks(self.sql, campaign_id, checks)
-
-    async def spot_checks(self, campaign_id: int) -> list[LeasedDataset]:
-        return await self._run(self._spot_checks, campaign_id)
-
-    @db_session
-    def _spot_checks(self, campaign_id: int) -> list[LeasedDataset]:
-        return spot_checks(self.sql, campaign_id)
+__all__ = ["apply_verdicts", "insert_spot_checks", "replica_votes", "spot_checks", "worker_records"]
 
 
 def _in(ids: Sequence[object]) -> str:
@@ -113,9 +55,11 @@ def apply_verdicts(sql: SqlDialect, verdicts: Verdicts) -> list[int]:
         by_status.setdefault(status, []).append(result_id)
     for status, ids in by_status.items():
         sql.for_ids("UPDATE result SET status = ? WHERE id = ?", (status,), sorted(ids))
-    for state, ids in ((DatasetState.DONE, verdicts.done), (DatasetState.CONFLICT, verdicts.conflicts)):
+    for state, settled_ids in ((DatasetState.DONE, verdicts.done), (DatasetState.CONFLICT, verdicts.conflicts)):
         sql.for_ids(
-            "UPDATE dataset SET state = ?, lease_owner = NULL, lease_until = NULL WHERE id = ?", (state,), sorted(ids)
+            "UPDATE dataset SET state = ?, lease_owner = NULL, lease_until = NULL WHERE id = ?",
+            (state,),
+            sorted(settled_ids),
         )
     credit: dict[str, int] = {}
     for key in verdicts.agreed:

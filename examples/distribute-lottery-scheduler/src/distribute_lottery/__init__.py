@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from distribute.plugins import hookimpl
-from distribute.scheduler.base import Candidate, Scheduler
+from distribute.plugins import Candidate, SchedulerRegistrar, hookimpl
 
 __all__ = ["SEED_VARIABLE", "LotteryScheduler", "register_schedulers"]
 __version__ = "0.1.0"
@@ -60,5 +59,5 @@ class LotteryScheduler:
 
 
 @hookimpl
-def register_schedulers(register: Callable[[str, Callable[[], Scheduler]], None]) -> None:
+def register_schedulers(register: SchedulerRegistrar) -> None:
     register(LotteryScheduler.name, LotteryScheduler.from_environment)

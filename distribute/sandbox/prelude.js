@@ -1,22 +1,16 @@
-"""The JavaScript harness installed in every fresh isolate of the sandbox child.
-
-`__d` (frozen, non-writable) evaluates owner sources without running them twice (the Function
-constructor only parses, so syntax errors are reported before any owner code runs), calls
-generators and kernels, and returns every answer as one string: "R"/"N" + JSON on success, "E" +
-JSON describing the failure otherwise. Values are checked by a strict JSON replacer (functions,
-symbols, BigInt, undefined, NaN, cycles, Maps and Sets are refused with a message naming the
-property); plain JSON data takes a fast path without the replacer. Builtins are captured up front so
-owner code that replaces JSON or Array cannot confuse the harness (it could only hurt its own job:
-the child re-checks everything in Python).
-"""
-
-from __future__ import annotations
-
-__all__ = ["BATCH_JSON_BYTES", "PRELUDE"]
-
-BATCH_JSON_BYTES = 8 << 20  # a pull stops early once this much JSON is gathered (bounds memory and frames)
-
-PRELUDE = r"""
+// The harness installed in every fresh isolate of the sandbox child (distribute/sandbox/child.py).
+//
+// `__d` (frozen, non-writable, non-configurable) evaluates owner sources without running them twice
+// (the Function constructor only parses, so syntax errors are reported before any owner code runs),
+// calls generators and kernels, and returns every answer as one string: "R"/"N" + JSON on success,
+// "E" + JSON describing the failure otherwise. Values are checked by a strict JSON replacer
+// (functions, symbols, BigInt, undefined, NaN, cycles, Maps and Sets are refused with a message
+// naming the property); plain JSON data takes a fast path without the replacer. Builtins are
+// captured up front so owner code that replaces JSON or Array cannot confuse the harness (it could
+// only hurt its own job: the child re-checks everything in Python).
+//
+// Plain script, no modules and no host APIs: it runs in mini-racer and, for its tests
+// (tests/js/prelude.test.mjs), in a node `vm` context.
 Object.defineProperty(globalThis, "__d", {value: (function () {
   "use strict";
   const stringify = JSON.stringify, parse = JSON.parse, isArray = Array.isArray, isView = ArrayBuffer.isView;
@@ -132,6 +126,21 @@ Object.defineProperty(globalThis, "__d", {value: (function () {
     if (value === undefined && code === src && literal) value = evalIndirect("(" + src + "\n)" + tag);
     return {value: value};
   }
+  // An owner's generator or kernel: {value} (an object with a main function), or {answer} to return.
+  function loadWithMain(src, what, expected) {
+    let loaded;
+    try { loaded = load(src, what + ".js"); } catch (e) { return {answer: errorReply(e, "evaluate")}; }
+    if (loaded.syntax) return {answer: reply({kind: "syntax", form: loaded.syntax})};
+    const value = loaded.value;
+    if (!isObject(value)) {
+      return {answer: shapeError("the " + what + " must evaluate to an object with " + expected +
+                                 "; it evaluated to " + describe(value))};
+    }
+    if (typeof value.main !== "function") {
+      return {answer: shapeError("the " + what + "'s main is not a function (it is " + describe(value.main) + ")")};
+    }
+    return {value: value};
+  }
   function startIterator(result) {
     if (typeof result.next === "function") return result;
     if (typeof result[iterSym] === "function") return result[iterSym]();
@@ -145,17 +154,9 @@ Object.defineProperty(globalThis, "__d", {value: (function () {
   return Object.freeze({
     genOpen(src, limit) {
       target = items = iter = null; pos = produced = 0; maxDatasets = limit;
-      let loaded;
-      try { loaded = load(src, "generator.js"); } catch (e) { return errorReply(e, "evaluate"); }
-      if (loaded.syntax) return reply({kind: "syntax", form: loaded.syntax});
+      const loaded = loadWithMain(src, "generator", "a main function");
+      if (loaded.answer !== undefined) return loaded.answer;
       const g = loaded.value;
-      if (!isObject(g)) {
-        return shapeError("the generator must evaluate to an object with a main function; it evaluated to " +
-                          describe(g));
-      }
-      if (typeof g.main !== "function") {
-        return shapeError("the generator's main is not a function (it is " + describe(g.main) + ")");
-      }
       let result;
       try { result = g.main(); } catch (e) { return errorReply(e, "throw"); }
       if (isArray(result)) {
@@ -174,8 +175,9 @@ Object.defineProperty(globalThis, "__d", {value: (function () {
       return shapeError("the generator's main() must return an array or an iterator (such as a function* " +
                         "generator); it returned " + describe(result));
     },
-    // Up to n datasets as one JSON text; stops early on the time or size budget (not exhausted then).
-    pull(n, budgetMs, maxItemJson) {
+    // Up to n datasets as one JSON text; stops early on the time budget or once the batch's JSON exceeds
+    // maxBatchJson (not exhausted then). A dataset whose JSON exceeds maxItemJson fails the run.
+    pull(n, budgetMs, maxItemJson, maxBatchJson) {
       const stopAt = now() + budgetMs, parts = [];
       let size = 0, done = false;
       try {
@@ -197,7 +199,7 @@ Object.defineProperty(globalThis, "__d", {value: (function () {
           if (text.length > maxItemJson) return reply({kind: "size", index, size: text.length, json: true});
           parts.push(text);
           size += text.length;
-          if (size > %BATCH% || now() > stopAt) break;
+          if (size > maxBatchJson || now() > stopAt) break;
         }
         if (items !== null && pos >= items.length) done = true;
       } catch (e) { return errorReply(e, "throw"); }
@@ -224,17 +226,9 @@ Object.defineProperty(globalThis, "__d", {value: (function () {
       return "R" + stringify({skipped: skipped, done: done});
     },
     kernelOpen(src, staticText) {
-      let loaded;
-      try { loaded = load(src, "kernel.js"); } catch (e) { return errorReply(e, "evaluate"); }
-      if (loaded.syntax) return reply({kind: "syntax", form: loaded.syntax});
+      const loaded = loadWithMain(src, "kernel", "main and loadStaticDataset functions");
+      if (loaded.answer !== undefined) return loaded.answer;
       const k = loaded.value;
-      if (!isObject(k)) {
-        return shapeError("the kernel must evaluate to an object with main and loadStaticDataset functions; " +
-                          "it evaluated to " + describe(k));
-      }
-      if (typeof k.main !== "function") {
-        return shapeError("the kernel's main is not a function (it is " + describe(k.main) + ")");
-      }
       const lsd = k.loadStaticDataset;
       if (lsd !== undefined && typeof lsd !== "function") {
         return shapeError("the kernel's loadStaticDataset is not a function (it is " + describe(lsd) + ")");
@@ -251,7 +245,16 @@ Object.defineProperty(globalThis, "__d", {value: (function () {
         return errorReply(e, "throw");
       }
     },
+    // Whether a function body compiles, never running it (the upload check of kernels and comparators):
+    // {"error": null} or {"error": "SyntaxError: ..."}, the text a browser would report.
+    compiles(body) {
+      try { new FunctionC(body); } catch (e) {
+        let message;
+        try { message = String(e); } catch (_) { message = "a value that cannot be displayed"; }
+        return "R" + stringify({error: message});
+      }
+      return "R" + stringify({error: null});
+    },
   });
 })(), writable: false, configurable: false, enumerable: false});
-""".replace("%BATCH%", str(BATCH_JSON_BYTES))
-PRELUDE += "\n//# sourceURL=distribute-prelude.js"
+//# sourceURL=distribute-prelude.js

@@ -1,0 +1,19 @@
+"""Campaigns: the use cases that the JSON API, the console and the embed pages share.
+
+| module | owns |
+|---|---|
+| `service.py` | `CampaignService`: create, show, reset, delete/restore, export, account deletion |
+| `sources.py` | the uploads of a new campaign and their checks (encoding, syntax, spot checks) |
+| `export.py` | results as a streamed json, msgpack or csv download |
+
+The running `Platform` holds the one `CampaignService` (`platform.campaigns`); the web adapters
+only translate requests into its calls and its answers into responses.
+"""
+
+from __future__ import annotations
+
+from .export import RESULT_FORMATS, ResultFormat, ResultsExport
+from .service import CampaignService
+from .sources import CampaignFields, Uploads
+
+__all__ = ["RESULT_FORMATS", "CampaignFields", "CampaignService", "ResultFormat", "ResultsExport", "Uploads"]

@@ -1,0 +1,162 @@
+"""`CampaignService`: what an owner can do with campaigns, whichever adapter they come through.
+
+Create (uploads checked, then the campaign and its spot checks stored in one transaction), show,
+reset, delete and restore, export the results, and delete an account with its campaigns. Each use
+case tells the running services what they must hear about it (the dispatcher's campaign list, the
+generator), so the adapters (the JSON API, the console, the embed pages) never need to know who
+that is. Ownership is checked here (`owned`, and by every change that takes a campaign id and a
+user): another user's campaign is exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from ..errors import NotFound
+from ..models import Campaign, User
+from ..settings import Settings
+from ..storage import Storage
+from ..work.dispatcher import Dispatcher
+from ..work.generation import GenerationService
+from .export import ResultFormat, ResultsExport, export_results
+from .sources import CampaignFields, Uploads, checked_sources
+
+__all__ = ["CampaignService"]
+
+KERNEL_ERRORS_SHOWN = 20
+
+
+class CampaignService:
+    """The campaign use cases over storage, the dispatcher and the generator service.
+
+    `workers_on(campaign_id)` counts the workers connected to this server process that serve the
+    campaign (the gateway knows them).
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        settings: Settings,
+        dispatcher: Dispatcher,
+        generation: GenerationService,
+        workers_on: Callable[[int], int],
+    ) -> None:
+        self.storage = storage
+        self.settings = settings
+        self.dispatcher = dispatcher
+        self.generation = generation
+        self.workers_on = workers_on
+
+    # ----------------------------------------------------------------------- reading
+
+    async def get(self, campaign_id: int) -> Campaign | None:
+        """Any campaign, deleted ones too (the embed pages decide what a visitor may see)."""
+        return await self.storage.get_campaign(campaign_id)
+
+    async def owner_of(self, campaign: Campaign) -> User | None:
+        return await self.storage.get_user(campaign.owner_id)
+
+    async def owned(self, campaign_id: int, user: User) -> Campaign:
+        """The user's campaign (deleted ones too); anybody else's raises NotFound like a missing one."""
+        campaign = await self.storage.get_campaign(campaign_id)
+        if campaign is None or campaign.owner_id != user.id:
+            raise NotFound(f"campaign {campaign_id} not found")
+        return campaign
+
+    async def list_for(self, user: User) -> list[Campaign]:
+        """The user's campaigns that are not deleted."""
+        return list(await self.storage.list_campaigns(user.id))
+
+    async def describe(self, campaign: Campaign) -> dict[str, Any]:
+        """A campaign as the API and the console's live view show it, with its counts."""
+        counts = await self.storage.counts(campaign.id)
+        errors = await self.storage.kernel_errors(campaign.id, limit=KERNEL_ERRORS_SHOWN)
+        return {
+            "id": campaign.id,
+            "name": campaign.name,
+            "description": campaign.description,
+            "status": campaign.status,
+            "deleted": campaign.deleted,
+            "priority": campaign.priority,
+            "weight": campaign.weight,
+            "replication": campaign.replication,
+            "comparator": bool(campaign.comparator),
+            "task_timeout": campaign.task_timeout,
+            "created": campaign.created.isoformat(),
+            "generation_error": campaign.generation_error,
+            "datasets": {
+                "total": counts.total,
+                "pending": counts.pending,
+                "leased": counts.leased,
+                "done": counts.done,
+                "failed": counts.failed,
+            },
+            "results": counts.results,
+            "verification": {
+                "verified": counts.verified,
+                "trusted": counts.trusted,
+                "pending": counts.pending_verification,
+                "conflict": counts.conflict,
+                "flagged_workers": counts.flagged_workers,
+            },
+            "errors": counts.errors,
+            "workers": self.workers_on(campaign.id),
+            "compute_seconds": round(counts.compute_seconds, 3),
+            "kernel_errors": [
+                {"dataset_id": e.dataset_id, "message": e.message, "stack": e.stack, "count": e.count} for e in errors
+            ],
+        }
+
+    def export(
+        self, campaign: Campaign, fmt: ResultFormat, *, include_empty: bool = False, verified: bool = False
+    ) -> ResultsExport:
+        """The streamed download of the campaign's results (the API's and the console's, byte for byte)."""
+        return export_results(self.storage, campaign.id, fmt, include_empty=include_empty, verified=verified)
+
+    # ----------------------------------------------------------------------- changing
+
+    async def create(self, owner: User, fields: CampaignFields, uploads: Uploads, default_name: str) -> Campaign:
+        """Check the uploaded sources and create the campaign; ValidationError names what is wrong."""
+        sources = await checked_sources(uploads, self.settings)
+        chosen = {name: getattr(fields, name) for name in CampaignFields.model_fields}  # not a form's files
+        chosen |= {
+            "name": fields.name or default_name,
+            "task_timeout": fields.task_timeout or self.settings.task_timeout,
+        }
+        return await self.store(owner, **asdict(sources), **chosen)
+
+    async def store(self, owner: User, *, spot_checks: Sequence[tuple[bytes, bytes]] = (), **fields: Any) -> Campaign:
+        """Store a campaign whose sources are trusted or checked already, and start serving it."""
+        campaign = await self.storage.create_campaign(owner.id, spot_checks=spot_checks, **fields)
+        await self.dispatcher.refresh_campaigns()
+        self.generation.start(campaign)
+        return campaign
+
+    async def reset(self, campaign_id: int, user: User) -> Campaign:
+        """Discard every result and error of the user's campaign: all datasets are pending again."""
+        campaign = await self.owned(campaign_id, user)
+        await self.storage.reset_campaign(campaign.id)
+        await self.dispatcher.refresh_campaigns()
+        self.dispatcher.notify_new_datasets(campaign.id)
+        return await self.owned(campaign_id, user)
+
+    async def delete(self, campaign_id: int, user: User) -> None:
+        """Stop serving the user's campaign (it can be restored: nothing is removed)."""
+        await self._set_deleted(await self.owned(campaign_id, user), True)
+
+    async def restore(self, campaign_id: int, user: User) -> None:
+        await self._set_deleted(await self.owned(campaign_id, user), False)
+
+    async def delete_account(self, user: User) -> None:
+        """Delete the user's account with everything in it, campaigns first, so that no worker or
+        generator is mid-way when the rows go."""
+        for campaign in await self.storage.list_campaigns(user.id):
+            await self._set_deleted(campaign, True)
+        await self.storage.accounts.delete_account(user.id)
+        await self.dispatcher.refresh_campaigns()
+
+    async def _set_deleted(self, campaign: Campaign, deleted: bool) -> None:
+        await self.storage.set_deleted(campaign.id, deleted)
+        await self.dispatcher.refresh_campaigns()

@@ -1,0 +1,392 @@
+# changed: ConsoleQueries.results_page and .result return each result's real `status` (the Pony
+# backend reads all results through one row mapping now); before, it was left at its default "accepted".
+"""The storage interface: what every backend (Pony on SQLite/PostgreSQL, memory://, a plugin's) provides.
+
+`Storage` is a `typing.Protocol` composed of smaller ones, one per concept. A backend needs no base
+class: it matches the protocols structurally. Every method is a coroutine that returns plain frozen
+dataclasses from `distribute.models` (never ORM objects), and every method is one transaction: it
+happens entirely or not at all, and what it changed is visible to every later call, also from other
+storage objects open on the same database (other server processes). "Now" is the storage's clock:
+`time.time()` for leases, UTC for datetimes.
+
+Several server processes may share one database, so the methods that say "atomic" must stay correct
+when two processes call them at the same time (row locks, `SKIP LOCKED`, one writer at a time, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+from typing import Any, Protocol
+
+from ..models import (
+    ApiTokenInfo,
+    Campaign,
+    CampaignCounts,
+    FailedTask,
+    FinishedTask,
+    HostShare,
+    KernelErrorSummary,
+    LeasedDataset,
+    StoredResult,
+    User,
+    Verdicts,
+    Vote,
+    WebSessionInfo,
+    WorkerRecord,
+)
+
+__all__ = [
+    "AccountStore",
+    "CampaignStore",
+    "ConsoleQueries",
+    "DatasetStore",
+    "GeneratorLeaseStore",
+    "ResultStore",
+    "Storage",
+    "StorageFactory",
+    "UserStore",
+    "VerificationStore",
+]
+
+
+class UserStore(Protocol):
+    """Users and their API tokens."""
+
+    async def schema_version(self) -> int:
+        """The schema version of the database (a backend without a schema returns its own constant)."""
+        ...
+
+    async def create_user(self, email: str, password_hash: str | None = None) -> User:
+        """Add a user; raises `SettingsError` if one with this e-mail exists already."""
+        ...
+
+    async def get_user(self, user_id: int) -> User | None:
+        """The user with this id, or None."""
+        ...
+
+    async def user_by_email(self, email: str) -> User | None:
+        """The user with this e-mail (exact match), or None."""
+        ...
+
+    async def create_token(self, user_id: int, name: str = "") -> str:
+        """A new API token "dst_…" for the user; returned once, only `hash_token(token)` is kept."""
+        ...
+
+    async def user_for_token(self, token: str) -> User | None:
+        """The owner of an API token; None if the token is unknown or revoked."""
+        ...
+
+
+class CampaignStore(Protocol):
+    """Campaigns: their rows, status and counts."""
+
+    async def create_campaign(
+        self, owner_id: int, *, spot_checks: Sequence[tuple[bytes, bytes]] = (), **fields: Any
+    ) -> Campaign:
+        """Add a campaign (status generating, `content_hash(kernel, static_dataset)`) with its spot checks.
+
+        `fields` are Campaign's settable fields (name, kernel, generator, task_timeout, description,
+        static_dataset, priority, weight, replication, comparator). `spot_checks` are (payload,
+        expected result) pairs stored as spot datasets (never leased, never counted; `spot_checks()`
+        returns them). Campaign and spot checks are written in ONE transaction: nobody ever sees the
+        campaign without its spot checks.
+        """
+        ...
+
+    async def get_campaign(self, campaign_id: int) -> Campaign | None:
+        """The campaign, deleted or not, or None if it does not exist."""
+        ...
+
+    async def list_campaigns(self, owner_id: int | None = None, *, active_only: bool = False) -> list[Campaign]:
+        """Campaigns of one owner (or everybody's), newest (highest id) first; deleted ones left out.
+
+        `active_only`: only campaigns generating or running.
+        """
+        ...
+
+    async def set_deleted(self, campaign_id: int, deleted: bool) -> None:
+        """Mark a campaign deleted (hidden) or restore it; raises `NotFound` for an unknown campaign."""
+        ...
+
+    async def set_status(self, campaign_id: int, status: str, error: str | None = None) -> None:
+        """Set status and generation_error (None clears it); raises `NotFound` for an unknown campaign."""
+        ...
+
+    async def reset_campaign(self, campaign_id: int) -> None:
+        """Forget every result and kernel error: every non-spot dataset pending, 0 errors, no lease.
+
+        Compute time goes back to 0 and a complete campaign becomes running (others keep their
+        status). Raises `NotFound` for an unknown campaign.
+        """
+        ...
+
+    async def counts(self, campaign_id: int) -> CampaignCounts:
+        """Dataset and result counts of a campaign; spot datasets are never counted.
+
+        results: stored results with a value, except agreed and invalid ones; errors: kernel errors
+        (each repetition counted); verified: canonical + trusted results; trusted: trusted results;
+        pending_verification: open (pending/leased) datasets that have pending replicas; conflict:
+        datasets in state conflict; flagged_workers: distinct identities of invalid results.
+        """
+        ...
+
+    async def complete_if_done(self, campaign_id: int) -> bool:
+        """True if complete; a running campaign with no pending or leased dataset becomes complete.
+
+        A generating (or failed) campaign stays as it is and gives False. Atomic; `NotFound` for an
+        unknown campaign.
+        """
+        ...
+
+
+class DatasetStore(Protocol):
+    """Datasets and their leases: the dispatcher's hot path."""
+
+    async def add_datasets(
+        self, campaign_id: int, payloads: Sequence[bytes], *, exhausted: bool = False, generator: str | None = None
+    ) -> int:
+        """Append pending datasets in order; returns the campaign's new `generated` total.
+
+        `exhausted`: generation is finished, a generating campaign becomes running. `generator`: the
+        process that must hold the campaign's generator lease, checked in the same transaction; if it
+        does not (expired, taken over), nothing is stored and `LeaseLost` is raised. `NotFound` for
+        an unknown campaign.
+        """
+        ...
+
+    async def pending_count(self, campaign_id: int, *, at_most: int) -> int:
+        """min(pending datasets of the campaign, at_most), at a cost bounded by at_most."""
+        ...
+
+    async def lease(
+        self, campaign_id: int, n: int, owner: str, seconds: float, *, replicated: bool = False
+    ) -> list[LeasedDataset]:
+        """Atomically lease up to n pending datasets, oldest (lowest id) first, to `owner` for `seconds`.
+
+        Atomic across processes: two concurrent callers never get the same dataset. `replicated`:
+        each dataset carries the votes (worker key, address) of its stored pending results.
+        """
+        ...
+
+    async def renew_leases(self, owner: str, seconds: float) -> None:
+        """Extend every lease `owner` holds to now + seconds (rows being written may be skipped)."""
+        ...
+
+    async def release(self, owner: str, dataset_ids: Sequence[int]) -> None:
+        """Return those datasets that `owner` still leases to pending; others are left alone."""
+        ...
+
+    async def expire_leases(self) -> int:
+        """Return every leased dataset whose lease ended (holder stopped renewing) to pending; how many."""
+        ...
+
+    async def store_outcomes(
+        self, finished: Sequence[FinishedTask], failed: Sequence[FailedTask], max_task_errors: int
+    ) -> list[int]:
+        """Group-commit answers and kernel errors in one transaction; returns the dataset ids accepted.
+
+        Only datasets still open (pending or leased) take outcomes. The first answer that is not a
+        pending replica is accepted and makes its dataset done (also within one batch): a late
+        duplicate is never stored. Pending replicas of a dataset still open are stored and leave it
+        open. A failure on an open dataset records a kernel error (counted per dataset and message)
+        and adds one error: at `max_task_errors` the dataset fails; otherwise it goes back to pending,
+        except a replica's, which keeps its state. Every task's compute time adds to its campaign's.
+        Concurrent group commits (also of other processes) never store two answers for one dataset.
+        """
+        ...
+
+
+class ResultStore(Protocol):
+    """Reading results and kernel errors."""
+
+    async def results(
+        self, campaign_id: int, *, after: tuple[int, int] = (0, 0), limit: int = 1000, verified: bool = False
+    ) -> list[StoredResult]:
+        """Results in (dataset id, result id) order after `after`, with their dataset; at most `limit`.
+
+        Keyset paging: page k costs what page 1 costs. Statuses accepted, canonical, trusted,
+        pending and conflict; agreed and invalid ones are left out. `verified`: only canonical and
+        trusted results.
+        """
+        ...
+
+    async def kernel_errors(self, campaign_id: int, limit: int = 100) -> list[KernelErrorSummary]:
+        """The campaign's kernel errors, most recently seen first, at most `limit`."""
+        ...
+
+
+class VerificationStore(Protocol):
+    """Replicas' votes, verdicts, worker records and spot checks."""
+
+    async def replica_votes(self, dataset_ids: Sequence[int]) -> dict[int, list[Vote]]:
+        """Pending results of those datasets that are still open, by dataset, in result id order.
+
+        A vote's worker is the result's identity, else "ip:" + the address after "@" in its worker.
+        """
+        ...
+
+    async def apply_verdicts(self, verdicts: Verdicts) -> list[int]:
+        """Write verdicts in one transaction; returns the datasets re-opened to re-check a liar.
+
+        Result statuses are set; done/conflicts datasets get that state and lose their lease; each
+        `agreed` key is credited once per occurrence (records created as needed); each liar is
+        flagged, its agreed count reset, disagreed + 1, and its trusted results become pending
+        replicas again with their datasets back to pending (those datasets are returned).
+        """
+        ...
+
+    async def worker_records(self, keys: Sequence[str]) -> list[WorkerRecord]:
+        """The records of those keys that have one (unknown keys are left out), in no set order."""
+        ...
+
+    async def spot_checks(self, campaign_id: int) -> list[LeasedDataset]:
+        """The campaign's spot-check datasets, in id order, each with its expected answer."""
+        ...
+
+
+class AccountStore(Protocol):
+    """The console's accounts: server secret, passwords, sessions, password resets, tokens, deletion.
+
+    Session and reset tokens are kept only as `hash_token(token)`.
+    """
+
+    async def secret(self) -> bytes:
+        """A random key kept in the database: created once (first writer wins), the same for every process."""
+        ...
+
+    async def credentials(self, email: str) -> tuple[User, str | None] | None:
+        """The user with this e-mail and their password hash (None: no console password), or None."""
+        ...
+
+    async def password_hash(self, user_id: int) -> str | None:
+        """The user's password hash; None if there is none or no such user."""
+        ...
+
+    async def set_password(self, user_id: int, password_hash: str) -> None:
+        """Store a new password hash and end every session of the user (same transaction)."""
+        ...
+
+    async def create_session(self, user_id: int, lifetime: timedelta, user_agent: str = "") -> tuple[str, str]:
+        """A new session "dss_…": returns (cookie token, CSRF token); expired sessions are purged.
+
+        The user agent is kept up to 300 characters.
+        """
+        ...
+
+    async def session(self, token: str) -> WebSessionInfo | None:
+        """The live session for a cookie token; None if unknown, ended or expired."""
+        ...
+
+    async def end_session(self, token: str) -> None:
+        """End the session (nothing happens for an unknown token)."""
+        ...
+
+    async def create_reset(self, user_id: int, lifetime: timedelta) -> str:
+        """A single-use password reset token; the user's earlier reset tokens stop working."""
+        ...
+
+    async def reset_valid(self, token: str) -> bool:
+        """Is this reset token known, unused and unexpired?"""
+        ...
+
+    async def redeem_reset(self, token: str, password_hash: str) -> User | None:
+        """Use a reset token: set the password and end every session; None if not valid.
+
+        Atomic: of two concurrent uses of one token, exactly one succeeds.
+        """
+        ...
+
+    async def tokens(self, user_id: int) -> list[ApiTokenInfo]:
+        """The user's API tokens (revoked ones included), oldest first."""
+        ...
+
+    async def revoke_token(self, user_id: int, token_id: int) -> bool:
+        """Revoke one of the user's tokens; False if the user has no token with that id."""
+        ...
+
+    async def deleted_campaign_ids(self, user_id: int) -> list[int]:
+        """Ids of the user's deleted campaigns, highest first."""
+        ...
+
+    async def delete_account(self, user_id: int) -> None:
+        """Remove the user and all they own (campaigns, datasets, results, errors, tokens, sessions).
+
+        Nothing happens for an unknown user.
+        """
+        ...
+
+
+class ConsoleQueries(Protocol):
+    """The reads only the console needs."""
+
+    async def result_count(self, campaign_id: int) -> int:
+        """Every stored result of the campaign, whatever its status."""
+        ...
+
+    async def results_page(self, campaign_id: int, offset: int, limit: int) -> list[StoredResult]:
+        """Results of every status (each with its real `status`) in (dataset id, result id) order, OFFSET paging."""
+        ...
+
+    async def result(self, campaign_id: int, result_id: int) -> StoredResult | None:
+        """One result (with its real `status`), only if it belongs to this campaign."""
+        ...
+
+    async def hosts(self, campaign_id: int) -> list[HostShare]:
+        """Results and compute time per host ("" for none), most results first, at most 50 hosts."""
+        ...
+
+    async def throughput(self, campaign_id: int, buckets: int = 60) -> tuple[float, list[tuple[float, int]]]:
+        """Results over time: (bucket width s, [(bucket start epoch, results)]) for non-empty buckets.
+
+        width = max(1, int((last - first) / buckets) + 1) seconds from the first result; (1.0, []) if none.
+        """
+        ...
+
+    async def sample_datasets(self, campaign_id: int, n: int) -> list[tuple[int, bytes]]:
+        """The campaign's first n datasets (lowest ids, any state) as stored: (id, msgpack payload)."""
+        ...
+
+
+class GeneratorLeaseStore(Protocol):
+    """Which server process runs a campaign's generator (see `DatasetStore.add_datasets`)."""
+
+    async def claim(self, campaign_id: int, owner: str, seconds: float) -> bool:
+        """Take the lease, or renew it if `owner` holds it, until now + seconds; False while another holds it.
+
+        Atomic across processes: of concurrent claimants of a free lease exactly one wins.
+        """
+        ...
+
+    async def release(self, campaign_id: int, owner: str) -> None:
+        """Give the lease up at once, if `owner` holds it."""
+        ...
+
+
+class Storage(UserStore, CampaignStore, DatasetStore, ResultStore, VerificationStore, Protocol):
+    """A whole storage backend; `open_storage(url)` returns one."""
+
+    @property
+    def accounts(self) -> AccountStore:
+        """The console's accounts, on the same database."""
+        ...
+
+    @property
+    def queries(self) -> ConsoleQueries:
+        """The console's reads, on the same database."""
+        ...
+
+    @property
+    def generator_leases(self) -> GeneratorLeaseStore:
+        """Generator leases, on the same database."""
+        ...
+
+    async def aclose(self) -> None:
+        """Finish running calls and close connections; the storage is unusable afterwards."""
+        ...
+
+
+# What a plugin registers for a URL scheme: `await factory(url, threads)` opens a storage.
+StorageFactory = Callable[[str, int], Awaitable[Storage]]
+
+# protocol: ready

@@ -1,0 +1,142 @@
+"""Reads of results and kernel errors: the API's keyset pages, and the console's queries (`storage.queries`).
+
+Every read of a result goes through one column list and one row mapping (`_stored`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from ...models import HostShare, KernelErrorSummary, ResultStatus, StoredResult
+from .connect import Sessions
+from .sql import SqlDialect
+
+__all__ = ["PonyConsoleQueries", "kernel_errors", "results"]
+
+_RESULTS = (
+    "SELECT r.id, r.dataset, d.payload, r.payload, r.compute_ms, r.worker, r.host, r.created, r.status"
+    " FROM result r JOIN dataset d ON d.id = r.dataset"
+)
+_SETTLED = (ResultStatus.CANONICAL, ResultStatus.TRUSTED)
+_SHOWN = (ResultStatus.ACCEPTED, *_SETTLED, ResultStatus.PENDING, ResultStatus.CONFLICT)
+
+
+def _stored(row: tuple[Any, ...]) -> StoredResult:
+    return StoredResult(
+        id=row[0],
+        dataset_id=row[1],
+        dataset=bytes(row[2]),
+        value=None if row[3] is None else bytes(row[3]),
+        compute_ms=row[4],
+        worker=row[5],
+        host=row[6] or "",
+        created=datetime.fromtimestamp(row[7], UTC),
+        status=row[8],
+    )
+
+
+def results(
+    sql: SqlDialect, campaign_id: int, after: tuple[int, int], limit: int, verified: bool
+) -> list[StoredResult]:
+    wanted = _SETTLED if verified else _SHOWN
+    rows = sql.query(
+        _RESULTS
+        # A row-value comparison, unlike the equivalent OR, is an index range condition on
+        # (campaign, dataset, id) in both SQLite and PostgreSQL; the redundant `d.id >= ?` lets
+        # PostgreSQL's merge join start there too. Page k then costs what page 1 costs.
+        + " WHERE r.campaign = ? AND (r.dataset, r.id) > (?, ?) AND d.id >= ?"
+        f" AND r.status IN ({', '.join('?' * len(wanted))})"
+        " ORDER BY r.dataset, r.id LIMIT ?",
+        (campaign_id, after[0], after[1], after[0], *wanted, limit),
+    )
+    return [_stored(row) for row in rows]
+
+
+def kernel_errors(sql: SqlDialect, campaign_id: int, limit: int) -> list[KernelErrorSummary]:
+    rows = sql.query(
+        "SELECT dataset, message, stack, count, last_seen FROM kernel_error WHERE campaign = ?"
+        " ORDER BY last_seen DESC LIMIT ?",
+        (campaign_id, limit),
+    )
+    return [
+        KernelErrorSummary(
+            dataset_id=row[0],
+            message=row[1],
+            stack=row[2] or "",
+            count=row[3],
+            last_seen=datetime.fromtimestamp(row[4], UTC),
+        )
+        for row in rows
+    ]
+
+
+def _result_count(sql: SqlDialect, campaign_id: int) -> int:
+    count: int = sql.query("SELECT COUNT(*) FROM result WHERE campaign = ?", (campaign_id,))[0][0]
+    return count
+
+
+def _results_page(sql: SqlDialect, campaign_id: int, offset: int, limit: int) -> list[StoredResult]:
+    # OFFSET paging is fine for a human paging through a table.
+    rows = sql.query(
+        _RESULTS + " WHERE r.campaign = ? ORDER BY r.dataset, r.id LIMIT ? OFFSET ?", (campaign_id, limit, offset)
+    )
+    return [_stored(row) for row in rows]
+
+
+def _result(sql: SqlDialect, campaign_id: int, result_id: int) -> StoredResult | None:
+    rows = sql.query(_RESULTS + " WHERE r.campaign = ? AND r.id = ?", (campaign_id, result_id))
+    return _stored(rows[0]) if rows else None
+
+
+def _hosts(sql: SqlDialect, campaign_id: int) -> list[HostShare]:
+    rows = sql.query(
+        "SELECT COALESCE(host, ''), COUNT(*), COALESCE(SUM(compute_ms), 0) FROM result WHERE campaign = ?"
+        " GROUP BY COALESCE(host, '') ORDER BY COUNT(*) DESC LIMIT 50",
+        (campaign_id,),
+    )
+    return [HostShare(row[0], row[1], row[2] / 1000.0) for row in rows]
+
+
+def _throughput(sql: SqlDialect, campaign_id: int, buckets: int) -> tuple[float, list[tuple[float, int]]]:
+    first, last = sql.query("SELECT MIN(created), MAX(created) FROM result WHERE campaign = ?", (campaign_id,))[0]
+    if first is None:
+        return 1.0, []
+    width = max(1.0, float(int((last - first) / buckets) + 1))
+    # PostgreSQL's CAST rounds where SQLite's truncates; FLOOR is not in every SQLite build.
+    bucket = "FLOOR((created - ?) / ?)" if sql.postgres else "CAST((created - ?) / ? AS INTEGER)"
+    rows = sql.query(
+        f"SELECT {bucket} AS b, COUNT(*) FROM result WHERE campaign = ? GROUP BY b ORDER BY b",
+        (first, width, campaign_id),
+    )
+    return width, [(first + int(row[0]) * width, row[1]) for row in rows]
+
+
+def _sample_datasets(sql: SqlDialect, campaign_id: int, n: int) -> list[tuple[int, bytes]]:
+    rows = sql.query("SELECT id, payload FROM dataset WHERE campaign = ? ORDER BY id LIMIT ?", (campaign_id, n))
+    return [(row[0], bytes(row[1])) for row in rows]
+
+
+class PonyConsoleQueries:
+    """The reads only the console needs (`storage.queries`): one result, pages, hosts, throughput, samples."""
+
+    def __init__(self, sessions: Sessions) -> None:
+        self._sessions = sessions
+
+    async def result_count(self, campaign_id: int) -> int:
+        return await self._sessions.run(_result_count, campaign_id)
+
+    async def results_page(self, campaign_id: int, offset: int, limit: int) -> list[StoredResult]:
+        return await self._sessions.run(_results_page, campaign_id, offset, limit)
+
+    async def result(self, campaign_id: int, result_id: int) -> StoredResult | None:
+        return await self._sessions.run(_result, campaign_id, result_id)
+
+    async def hosts(self, campaign_id: int) -> list[HostShare]:
+        return await self._sessions.run(_hosts, campaign_id)
+
+    async def throughput(self, campaign_id: int, buckets: int = 60) -> tuple[float, list[tuple[float, int]]]:
+        return await self._sessions.run(_throughput, campaign_id, buckets)
+
+    async def sample_datasets(self, campaign_id: int, n: int) -> list[tuple[int, bytes]]:
+        return await self._sessions.run(_sample_datasets, campaign_id, n)
