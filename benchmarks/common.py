@@ -230,7 +230,9 @@ class Server:
         # the account `distribute user create` makes for its API token); `query` reads SQLite only.
         self.database = database or f"sqlite:///{self.db_path}"
         self.email = email
-        self.settings = dict(settings or {})
+        # Load generators open thousands of connections from 127.0.0.1, far past the per-address cap
+        # a public server wants; a benchmark's own `settings` may still set it.
+        self.settings = {"max_connections_per_ip": 1_000_000, **(settings or {})}
         self.wrapper = list(wrapper)  # e.g. ["-m", "cProfile", "-o", "FILE"]: inserted before "-m distribute serve"
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""

@@ -10,7 +10,9 @@
   from the start of the upload to the first `tasks` frame it receives (generator function, default
   settings).
 
-    python -m benchmarks.generation [--datasets 1000000] [--runs 3]
+    python -m benchmarks.generation [--datasets 1000000] [--runs 3] [--jitless 0|1]
+
+`--jitless` sets the server's `sandbox_jitless` (V8 with or without its JIT; default: the setting's default).
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ TARGET_SECONDS = 30.0
 FIRST_TASK_TARGET = 1.0
 
 
-def generate(kind: str, n: int, low_water: int) -> tuple[float, float]:
+def generate(kind: str, n: int, low_water: int, jitless: int | None = None) -> tuple[float, float]:
     """Upload a generator of n datasets; returns (seconds until all are stored, server CPU seconds)."""
     source = array_generator(n) if kind == "array" else lazy_generator(n)
-    with Server({"generator_low_water": low_water}) as server:
+    settings: dict[str, int] = {"generator_low_water": low_water}
+    if jitless is not None:
+        settings["sandbox_jitless"] = jitless
+    with Server(settings) as server:
         cpu0 = server.cpu_seconds()
         started = time.monotonic()
         campaign = server.create_campaign(TRIVIAL_KERNEL, source, name=f"gen-{kind}", task_timeout=600)
@@ -74,6 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--low-water", type=int, default=100_000_000, help="generator_low_water for the rate runs")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--jitless", type=int, choices=(0, 1), help="the server's sandbox_jitless (default: its default)"
+    )
     args = parser.parse_args(argv)
     head = preamble("benchmarks.generation", argv)  # before the runs: the load average at the start
 
@@ -81,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     firsts: list[float] = []
     for k in range(args.runs):
         for kind in results:
-            elapsed, cpu = generate("array" if kind == "array" else "function", args.datasets, args.low_water)
+            kind_name = "array" if kind == "array" else "function"
+            elapsed, cpu = generate(kind_name, args.datasets, args.low_water, args.jitless)
             results[kind].append((elapsed, cpu))
             print(
                 f"  run {k + 1}: {kind}: {fmt(args.datasets)} datasets in {elapsed:.1f} s (server CPU {cpu:.1f} s)",

@@ -6,19 +6,22 @@ embed.py, the worker WebSocket in gateway.py); Hypercorn's configuration is in a
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import resource
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import hypercorn.trio
 import trio
-from quart import Response, jsonify
+from quart import Response, abort, jsonify
 from quart.globals import websocket_ctx
 from quart_schema import QuartSchema, RequestSchemaValidationError
 from quart_trio import QuartTrio
 
 from .api import api_blueprint, error_status, schema_error
-from .asgi import DrainClosedWebSockets, hypercorn_config
+from .asgi import DrainClosedWebSockets, hypercorn_config, origin_allowed, refuse_compression
 from .console import console_blueprint
 from .embed import embed_blueprint
 from .errors import NotFound, Unauthorized, ValidationError
@@ -27,6 +30,8 @@ from .plugins import loaded_plugins
 from .settings import Settings
 
 __all__ = ["Running", "create_app", "serve"]
+
+log = logging.getLogger(__name__)
 
 
 def create_app(platform: Platform) -> QuartTrio:
@@ -52,6 +57,12 @@ def create_app(platform: Platform) -> QuartTrio:
     @app.websocket("/ws")
     async def worker_socket() -> None:
         socket = websocket_ctx.websocket  # the object itself: the gateway hands it to its own tasks
+        origin = socket.headers.get("Origin")
+        own = platform.settings.public_url or f"{socket.scheme}://{socket.host}"
+        if not origin_allowed(origin, own, platform.settings.allowed_ws_origins):
+            # Before the upgrade: a page elsewhere must not drive its visitors' browsers as workers.
+            log.info("refused a WebSocket from %s: Origin %r is not allowed", socket.remote_addr, origin)
+            abort(403)
         await platform.gateway.serve(socket, str(socket.remote_addr or ""))
 
     @app.get("/-/plugins.json")
@@ -92,10 +103,26 @@ class Running:
     platform: Platform
 
 
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit of open files to its hard limit; returns the soft limit.
+
+    Every worker connection is a file descriptor, and the soft limit is often 1,024 while the
+    hard one is far higher; the gateway keeps its connection cap below the limit (max_connections).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):  # e.g. an unlimited hard limit some systems refuse
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft
+
+
 async def serve(settings: Settings, *, task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the platform and its HTTP/WebSocket server until cancelled; reports `Running`."""
+    raise_open_files_limit()  # before the gateway derives its connection cap from it
     async with Platform.running(settings) as platform:
         config = hypercorn_config(settings)
+        refuse_compression()  # no permessage-deflate: a small message must not inflate to a huge one
         app = create_app(platform)
         async with trio.open_nursery() as nursery:
             served = DrainClosedWebSockets(app)

@@ -14,19 +14,24 @@ worker going away leaks the server's socket and task.
 until Hypercorn reports the disconnect or `grace` seconds have passed. Hypercorn then closes the
 TCP connection itself (it does so when the app returns), and frames after that are discarded
 without queueing.
+
+`refuse_compression()` keeps Hypercorn from negotiating permessage-deflate (see `_NoCompressionHandshake`).
+`origin_allowed` decides which browser pages may open the worker socket.
 """
 
 from __future__ import annotations
 
 import socket
+from urllib.parse import urlsplit
 
 import hypercorn.config
+import hypercorn.protocol.ws_stream
 import trio
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, Scope
 
 from .settings import Settings
 
-__all__ = ["DrainClosedWebSockets", "hypercorn_config", "set_keepalive"]
+__all__ = ["DrainClosedWebSockets", "hypercorn_config", "origin_allowed", "refuse_compression", "set_keepalive"]
 
 KEEPALIVE_INTERVAL = 10  # seconds between TCP keepalive probes
 KEEPALIVE_PROBES = 6  # unanswered probes before the kernel drops the connection
@@ -71,6 +76,66 @@ def hypercorn_config(settings: Settings) -> hypercorn.config.Config:
     config.graceful_timeout = 2.0
     config.accesslog = None
     return config
+
+
+class _NoCompressionHandshake(hypercorn.protocol.ws_stream.Handshake):
+    """Hypercorn's WebSocket handshake, deaf to the client's `Sec-WebSocket-Extensions` offer.
+
+    Hypercorn (0.18) always answers a permessage-deflate offer with an accept, and has no setting to
+    stop it; wsproto then inflates every message whole, without a limit, before Hypercorn's
+    `websocket_max_message_size` or any frame check of the gateway sees it. 64 KiB that inflate to
+    64 MiB cost the server ~300 ms of CPU with its event loop blocked. The offer is parsed here,
+    before the app sees the request, so middleware is too late. Without an accepted extension, a
+    frame with RSV1 set is a protocol error (close 1002) and nothing is inflated. Frames of the worker
+    protocol are msgpack and small, so compression gains little anyway.
+    """
+
+    def __init__(self, headers: list[tuple[bytes, bytes]], http_version: str) -> None:
+        super().__init__(headers, http_version)
+        self.extensions = None
+
+
+def refuse_compression() -> None:
+    """Install `_NoCompressionHandshake` for every WebSocket this process serves (idempotent).
+
+    `WSStream.handle` (HTTP/1.1, HTTP/2 and HTTP/3 alike, under the trio and asyncio workers) builds
+    its `Handshake` through the module's global name, which is what this replaces. If a Hypercorn
+    release stops doing so, this raises instead of leaving compression on unnoticed.
+    """
+    module = hypercorn.protocol.ws_stream
+    if "Handshake" not in module.WSStream.handle.__code__.co_names:
+        raise RuntimeError("this Hypercorn builds its WebSocket handshake differently; cannot refuse compression")
+    module.Handshake = _NoCompressionHandshake  # type: ignore[misc]
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def _origin(url: str) -> str:
+    """`scheme://host[:port]` of a URL, lower case, without a default port; "" if it has none."""
+    try:
+        parts = urlsplit(url.strip().lower())
+        port = parts.port
+    except ValueError:
+        return ""
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("http", "https") or not parts.hostname:
+        return ""
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{scheme}://{host}" + ("" if port in (None, _DEFAULT_PORTS[scheme]) else f":{port}")
+
+
+def origin_allowed(origin: str | None, own: str, allowed: str) -> bool:
+    """May a WebSocket upgrade with this `Origin` header go ahead?
+
+    No header (a headless client) is welcome; a browser's page must be on `own` (the server's own
+    URL) or on one of the comma-separated origins in `allowed`. Otherwise any web page could make
+    its visitors' browsers connect as workers and send forged results from their addresses.
+    """
+    if origin is None:
+        return True
+    theirs = _origin(origin)
+    return theirs != "" and theirs in {_origin(own), *(_origin(o) for o in allowed.split(",") if o.strip())}
 
 
 class DrainClosedWebSockets:

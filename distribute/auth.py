@@ -3,7 +3,9 @@
 Pure policy and small primitives, no routes (those are in `distribute.console.accounts`):
 
 - passwords are hashed with argon2id (argon2-cffi's defaults), in a worker thread because a hash
-  takes tens of milliseconds of CPU on purpose;
+  takes tens of milliseconds of CPU and 64 MiB of memory on purpose; at most `HASH_CONCURRENCY`
+  hashes or verifications run at once in a process, so a flood of sign-ins queues instead of
+  taking the server's memory;
 - the session cookie holds a random token whose SHA-256 hash is the database key
   (`storage.accounts.AccountStore`); it is `HttpOnly`, `SameSite=Lax`, and `Secure` behind TLS;
 - CSRF: a signed-in form carries its session's CSRF token; a signed-out form (sign in, sign up,
@@ -24,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import trio
 from argon2 import PasswordHasher
@@ -31,6 +34,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 __all__ = [
     "ANON_CSRF_COOKIE",
+    "HASH_CONCURRENCY",
     "MIN_PASSWORD",
     "SESSION_COOKIE",
     "RateLimiter",
@@ -49,7 +53,26 @@ ANON_CSRF_COOKIE = "distribute_csrf"
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024  # argon2 would hash a megabyte happily: refuse it before it costs anything
 
+T = TypeVar("T")
+
 _hasher = PasswordHasher()  # argon2id, RFC 9106's second recommended parameter set
+HASH_CONCURRENCY = 2  # argon2 hashes at once per process: each one holds 64 MiB while it runs
+
+_hash_limiter: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar("argon2_limiter")
+
+
+def _limiter() -> trio.CapacityLimiter:
+    try:
+        return _hash_limiter.get()
+    except LookupError:
+        limiter = trio.CapacityLimiter(HASH_CONCURRENCY)
+        _hash_limiter.set(limiter)
+        return limiter
+
+
+async def _argon2(fn: Callable[..., T], *args: object) -> T:
+    """Run one argon2 computation in a worker thread, at most HASH_CONCURRENCY at once."""
+    return await trio.to_thread.run_sync(fn, *args, limiter=_limiter())
 
 
 @functools.cache
@@ -70,7 +93,7 @@ def password_problem(password: str, email: str = "") -> str | None:
 
 
 async def hash_password(password: str) -> str:
-    return await trio.to_thread.run_sync(_hasher.hash, password)
+    return await _argon2(_hasher.hash, password)
 
 
 def check_password(password_hash: str | None, password: str) -> bool:
@@ -84,7 +107,7 @@ def check_password(password_hash: str | None, password: str) -> bool:
 
 
 async def verify_password(password_hash: str | None, password: str) -> bool:
-    return await trio.to_thread.run_sync(check_password, password_hash, password)
+    return await _argon2(check_password, password_hash, password)
 
 
 def new_csrf_token() -> str:
@@ -169,6 +192,13 @@ class RateLimiter:
         for key in keys:
             events = self._events.setdefault(key, deque(maxlen=self.limit))
             events.append(now)
+
+    def undo(self, *keys: str) -> None:
+        """Forget each key's latest event (an attempt counted in advance that turned out fine)."""
+        for key in keys:
+            events = self._events.get(key)
+            if events:
+                events.pop()
 
     def clear(self, *keys: str) -> None:
         for key in keys:

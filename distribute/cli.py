@@ -16,12 +16,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import trio
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-from .errors import DistributeError
+from .errors import DistributeError, SettingsError
 from .settings import load_settings, settings_table
 
 __all__ = ["main"]
@@ -131,6 +132,18 @@ def _dispatch(args: argparse.Namespace) -> int:
     return _campaign(args)
 
 
+def masked_url(url: str) -> str:
+    """`url` with its password replaced by "***", for printing (logs and terminals are not secret)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 literal keeps its brackets
+        host = f"[{host}]"
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .app import serve
     from .plugins import make_scheduler
@@ -138,6 +151,9 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {"host": args.host, "port": args.port, "database": args.database, "scheduler": args.scheduler}
     settings = load_settings(args.settings, overrides=overrides)
     make_scheduler(settings.scheduler)  # an unknown name fails here, before anything starts
+    if settings.smtp_host and not settings.public_url:
+        # Links in mail (password resets) must not be built from a Host header a client chose.
+        raise SettingsError("smtp_host is set but public_url is not: set public_url to the URL visitors use")
 
     async def run() -> None:
         # SIGINT and SIGTERM stop the server by cancelling it, so that the shutdown path runs
@@ -147,7 +163,10 @@ def _serve(args: argparse.Namespace) -> int:
             async with trio.open_nursery() as nursery:
                 running = await nursery.start(serve, settings)
                 _collect_garbage_rarely()
-                print(f"distribute serving on {', '.join(running.urls)} (database {settings.database})", flush=True)
+                print(
+                    f"distribute serving on {', '.join(running.urls)} (database {masked_url(settings.database)})",
+                    flush=True,
+                )
                 async for signum in signals:
                     print(f"distribute stopping ({signal.Signals(signum).name})", file=sys.stderr, flush=True)
                     nursery.cancel_scope.cancel()

@@ -39,13 +39,17 @@ def demo_file(name: str) -> str:
     return resources.files("distribute").joinpath("demo_files", name).read_text()
 
 
-async def ensure_demo_campaign(platform: Platform) -> tuple[int, str]:
-    """The demo user's token and the id of the seed campaign (created on first run)."""
+async def ensure_demo_campaign(platform: Platform, token_file: Path | None = None) -> tuple[int, str]:
+    """The demo user's token and the id of the seed campaign (created on first run).
+
+    The token is kept in `token_file` (readable by its owner only) and used again on the next run
+    while the server still accepts it, so `make run` does not mint a token every time.
+    """
     storage = platform.storage
     user = await storage.user_by_email(DEMO_EMAIL) or await storage.create_user(
         DEMO_EMAIL, await hash_password(DEMO_PASSWORD)
     )
-    token = await storage.create_token(user.id, "make run")
+    token = await _demo_token(platform, user.id, token_file)
     campaigns = await storage.list_campaigns(user.id)
     if campaigns:
         demo = campaigns[-1]
@@ -65,6 +69,19 @@ async def ensure_demo_campaign(platform: Platform) -> tuple[int, str]:
         task_timeout=platform.settings.task_timeout,
     )
     return campaign.id, token
+
+
+async def _demo_token(platform: Platform, user_id: int, token_file: Path | None) -> str:
+    kept = token_file.read_text(encoding="utf-8").strip() if token_file and token_file.is_file() else ""
+    owner = await platform.storage.user_for_token(kept) if kept else None
+    if owner is not None and owner.id == user_id:
+        return kept
+    token = await platform.storage.create_token(user_id, "make run")
+    if token_file:
+        token_file.touch(mode=0o600)
+        token_file.chmod(0o600)  # also when an older file is there
+        token_file.write_text(token + "\n", encoding="utf-8")
+    return token
 
 
 async def serve_host_page(
@@ -92,8 +109,8 @@ def host_page_port(server_port: int) -> int:
 
 async def run() -> None:
     overrides: dict[str, str] = {}
+    Path("var").mkdir(exist_ok=True)  # the SQLite database (unless DISTRIBUTE_DATABASE names another) and the token
     if "DISTRIBUTE_DATABASE" not in os.environ:
-        Path("var").mkdir(exist_ok=True)
         overrides["database"] = f"sqlite:///{Path('var/distribute.db').resolve()}"
     settings = load_settings(overrides=overrides)
     # SIGINT and SIGTERM cancel the servers, so that the shutdown path runs (results flushed, leases
@@ -111,7 +128,7 @@ async def _start(nursery: trio.Nursery, settings: Settings) -> None:
     """Start the server and the demo host page in `nursery`; print where they are."""
     running = await nursery.start(serve, settings)
     server = running.urls[0]
-    campaign_id, token = await ensure_demo_campaign(running.platform)
+    campaign_id, token = await ensure_demo_campaign(running.platform, Path("var/demo-token"))
     lines = [
         "",
         f"  distribute is running at {server}  (database {settings.database})",

@@ -24,6 +24,8 @@ import base64
 import hashlib
 import html
 import json
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,17 +164,37 @@ def _load_build() -> _Build | None:
     return _build_cache
 
 
-def runner_csp(script_hash: str) -> str:
+def runner_csp(script_hash: str, ancestors: Sequence[str] = ()) -> str:
     """The runner document's policy: opaque origin, its own script only, blob: workers, no network.
 
     'wasm-unsafe-eval' lets kernels compile WebAssembly (as the headless worker can); it does not
-    allow eval or new Function.
+    allow eval or new Function. `ancestors` (origins) become its frame-ancestors: the broker's, and
+    the host page's chain above it, since browsers check frame-ancestors against every ancestor.
     """
-    return (
+    policy = (
         "sandbox allow-scripts; default-src 'none'; "
         f"script-src {script_hash} 'wasm-unsafe-eval'; worker-src blob:; connect-src 'none'; "
         "base-uri 'none'; form-action 'none'"
     )
+    return f"{policy}; frame-ancestors {' '.join(ancestors)}" if ancestors else policy
+
+
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+MAX_ANCESTORS = 8
+
+
+def _runner_ancestors(server: str) -> list[str]:
+    """The broker's origin, then the origins the broker names for the pages above it (`ancestor`
+    query parameters, which it reads from location.ancestorOrigins or its referrer)."""
+    parts = urlsplit(server)
+    origins = [f"{parts.scheme}://{parts.netloc}"]
+    served = f"{request.scheme}://{request.host}"  # the same unless a proxy rewrites the address
+    if served != origins[0] and _ORIGIN.fullmatch(served):
+        origins.append(served)
+    for value in request.args.getlist("ancestor")[:MAX_ANCESTORS]:
+        if _ORIGIN.fullmatch(value) and value not in origins:
+            origins.append(value)
+    return origins
 
 
 # --------------------------------------------------------------------------- pages
@@ -326,7 +348,7 @@ async def runner() -> Response:
         f"<body><script>{build.runner_script}</script></body></html>\n"
     )
     headers = {
-        "Content-Security-Policy": runner_csp(build.runner_hash),
+        "Content-Security-Policy": runner_csp(build.runner_hash, _runner_ancestors(_server_url())),
         "Referrer-Policy": "no-referrer",
         "X-Content-Type-Options": "nosniff",
         "Cache-Control": "no-cache",

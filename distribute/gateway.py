@@ -6,11 +6,17 @@ tasks and at most `max_inflight_bytes` of datasets with the worker, so a worker 
 reading cannot make the server buffer without bound. A protocol violation closes that one
 socket with a WebSocket close code; nothing else is affected.
 
-Limits (policies in limits.py): a connection over its address's connection cap is closed at once
-(1008); every received frame is metered per connection and per address (1008 when over); the
+Limits (policies in limits.py): a connection over its address's connection cap, or over the
+server's, is closed at once (1008); a `hello` over `max_hello_bytes` is closed (1009); every
+received frame is metered per connection and per address (1008 when over); a connection that
+sends pings without reading its pongs is closed once MAX_PENDING_PONGS wait (1008); the
 heartbeat sweep (`Gateway.run`, one task for all connections) closes a connection that holds
 tasks and has been silent for `heartbeat_timeout`; and the slots granted shrink for an address or
 client id whose tasks expired or were dropped unanswered, and grow back as it answers.
+
+Results are checked before anything else touches them (`protocol.not_plain`): a value that is not
+plain data (binary, extension types, non-string map keys, nesting deeper than protocol.MAX_DEPTH)
+is stored as a kernel error, so its dataset goes back to the queue like any other kernel error.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import resource
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,7 +33,16 @@ import trio
 
 from . import protocol as p
 from .errors import ProtocolError
-from .limits import Address, Addresses, ConnectionLimits, Meter, SlotAllowance, identity_keys
+from .limits import (
+    Address,
+    Addresses,
+    ConnectionLimits,
+    Meter,
+    SlotAllowance,
+    address_group,
+    connection_cap,
+    identity_keys,
+)
 from .models import Campaign, FailedTask, FinishedTask
 from .settings import Settings
 from .work.dispatcher import Dispatcher
@@ -37,6 +53,9 @@ __all__ = ["Gateway", "WebSocketLike"]
 log = logging.getLogger(__name__)
 _connection_ids = itertools.count(1)
 RESCHEDULE_SECONDS = 10.0  # how often a worker serving "any" campaign may be moved to another
+# Pongs owed to a connection that sends pings faster than it reads: past this many it is closed
+# (an honest worker pings every 20-25 s and reads all the time).
+MAX_PENDING_PONGS = 16
 # What a send raises when the worker has gone: the stream is broken or closed, or Hypercorn's own
 # task is busy writing the close handshake the worker just started (Hypercorn answers a close frame
 # itself, concurrently with our handler). Either way there is nobody left to talk to.
@@ -75,8 +94,9 @@ class Session:
         self.worker = f"{self.id}@{self.remote}"
         self.host = str(self.hello.client.get("host", ""))[:200]
         # The identity a worker sends ("id" in hello's client map) is only a hint: the address
-        # constrains replicas too (verify_distinct_addresses).
-        self.key = (worker_key(str(self.hello.client.get("id", ""))[:64], self.remote), self.remote)
+        # constrains replicas too (verify_distinct_addresses), an IPv6 address as its /64.
+        group = address_group(self.remote)
+        self.key = (worker_key(str(self.hello.client.get("id", ""))[:64], group), group)
 
     def wake(self) -> None:
         self.event.set()
@@ -88,7 +108,16 @@ class Gateway:
         self.settings = settings
         self.sessions: dict[int, Session] = {}
         self.frames_received = 0  # every frame read from a worker, well-formed or not (/-/health)
-        self.addresses = Addresses(settings)
+        open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        cap = connection_cap(settings.max_connections, open_files)
+        if 0 < cap < settings.max_connections:
+            log.warning(
+                "max_connections %d is more than the open-files limit (%d) leaves room for; using %d",
+                settings.max_connections,
+                open_files,
+                cap,
+            )
+        self.addresses = Addresses(settings, cap)
         self.allowance = SlotAllowance(settings.max_tasks_per_connection, settings.missed_task_memory)
         # connection id -> what the heartbeat sweep needs; one sweep task costs less than a
         # watchdog task per connection (that cost ~4 KiB of RSS per idle connection)
@@ -116,17 +145,16 @@ class Gateway:
     async def serve(self, ws: WebSocketLike, remote: str) -> None:
         """Run one worker connection to its end; close it with a code if it breaks the protocol or a limit."""
         address = self.addresses.admit(remote, trio.current_time())
-        if address is None:
-            limit = self.settings.max_connections_per_ip
-            log.info("refused a connection from %s: %d connections already", remote, limit)
+        if isinstance(address, str):
+            log.info("refused a connection from %s: %s", remote, address)
             with contextlib.suppress(*PEER_GONE):
                 await ws.accept()
-                await ws.close(p.CLOSE_POLICY_VIOLATION, f"too many connections from this address (limit {limit})")
+                await ws.close(p.CLOSE_POLICY_VIOLATION, address)
             return
         try:
             await self._serve(ws, remote, limits_of(self.settings, address))
         finally:
-            self.addresses.leave(remote)
+            self.addresses.leave(address)
 
     async def _serve(self, ws: WebSocketLike, remote: str, limits: ConnectionLimits) -> None:
         try:
@@ -139,6 +167,9 @@ class Gateway:
             # Metered like every later frame: new connections must not be a way around the rates.
             if reason := limits.over(len(frame) if frame else 0, trio.current_time()):
                 raise ProtocolError(p.CLOSE_POLICY_VIOLATION, reason)
+            if frame and len(frame) > self.settings.max_hello_bytes:
+                limit = self.settings.max_hello_bytes
+                raise ProtocolError(p.CLOSE_TOO_BIG, f"'hello' of {len(frame)} bytes is over the limit of {limit}")
             hello = p.decode_client(frame)
             if not isinstance(hello, p.Hello):
                 raise ProtocolError(p.CLOSE_PROTOCOL_ERROR, "the first frame must be 'hello'")
@@ -207,6 +238,10 @@ class Gateway:
             case p.TaskError():
                 self._fail(session, message.task, message.message, message.stack, message.compute_ms, now)
             case p.Ping():
+                if len(session.pongs) >= MAX_PENDING_PONGS:
+                    raise ProtocolError(
+                        p.CLOSE_POLICY_VIOLATION, f"{MAX_PENDING_PONGS} pongs waiting: pings must wait for their pongs"
+                    )
                 session.pongs.append(message.nonce)
                 session.wake()
             case p.Hello():
@@ -229,6 +264,12 @@ class Gateway:
 
     def _accept(self, session: Session, task: int, value: Any, compute_ms: float, now: float) -> None:
         campaign_id, compute_ms = self._release(session, task, compute_ms, now)
+        # Before anything else touches the value: anything but plain data would break the
+        # downloads halfway, the console's pages or the canonical packing of replicas.
+        if problem := p.not_plain(value):
+            message = f"result is not plain data: {problem}"
+            self._record(session, FailedTask(task, campaign_id, message, "", compute_ms, session.worker))
+            return
         # Replicas are compared byte for byte: pack them canonically (sorted map keys). Replication 1
         # keeps the plain packing of the hot path.
         replicated = session.campaign is not None and session.campaign.replication > 1

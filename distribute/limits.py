@@ -8,7 +8,9 @@ the verdicts (closing with 1008, granting fewer slots). What the limits are and 
   rate (and the byte bucket at least one frame of `max_frame_bytes`), so short bursts pass and a
   sustained flood does not.
 - `Addresses`: per remote address, the connections open (capped), the tasks they hold together
-  (capped) and one `Meter` shared by all of them.
+  (capped) and one `Meter` shared by all of them; and the connections open in all (capped below
+  the open-files limit, `connection_cap`). An IPv6 address counts as its /64 (`address_group`):
+  one host usually has a whole /64 to pick addresses from.
 - `SlotAllowance`: per worker identity (an address, and a client id when the worker sends one),
   how many slots a connection is trusted with. Each task that expired or was dropped unanswered
   halves it (floor 1); each answered task adds one back (so it doubles per round of answers),
@@ -17,6 +19,7 @@ the verdicts (closing with 1008, granting fewer slots). What the limits are and 
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -30,6 +33,8 @@ __all__ = [
     "Meter",
     "SlotAllowance",
     "TokenBucket",
+    "address_group",
+    "connection_cap",
     "identity_keys",
 ]
 
@@ -83,26 +88,64 @@ def _number(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 or value == int(value) else f"{value:g}"
 
 
+def address_group(remote: str) -> str:
+    """The address every per-address limit counts `remote` under.
+
+    IPv4 addresses count alone (an IPv4-mapped IPv6 address as its IPv4 address); an IPv6 address
+    counts as its /64, which one host or home network usually has all to itself. Anything that is
+    no IP address (a Unix socket, an empty string) counts as itself.
+    """
+    try:
+        ip = ipaddress.ip_address(remote.split("%", 1)[0])
+    except ValueError:
+        return remote
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+FILES_RESERVED = 256  # open files kept for the database, logs, sandbox children and listening sockets
+
+
+def connection_cap(setting: int, open_files: int) -> int:
+    """The most worker connections open at once: `setting`, or (0) derived from the open-files limit.
+
+    Every connection is one file descriptor; the process keeps at least FILES_RESERVED (or a tenth
+    of the limit, whichever is more) for everything else, so a flood of connections cannot leave
+    the server unable to open its database or start a sandbox. A setting above that is lowered to it.
+    """
+    room = max(1, open_files - max(FILES_RESERVED, open_files // 10))
+    return room if setting <= 0 else min(setting, room)
+
+
 @dataclass(eq=False, slots=True)
 class Address:
     """One remote address: its open connections, the tasks they hold together, their shared meter."""
 
     meter: Meter
+    key: str = ""  # its address_group
     connections: int = 0
     held: int = 0
     wakers: dict[int, Callable[[], None]] = field(default_factory=dict)  # connection id -> wake-up
 
 
 class Addresses:
-    """Admission per remote address; an address is forgotten when its last connection closes."""
+    """Admission per remote address and in all; an address is forgotten when its last connection closes."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, max_connections: int = 0) -> None:
         self.settings = settings
-        self.by_address: dict[str, Address] = {}
+        self.max_connections = max_connections or connection_cap(settings.max_connections, 1 << 30)
+        self.connections = 0  # open in all
+        self.by_address: dict[str, Address] = {}  # by address_group
 
-    def admit(self, remote: str, now: float) -> Address | None:
-        """Count a new connection from `remote`; None if that address already has the most allowed."""
-        address = self.by_address.get(remote)
+    def admit(self, remote: str, now: float) -> Address | str:
+        """Count a new connection from `remote`: its Address, or the reason it is refused."""
+        if self.connections >= self.max_connections:
+            return f"too many connections to this server (limit {self.max_connections})"
+        key = address_group(remote)
+        address = self.by_address.get(key)
         if address is None:
             s = self.settings
             meter = Meter(
@@ -112,19 +155,19 @@ class Addresses:
                 now,
                 " from this address",
             )
-            address = self.by_address[remote] = Address(meter)
+            address = self.by_address[key] = Address(meter, key)
         if address.connections >= self.settings.max_connections_per_ip:
-            return None
+            return f"too many connections from this address (limit {self.settings.max_connections_per_ip})"
         address.connections += 1
+        self.connections += 1
         return address
 
-    def leave(self, remote: str) -> None:
-        address = self.by_address.get(remote)
-        if address is None:
-            return
+    def leave(self, address: Address) -> None:
+        """A connection `admit` counted has closed."""
+        self.connections -= 1
         address.connections -= 1
-        if address.connections <= 0:
-            del self.by_address[remote]
+        if address.connections <= 0 and self.by_address.get(address.key) is address:
+            del self.by_address[address.key]
 
     def room(self, address: Address) -> int:
         """How many more tasks the connections of this address may hold together."""
@@ -195,8 +238,8 @@ def identity_keys(remote: str, client: dict[str, object]) -> tuple[str, ...]:
     """The identities a connection's record is kept under: its address, and its client id if any."""
     identity = client.get("id")
     if isinstance(identity, str | int) and not isinstance(identity, bool) and str(identity):
-        return (f"ip:{remote}", f"id:{str(identity)[:128]}")
-    return (f"ip:{remote}",)
+        return (f"ip:{address_group(remote)}", f"id:{str(identity)[:128]}")
+    return (f"ip:{address_group(remote)}",)
 
 
 @dataclass(eq=False, slots=True)

@@ -18,7 +18,7 @@ from quart import current_app
 from .campaigns import CampaignService
 from .gateway import Gateway
 from .plugins import make_scheduler, open_storage
-from .sandbox.pool import open_sandbox_pool
+from .sandbox.pool import PoolLimits, open_sandbox_pool
 from .settings import Settings
 from .storage import Storage
 from .work.dispatcher import Dispatcher
@@ -50,7 +50,8 @@ class Platform:
         try:
             # The sandbox pool is current for everything started below (services, web server, handlers)
             # and closes only after the nursery has stopped every service that could still hold a child.
-            async with open_sandbox_pool(), trio.open_nursery() as nursery:
+            limits = PoolLimits(max_children=settings.sandbox_max_children, jitless=bool(settings.sandbox_jitless))
+            async with open_sandbox_pool(limits), trio.open_nursery() as nursery:
                 platform = cls(settings, storage)
                 await nursery.start(platform.dispatcher.run)
                 await nursery.start(platform.generation.run)

@@ -26,6 +26,8 @@ __all__ = [
     "CLOSE_PROTOCOL_ERROR",
     "CLOSE_TOO_BIG",
     "CLOSE_UNSUPPORTED_DATA",
+    "MAX_CLIENT_TEXT",
+    "MAX_DEPTH",
     "MAX_SLOTS",
     "VERSION",
     "Bye",
@@ -44,6 +46,7 @@ __all__ = [
     "decode_server",
     "encode",
     "encode_tasks",
+    "not_plain",
 ]
 
 VERSION = 1
@@ -57,6 +60,8 @@ CLOSE_TOO_BIG = 1009  # a frame over the size limit
 
 MAX_SLOTS = 256  # most tasks one connection may ask to hold at once
 MAX_TEXT = 64 * 1024  # longest error message / stack trace kept
+MAX_CLIENT_TEXT = 256  # longest string value of hello's `client` map kept (embed/src/protocol.js clips alike)
+MAX_DEPTH = 100  # deepest nesting of a result (embed/src/scan.js refuses deeper ones alike)
 
 
 # --------------------------------------------------------------------------- client → server
@@ -224,11 +229,36 @@ def encode_tasks(tasks: Sequence[Task]) -> bytes:
 # --------------------------------------------------------------------------- decoding
 
 
+@dataclass(frozen=True, slots=True)
+class OddKeys:
+    """A decoded map with a key that is not a string (never a dict: such keys are never hashed)."""
+
+    kind: str  # the msgpack type of the first such key, e.g. "int"
+
+
+def _pairs(pairs: list[tuple[Any, Any]]) -> dict[str, Any] | OddKeys:
+    for key, _ in pairs:
+        if type(key) is not str:
+            return OddKeys(_key_kind(key))
+    return dict(pairs)
+
+
 def _unpack(frame: bytes | str) -> dict[str, Any]:
     if isinstance(frame, str):
         raise ProtocolError(CLOSE_UNSUPPORTED_DATA, "frames must be binary msgpack, not text")
     try:
         body = msgpack.unpackb(frame, raw=False, strict_map_key=True)
+    except ValueError as exc:
+        # strict_map_key refuses the whole frame for one map key that is neither str nor bytes.
+        # Decode it again with every map built by `_pairs`, so a result with such a key becomes a
+        # kernel error (`not_plain`) rather than a closed connection; no odd key is ever hashed
+        # (colliding integer or float keys would make a dict quadratic). Only such frames pay.
+        if "map key" not in str(exc):
+            raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"undecodable frame: {type(exc).__name__}") from None
+        try:
+            body = msgpack.unpackb(frame, raw=False, strict_map_key=False, object_pairs_hook=_pairs)
+        except Exception as exc:
+            raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"undecodable frame: {type(exc).__name__}") from None
     except Exception as exc:  # msgpack raises several unrelated types for garbage
         raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"undecodable frame: {type(exc).__name__}") from None
     if not isinstance(body, dict) or not isinstance(body.get("t"), str):
@@ -260,6 +290,17 @@ def _text(body: dict[str, Any], key: str, *, default: str | None = None) -> str:
     if not isinstance(value, str):
         raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"'{key}' must be a string")
     return value[:MAX_TEXT]
+
+
+def _client_info(client: dict[str, Any]) -> dict[str, Any]:
+    """Hello's `client` map as kept for the connection's life: 16 scalar entries, strings clipped."""
+    info: dict[str, Any] = {}
+    for key, value in list(client.items())[:16]:
+        if isinstance(value, str):
+            info[str(key)[:64]] = value[:MAX_CLIENT_TEXT]
+        elif isinstance(value, (int, float)):
+            info[str(key)[:64]] = value
+    return info
 
 
 def decode_client(frame: bytes | str) -> ClientMessage:
@@ -307,7 +348,7 @@ def decode_client(frame: bytes | str) -> ClientMessage:
         return Hello(
             campaign=_int(body, "campaign", optional=True, low=1),
             slots=_int(body, "slots", low=1, high=MAX_SLOTS),
-            client={str(k)[:64]: v for k, v in list(client.items())[:16] if isinstance(v, (str, int, float))},
+            client=_client_info(client),
             have=tuple(have),
             version=version,
         )
@@ -343,3 +384,101 @@ def decode_server(frame: bytes) -> ServerMessage | list[Task]:
     if kind == "pong":
         return Pong(nonce=_int(body, "n", optional=True) or 0)
     raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"unknown message type {kind[:32]!r}")
+
+
+# --------------------------------------------------------------------------- results as plain data
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_TEXT = frozenset({str})
+
+
+class _NotPlain(Exception):
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+        self.path: list[str] = []  # innermost step first
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bytes):
+        return "binary data (msgpack bin)"
+    if isinstance(value, msgpack.Timestamp):
+        return "a msgpack timestamp"
+    if isinstance(value, msgpack.ExtType):
+        return f"a msgpack extension (type {value.code})"
+    return type(value).__name__
+
+
+def _key_kind(key: Any) -> str:
+    if isinstance(key, bytes):
+        return "bin"
+    if isinstance(key, msgpack.Timestamp):
+        return "timestamp"
+    if isinstance(key, msgpack.ExtType):
+        return "ext"
+    return type(key).__name__
+
+
+def _check(value: Any, depth: int) -> None:
+    """Raise _NotPlain if `value` (a list or a map at `depth`, 1 for the result) holds anything else.
+
+    The types of a container's items are checked in C (`frozenset.issuperset(map(type, ...))`);
+    only the items that are containers themselves, or not plain, are looked at one by one.
+    """
+    if type(value) is list:
+        if not value:
+            return
+        if depth > MAX_DEPTH:
+            raise _NotPlain(f"nested deeper than {MAX_DEPTH} levels")
+        if _SCALARS.issuperset(map(type, value)):
+            return
+        for index, item in enumerate(value):
+            if type(item) not in _SCALARS:
+                try:
+                    _check(item, depth + 1)
+                except _NotPlain as exc:
+                    exc.path.append(f"[{index}]")
+                    raise
+        return
+    if type(value) is dict:
+        if not _TEXT.issuperset(map(type, value)):
+            odd = next(key for key in value if type(key) is not str)
+            raise _NotPlain(f"a map key of type {_key_kind(odd)} ({odd!r:.40})")
+        if not value:
+            return
+        if depth > MAX_DEPTH:
+            raise _NotPlain(f"nested deeper than {MAX_DEPTH} levels")
+        if _SCALARS.issuperset(map(type, value.values())):
+            return
+        for key, item in value.items():
+            if type(item) not in _SCALARS:
+                try:
+                    _check(item, depth + 1)
+                except _NotPlain as exc:
+                    exc.path.append(f"[{key[:40]!r}]")
+                    raise
+        return
+    if isinstance(value, OddKeys):
+        raise _NotPlain(f"a map key of type {value.kind}")
+    raise _NotPlain(_kind(value))
+
+
+def not_plain(value: Any) -> str:
+    """Why a decoded result is not plain data, or "" if it is.
+
+    Plain data is what every download and the console can show and what verification can compare:
+    nil, booleans, integers, floats, strings, arrays, and maps with string keys, nested at most
+    MAX_DEPTH levels, the rules the browser harness applies before a result leaves the worker
+    (embed/src/scan.js, which also lets binary data through; the server refuses it). The reason
+    says what was found and where, e.g. ``binary data (msgpack bin) at result["a"][2]``.
+    """
+    kind = type(value)
+    if kind in _SCALARS or (kind is list and _SCALARS.issuperset(map(type, value))):
+        return ""  # the common cases, without a call
+    try:
+        _check(value, 1)
+    except _NotPlain as exc:
+        steps = exc.path[::-1]
+        where = "".join(steps) if len(steps) <= 40 else "".join(steps[:40]) + "…"
+        return f"{exc.what} at result{where}"
+    return ""

@@ -102,6 +102,18 @@ class Settings:
     generator_low_water: int = setting(
         20000, "datasets", "pull more from a lazy generator when fewer are waiting", _positive
     )
+    sandbox_max_children: int = setting(
+        8,
+        "processes",
+        "JavaScript sandbox processes alive at once (jobs beyond wait; lazy generators may take all but a quarter)",
+        Check("2 or more", lambda v: v >= 2),
+    )
+    sandbox_jitless: int = setting(
+        1,
+        "",
+        "1: the server's JavaScript sandbox runs V8 without its JIT compilers (smaller attack surface, no WebAssembly); 0: with",
+        _one_of(0, 1),
+    )
     max_datasets: int = setting(10_000_000, "datasets", "most datasets one campaign may generate", _positive)
     max_dataset_bytes: int = setting(1024 * 1024, "bytes", "largest single dataset (msgpack)", _positive)
     max_source_bytes: int = setting(
@@ -138,7 +150,32 @@ class Settings:
         "WebSocket ping to every connection this often, for proxies that close idle sockets (0 = never)",
         _non_negative,
     )
-    max_connections_per_ip: int = setting(20_000, "connections", "open worker connections from one address", _positive)
+    allowed_ws_origins: str = setting(
+        "",
+        "origins",
+        "comma-separated web origins (https://host[:port]) besides the server's own whose pages may open /ws",
+        Check(
+            "empty or comma-separated http:// or https:// origins",
+            lambda v: all(re.fullmatch(r"https?://[^/?#\s]+/?", o.strip()) for o in v.split(",") if o.strip()),
+        ),
+    )
+    max_connections_per_ip: int = setting(
+        64,
+        "connections",
+        "open worker connections from one address (an IPv6 address counts as its /64); raise it for a large NAT, "
+        "a campus or a proxy in front (each browser tab with the harness is one connection)",
+        _positive,
+    )
+    max_connections: int = setting(
+        0,
+        "connections",
+        "open worker connections in all (0 = the open-files limit, raised to its hard limit at start, less a tenth "
+        "and at least 256 kept for the rest; a higher value is lowered to that)",
+        _non_negative,
+    )
+    max_hello_bytes: int = setting(
+        4096, "bytes", "largest `hello` frame (a larger one is closed with 1009)", _between(256, 1024 * 1024)
+    )
     max_tasks_per_connection: int = setting(
         256, "tasks", "most tasks one connection holds (caps `slots`)", _between(1, 256)
     )

@@ -101,12 +101,29 @@ async def _as_msgpack(rows: AsyncIterator[Row]) -> AsyncIterator[bytes]:
     yield packer.bytes()
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(cell: Any) -> Any:
+    """A cell a spreadsheet would run as a formula (workers name their own host) gets a leading "'".
+
+    Numbers stay as they are: "-5" is a number to every spreadsheet, not a formula.
+    """
+    if not isinstance(cell, str) or not cell.startswith(FORMULA_STARTS):
+        return cell
+    try:
+        float(cell)
+    except ValueError:
+        return "'" + cell
+    return cell
+
+
 async def _as_csv(rows: AsyncIterator[Row]) -> AsyncIterator[bytes]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
     async for row in rows:
-        writer.writerow([json.dumps(row[c]) if c in ("dataset", "result") else row[c] for c in CSV_COLUMNS])
+        writer.writerow([_inert(json.dumps(row[c]) if c in ("dataset", "result") else row[c]) for c in CSV_COLUMNS])
         if buffer.tell() > CHUNK:
             yield buffer.getvalue().encode()
             buffer.seek(0)

@@ -2,16 +2,21 @@
 
 Every state change is a POST carrying a CSRF token (checked in `web.load_visitor`). Sessions end on
 sign-out (this one), on a password change or reset (all of the user's), and with the account.
-Sign-in and reset requests are rate-limited per client address and per e-mail address; failed
-sign-ins count, successful ones clear the e-mail's count. Sign-up has a honeypot field, a signed
-form stamp and a per-address limit.
+Sign-in and reset requests are rate-limited per client address and per e-mail address; a sign-in
+attempt counts before its password is checked (so a flood is refused without paying for hashes), and
+a successful one is taken back. Sign-up has a honeypot field, a signed form stamp and a per-address
+limit. Sign-up and reset requests answer the same, and do the same hashing, whether or not the e-mail
+address has an account; the mail (if any) goes out in the background. A password reset revokes every
+API token of the account; a password change may too.
 """
 
 from __future__ import annotations
 
+import logging
+import secrets
 from datetime import timedelta
 
-from quart import Response, g, redirect, request, url_for
+from quart import Response, current_app, g, redirect, request, url_for
 from quart.typing import ResponseTypes
 
 from .. import auth
@@ -23,19 +28,23 @@ from .web import (
     client_address,
     console,
     login_required,
+    own_url,
     page,
     safe_next,
-    server_url,
     set_session_cookie,
 )
 
 __all__ = ["blueprint"]
+
+log = logging.getLogger(__name__)
 
 blueprint = ConsoleBlueprint("accounts", __name__)
 
 NOTICES = {
     "reset": "Your password has been changed. Sign in with the new one.",
     "password": "Your password has been changed. Your other sessions were signed out.",
+    "password-tokens": "Your password has been changed. Your other sessions were signed out and every API "
+    "token was revoked.",
     "revoked": "The token has been revoked.",
     "deleted": "Your account and everything in it have been deleted.",
     "signedout": "You are signed out.",
@@ -59,6 +68,19 @@ async def start_session(user_id: int, target: str) -> ResponseTypes:
     response = redirect(target, 303)
     set_session_cookie(response, token)
     return response
+
+
+def mail_later(to: str, subject: str, body: str) -> None:
+    """Send a mail in the background: the answer must not take longer (or differ) because a mail goes out."""
+    settings = current_platform().settings
+
+    async def send() -> None:
+        try:
+            await send_mail(settings, to, subject, body)
+        except MailError as exc:
+            log.warning("%s (mail to %s: %s)", exc, to, subject)
+
+    current_app.add_background_task(send)
 
 
 def retry_message(seconds: float) -> str:
@@ -105,11 +127,21 @@ async def signup() -> ResponseTypes:
         return await refuse(problem)
     if password != form.get("password2", password):
         return await refuse("The two passwords differ.")
-    if await plat.storage.user_by_email(email) is not None:
-        return await refuse("An account with this e-mail address exists already. Sign in, or reset its password.")
     state.signup_limiter.hit(address)
-    user = await plat.storage.create_user(email, await auth.hash_password(password))
-    return await start_session(user.id, url_for("console.campaigns.index"))
+    # Hashed either way, and answered with the same redirect: the answer tells no one whether the
+    # address has an account. Its owner gets a mail instead.
+    password_hash = await auth.hash_password(password)
+    target = url_for("console.campaigns.index")
+    if await plat.storage.user_by_email(email) is not None:
+        mail_later(
+            email,
+            "Your distribute account",
+            f"Someone (hopefully you) tried to sign up with {email}, which has an account already.\n\n"
+            f"Sign in here, or reset its password if you forgot it: {own_url()}{url_for('console.accounts.signin')}\n",
+        )
+        return redirect(target, 303)
+    user = await plat.storage.create_user(email, password_hash)
+    return await start_session(user.id, target)
 
 
 # --------------------------------------------------------------------------- sign in and out
@@ -132,15 +164,18 @@ async def signin() -> ResponseTypes:
         response = await page("console/signin.html", 429, error=retry_message(wait), email=email, next=target)
         response.headers["Retry-After"] = str(int(wait) + 1)
         return response
+    # Counted before the (deliberately expensive) check, so that a flood is refused before it costs.
+    state.signin_limiter.hit(by_email)
+    state.signin_ip_limiter.hit(by_address)
     found = await state.accounts.credentials(email)
     password_hash = found[1] if found else None
-    if found is None or not await auth.verify_password(password_hash, form.get("password", "")):
-        state.signin_limiter.hit(by_email)
-        state.signin_ip_limiter.hit(by_address)
+    right = await auth.verify_password(password_hash, form.get("password", ""))  # also for an unknown address
+    if found is None or not right:
         return await page(
             "console/signin.html", 401, error="Wrong e-mail address or password.", email=email, next=target
         )
     state.signin_limiter.clear(by_email)
+    state.signin_ip_limiter.undo(by_address)
     return await start_session(found[0].id, safe_next(form.get("next"), target))
 
 
@@ -180,12 +215,18 @@ async def password_confirmed(field: str) -> bool:
 async def change_password() -> ResponseTypes:
     if not await password_confirmed("current"):
         return await account_page(400, password_error="The current password is wrong.")
-    new = (await request.form).get("password", "")
+    form = await request.form
+    new = form.get("password", "")
     problem = auth.password_problem(new, g.user.email)
     if problem:
         return await account_page(400, password_error=problem)
-    await console().accounts.set_password(g.user.id, await auth.hash_password(new))  # ends every session
-    return await start_session(g.user.id, url_for("console.accounts.account", done="password"))
+    accounts = console().accounts
+    await accounts.set_password(g.user.id, await auth.hash_password(new))  # ends every session
+    done = "password"
+    if form.get("revoke_tokens"):
+        await accounts.revoke_tokens(g.user.id)
+        done = "password-tokens"
+    return await start_session(g.user.id, url_for("console.accounts.account", done=done))
 
 
 @blueprint.post("/account/tokens")
@@ -231,21 +272,18 @@ async def reset_request() -> Response:
     limiter.hit(*keys)
     plat = current_platform()
     user = await plat.storage.user_by_email(email) if plausible_email(email) else None
+    # One hash either way (the cost of the sign-up and sign-in paths), so the time tells nothing either.
+    await auth.hash_password(secrets.token_urlsafe(16))
     if user is not None:
         settings = plat.settings
         token = await console().accounts.create_reset(user.id, timedelta(minutes=settings.reset_minutes))
-        link = f"{server_url()}{url_for('console.accounts.reset_form', token=token)}"
+        link = f"{own_url()}{url_for('console.accounts.reset_form', token=token)}"
         body = (
             f"Someone (hopefully you) asked to reset the password of your distribute account {email}.\n\n"
             f"Choose a new password here (the link works once, for {settings.reset_minutes:g} minutes):\n\n"
             f"{link}\n\nIf it was not you, ignore this mail: your password stays as it is.\n"
         )
-        try:
-            await send_mail(settings, email, "Reset your distribute password", body)
-        except MailError:
-            return await page(
-                "console/reset_request.html", 503, error="The mail could not be sent. Try again later.", email=email
-            )
+        mail_later(email, "Reset your distribute password", body)
     # The same answer whether or not the address has an account: the page reveals no accounts.
     return await page("console/reset_sent.html", email=email)
 

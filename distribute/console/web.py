@@ -42,6 +42,7 @@ __all__ = [
     "console",
     "load_visitor",
     "login_required",
+    "own_url",
     "page",
     "secure_response",
     "server_url",
@@ -120,6 +121,20 @@ def server_url() -> str:
     mails must not depend on the Host header a client sent), else what this request used."""
     public = current_platform().settings.public_url.rstrip("/")
     return public or f"{request.scheme}://{request.host}"
+
+
+def own_url() -> str:
+    """The base of links sent by mail: public_url, else the address this server's socket listens on.
+
+    Never the Host header: a client could otherwise have a reset link point at its own site. (`serve`
+    refuses to start with an SMTP server and no public_url, so this fallback is for development.)
+    """
+    public = current_platform().settings.public_url.rstrip("/")
+    if public:
+        return public
+    host, port = request.scope.get("server") or ("127.0.0.1", current_platform().settings.port)
+    host = f"[{host}]" if ":" in host else host
+    return f"{'https' if request.scheme in ('https', 'wss') else 'http'}://{host}:{port}"
 
 
 def client_address() -> str:

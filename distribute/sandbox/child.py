@@ -1,12 +1,18 @@
 """Child process of the JavaScript sandbox: runs untrusted generators and kernels in mini-racer.
 
-Started by `distribute.sandbox.process` as ``python -m distribute.sandbox.child``. It caps its data segment
-(RLIMIT_DATA) *before* mini-racer is imported, so a runaway typed array fails inside JS with a
+Started by `distribute.sandbox.process` behind `distribute.sandbox.confine`, which confines the process,
+imports this module, calls `prepare` (V8 starts there, with the server's rights) and then `main`. It caps
+its data segment (RLIMIT_DATA) *before* mini-racer is imported, so a runaway typed array fails inside JS with a
 RangeError and a fatal V8 out-of-memory kills only this process. Requests and replies are
 length-prefixed (4-byte big-endian) msgpack maps on stdin/stdout, one reply per request. Each job
 (one generator run or one kernel) gets a fresh `MiniRacer()`; no Python callback is ever exposed to
 JS. Values cross the V8 boundary as one JSON string per call (a whole batch of datasets at a time),
 checked inside V8 by a strict replacer and re-encoded here as msgpack.
+
+V8 runs with its JIT compilers unless the pool asks for ``--jitless`` (measured in BENCHMARKS.md, "V8
+without its JIT"): most V8 exploits go through the JIT, but jitless V8 has no WebAssembly.
+
+Nothing the child sends is trusted by the parent: it re-checks counts and sizes and caps every frame.
 
 The JavaScript side of every job is the prelude, `prelude.js` beside this module (package data, read
 with importlib.resources), installed in each fresh isolate as `__d`.
@@ -37,18 +43,22 @@ from typing import Any, BinaryIO  # noqa: E402
 
 import msgpack  # noqa: E402
 from py_mini_racer import (  # noqa: E402
+    DEFAULT_V8_FLAGS,
     JSEvalException,
     JSOOMException,
     JSParseException,
     JSPromise,
     JSTimeoutException,
     MiniRacer,
+    init_mini_racer,
 )
 
-__all__ = ["BASE_DATA_MIB", "BATCH_JSON_BYTES", "PRELUDE", "data_limit_mib", "data_mib", "main"]
+from .confine import applied, renew_cpu_limit  # noqa: E402
+
+__all__ = ["BASE_DATA_MIB", "PRELUDE", "data_limit_mib", "data_mib", "main", "prepare"]
 
 PRELUDE = importlib.resources.files("distribute.sandbox").joinpath("prelude.js").read_text("utf-8")
-BATCH_JSON_BYTES = 8 << 20  # a pull stops early once this much JSON is gathered (bounds memory and frames)
+MAX_MESSAGE = 16 * 1024  # longest failure message sent back (an owner may throw a huge string)
 
 _HEADER = struct.Struct(">I")
 RECYCLE_ABOVE_MIB = 128  # growth over the fresh child's footprint that makes it ask to be replaced
@@ -150,7 +160,7 @@ def parse_error(mr: MiniRacer, prefix: str, text: str, suffix: str) -> ParseErro
 
 
 def _fail(kind: str, message: str, stack: str = "", **extra: Any) -> dict[str, Any]:
-    return {"ok": False, "kind": kind, "message": message, "stack": stack, **extra}
+    return {"ok": False, "kind": kind, "message": message[:MAX_MESSAGE], "stack": stack[:MAX_STACK], **extra}
 
 
 def _set_data_limit(heap_mib: int) -> None:
@@ -254,9 +264,12 @@ def _gen_open(req: dict[str, Any]) -> tuple[Job, dict[str, Any]]:
 
 def _gen_pull(job: Job, req: dict[str, Any]) -> dict[str, Any]:
     budget_ms = int(req["timeout"] * 500)  # stop a batch at half the wall clock: slow items shrink batches
-    call = f"__d.pull({int(req['n'])}, {budget_ms}, {job.max_json}, {BATCH_JSON_BYTES})"
+    n = int(req["n"])
+    call = f"__d.pull({n}, {budget_ms}, {job.max_json}, {int(req['batch_json'])})"
     _, payload = job.call(call, req["timeout"])
     batch = json.loads(payload)
+    if not isinstance(batch, dict) or not isinstance(batch.get("items"), list) or len(batch["items"]) > n:
+        raise _Stop(_fail("internal", "the generator replaced the sandbox harness", reset=True))
     items, first = [], req["produced"]
     for offset, item in enumerate(batch["items"]):
         try:
@@ -349,18 +362,26 @@ def _write_frame(stream: BinaryIO, message: dict[str, Any]) -> None:
     stream.flush()
 
 
+def prepare(config: dict[str, Any]) -> None:
+    """Start V8 (before `distribute.sandbox.confine` drops our rights: it reads its library and ICU data)."""
+    flags = (*DEFAULT_V8_FLAGS, "--jitless") if config.get("jitless") else DEFAULT_V8_FLAGS
+    init_mini_racer(flags=flags)
+    applied["v8_flags"] = list(flags)
+    MiniRacer().close()  # initialise V8 now, not inside the first job's time limit
+
+
 def main() -> None:
     # Frames go to a private copy of stdout; fd 1 itself points at stderr so a stray print (ours or
     # a library's) cannot corrupt the stream.
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     inp = sys.stdin.buffer
-    MiniRacer().close()  # initialise V8 now, not inside the first job's time limit
     baseline = data_mib()
-    _write_frame(out, {"ok": True, "ready": True, "pid": os.getpid(), "data_mib": baseline})
+    _write_frame(out, {"ok": True, "ready": True, "pid": os.getpid(), "data_mib": baseline, "isolation": applied})
     job: Job | None = None
     while (req := _read_frame(inp)) is not None:
         op = req.get("op")
+        renew_cpu_limit(2 * float(req.get("timeout", 5)) + 30)  # far beyond the parent's wall clock
         try:
             if op in ("gen", "kernel", "end") and job is not None:
                 job.close()
@@ -393,7 +414,3 @@ def main() -> None:
             job.close()  # its isolate is in an unknown state: the parent reloads or gives up
             job = None
         _write_frame(out, reply)
-
-
-if __name__ == "__main__":
-    main()

@@ -5,6 +5,11 @@ resulting `GeneratorRun` pulls datasets (msgpack bytes, exactly as the child pro
 batches, or skips them when a generation resumes. Every failure, including a child that crashed or
 was killed for its time, becomes a `GenerationError` with an owner-readable message; after one, the
 run is over.
+
+The child's answers are not trusted (owner code runs beside the harness in V8, and a V8 bug would
+hand the child to the owner): every batch is checked here, on what arrived, against the count asked
+for, `max_datasets`, `max_dataset_bytes` and the batch size, and its frame is capped before it is read.
+A child that breaks one of them is killed.
 """
 
 from __future__ import annotations
@@ -18,8 +23,19 @@ import trio
 from ..errors import GenerationError
 from .messages import heap_note, seconds, too_large
 from .pool import ChildDied, HardTimeout, Lease, SandboxPool, lease
+from .process import REPLY_BYTES
 
-__all__ = ["GeneratorRun", "open_generator"]
+__all__ = ["BATCH_JSON_BYTES", "GeneratorRun", "batch_bytes", "open_generator"]
+
+BATCH_JSON_BYTES = 8 << 20  # a pull stops early once this much JSON is gathered (bounds memory and frames)
+# One character of a dataset's JSON text (a UTF-16 unit) is at most 3 bytes of its msgpack: a BMP
+# character in UTF-8, or "0.5" (3 characters) as a 9-byte float.
+MSGPACK_PER_JSON_CHAR = 3
+
+
+def batch_bytes(max_dataset_bytes: int) -> int:
+    """The most msgpack bytes one pull may bring: the batch's JSON budget, plus the item that crossed it."""
+    return MSGPACK_PER_JSON_CHAR * BATCH_JSON_BYTES + max_dataset_bytes
 
 
 class GeneratorRun:
@@ -41,11 +57,11 @@ class GeneratorRun:
         self._failure: GenerationError | None = None
         self._lock = trio.Lock()
 
-    async def _call(self, request: dict[str, Any], during: str) -> dict[str, Any]:
+    async def _call(self, request: dict[str, Any], during: str, max_reply: int = REPLY_BYTES) -> dict[str, Any]:
         if self._failure is not None:
             raise GenerationError(f"the generator already failed: {self._failure}")
         try:
-            reply = await self._lease.call(request, self._timeout)
+            reply = await self._lease.call(request, self._timeout, max_reply)
         except HardTimeout:
             self._failure = GenerationError(f"generator timed out after {seconds(self._timeout)} s{during}")
         except ChildDied as exc:
@@ -56,6 +72,16 @@ class GeneratorRun:
             self._failure = GenerationError(self._message(reply, during))
         await self._lease.release()  # the run is over; a child that survived serves the next job
         raise self._failure
+
+    async def _refuse(self, message: str) -> GenerationError:
+        """The child broke a limit: it is killed (never reused) and the run is over."""
+        self._failure = GenerationError(message)
+        await self._lease.drop()
+        await self._lease.release()
+        return self._failure
+
+    def _over_count(self) -> str:
+        return f"the generator produced more than {self._max_datasets:,} datasets (the limit)"
 
     def _message(self, reply: dict[str, Any], during: str) -> str:
         kind, message = reply["kind"], reply.get("message", "")
@@ -77,7 +103,7 @@ class GeneratorRun:
         if kind == "size":
             return too_large(f"dataset at index {index}", reply, self._max_dataset_bytes)
         if kind == "count":
-            return f"the generator produced more than {self._max_datasets:,} datasets (the limit)"
+            return self._over_count()
         return str(message) or f"the generator failed ({kind})"
 
     async def _open(self, source: str) -> None:
@@ -100,11 +126,36 @@ class GeneratorRun:
         async with self._lock:
             if self._exhausted or n <= 0:
                 return [], self._exhausted
-            request = {"op": "pull", "n": n, "timeout": self._timeout, "produced": self._produced}
-            reply = await self._call(request, " while producing datasets")
-            items: list[bytes] = reply["items"]
+            request = {
+                "op": "pull",
+                "n": n,
+                "timeout": self._timeout,
+                "produced": self._produced,
+                "batch_json": BATCH_JSON_BYTES,
+            }
+            limit = batch_bytes(self._max_dataset_bytes)
+            reply = await self._call(request, " while producing datasets", limit + REPLY_BYTES)
+            items, done = reply.get("items"), reply.get("done")
+            if not isinstance(items, list) or not isinstance(done, bool):
+                raise await self._refuse("the sandbox sent a malformed batch; the generator was stopped")
+            if len(items) > n:
+                raise await self._refuse(f"the sandbox sent {len(items):,} datasets for {n:,} asked; it was stopped")
+            if self._produced + len(items) > self._max_datasets:
+                raise await self._refuse(self._over_count())
+            total = 0
+            for offset, item in enumerate(items):
+                if not isinstance(item, bytes):
+                    raise await self._refuse("the sandbox sent a malformed batch; the generator was stopped")
+                if len(item) > self._max_dataset_bytes:
+                    reply = {"size": len(item)}
+                    raise await self._refuse(
+                        too_large(f"dataset at index {self._produced + offset}", reply, self._max_dataset_bytes)
+                    )
+                total += len(item)
+            if total > limit:
+                raise await self._refuse(f"the sandbox sent a batch of {total:,} bytes, over {limit:,}; it was stopped")
             self._produced += len(items)
-            self._exhausted = reply["done"]
+            self._exhausted = done
             return items, self._exhausted
 
     async def skip(self, n: int) -> None:
@@ -114,9 +165,14 @@ class GeneratorRun:
             while remaining > 0 and not self._exhausted:
                 request = {"op": "skip", "n": remaining, "timeout": self._timeout}
                 reply = await self._call(request, " while skipping datasets")
-                remaining -= reply["skipped"]
-                self._produced += reply["skipped"]
-                self._exhausted = reply["done"]
+                skipped, done = reply.get("skipped"), reply.get("done")
+                if type(skipped) is not int or not isinstance(done, bool) or not 0 <= skipped <= remaining:
+                    raise await self._refuse("the sandbox sent a malformed skip; the generator was stopped")
+                if self._produced + skipped > self._max_datasets:
+                    raise await self._refuse(self._over_count())
+                remaining -= skipped
+                self._produced += skipped
+                self._exhausted = done
 
 
 @asynccontextmanager
@@ -135,7 +191,7 @@ async def open_generator(
     Raises SandboxError (not GenerationError) only if no sandbox process can be started at all.
     The child comes from `pool`, else from the current pool (see `distribute.sandbox.pool`).
     """
-    async with lease(pool) as held:
+    async with lease(pool, long=True) as held:
         run = GeneratorRun(
             held, timeout=timeout, heap_mib=heap_mib, max_dataset_bytes=max_dataset_bytes, max_datasets=max_datasets
         )

@@ -19,6 +19,7 @@ import trio
 from ..errors import KernelError
 from .messages import heap_note, seconds, too_large
 from .pool import ChildDied, HardTimeout, Lease, SandboxPool, lease
+from .process import REPLY_BYTES
 
 __all__ = [
     "KernelRun",
@@ -123,7 +124,8 @@ class KernelRun:
             if not self._loaded:
                 await self._load()
             try:
-                reply = await self._lease.call({"op": "run", "dataset": dataset, "timeout": timeout}, timeout)
+                request = {"op": "run", "dataset": dataset, "timeout": timeout}
+                reply = await self._lease.call(request, timeout, self._max_result_bytes + REPLY_BYTES)
             except HardTimeout:
                 self._loaded = False
                 raise KernelError(f"task exceeded the time limit of {seconds(timeout)} s") from None
@@ -132,7 +134,13 @@ class KernelRun:
                 await self._lease.drop()
                 raise KernelError(f"the sandbox crashed while running the task: {exc.reason}") from None
             if reply["ok"]:
-                return reply["value"], float(reply["ms"])
+                value = reply.get("value")
+                if value is not None and (not isinstance(value, bytes) or len(value) > self._max_result_bytes):
+                    self._loaded = False
+                    await self._lease.drop()  # the child broke the protocol: never reuse it
+                    size = len(value) if isinstance(value, bytes) else 0
+                    raise KernelError(too_large("the result", {"size": size}, self._max_result_bytes))
+                return value, float(reply["ms"])
             if reply.get("reset"):
                 self._loaded = False  # the child dropped the isolate: load afresh for the next task
             kind, message = reply["kind"], str(reply.get("message", ""))

@@ -12,6 +12,12 @@ the block exits. While the block runs, the pool is also the *current* pool of th
 around its services and its web server, so request handlers and services reach it without it being
 threaded through every call. A job started where no pool is open gets a pool of its own for just
 that job.
+
+A pool keeps at most `PoolLimits.max_children` children alive (idle or leased); a job that finds them
+all taken waits its turn. Long jobs (a lazy generator holds its child until it is exhausted) may take
+all but a quarter of them (at least one), so upload checks and comparators always get through. A task
+that already holds a child is never made to wait for another (the verifier loads one comparator per
+campaign of a round, and waiting for itself would never end): only such nested leases go over the cap.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import Any
 import trio
 
 from ..errors import SandboxError
-from .process import ChildDied, HardTimeout, SandboxProcess
+from .process import CHILD_MODULE, REPLY_BYTES, ChildDied, HardTimeout, SandboxProcess
 
 __all__ = [
     "GRACE",
@@ -46,6 +52,14 @@ GRACE = 2.0  # beyond mini-racer's own timeout before the parent kills a silent 
 class PoolLimits:
     max_idle: int = 2  # warm children kept for the next job
     max_jobs_per_child: int = 500  # recycle long-lived children: Python's heap in the child only grows
+    max_children: int = 8  # children alive at once (idle or leased); more jobs wait their turn
+    jitless: bool = False  # V8 without its JIT compilers (no WebAssembly then)
+    module: str = CHILD_MODULE  # what the children run (tests start stand-ins through the same path)
+
+    @property
+    def max_long(self) -> int:
+        """Children that long jobs (lazy generators) may hold at once: the rest is kept for short jobs."""
+        return max(1, self.max_children - max(1, self.max_children // 4))
 
 
 class SandboxPool:
@@ -55,34 +69,77 @@ class SandboxPool:
         self.limits = limits
         self._idle: list[SandboxProcess] = []
         self._open = True
+        self.live = 0  # children alive or starting: idle, leased (slots held by leases), starting
+        self._long = 0  # of them, held by long jobs
+        self._holders: dict[trio.lowlevel.Task, int] = {}  # slots held, by task
+        self._turn = trio.lowlevel.ParkingLot()
 
-    async def acquire(self) -> SandboxProcess:
-        """A warm child, or a freshly started one (SandboxError if none can start)."""
-        if not self._open:
-            raise SandboxError("the JavaScript sandbox is shut down")
-        while self._idle:
-            child = self._idle.pop()
-            if child.alive:
-                child.jobs += 1
-                return child
-            await child.kill()
-        child = await SandboxProcess.start()
+    async def acquire(self, long: bool = False) -> SandboxProcess:
+        """A warm child, or a freshly started one, once the limits allow (SandboxError if none can start).
+
+        The slot it takes is the caller's until `release` or `discard`.
+        """
+        task = trio.lowlevel.current_task()
+        while True:
+            if not self._open:
+                raise SandboxError("the JavaScript sandbox is shut down")
+            nested = self._holders.get(task, 0) > 0
+            if nested or not long or self._long < self.limits.max_long:
+                if self._idle:
+                    child = self._idle.pop()
+                    if not child.alive:
+                        await child.kill()
+                        self.live -= 1
+                        continue
+                    break
+                if nested or self.live < self.limits.max_children:
+                    self.live += 1
+                    try:
+                        child = await SandboxProcess.start(self.limits.module, jitless=self.limits.jitless)
+                    except BaseException:
+                        self.live -= 1
+                        self._turn.unpark_all()
+                        raise
+                    break
+            await self._turn.park()
+        self._holders[task] = self._holders.get(task, 0) + 1
+        self._long += long
         child.jobs += 1
         return child
 
-    async def release(self, child: SandboxProcess) -> None:
+    def _give_back(self, task: trio.lowlevel.Task, long: bool) -> None:
+        held = self._holders.get(task, 0) - 1
+        if held > 0:
+            self._holders[task] = held
+        else:
+            self._holders.pop(task, None)
+        self._long -= long
+
+    async def release(self, child: SandboxProcess, task: trio.lowlevel.Task, long: bool = False) -> None:
         """Take a child back after its job: kept warm if healthy and there is room, killed otherwise."""
+        self._give_back(task, long)
         limits = self.limits
         if child.alive and self._open and child.jobs < limits.max_jobs_per_child and len(self._idle) < limits.max_idle:
             self._idle.append(child)
         else:
             await child.kill()
+            self.live -= 1
+        self._turn.unpark_all()
+
+    async def discard(self, child: SandboxProcess, task: trio.lowlevel.Task, long: bool = False) -> None:
+        """Kill a leased child (its isolate is in an unknown state) and free its slot."""
+        self._give_back(task, long)
+        await child.kill()
+        self.live -= 1
+        self._turn.unpark_all()
 
     async def aclose(self) -> None:
         """Kill the idle children; children still leased are killed when they come back."""
         self._open = False
         while self._idle:
             await self._idle.pop().kill()
+            self.live -= 1
+        self._turn.unpark_all()
 
 
 _CURRENT: ContextVar[SandboxPool | None] = ContextVar("distribute_sandbox_pool", default=None)
@@ -106,51 +163,59 @@ async def open_sandbox_pool(limits: PoolLimits | None = None) -> AsyncIterator[S
 
 
 class Lease:
-    """A job's hold on one child: returns it to the pool when healthy, kills it otherwise."""
+    """A job's hold on one child: returns it to the pool when healthy, kills it otherwise.
 
-    def __init__(self, pool: SandboxPool) -> None:
+    `long`: the job may hold its child for a long time (a lazy generator); see the pool's limits.
+    """
+
+    def __init__(self, pool: SandboxPool, long: bool = False) -> None:
         self.pool = pool
+        self.long = long
         self._child: SandboxProcess | None = None
+        self._task: trio.lowlevel.Task | None = None
 
-    async def call(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+    async def call(self, request: dict[str, Any], timeout: float, max_reply: int = REPLY_BYTES) -> dict[str, Any]:
         """Send one request to the job's child (started or replaced if needed); wall clock timeout + GRACE.
 
-        Raises HardTimeout (the child was killed) or ChildDied; the next call starts a fresh child.
+        Raises HardTimeout (the child was killed) or ChildDied (also for a reply over `max_reply` bytes);
+        the next call starts a fresh child.
         """
         if self._child is None or not self._child.alive:
             await self.drop()
-            self._child = await self.pool.acquire()
-        return await self._child.call(request, wall=timeout + GRACE)
+            self._child = await self.pool.acquire(self.long)
+            self._task = trio.lowlevel.current_task()
+        return await self._child.call(request, wall=timeout + GRACE, max_reply=max_reply)
 
     async def drop(self) -> None:
-        """Kill the job's child (its isolate is in an unknown state)."""
+        """Kill the job's child (its isolate is in an unknown state, or it broke the protocol)."""
         child, self._child = self._child, None
-        if child is not None:
-            await child.kill()
+        if child is not None and self._task is not None:
+            with trio.CancelScope(shield=True):
+                await self.pool.discard(child, self._task, self.long)
 
     async def release(self) -> None:
         """End the job in the child (frees its isolate now) and hand the child back."""
         child, self._child = self._child, None
-        if child is None:
+        if child is None or self._task is None:
             return
         with trio.CancelScope(shield=True):
             if child.alive:
                 with suppress(ChildDied):
                     if (await child.call({"op": "end"}, wall=5)).get("recycle"):
                         child.broken = True  # it grew (V8 keeps pages of big isolates): start afresh
-            await self.pool.release(child)
+            await self.pool.release(child, self._task, self.long)
 
 
 @asynccontextmanager
-async def lease(pool: SandboxPool | None = None) -> AsyncIterator[Lease]:
+async def lease(pool: SandboxPool | None = None, *, long: bool = False) -> AsyncIterator[Lease]:
     """A lease for one job on `pool`, else on the current pool, else on a pool of its own for this job."""
     if pool is None:
         pool = current_pool()
     if pool is None:
-        async with open_sandbox_pool() as own, lease(own) as held:
+        async with open_sandbox_pool() as own, lease(own, long=long) as held:
             yield held
         return
-    held = Lease(pool)
+    held = Lease(pool, long)
     try:
         yield held
     finally:

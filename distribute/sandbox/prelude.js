@@ -6,8 +6,9 @@
 // "E" + JSON describing the failure otherwise. Values are checked by a strict JSON replacer
 // (functions, symbols, BigInt, undefined, NaN, cycles, Maps and Sets are refused with a message
 // naming the property); plain JSON data takes a fast path without the replacer. Builtins are
-// captured up front so owner code that replaces JSON or Array cannot confuse the harness (it could
-// only hurt its own job: the child re-checks everything in Python).
+// captured up front, and no prototype method is called on the harness's own values, so owner code that
+// replaces JSON, Array or Array.prototype cannot confuse the harness (it could only hurt its own job:
+// the child and then the parent re-check counts and sizes in Python).
 //
 // Plain script, no modules and no host APIs: it runs in mini-racer and, for its tests
 // (tests/js/prelude.test.mjs), in a node `vm` context.
@@ -177,11 +178,13 @@ Object.defineProperty(globalThis, "__d", {value: (function () {
     },
     // Up to n datasets as one JSON text; stops early on the time budget or once the batch's JSON exceeds
     // maxBatchJson (not exhausted then). A dataset whose JSON exceeds maxItemJson fails the run.
+    // Built with plain string concatenation and counters: no method of Array.prototype, which owner code
+    // may have replaced (the parent re-checks the count and the sizes anyway).
     pull(n, budgetMs, maxItemJson, maxBatchJson) {
-      const stopAt = now() + budgetMs, parts = [];
-      let size = 0, done = false;
+      const stopAt = now() + budgetMs;
+      let size = 0, done = false, count = 0, body = "";
       try {
-        while (parts.length < n) {
+        while (count < n) {
           const index = nextIndex();
           let value;
           if (items !== null) {
@@ -197,20 +200,22 @@ Object.defineProperty(globalThis, "__d", {value: (function () {
           let text;
           try { text = encode(value); } catch (e) { return reply({kind: "serialise", message: e.serialise, index}); }
           if (text.length > maxItemJson) return reply({kind: "size", index, size: text.length, json: true});
-          parts.push(text);
+          body = count === 0 ? text : body + "," + text;
+          count++;
           size += text.length;
           if (size > maxBatchJson || now() > stopAt) break;
         }
         if (items !== null && pos >= items.length) done = true;
       } catch (e) { return errorReply(e, "throw"); }
-      return "R{\"done\":" + done + ",\"items\":[" + parts.join(",") + "]}";
+      return "R{\"done\":" + (done ? "true" : "false") + ",\"items\":[" + body + "]}";
     },
     skip(n, budgetMs) {
       const stopAt = now() + budgetMs;
       let skipped = 0, done = false;
       try {
         if (items !== null) {
-          skipped = Math.min(n, items.length - pos);
+          const left = items.length - pos;
+          skipped = n < left ? n : left;
           pos += skipped;
           done = pos >= items.length;
         }

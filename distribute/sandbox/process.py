@@ -4,11 +4,20 @@ The child (`distribute.sandbox.child`) speaks length-prefixed (4-byte big-endian
 its stdin/stdout. This module owns the hard wall clock: a child that does not answer in time is
 killed, and a child that dies (crash, fatal V8 out-of-memory, the system's OOM killer) is explained
 from the tail of its stderr. Which child serves which job is `distribute.sandbox.pool`'s business.
+
+A child is never trusted: every reply frame has a length limit chosen by the caller, checked on the
+header before the body is read (a longer one kills the child). Every child starts through one path,
+`SandboxProcess.start`: an empty environment, ``/`` as working directory, ``python -I`` and
+`distribute.sandbox.confine` first (rlimits, no network, an unprivileged user when we are root, a
+seccomp filter). The layers in force are logged once per process, when the first child is ready.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import pwd
 import signal
 import struct
 import subprocess
@@ -22,11 +31,60 @@ import trio
 
 from ..errors import SandboxError
 
-__all__ = ["START_TIMEOUT", "ChildDied", "HardTimeout", "SandboxProcess"]
+__all__ = [
+    "CHILD_MODULE",
+    "REPLY_BYTES",
+    "START_TIMEOUT",
+    "ChildDied",
+    "HardTimeout",
+    "SandboxProcess",
+    "spawn_command",
+]
+
+log = logging.getLogger(__name__)
 
 START_TIMEOUT = 30.0  # a child must import mini-racer and initialise V8 within this
+CHILD_MODULE = "distribute.sandbox.child"
+REPLY_BYTES = 1 << 20  # longest reply frame by default: failures carry at most 16 KiB of message and of stack
 _HEADER = struct.Struct(">I")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
+_BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from distribute.sandbox.confine import main; main(sys.argv[2:])"
+_logged_isolation = False
+
+
+def _unprivileged() -> tuple[int, int]:
+    """The (uid, gid) children run as: `nobody` when we are root, else (-1, -1) for "stay as we are"."""
+    if os.geteuid() != 0:
+        return -1, -1
+    try:
+        entry = pwd.getpwnam("nobody")
+    except KeyError:
+        return 65534, 65534
+    return entry.pw_uid, entry.pw_gid
+
+
+def spawn_command(module: str = CHILD_MODULE, jitless: bool = False) -> list[str]:
+    """The command line of a child running `module` (its ``main()``) behind `distribute.sandbox.confine`."""
+    uid, gid = _unprivileged()
+    config = json.dumps({"uid": uid, "gid": gid, "jitless": jitless})
+    return [sys.executable, "-I", "-c", _BOOT, _PACKAGE_ROOT, module, config]
+
+
+def _log_isolation(ready: dict[str, Any]) -> None:
+    global _logged_isolation
+    if _logged_isolation:
+        return
+    _logged_isolation = True
+    applied = ready.get("isolation") or {}
+    network, syscalls = str(applied.get("network", "unknown")), str(applied.get("syscalls", "unknown"))
+    text = (
+        f"JavaScript sandbox isolation: network: {network}; system calls: {syscalls}; "
+        f"user: uid {applied.get('uid')} gid {applied.get('gid')}; rlimits: {applied.get('rlimits')}"
+    )
+    if network.startswith("none") and syscalls.startswith("none"):
+        log.warning("%s (no layer keeps a compromised child off the network)", text)
+    else:
+        log.info("%s", text)
 
 
 class ChildDied(Exception):
@@ -50,20 +108,24 @@ class SandboxProcess:
         self.buffer = bytearray()
         self.jobs = 0
         self.broken = False
+        self.ready: dict[str, Any] = {}  # the child's first frame: its pid, its isolation
 
     @classmethod
-    async def start(cls) -> SandboxProcess:
-        """Start a child and wait for its "ready" frame; SandboxError if it cannot start."""
+    async def start(cls, module: str = CHILD_MODULE, *, jitless: bool = False) -> SandboxProcess:
+        """Start a child and wait for its "ready" frame; SandboxError if it cannot start.
+
+        `module` is what the child runs once confined (tests start probes the same way); `jitless`
+        starts V8 without its JIT compilers.
+        """
         stderr = tempfile.TemporaryFile()  # noqa: SIM115 (owned by the child object, closed in kill())
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         try:
             process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "distribute.sandbox.child"],
+                spawn_command(module, jitless),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=stderr,
-                env=env,
+                env={},  # nothing of ours: the database URL, mail passwords and the like stay here
+                cwd="/",
                 start_new_session=True,  # a Ctrl-C on the terminal is for us, not for the children
             )
         except OSError as exc:
@@ -72,21 +134,26 @@ class SandboxProcess:
         child = cls(process, stderr)
         try:
             with trio.fail_after(START_TIMEOUT):
-                await child._receive()
+                ready = await child._receive(REPLY_BYTES)
         except (ChildDied, trio.TooSlowError) as exc:
             await child.kill()
             raise SandboxError(f"the JavaScript sandbox did not start: {exc or 'timed out'}") from None
         except BaseException:
             await child.kill()
             raise
+        _log_isolation(ready)
+        child.ready = ready
         return child
 
     @property
     def alive(self) -> bool:
         return not self.broken and self.process.returncode is None
 
-    async def call(self, request: dict[str, Any], wall: float) -> dict[str, Any]:
-        """One request/reply; kills the child if it is silent for `wall` seconds or the call is cancelled."""
+    async def call(self, request: dict[str, Any], wall: float, max_reply: int = REPLY_BYTES) -> dict[str, Any]:
+        """One request/reply; kills the child if it is silent for `wall` seconds or the call is cancelled.
+
+        A reply longer than `max_reply` bytes kills the child (ChildDied) before its body is read.
+        """
         body = msgpack.packb(request)
         self.broken = True  # until the reply is in: a cancelled call leaves the stream mid-frame
         with trio.move_on_after(wall) as scope:
@@ -94,7 +161,7 @@ class SandboxProcess:
                 await self._stdin().send_all(_HEADER.pack(len(body)) + body)
             except trio.BrokenResourceError:
                 raise ChildDied(await self._death_reason()) from None
-            reply = await self._receive()
+            reply = await self._receive(max_reply)
         if scope.cancelled_caught:
             await self.kill()
             raise HardTimeout("it did not answer in time and was killed")
@@ -105,9 +172,19 @@ class SandboxProcess:
         assert self.process.stdin is not None  # opened with stdin=PIPE
         return self.process.stdin
 
-    async def _receive(self) -> dict[str, Any]:
-        header = await self._read(4)
-        reply: dict[str, Any] = msgpack.unpackb(await self._read(_HEADER.unpack(header)[0]))
+    async def _receive(self, max_reply: int) -> dict[str, Any]:
+        (length,) = _HEADER.unpack(await self._read(4))
+        if length > max_reply:
+            await self.kill()
+            raise ChildDied(f"it sent a reply of {length:,} bytes, over the limit of {max_reply:,}, and was killed")
+        try:
+            reply = msgpack.unpackb(await self._read(length))
+        except ValueError as exc:  # msgpack's errors are ValueErrors
+            await self.kill()
+            raise ChildDied(f"it sent a malformed reply ({exc}) and was killed") from None
+        if not isinstance(reply, dict):
+            await self.kill()
+            raise ChildDied("it sent a malformed reply and was killed")
         return reply
 
     async def _read(self, n: int) -> bytes:

@@ -291,7 +291,7 @@ class AccountStore(Protocol):
         ...
 
     async def redeem_reset(self, token: str, password_hash: str) -> User | None:
-        """Use a reset token: set the password and end every session; None if not valid.
+        """Use a reset token: set the password, end every session, revoke every API token; None if not valid.
 
         Atomic: of two concurrent uses of one token, exactly one succeeds.
         """
@@ -303,6 +303,10 @@ class AccountStore(Protocol):
 
     async def revoke_token(self, user_id: int, token_id: int) -> bool:
         """Revoke one of the user's tokens; False if the user has no token with that id."""
+        ...
+
+    async def revoke_tokens(self, user_id: int) -> int:
+        """Revoke every API token of the user; returns how many were still live."""
         ...
 
     async def deleted_campaign_ids(self, user_id: int) -> list[int]:

@@ -6,7 +6,15 @@
 // `workers` Web Workers fed from its task queue, enforces the per-task time limit (watchdog) and
 // the duty cycle, and checks everything a worker says before passing it on to the broker.
 //
-// broker → runner: start, tasks, throttle, stop. runner → broker: ready, alive, report (validate.js).
+// broker → runner: start, tasks, throttle, stop. runner → broker: ready (or refused), alive, report
+// (validate.js).
+//
+// The channel to the broker: the broker names a random nonce in this document's URL fragment, which
+// nobody else can read. Once the runner has checked that its policy is in force, it sends `ready`
+// with that nonce and one end of a MessageChannel to its parent, on the broker's origin; everything
+// after that goes over the channel, and every message in either direction carries the nonce. A page
+// that navigates this frame away (the host page may navigate its descendants) gets a document without
+// the channel, so nothing the broker sends can reach it, and the broker drops whatever it says.
 
 import { kernelBlobParts } from "./blob.js";
 import { DutyCycle } from "./throttle.js";
@@ -18,6 +26,14 @@ const WORKER_SOURCE = __WORKER_SOURCE__; // the bundled worker bootstrap (build.
 // The document's own origin is opaque; its URL still names the server, which is the broker's origin.
 const BROKER_ORIGIN = new URL(location.href).origin;
 const broker = window.parent;
+const NONCE = /^#[0-9a-f]{32}$/.test(location.hash) ? location.hash.slice(1) : "";
+const channel = new MessageChannel();
+const POLICY_CHECK_MS = 5000; // the policy's violation report must arrive within this
+// Rests of the duty cycle are taken at least this long: each one stops the worker, and the next
+// task pays for a fresh one (measured in Chromium: see docs/harness-security.md).
+const REST_QUANTUM_MS = 1000;
+// A worker left without a task this long is stopped too: nothing watches an idle worker's CPU.
+const IDLE_MS = 500;
 
 let config = null; // the current `start` message
 let gen = 0; // which `start` results belong to; the broker drops stale ones
@@ -34,7 +50,8 @@ class Slot {
     this.since = 0; // when tasks[0] started, as far as the runner can tell
     this.resting = false; // sleeping off its duty cycle: no new task until the timer ends it
     this.restTimer = 0;
-    this.duty = new DutyCycle(config.duty);
+    this.idleTimer = 0;
+    this.duty = new DutyCycle(config.duty, REST_QUANTUM_MS);
     this.backups = new Map(); // id → task, for tasks queued inside the worker behind another
   }
 }
@@ -63,8 +80,12 @@ tick.port1.onmessage = () => {
   outbox = [];
   transfer = [];
   startedSome = false;
-  broker.postMessage({ type: "report", gen, items, running: runningIds() }, BROKER_ORIGIN, buffers);
+  send({ type: "report", gen, items, running: runningIds() }, buffers);
 };
+
+function send(message, buffers = []) {
+  channel.port1.postMessage({ ...message, nonce: NONCE }, buffers);
+}
 
 function report() {
   if (reportDue) return;
@@ -111,13 +132,50 @@ function retire(slot) {
 }
 
 // Terminates the worker (a fresh one takes its place on demand) and reports the task it was on.
+// The time it took counts towards the duty cycle, as a task's would.
 function misbehaved(slot, worker, reason) {
   if (slot.worker !== worker) return; // already replaced: a late event from a terminated worker
   const id = slot.tasks[0];
   const ms = performance.now() - slot.since;
   retire(slot);
   if (id !== undefined) emit(id, false, [reason, ""], ms);
+  rest(slot, slot.duty.rest(ms));
   pump();
+}
+
+// Sleeps off the duty cycle with the worker stopped: a kernel may leave work running after it
+// returns (timers, promise loops), which no task's time limit watches and which would otherwise
+// compute through every rest. The tasks it held but had not answered go back to the queue (at
+// duty < 1 it holds none: one task at a time); a fresh worker takes over when the rest ends.
+function rest(slot, ms) {
+  if (!(ms > 0)) return;
+  if (slot.worker) {
+    slot.worker.terminate();
+    slot.worker = null;
+    queue = slot.tasks.map((id) => slot.backups.get(id)).filter(Boolean).concat(queue);
+    slot.tasks = [];
+    slot.backups.clear();
+  }
+  slot.resting = true;
+  slot.restTimer = setTimeout(() => {
+    // The timer ends the rest itself: comparing clocks would stall whenever a timer fires early.
+    slot.resting = false;
+    pump();
+  }, ms);
+}
+
+// Stops a worker that has had no task for IDLE_MS (the queue ran dry), for the same reason.
+function watchIdle(slot) {
+  const idle = slot.worker && !slot.tasks.length && !slot.resting;
+  if (!idle) {
+    clearTimeout(slot.idleTimer);
+    slot.idleTimer = 0;
+  } else if (!slot.idleTimer) {
+    slot.idleTimer = setTimeout(() => {
+      slot.idleTimer = 0;
+      if (slot.worker && !slot.tasks.length) retire(slot);
+    }, IDLE_MS);
+  }
 }
 
 function answered(slot, worker, data) {
@@ -139,15 +197,7 @@ function answered(slot, worker, data) {
   if (slot.tasks.length) startedSome = true; // the one waiting inside the worker starts now
   // The worker's own timing is precise, but it is the kernel's word: never more than we saw.
   emit(answer.id, answer.ok, answer.payload, Math.min(answer.ms, busy));
-  const rest = slot.duty.rest(busy);
-  if (rest > 0) {
-    // The timer ends the rest itself: comparing clocks would stall whenever a timer fires early.
-    slot.resting = true;
-    slot.restTimer = setTimeout(() => {
-      slot.resting = false;
-      pump();
-    }, rest);
-  }
+  rest(slot, slot.duty.rest(busy));
   pump();
 }
 
@@ -179,6 +229,7 @@ function pump() {
         slot.worker.postMessage(task);
       }
     }
+    watchIdle(slot);
   }
 }
 
@@ -199,6 +250,7 @@ function stopAll() {
   for (const slot of slots) {
     if (slot.worker) slot.worker.terminate();
     clearTimeout(slot.restTimer);
+    clearTimeout(slot.idleTimer);
   }
   slots = [];
   queue = [];
@@ -228,8 +280,8 @@ function start(msg) {
   watchdog = setInterval(checkDeadlines, Math.min(1000, Math.max(50, msg.timeout * 100)));
 }
 
-window.addEventListener("message", (event) => {
-  if (event.source !== broker || event.origin !== BROKER_ORIGIN) return;
+function command(event) {
+  if (!event.data || event.data.nonce !== NONCE) return;
   const msg = checkBrokerMessage(event.data);
   if (!msg) return;
   switch (msg.type) {
@@ -245,7 +297,7 @@ window.addEventListener("message", (event) => {
     case "throttle":
       if (config) {
         Object.assign(config, { workers: msg.workers, duty: msg.duty, depth: msg.depth });
-        for (const slot of slots) slot.duty = new DutyCycle(msg.duty);
+        for (const slot of slots) slot.duty = new DutyCycle(msg.duty, REST_QUANTUM_MS);
         makeSlots(msg.workers);
         pump();
       }
@@ -254,8 +306,43 @@ window.addEventListener("message", (event) => {
       stopAll();
       break;
   }
-});
+}
 
-broker.postMessage({ type: "ready" }, BROKER_ORIGIN);
-// A heartbeat: a runner whose process crashed says nothing, and the broker starts a new one.
-setInterval(() => broker.postMessage({ type: "alive" }, BROKER_ORIGIN), 1000);
+// --------------------------------------------------------------------------- start-up
+
+// The kernels' confinement rests on this document's policy (sent as a header; a proxy could drop it,
+// a browser could ignore it). Before anything runs, a request the policy forbids must be refused
+// and reported as a violation of connect-src; and the sandbox must have made the origin opaque.
+function policyInForce() {
+  if (self.origin !== "null") return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const finish = (ok) => {
+      document.removeEventListener("securitypolicyviolation", violated);
+      clearTimeout(timer);
+      resolve(ok);
+    };
+    const violated = (event) => {
+      if (event.effectiveDirective === "connect-src") finish(true);
+    };
+    document.addEventListener("securitypolicyviolation", violated);
+    const timer = setTimeout(() => finish(false), POLICY_CHECK_MS);
+    fetch(new URL("/embed/policy-check", BROKER_ORIGIN), { mode: "no-cors", cache: "no-store" }).then(
+      () => finish(false), // it went through: no policy
+      () => {}, // refused: the violation event says why
+    );
+  });
+}
+
+// Opened without the broker's nonce (directly, or by a page that navigated the frame here): inert.
+if (NONCE) {
+  policyInForce().then((ok) => {
+    if (!ok) {
+      broker.postMessage({ type: "refused", nonce: NONCE }, BROKER_ORIGIN);
+      return;
+    }
+    channel.port1.onmessage = command;
+    broker.postMessage({ type: "ready", nonce: NONCE }, BROKER_ORIGIN, [channel.port2]);
+    // A heartbeat: a runner whose process crashed says nothing, and the broker starts a new one.
+    setInterval(() => send({ type: "alive" }), 1000);
+  });
+}

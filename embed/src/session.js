@@ -22,7 +22,7 @@ import {
   ProtocolError,
 } from "./protocol.js";
 import { plan } from "./throttle.js";
-import { checkRunnerMessage } from "./validate.js";
+import { carriesNonce, checkRunnerMessage, makeNonce } from "./validate.js";
 
 const RUNNER_TIMEOUT_MS = 15000; // the runner frame must say "ready" within this
 const RUNNER_SILENCE_MS = 5000; // a runner that sends no heartbeat for this long has crashed
@@ -30,6 +30,8 @@ const PING_MS = 25000; // keeps idle connections alive through proxies
 const RETRY_MS = [1000, 2000, 5000, 10000, 30000, 60000];
 const ANY_RETRY_MS = 60000; // "any" with nothing to do: ask again this much later
 const MAX_CACHED = 16; // kernels kept by hash, as many as `hello.have` may list
+const REFUSED =
+  "This browser did not apply the sandbox's security policy, so nothing will run here. Thank you anyway!";
 
 // The embedding page's origin: recorded by the server with every result from this browser.
 export function hostOrigin(doc = document, loc = location) {
@@ -40,6 +42,18 @@ export function hostOrigin(doc = document, loc = location) {
     /* an unparsable referrer: unknown host */
   }
   return "";
+}
+
+// The origins of every page above the broker, nearest first: the runner's frame-ancestors must
+// name them all (browsers check each ancestor). Without location.ancestorOrigins, the host's origin.
+export function ancestorOrigins(doc = document, loc = location) {
+  try {
+    if (loc.ancestorOrigins && loc.ancestorOrigins.length) return Array.from(loc.ancestorOrigins);
+  } catch {
+    /* not available */
+  }
+  const host = hostOrigin(doc, loc);
+  return host ? [host] : [];
 }
 
 // This browser's worker identity for result verification: a random id kept in the broker origin's
@@ -94,11 +108,13 @@ export class Session {
     this.ws = null;
     this.frame = null;
     this.runner = null;
+    this.nonce = ""; // the current runner's secret (see runner.js)
+    this.port = null; // the channel the runner opened; null until it is ready
     this.userPaused = false;
     this.retries = 0;
     this.retryTimer = 0;
     this.pingTimer = 0;
-    this.onMessage = (event) => this.fromRunner(event);
+    this.onMessage = (event) => this.fromWindow(event);
     this.onVisibility = () => this.visibilityChanged();
   }
 
@@ -116,12 +132,7 @@ export class Session {
     document.addEventListener("visibilitychange", this.onVisibility);
     this.livenessTimer = setInterval(() => this.checkRunner(), 1000);
     this.status("starting", "Starting the sandbox…");
-    try {
-      await this.makeRunner();
-    } catch (error) {
-      if (this.frame) this.status("error", String(error.message ?? error));
-      return;
-    }
+    if (!(await this.startRunner())) return;
     if (!this.userPaused) this.connect(); // unless Pause or Stop came while the sandbox loaded
   }
 
@@ -131,9 +142,7 @@ export class Session {
     window.removeEventListener("message", this.onMessage);
     document.removeEventListener("visibilitychange", this.onVisibility);
     clearInterval(this.livenessTimer);
-    if (this.frame) this.frame.remove();
-    this.frame = null;
-    this.runner = null;
+    this.dropRunner();
     this.status("stopped");
   }
 
@@ -177,6 +186,19 @@ export class Session {
 
   // ------------------------------------------------------------------------- runner frame
 
+  // Starts a runner and waits until it is ready; false (with the status said) if it could not.
+  async startRunner() {
+    try {
+      await this.makeRunner();
+      return true;
+    } catch (error) {
+      if (!this.frame) return false; // stopped meanwhile
+      this.dropRunner(); // connect() does nothing without a runner: no work comes to this browser
+      this.status("error", String(error.message ?? error));
+      return false;
+    }
+  }
+
   makeRunner() {
     return new Promise((resolve, reject) => {
       const frame = document.createElement("iframe");
@@ -186,33 +208,67 @@ export class Session {
       frame.setAttribute("tabindex", "-1");
       frame.className = "runner";
       const timer = setTimeout(() => reject(new Error("The sandbox did not start.")), RUNNER_TIMEOUT_MS);
-      this.runnerReady = () => {
+      this.runnerReady = (failure) => {
         clearTimeout(timer);
-        resolve();
+        if (failure) reject(failure);
+        else resolve();
       };
-      frame.src = this.runnerUrl;
+      // The document we load is the only one ever to be our runner: any later load in this frame is
+      // a navigation by somebody else (the host page may navigate its descendants).
+      let loads = 0;
+      frame.addEventListener("load", () => {
+        loads += 1;
+        if (loads > 1) this.runnerNavigated(frame);
+      });
+      this.nonce = makeNonce();
+      const url = new URL(this.runnerUrl, location.href);
+      for (const origin of ancestorOrigins()) url.searchParams.append("ancestor", origin); // its frame-ancestors
+      url.hash = this.nonce;
+      frame.src = url.href;
       document.body.appendChild(frame);
       this.frame = frame;
       this.runner = frame.contentWindow;
     });
   }
 
-  post(message, transfer = []) {
-    // The runner's origin is opaque ("null"), so "*" is the only target origin that reaches it;
-    // the recipient is pinned by the window reference instead.
-    this.runner?.postMessage(message, "*", transfer);
+  dropRunner() {
+    this.port?.close();
+    this.port = null;
+    this.frame?.remove();
+    this.frame = null;
+    this.runner = null;
+    this.nonce = "";
   }
 
-  fromRunner(event) {
+  post(message, transfer = []) {
+    // Only over the channel the runner opened: a document that replaced the runner never has it.
+    this.port?.postMessage({ ...message, nonce: this.nonce }, transfer);
+  }
+
+  // On the window: only the runner's `ready` (with the channel) or `refused`, from our runner frame,
+  // carrying our nonce. Anything else that reaches this page is ignored.
+  fromWindow(event) {
     if (!this.runner || event.source !== this.runner || event.origin !== "null") return;
+    if (!this.runnerReady || !carriesNonce(event.data, this.nonce)) return;
+    const msg = checkRunnerMessage(event.data);
+    if (msg?.type === "refused") {
+      this.runnerReady(new Error(REFUSED));
+      this.runnerReady = null;
+    } else if (msg?.type === "ready" && event.ports.length === 1) {
+      this.port = event.ports[0];
+      const port = this.port;
+      port.onmessage = (portEvent) => this.fromRunner(port, portEvent);
+      this.heardFromRunner = performance.now();
+      this.runnerReady();
+      this.runnerReady = null;
+    }
+  }
+
+  fromRunner(port, event) {
+    if (port !== this.port || !carriesNonce(event.data, this.nonce)) return;
     const msg = checkRunnerMessage(event.data, this.current?.maxResultBytes ?? 0);
     if (!msg) return;
     this.heardFromRunner = performance.now();
-    if (msg.type === "ready") {
-      this.runnerReady?.();
-      this.runnerReady = null;
-      return;
-    }
     if (msg.type !== "report" || msg.gen !== this.gen || !this.ws) return; // stale: before a reconnect or switch
     this.running = msg.running;
     if (msg.items.length) this.sendAnswers(msg.items);
@@ -226,28 +282,37 @@ export class Session {
   checkRunner() {
     if (!this.ws || !this.current || this.runnerReady) return;
     if (performance.now() - this.heardFromRunner < RUNNER_SILENCE_MS) return;
-    this.restartRunner();
+    this.restartRunner(true);
   }
 
-  async restartRunner() {
-    for (const id of this.running) {
-      if (!this.inflight.delete(id)) continue;
-      this.done += 1;
-      this.send(encodeError(id, "the sandbox crashed while computing this task (did the kernel run out of memory?)", "", 0));
-    }
-    this.disconnect(CLOSE_NORMAL, "sandbox restarted");
-    this.frame?.remove();
-    this.frame = null;
-    this.runner = null;
-    this.status("starting", "Restarting the sandbox…");
-    try {
-      await this.makeRunner();
-    } catch (error) {
-      if (this.frame) this.status("error", String(error.message ?? error));
+  // Somebody navigated the runner frame: the document in it is no longer ours. Replace it at once;
+  // its tasks go back to the server (by reconnecting) and none is charged: the kernel did nothing.
+  runnerNavigated(frame) {
+    if (frame !== this.frame) return;
+    if (this.runnerReady) {
+      // Still starting: the start fails, and says so (Contribute starts again).
+      this.runnerReady(new Error("The sandbox was interfered with while it started; click Contribute to try again."));
+      this.runnerReady = null;
       return;
     }
-    if (!this.userPaused && document.visibilityState !== "hidden") this.connect();
-    else if (!this.userPaused) this.status("hidden");
+    this.restartRunner(false);
+  }
+
+  async restartRunner(crashed) {
+    if (crashed) {
+      for (const id of this.running) {
+        if (!this.inflight.delete(id)) continue;
+        this.done += 1;
+        this.send(encodeError(id, "the sandbox crashed while computing this task (did the kernel run out of memory?)", "", 0));
+      }
+    }
+    this.disconnect(CLOSE_NORMAL, "sandbox restarted");
+    this.dropRunner();
+    this.status("starting", "Restarting the sandbox…");
+    if (!(await this.startRunner())) return;
+    if (this.userPaused) this.status("paused");
+    else if (document.visibilityState === "hidden") this.status("hidden");
+    else this.connect();
   }
 
   sendAnswers(items) {
@@ -270,6 +335,7 @@ export class Session {
   connect() {
     clearTimeout(this.retryTimer);
     this.retryTimer = 0;
+    if (!this.port) return; // no runner (it failed, or it is being replaced and connects when ready)
     if (document.visibilityState === "hidden") {
       this.status("hidden");
       return;

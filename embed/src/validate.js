@@ -53,13 +53,25 @@ export function checkBrokerMessage(msg) {
   }
 }
 
-// runner → broker: `ready` once; `alive` every second (the broker restarts a runner that falls
+// The nonce the broker gives its runner (in the runner's URL fragment): every message between the
+// two carries it, and one without it is dropped. 128 random bits, as 32 lowercase hex digits.
+export function makeNonce(random = globalThis.crypto) {
+  const bytes = new Uint8Array(16);
+  random.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+export function carriesNonce(msg, nonce) {
+  return isObject(msg) && typeof nonce === "string" && nonce.length === 32 && msg.nonce === nonce;
+}
+
+// runner → broker: `ready` once (or `refused`: its policy is not in force); `alive` every second (the broker restarts a runner that falls
 // silent: its process crashed, say, from a kernel's memory bomb); `report` with answered tasks and
 // the tasks now computing. `items` are [id, ok, payload, ms]: ok → payload is the result's msgpack
 // bytes (an ArrayBuffer) or null for "no result"; not ok → payload is [message, stack].
 export function checkRunnerMessage(msg, maxResultBytes = Infinity) {
   if (!isObject(msg)) return null;
-  if (msg.type === "ready" || msg.type === "alive") return { type: msg.type };
+  if (msg.type === "ready" || msg.type === "refused" || msg.type === "alive") return { type: msg.type };
   if (msg.type !== "report" || !isGen(msg.gen) || !Array.isArray(msg.items) || !Array.isArray(msg.running)) return null;
   if (msg.running.length > MAX_WORKERS || !msg.running.every(isId)) return null;
   for (const item of msg.items) {

@@ -11,6 +11,7 @@
 // Messages out: [taskId, 1, ArrayBuffer | null, ms] or [taskId, 0, [message, stack], ms].
 
 import { decode } from "@msgpack/msgpack";
+import { confine } from "./confine.js";
 import { encodeResultValue } from "./result.js";
 
 // Taken before any kernel code runs, so a kernel that replaces the globals only fools itself.
@@ -18,16 +19,8 @@ const post = self.postMessage.bind(self);
 const now = performance.now.bind(performance);
 const here = String(self.location.href);
 
-// Nested workers: `worker-src blob:`, which this very worker needs, would let a kernel start more
-// threads than the visitor's throttle allows (they would share the sandbox, but not the limits).
-// A worker has no other way to create one once the constructors are gone.
-for (const name of ["Worker", "SharedWorker"]) {
-  try {
-    delete self[name];
-  } catch {
-    /* not configurable: nothing to remove */
-  }
-}
+// Capabilities the runner's policy does not govern go before any kernel code runs (confine.js).
+const unconfined = confine(self);
 
 let makeKernel = null;
 let kernel = null;
@@ -68,6 +61,10 @@ function shape(value) {
 async function load(setup) {
   limit = setup.maxResultBytes;
   lineOffset = setup.lineOffset;
+  if (unconfined.length) {
+    failure = [`this browser would not let the sandbox remove ${unconfined.join(", ")}, so the kernel does not run here`, ""];
+    return;
+  }
   try {
     kernel = makeKernel();
   } catch (error) {

@@ -119,3 +119,27 @@ describe("worker → runner", () => {
     assert.ok(checkWorkerAnswer([7, 0, "boom", 1], 7, 100).bad);
   });
 });
+
+describe("the runner's nonce", () => {
+  const nonce = "0123456789abcdef0123456789abcdef";
+
+  test("is 32 hex digits, fresh each time", async () => {
+    const { makeNonce } = await import("../src/validate.js");
+    const a = makeNonce();
+    assert.match(a, /^[0-9a-f]{32}$/);
+    assert.notEqual(a, makeNonce());
+  });
+
+  test("a message carries it only with exactly that value", async () => {
+    const { carriesNonce } = await import("../src/validate.js");
+    assert.equal(carriesNonce({ type: "alive", nonce }, nonce), true);
+    assert.equal(carriesNonce({ type: "alive" }, nonce), false);
+    assert.equal(carriesNonce({ type: "alive", nonce: nonce.toUpperCase() }, nonce), false);
+    assert.equal(carriesNonce({ type: "alive", nonce: "" }, ""), false);
+    assert.equal(carriesNonce(null, nonce), false);
+  });
+
+  test("refused is a runner message", () => {
+    assert.deepEqual(checkRunnerMessage({ type: "refused", nonce }), { type: "refused" });
+  });
+});

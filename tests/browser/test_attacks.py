@@ -22,7 +22,16 @@ from typing import Any
 import pytest
 import trio
 
-from tests.browser.conftest import BrowserThread, Canary, Embedding, HostSite, Outcome, outcome
+from tests.browser.conftest import (
+    BrowserThread,
+    Canary,
+    Embedding,
+    HostSite,
+    Outcome,
+    browser_cpu_seconds,
+    busy_kernel,
+    outcome,
+)
 from tests.conftest import LiveServer, StartServer
 
 DATASETS = 6
@@ -189,6 +198,38 @@ BLOCKED = [
     ),
     # Not even exposed to an opaque-origin worker (ReferenceError); SecurityError elsewhere.
     blocked("cache-storage", "caches.open('loot').then(function () { return 'reached'; })"),
+    # channels the connect-src policy does not (or not everywhere) govern: removed by the bootstrap
+    blocked(
+        "webtransport",
+        "new WebTransport('CANARY/transport'.replace('http:', 'https:')).ready.then(function () { return 'reached'; })",
+        "ReferenceError",
+    ),
+    blocked(
+        "webrtc",
+        "(function () { var found = ['RTCPeerConnection', 'webkitRTCPeerConnection', 'RTCDataChannel',"
+        " 'RTCRtpScriptTransformer', 'RTCEncodedVideoFrame', 'RTCEncodedAudioFrame']"
+        ".filter(function (name) { return typeof self[name] !== 'undefined'; });"
+        " if (!found.length) throw {name: 'ReferenceError'};"
+        " var Peer = self.RTCPeerConnection || self.webkitRTCPeerConnection; if (!Peer) return 'reached: ' + found;"
+        " var pc = new Peer({iceServers: [{urls: 'CANARY'.replace('http://', 'turn:') + '?transport=tcp',"
+        " username: 'u', credential: 'c'}]}); pc.createDataChannel('loot');"
+        " return pc.createOffer().then(function (offer) { return pc.setLocalDescription(offer); })"
+        ".then(function () { return new Promise(function (resolve) { setTimeout(resolve, 1000, 'reached: ' + found); }); }); })()",
+        "ReferenceError",
+    ),
+    blocked(
+        "fontface",
+        "(function () { if (typeof self.fonts !== 'undefined') return 'reached: fonts';"
+        " return new FontFace('loot', 'url(CANARY/font.woff2)').load().then(function () { return 'reached'; }); })()",
+        "ReferenceError",
+    ),
+    blocked(
+        "gpu-and-offscreen-canvas",
+        "(function () { var seen = [typeof navigator.gpu, typeof OffscreenCanvas];"
+        " if (seen.some(function (t) { return t !== 'undefined'; })) return 'reached: ' + seen;"
+        " throw {name: 'all undefined'}; })()",
+        "all undefined",
+    ),
 ]
 
 
@@ -331,3 +372,52 @@ async def test_a_memory_bomb_crashes_only_the_sandbox(
         assert len(fresh) >= 3  # the host page is alive
         assert fresh[-1]["frames"] > fresh[0]["frames"]  # and animating
         assert max(b["gap"] for b in host_site.beacons) < 500
+
+
+# --------------------------------------------------------------------------- the visitor's CPU
+
+LOW_DUTY = 0.25  # the snippet's default level, "low": one worker computing a quarter of the time
+SPIN = "var end = Date.now() + 30; while (Date.now() < end) {}"
+
+
+@pytest.mark.parametrize(
+    "kernel",
+    [
+        pytest.param(
+            "({ main: function (d) { if (!self.spinning) { self.spinning = true;"
+            f" setInterval(function () {{ {SPIN} }}, 0); }} return d.i * 2; }} }})",
+            id="timer-loop",
+        ),
+        pytest.param(
+            "({ main: function (d) { if (!self.spinning) { self.spinning = true;"
+            " (async function () { for (;;) { await new Promise(function (r) { setTimeout(r, 0); });"
+            f" {SPIN} }} }})(); }} return d.i * 2; }} }})",
+            id="promise-loop",
+        ),
+    ],
+)
+async def test_a_kernel_that_keeps_working_after_returning_stays_within_the_duty_cycle(
+    embedding: Embedding, kernel: str
+) -> None:
+    """Work a kernel leaves running (a timer or promise loop that never ends) occupies its worker
+    between tasks, where no task's time limit watches it. The runner stops the worker for every rest
+    of the duty cycle, so the browser spends about what an honest kernel makes it spend at the same
+    level: the extra stays well under the level's share of a core (without the stops it is a whole
+    core, four times the share at "low")."""
+    browser = embedding.browser
+
+    async def cores_at_low(kernel: str) -> float:
+        """The browser's CPU (every process, in cores) while `kernel` computes at "low"."""
+        campaign = await embedding.campaign(kernel, 3000, task_timeout=5)
+        async with embedding.visit(campaign) as page:
+            await embedding.start(page, done=3)
+            before = (await browser.run(page.state))["done"]
+            cpu, started = browser_cpu_seconds(), trio.current_time()
+            await trio.sleep(5)
+            cores = (browser_cpu_seconds() - cpu) / (trio.current_time() - started)
+            assert (await browser.run(page.state))["done"] > before  # it kept computing meanwhile
+            return cores
+
+    honest = await cores_at_low(busy_kernel(20))
+    spinning = await cores_at_low(kernel)
+    assert (spinning - honest) / LOW_DUTY < 1, (spinning, honest)

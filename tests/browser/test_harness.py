@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from distribute.embed import runner_csp
-from tests.browser.conftest import Embedding, Visit, browser_cpu_seconds, busy_kernel, outcome
+from tests.browser.conftest import Canary, Embedding, Visit, browser_cpu_seconds, busy_kernel, outcome
 from tests.conftest import SEED_ANSWER, LiveServer
 
 
@@ -225,12 +225,75 @@ async def test_the_runner_is_an_opaque_origin_under_the_strict_policy(embedding:
 
         seen = await embedding.browser.run(inspect)
         assert seen == {"sandbox": "allow-scripts", "origin": "null", "parentDocument": "SecurityError"}
-        async with httpx.AsyncClient(base_url=embedding.server.url) as client:
-            response = await client.get("/embed/runner")
+        # The runner the broker loaded names its ancestors: the broker's origin and the host page's.
+        runner_url = next(u for u in page.requests if "/embed/runner" in u)
+        host = f"http://localhost:{embedding.host_site.port}"
+        async with httpx.AsyncClient() as client:
+            response = await client.get(runner_url.split("#")[0])
         policy = response.headers["content-security-policy"]
         assert policy.startswith("sandbox allow-scripts; default-src 'none'; script-src 'sha256-")
         assert "connect-src 'none'" in policy and "worker-src blob:" in policy
-        assert policy == runner_csp(policy.split("script-src ", 1)[1].split(" ", 1)[0])
+        script_hash = policy.split("script-src ", 1)[1].split(" ", 1)[0]
+        assert policy == runner_csp(script_hash, [embedding.server.url, host])
+        assert policy.endswith(f"; frame-ancestors {embedding.server.url} {host}")
+
+
+async def test_no_page_but_the_broker_and_its_ancestors_may_frame_the_runner(embedding: Embedding) -> None:
+    """A page that frames /embed/runner itself (not through the broker) gets a blocked frame: the
+    runner's frame-ancestors names the broker's origin (and only the ancestors the broker names)."""
+    browser, server, site = embedding.browser, embedding.server, embedding.host_site
+    nonce = "0123456789abcdef0123456789abcdef"
+    url = site.add("framer", f"<!doctype html><iframe src='{server.url}/embed/runner#{nonce}'></iframe>")
+
+    def framed() -> list[str]:
+        context = browser.browser.new_context()
+        try:
+            page = context.new_page()
+            log: list[str] = []
+            page.on("console", lambda message: log.append(message.text))
+            page.goto(url)
+            page.wait_for_timeout(1000)
+            return [frame.url for frame in page.frames[1:]] + log
+        finally:
+            context.close()
+
+    seen = await browser.run(framed)
+    assert any("frame-ancestors" in line for line in seen), seen
+    assert not any(u.startswith(f"{server.url}/embed/runner") for u in seen[:1]), seen
+
+
+def strip_runner_policy(page: Visit) -> None:
+    """From now on the runner document arrives without its Content-Security-Policy header, as
+    through a proxy that drops headers or in a browser that ignores them."""
+
+    def without_policy(route: Any) -> None:
+        response = route.fetch()
+        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-security-policy"}
+        route.fulfill(response=response, headers=headers)
+
+    page.context.route("**/embed/runner*", without_policy)
+
+
+async def test_the_runner_refuses_to_run_kernels_when_its_policy_is_not_in_force(
+    embedding: Embedding, canary: Canary
+) -> None:
+    browser, server = embedding.browser, embedding.server
+    kernel = (
+        "({ main: function (d) { fetch('CANARY/loose', {mode: 'no-cors'}).catch(function () {}); return d.i * 2; } })"
+    ).replace("CANARY", canary.url)
+    campaign = await embedding.campaign(kernel, 10)
+    async with embedding.visit(campaign) as page:
+        await browser.run(strip_runner_policy, page)
+        await browser.run(page.click, "contribute")
+        await browser.run(page.wait_state, "error")
+        state = await browser.run(page.state)
+        assert state["status"] == (
+            "This browser did not apply the sandbox's security policy, so nothing will run here. Thank you anyway!"
+        )
+        await trio.sleep(1.5)
+        assert canary.hits == []
+        assert server.platform.gateway.sessions == {}  # it never connected for work
+        assert (await server.campaign(campaign))["datasets"]["done"] == 0
 
 
 async def test_an_exception_in_main_is_reported_with_message_and_kernel_stack(embedding: Embedding) -> None:
@@ -290,3 +353,20 @@ WASM_KERNEL = """({
 )
 async def test_a_kernel_may(embedding: Embedding, kernel: str, datasets: int, expected: dict[int, Any]) -> None:
     assert (await embedding.contribute(await embedding.campaign(kernel, datasets))).results == expected
+
+
+async def test_the_runner_names_only_well_formed_ancestor_origins(live_server: LiveServer) -> None:
+    """The `ancestor` parameters go into a header: anything but a plain http(s) origin is dropped."""
+    ancestors = [
+        "http://localhost:8080",
+        "https://evil.example; script-src *",
+        "javascript:alert(1)",
+        "https://blog.example/path",
+        "https://[::1]:8443",
+        "http://localhost:8080",
+    ]
+    async with httpx.AsyncClient(base_url=live_server.url) as client:
+        response = await client.get("/embed/runner", params=[("ancestor", a) for a in ancestors])
+    policy = response.headers["content-security-policy"]
+    assert policy.endswith(f"; frame-ancestors {live_server.url} http://localhost:8080 https://[::1]:8443")
+    assert policy.count(";") == 7  # nothing smuggled in: the seven directives above, then frame-ancestors

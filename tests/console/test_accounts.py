@@ -110,7 +110,13 @@ async def test_sign_up_refuses_an_existing_address_a_short_password_and_a_filled
     async def attempt(**fields: str) -> str:
         return (await send_sign_up_form(visitor, **fields)).text
 
-    assert "exists already" in await attempt(email="alice@example.org")
+    # An existing address gets the answer a new one gets (no account is revealed), but no session.
+    await attempt(email="alice@example.org", password="someone else's password")
+    assert visitor.session_cookie is None
+    assert (
+        await visitor.post("/signin", {"email": "alice@example.org", "password": PASSWORD}, page="/signin")
+    ).status_code == 303
+    visitor.client.cookies.clear()
     assert "at least 10 characters" in await attempt(password="short")
     assert "Sign-up refused" in await attempt(website="http://spam.example")
     assert "expired" in await attempt(stamp="1.forged")

@@ -5,15 +5,18 @@ from __future__ import annotations
 import email
 import email.policy
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import trio
 
 from tests.conftest import LiveServer, StartServer
+from tests.process.test_cli import distribute
 
-from .conftest import PASSWORD, Inbox, People, reset_link, table_rows
+from .conftest import PASSWORD, Inbox, People, csrf_of, reset_link, table_rows
 
 NEW_PASSWORD = "a brand new passphrase"
 
@@ -97,6 +100,14 @@ async def test_an_unknown_address_gets_the_same_answer_and_no_mail(
     assert smtp_inbox.messages == []
 
 
+async def outbox_mails(outbox: Path, count: int = 1) -> list[Path]:
+    """The mails in the outbox, once `count` have arrived (mail goes out in the background)."""
+    with trio.fail_after(10):
+        while len(files := sorted(outbox.glob("*.eml"))) < count:
+            await trio.sleep(0.02)
+    return files
+
+
 async def reset_into_the_outbox(start_server: StartServer, people_on: Any, outbox: Path) -> LiveServer:
     """A server without SMTP, where alice has an account and has asked for a password reset."""
     server = await start_server(signup_min_seconds=0.0, mail_outbox=str(outbox))
@@ -104,6 +115,7 @@ async def reset_into_the_outbox(start_server: StartServer, people_on: Any, outbo
     await crowd.sign_up("alice@example.org")
     visitor = await crowd.anonymous()
     await visitor.post("/reset", {"email": "alice@example.org"}, page="/reset")
+    await outbox_mails(outbox)
     return server
 
 
@@ -112,7 +124,7 @@ async def test_without_smtp_the_mail_is_written_to_the_outbox(
 ) -> None:
     outbox = tmp_path / "outbox"
     await reset_into_the_outbox(start_server, people_on, outbox)
-    files = list(outbox.glob("*.eml"))
+    files = await outbox_mails(outbox)
     assert len(files) == 1
     text = files[0].read_text()
     assert "To: alice@example.org" in text and "/reset/" in text
@@ -130,3 +142,93 @@ async def test_only_the_hash_of_a_reset_token_is_stored(
     stored = [str(value) for row in rows for value in row]
     assert len(rows) == 1 and not any(token in value for value in stored)  # a copy of the database resets nothing
     assert hashlib.sha256(token.encode()).hexdigest() in stored
+
+
+async def ask_for_a_reset_with_a_forged_host(visitor: Any, address: str) -> None:
+    form = (await visitor.get("/reset")).text
+    data = {"csrf": csrf_of(form), "email": address}
+    response = await visitor.client.post("/reset", data=data, headers={"Host": "evil.example"})
+    assert response.status_code == 200
+
+
+async def test_a_reset_link_is_on_public_url_whatever_host_the_request_named(
+    start_server: StartServer, smtp_inbox: Inbox, people_on: Any
+) -> None:
+    server = await mailing_server(start_server, smtp_inbox, public_url="http://compute.example.org/")
+    crowd: People = people_on(server)
+    await server.platform.storage.create_user("alice@example.org")
+    await ask_for_a_reset_with_a_forged_host(await crowd.anonymous(), "alice@example.org")
+    link = reset_link(await smtp_inbox.wait_for("alice@example.org"))
+    assert link.startswith("http://compute.example.org/reset/")
+
+
+async def test_without_public_url_a_reset_link_is_never_built_from_the_host_header(
+    start_server: StartServer, people_on: Any, tmp_path: Path
+) -> None:
+    outbox = tmp_path / "outbox"
+    server = await start_server(signup_min_seconds=0.0, mail_outbox=str(outbox))
+    crowd: People = people_on(server)
+    await crowd.sign_up("alice@example.org")
+    await ask_for_a_reset_with_a_forged_host(await crowd.anonymous(), "alice@example.org")
+    (mail,) = await outbox_mails(outbox)
+    link = reset_link(email.message_from_bytes(mail.read_bytes(), policy=email.policy.default))  # type: ignore[arg-type]
+    assert "evil.example" not in link
+    assert link.startswith(server.url.rstrip("/") + "/reset/")  # the address the server listens on
+
+
+async def test_the_log_never_holds_a_reset_token(
+    start_server: StartServer, people_on: Any, tmp_path: Path, caplog: Any
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    outbox = tmp_path / "outbox"
+    await reset_into_the_outbox(start_server, people_on, outbox)
+    (mail,) = await outbox_mails(outbox)
+    link = reset_link(email.message_from_bytes(mail.read_bytes(), policy=email.policy.default))  # type: ignore[arg-type]
+    token = urlsplit(link).path.rsplit("/", 1)[1]
+    assert "written to" in caplog.text  # the mail was logged, by its file name
+    assert token not in caplog.text
+
+
+async def test_serve_refuses_to_start_with_smtp_and_no_public_url(tmp_path: Path) -> None:
+    env = {"DISTRIBUTE_SMTP_HOST": "127.0.0.1", "DISTRIBUTE_PUBLIC_URL": ""}
+    database = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    result = await distribute("serve", "--port", "0", "--database", database, env=env, check=False)
+    assert result.returncode == 2
+    assert "public_url" in result.stderr.decode() and "smtp_host" in result.stderr.decode()
+
+
+async def api_answers(server: Any, token: str) -> int:
+    async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {token}"}) as api:
+        return (await api.get("/api/campaigns")).status_code
+
+
+async def test_a_password_reset_revokes_every_api_token_of_the_account(
+    start_server: StartServer, smtp_inbox: Inbox, people_on: Any
+) -> None:
+    server = await mailing_server(start_server, smtp_inbox)
+    crowd: People = people_on(server)
+    await crowd.sign_up("alice@example.org")
+    user = await server.platform.storage.user_by_email("alice@example.org")
+    token = await server.platform.storage.create_token(user.id, "laptop")
+    assert await api_answers(server, token) == 200
+    visitor = await crowd.anonymous()
+    await visitor.post("/reset", {"email": "alice@example.org"}, page="/reset")
+    path = urlsplit(reset_link(await smtp_inbox.wait_for("alice@example.org"))).path
+    assert (await visitor.post(path, {"password": NEW_PASSWORD}, page=path)).status_code == 303
+    assert await api_answers(server, token) == 401
+
+
+async def test_a_password_change_revokes_the_api_tokens_only_when_asked(
+    start_server: StartServer, people_on: Any, tmp_path: Path
+) -> None:
+    server = await start_server(signup_min_seconds=0.0, mail_outbox=str(tmp_path / "outbox"))
+    crowd: People = people_on(server)
+    alice = await crowd.sign_up("alice@example.org")
+    user = await server.platform.storage.user_by_email("alice@example.org")
+    token = await server.platform.storage.create_token(user.id, "laptop")
+    kept = await alice.post("/account/password", {"current": PASSWORD, "password": NEW_PASSWORD}, page="/account")
+    assert kept.status_code == 303 and await api_answers(server, token) == 200
+    form = {"current": NEW_PASSWORD, "password": "a third passphrase", "revoke_tokens": "1"}
+    revoked = await alice.post("/account/password", form, page="/account")
+    assert revoked.status_code == 303 and await api_answers(server, token) == 401
+    assert "every API token was revoked" in (await alice.get(revoked.headers["location"])).text

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 from typing import Any
 
 import httpx
 import pytest
 import trio
 
+from distribute import auth
 from distribute.auth import RateLimiter
 from tests.conftest import LiveServer, StartServer
 
-from .conftest import PASSWORD, Api, People, Visitor, csrf_of
+from .conftest import PASSWORD, Api, People, Visitor, csrf_of, stamp_of
 
 # --------------------------------------------------------------------------- CSRF
 
@@ -273,3 +276,131 @@ async def test_failed_sign_ins_spread_over_many_accounts_from_one_address_are_li
         assert response.status_code == 401
     refused = await sprayer.post("/signin", {"email": "alice@example.org", "password": PASSWORD}, page="/signin")
     assert refused.status_code == 429
+
+
+# --------------------------------------------------------------------------- password hashing as a cost
+
+
+class CountingHasher:
+    """Wraps the server's argon2 hasher (in this process) and counts its computations, and the most
+    that ran at once in worker threads."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.lock = threading.Lock()
+        self.calls = 0
+        self.running = 0
+        self.most_at_once = 0
+
+    def _counted(self, fn: Any, *args: Any) -> Any:
+        with self.lock:
+            self.calls += 1
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            time.sleep(0.02)  # widens each computation, so that overlapping ones surely overlap
+            return fn(*args)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+    def hash(self, password: str) -> str:
+        return str(self._counted(self.real.hash, password))
+
+    def verify(self, password_hash: str, password: str) -> bool:
+        return bool(self._counted(self.real.verify, password_hash, password))
+
+
+@pytest.fixture
+def hashes(monkeypatch: pytest.MonkeyPatch) -> CountingHasher:
+    auth._dummy_hash()  # made once per process, before counting starts
+    counter = CountingHasher(auth._hasher)
+    monkeypatch.setattr(auth, "_hasher", counter)
+    return counter
+
+
+async def signed_out_form(visitor: Visitor, page: str) -> dict[str, str]:
+    return {"csrf": csrf_of((await visitor.get(page)).text)}
+
+
+def comparable(html: str) -> str:
+    """A page without what differs on every request anyway: CSRF tokens and CSP nonces."""
+    return re.sub(r'(name="csrf" value|nonce)="[^"]*"', r'\1=""', html)
+
+
+async def test_concurrent_sign_ins_never_run_more_argon2_hashes_at_once_than_the_limit(
+    start_server: StartServer, people_on: Any, hashes: CountingHasher
+) -> None:
+    server = await start_server(signup_min_seconds=0.0, signin_limit=50)
+    crowd = people_on(server)
+    visitors = [await crowd.anonymous() for _ in range(12)]
+    forms = [await signed_out_form(visitor, "/signin") for visitor in visitors]
+    statuses: list[int] = []
+
+    async def sign_in(visitor: Visitor, form: dict[str, str], n: int) -> None:
+        data = form | {"email": f"user{n}@example.org", "password": "a wrong password"}
+        statuses.append((await visitor.client.post("/signin", data=data)).status_code)
+
+    async with trio.open_nursery() as nursery:
+        for n, (visitor, form) in enumerate(zip(visitors, forms, strict=True)):
+            nursery.start_soon(sign_in, visitor, form, n)
+    assert statuses == [401] * 12
+    assert hashes.calls == 12
+    assert hashes.most_at_once <= auth.HASH_CONCURRENCY <= 4
+
+
+async def test_a_flood_of_sign_ins_past_the_limit_is_refused_without_computing_hashes(
+    start_server: StartServer, people_on: Any, hashes: CountingHasher
+) -> None:
+    server = await start_server(signup_min_seconds=0.0, signin_limit=2)
+    crowd = people_on(server)
+    await crowd.sign_up("alice@example.org")
+    before = hashes.calls
+    attackers = [await crowd.anonymous() for _ in range(10)]
+    forms = [await signed_out_form(attacker, "/signin") for attacker in attackers]
+    statuses: list[int] = []
+
+    async def guess(attacker: Visitor, form: dict[str, str]) -> None:
+        data = form | {"email": "alice@example.org", "password": "a guessed password"}
+        statuses.append((await attacker.client.post("/signin", data=data)).status_code)
+
+    async with trio.open_nursery() as nursery:  # all at once: none waits for another's hash
+        for attacker, form in zip(attackers, forms, strict=True):
+            nursery.start_soon(guess, attacker, form)
+    assert sorted(statuses) == [401, 401] + [429] * 8
+    assert hashes.calls - before == 2  # the refused ones cost no hash
+    later = await crowd.anonymous()
+    refused = await later.post("/signin", {"email": "alice@example.org", "password": PASSWORD}, page="/signin")
+    assert refused.status_code == 429 and hashes.calls - before == 2
+
+
+async def test_sign_up_of_an_existing_and_a_new_address_answer_alike_and_both_hash(
+    people: People, console_server: LiveServer, hashes: CountingHasher
+) -> None:
+    await people.sign_up("alice@example.org")
+    answers = []
+    for address in ("alice@example.org", "bob@example.org"):
+        visitor = await people.anonymous()
+        form = (await visitor.get("/signup")).text
+        data = {"csrf": csrf_of(form), "stamp": stamp_of(form), "email": address, "password": "a password for x"}
+        before = hashes.calls
+        response = await visitor.client.post("/signup", data=data)
+        assert hashes.calls - before == 1, address
+        answers.append((response.status_code, response.headers.get("location"), comparable(response.text)))
+    assert answers[0] == answers[1]
+    found = await console_server.platform.storage.accounts.credentials("alice@example.org")
+    assert found is not None and auth.check_password(found[1], PASSWORD)  # alice's password is untouched
+
+
+async def test_reset_of_a_known_and_an_unknown_address_answer_alike_and_both_hash(
+    people: People, hashes: CountingHasher
+) -> None:
+    await people.sign_up("alice@example.org")
+    answers = []
+    for address in ("alice@example.org", "nobody@example.org"):
+        visitor = await people.anonymous()
+        before = hashes.calls
+        response = await visitor.post("/reset", {"email": address}, page="/reset")
+        assert hashes.calls - before == 1, address
+        answers.append((response.status_code, comparable(response.text.replace(address, "ADDRESS"))))
+    assert answers[0] == answers[1]

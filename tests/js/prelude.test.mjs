@@ -184,3 +184,17 @@ test("compiles checks a function body without running it", () => {
   assert.equal(context.ran, undefined);
   assert.deepEqual(answer(d.compiles("return [1, ;")), ["R", { error: "SyntaxError: Unexpected token ';'" }]);
 });
+
+test("owner code that replaces Array.prototype methods or Math.min cannot change a batch or a skip", () => {
+  const tamper =
+    "var join = Array.prototype.join;" +
+    "Array.prototype.join = function () { return join.call(new Array(20000).fill('0'), ','); };" +
+    "Array.prototype.push = function () { return 0; }; Math.min = function () { return 1e9; };";
+  const lazy = generator(`({main: function* () { ${tamper} for (let i = 0; ; i++) yield i; }})`, 5);
+  assert.deepEqual(answer(lazy.d.pull(2, 1000, BIG, BIG)), ["R", { done: false, items: [0, 1] }]);
+  assert.deepEqual(answer(lazy.d.pull(2, 1000, BIG, BIG)), ["R", { done: false, items: [2, 3] }]);
+  assert.deepEqual(answer(lazy.d.pull(10, 1000, BIG, BIG)), ["E", { kind: "count", count: 6 }]);
+  const array = generator(`({main() { ${tamper} return [0, 1, 2, 3, 4, 5, 6]; }})`);
+  assert.deepEqual(answer(array.d.skip(2, 1000)), ["R", { skipped: 2, done: false }]);
+  assert.deepEqual(answer(array.d.pull(3, 1000, BIG, BIG)), ["R", { done: false, items: [2, 3, 4] }]);
+});

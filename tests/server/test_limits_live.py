@@ -6,14 +6,19 @@ connect from 127.0.0.1, so per-address limits see them as one address.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from urllib.parse import urlsplit
 
 import msgpack
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url, wrap_client_stream
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, BytesMessage, Request
 
 from distribute import protocol as p
 from distribute.asgi import hypercorn_config
+from distribute.gateway import MAX_PENDING_PONGS
 from distribute.settings import load_settings
 from tests.conftest import LiveServer, StartServer
 from tests.support.protocol_client import closed_with, receive, receive_tasks, send, work
@@ -354,3 +359,111 @@ async def test_the_headless_worker_pings_through_a_task_longer_than_the_heartbea
         summary = await run_worker(server.url, campaign=campaign_id, slots=1, ping_interval=0.1)
     assert (summary.tasks_done, summary.errors) == (2, 0)
     assert summary.reason == "server said bye: complete"
+
+
+# --------------------------------------------------------------------------- what a connection may pin
+
+
+async def connect_from(nursery: trio.Nursery, server: LiveServer, local: str) -> WebSocketConnection:
+    """A WebSocket to the server from another loopback address (all of 127/8 is this machine)."""
+    url = urlsplit(server.ws_url)
+    assert url.hostname is not None and url.port is not None
+    stream = await trio.open_tcp_stream(url.hostname, url.port, local_address=local)
+    return await wrap_client_stream(nursery, stream, url.netloc, url.path)
+
+
+async def test_a_hello_over_max_hello_bytes_is_closed_as_too_big(live_server: LiveServer) -> None:
+    campaign_id = await live_server.create_campaign()
+    hello = p.encode(p.Hello(campaign=campaign_id, slots=1, client={"kind": "x" * 2**20}))
+    code, reason = await closed_with(live_server.ws_url, hello, hello=False)
+    assert (code, reason) == (p.CLOSE_TOO_BIG, f"'hello' of {len(hello)} bytes is over the limit of 4096")
+    assert live_server.platform.gateway.sessions == {}
+    assert live_server.platform.gateway.addresses.connections == 0
+
+
+async def test_client_strings_of_a_hello_are_kept_clipped_to_256_characters(live_server: LiveServer) -> None:
+    campaign_id = await live_server.create_campaign()
+    async with open_websocket_url(live_server.ws_url) as ws:
+        await send(ws, p.Hello(campaign=campaign_id, slots=1, client={"kind": "k" * 1500, "host": "h" * 1500}))
+        await receive_tasks(ws)
+        (session,) = live_server.platform.gateway.sessions.values()
+        assert session.hello.client == {"kind": "k" * 256, "host": "h" * 256}
+        assert len(session.host) <= 256
+
+
+async def test_the_65th_connection_of_one_address_is_refused_while_another_address_connects(
+    live_server: LiveServer, nursery: trio.Nursery
+) -> None:
+    """The default per-address cap is 64; 127.0.0.2 is another address and is served alongside."""
+    campaign_id = await live_server.create_campaign()
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(64):
+            ws = await stack.enter_async_context(open_websocket_url(live_server.ws_url))
+            await send(ws, p.Hello(campaign=campaign_id, slots=1))
+            await receive_tasks(ws)
+        refused = await stack.enter_async_context(open_websocket_url(live_server.ws_url))
+        assert await closed(refused) == (p.CLOSE_POLICY_VIOLATION, "too many connections from this address (limit 64)")
+        other = await connect_from(nursery, live_server, "127.0.0.2")
+        await send(other, p.Hello(campaign=campaign_id, slots=1))
+        assert len(await receive_tasks(other)) == 1
+        assert live_server.platform.gateway.addresses.connections == 65
+        await other.aclose()
+
+
+async def test_the_connection_over_the_servers_cap_is_refused_whatever_its_address(
+    start_server: StartServer, nursery: trio.Nursery
+) -> None:
+    server = await start_server(max_connections=3)
+    campaign_id = await server.create_campaign()
+    async with open_websocket_url(server.ws_url) as a, open_websocket_url(server.ws_url) as b:
+        c = await connect_from(nursery, server, "127.0.0.3")
+        for ws in (a, b, c):
+            await send(ws, p.Hello(campaign=campaign_id, slots=1))
+            await receive_tasks(ws)
+        for local in ("127.0.0.1", "127.0.0.4"):
+            refused = await connect_from(nursery, server, local)
+            assert await closed(refused) == (p.CLOSE_POLICY_VIOLATION, "too many connections to this server (limit 3)")
+        await pong(a, 1)
+        await c.aclose()
+    outcome = await work(server.ws_url, campaign=campaign_id)  # room again once they have gone
+    assert outcome.bye == "complete"
+
+
+async def test_a_client_that_pings_without_reading_its_pongs_is_closed_with_a_bounded_queue(
+    start_server: StartServer,
+) -> None:
+    """The server cannot send (a 12 MiB campaign frame to a client that reads nothing) while the
+    client sends 100 pings: at most MAX_PENDING_PONGS pongs wait, then the connection is closed."""
+    server = await start_server(max_source_bytes=16 * 2**20)
+    campaign_id = await server.create_campaign(static="x" * (12 * 2**20))
+    url = urlsplit(server.ws_url)
+    assert url.hostname is not None and url.port is not None
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect((url.hostname, url.port))
+    stream = trio.SocketStream(sock)
+    client = WSConnection(ConnectionType.CLIENT)
+    await stream.send_all(client.send(Request(host=url.netloc, target=url.path)))
+    while not any(isinstance(event, AcceptConnection) for event in client.events()):
+        client.receive_data(await stream.receive_some())
+    gateway = server.platform.gateway
+    try:
+        await stream.send_all(client.send(BytesMessage(p.encode(p.Hello(campaign=campaign_id, slots=1)))))
+        with trio.fail_after(10):
+            while not gateway.sessions:
+                await trio.sleep(0.01)
+        (session,) = gateway.sessions.values()
+        pings = b"".join(client.send(BytesMessage(p.encode(p.Ping(n)))) for n in range(100))
+        await stream.send_all(pings)
+        with trio.fail_after(10):
+            while session.close is None:
+                assert len(session.pongs) <= MAX_PENDING_PONGS
+                await trio.sleep(0.01)
+        assert session.campaign is None  # still stuck sending the campaign: no pong could leave
+        assert len(session.pongs) == MAX_PENDING_PONGS
+        assert (session.close.code, session.close.reason) == (
+            p.CLOSE_POLICY_VIOLATION,
+            f"{MAX_PENDING_PONGS} pongs waiting: pings must wait for their pongs",
+        )
+    finally:
+        await stream.aclose()

@@ -7,6 +7,8 @@ show (several processes, schema migrations, SKIP LOCKED, connections) is in test
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import msgpack
 import pytest
 import trio
@@ -130,6 +132,22 @@ async def test_tokens_resolve_to_their_user_until_revoked(storage: Storage) -> N
     assert not await storage.accounts.revoke_token(user.id + 1, info.id)  # not theirs
     assert await storage.accounts.revoke_token(user.id, info.id)
     assert await storage.user_for_token(token) is None
+
+
+async def test_revoke_tokens_and_a_password_reset_revoke_every_api_token_of_the_user(storage: Storage) -> None:
+    user = await storage.create_user("tokens@example.org", "hash")
+    other = await storage.create_user("other@example.org", "hash")
+    first, second = await storage.create_token(user.id, "a"), await storage.create_token(user.id, "b")
+    kept = await storage.create_token(other.id, "theirs")
+    assert await storage.accounts.revoke_tokens(user.id) == 2
+    assert await storage.user_for_token(first) is None and await storage.user_for_token(second) is None
+    assert await storage.user_for_token(kept) == other
+    assert await storage.accounts.revoke_tokens(user.id) == 0
+    third = await storage.create_token(user.id, "c")
+    reset = await storage.accounts.create_reset(user.id, timedelta(minutes=5))
+    assert await storage.accounts.redeem_reset(reset, "new hash") == user
+    assert await storage.user_for_token(third) is None
+    assert await storage.user_for_token(kept) == other
 
 
 async def test_users_are_found_by_id_and_email_and_emails_are_unique(storage: Storage) -> None:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from distribute.limits import Addresses, Meter, SlotAllowance, TokenBucket, identity_keys
+from distribute.limits import (
+    Address,
+    Addresses,
+    Meter,
+    SlotAllowance,
+    TokenBucket,
+    address_group,
+    connection_cap,
+    identity_keys,
+)
 from distribute.settings import load_settings
 
 
@@ -61,29 +70,89 @@ def test_the_byte_bucket_always_admits_one_frame_of_the_largest_size() -> None:
 
 def test_connections_over_the_per_address_cap_are_refused_and_others_are_not() -> None:
     addresses = Addresses(settings(max_connections_per_ip=2))
-    assert addresses.admit("10.0.0.1", 0.0) is not None
-    assert addresses.admit("10.0.0.1", 0.0) is not None
-    assert addresses.admit("10.0.0.1", 0.0) is None
-    assert addresses.admit("10.0.0.2", 0.0) is not None
-    addresses.leave("10.0.0.1")
-    assert addresses.admit("10.0.0.1", 0.0) is not None
+    first = addresses.admit("10.0.0.1", 0.0)
+    assert isinstance(first, Address)
+    assert addresses.admit("10.0.0.1", 0.0) is first
+    assert addresses.admit("10.0.0.1", 0.0) == "too many connections from this address (limit 2)"
+    assert isinstance(addresses.admit("10.0.0.2", 0.0), Address)
+    addresses.leave(first)
+    assert addresses.admit("10.0.0.1", 0.0) is first
 
 
 def test_an_address_is_forgotten_with_its_last_connection() -> None:
     addresses = Addresses(settings())
+    address = addresses.admit("10.0.0.1", 0.0)
+    assert isinstance(address, Address)
     addresses.admit("10.0.0.1", 0.0)
-    addresses.admit("10.0.0.1", 0.0)
-    addresses.leave("10.0.0.1")
+    addresses.leave(address)
     assert "10.0.0.1" in addresses.by_address
-    addresses.leave("10.0.0.1")
+    addresses.leave(address)
     assert addresses.by_address == {}
+    assert addresses.connections == 0
+
+
+def test_the_per_address_cap_defaults_to_what_a_large_nat_can_live_with() -> None:
+    assert settings().max_connections_per_ip == 64
+
+
+def test_connections_over_the_servers_cap_are_refused_from_any_address() -> None:
+    addresses = Addresses(settings(max_connections_per_ip=2), max_connections=3)
+    admitted = [addresses.admit(remote, 0.0) for remote in ("10.0.0.1", "10.0.0.1", "10.0.0.2")]
+    assert all(isinstance(a, Address) for a in admitted)
+    assert addresses.admit("10.0.0.3", 0.0) == "too many connections to this server (limit 3)"
+    leaving = admitted[0]
+    assert isinstance(leaving, Address)
+    addresses.leave(leaving)
+    assert isinstance(addresses.admit("10.0.0.3", 0.0), Address)
+
+
+@pytest.mark.parametrize(
+    ("remote", "group"),
+    [
+        ("1.2.3.4", "1.2.3.4"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+        ("2001:DB8:1:3::1", "2001:db8:1:3::/64"),
+        ("::1", "::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("::ffff:1.2.3.4", "1.2.3.4"),
+        ("", ""),
+        ("not an address", "not an address"),
+    ],
+)
+def test_an_ipv6_address_counts_as_its_slash_64(remote: str, group: str) -> None:
+    assert address_group(remote) == group
+
+
+def test_two_ipv6_addresses_of_one_slash_64_share_every_per_address_limit() -> None:
+    addresses = Addresses(settings(max_connections_per_ip=2, max_frames_per_second_per_ip=1.0))
+    first = addresses.admit("2001:db8:0:1::1", 0.0)
+    second = addresses.admit("2001:db8:0:1:dead:beef:0:2", 0.0)
+    assert first is second and isinstance(first, Address)  # one connection count, task room and meter
+    assert addresses.admit("2001:db8:0:1::3", 0.0) == "too many connections from this address (limit 2)"
+    assert isinstance(addresses.admit("2001:db8:0:2::1", 0.0), Address)  # the next /64 is another address
+    assert identity_keys("2001:db8:0:1::1", {}) == identity_keys("2001:db8:0:1::ff", {}) == ("ip:2001:db8:0:1::/64",)
+
+
+@pytest.mark.parametrize(
+    ("setting", "open_files", "cap"),
+    [
+        (0, 1024, 768),  # derived: 256 kept for the database, logs and children
+        (0, 20_000, 18_000),  # a tenth kept once that is more than 256
+        (100, 20_000, 100),  # a setting below the room is kept
+        (50_000, 20_000, 18_000),  # one above it is lowered
+        (0, 100, 1),
+    ],
+)
+def test_the_servers_connection_cap_stays_below_the_open_files_limit(setting: int, open_files: int, cap: int) -> None:
+    assert connection_cap(setting, open_files) == cap
 
 
 def test_connections_of_one_address_share_its_task_room_and_meter() -> None:
     addresses = Addresses(settings(max_tasks_per_ip=10, max_frames_per_second_per_ip=1.0))
     first = addresses.admit("10.0.0.1", 0.0)
     second = addresses.admit("10.0.0.1", 0.0)
-    assert first is second is not None
+    assert first is second and isinstance(first, Address) and isinstance(second, Address)
     first.held += 7
     assert addresses.room(second) == 3
     assert first.meter.over(1, 0.0) == first.meter.over(1, 0.0) == ""

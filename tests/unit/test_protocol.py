@@ -106,3 +106,76 @@ def test_hello_keeps_only_scalar_client_info() -> None:
     )
     assert isinstance(hello, p.Hello)
     assert hello.client == {"kind": "browser"}
+
+
+def test_hello_clips_client_strings_as_the_browser_does() -> None:
+    """Strings in `client` are kept for the connection's life: a 1 MiB one keeps its first 256 characters."""
+    frame = msgpack.packb({"t": "hello", "v": 1, "slots": 1, "client": {"kind": "x" * 2**20, "k" * 100: "y"}})
+    hello = p.decode_client(frame)
+    assert isinstance(hello, p.Hello)
+    assert hello.client == {"kind": "x" * p.MAX_CLIENT_TEXT, "k" * 64: "y"}
+    assert p.MAX_CLIENT_TEXT == 256
+
+
+def nested(levels: int, inner: object = 1) -> object:
+    value = inner
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        -(2**63),
+        2**64 - 1,
+        1.5,
+        float("nan"),
+        "text",
+        [],
+        {},
+        [1, "a", None, [2.5, {"k": [True]}]],
+        {"a": {"b": [1, 2, {"c": None}]}},
+        nested(p.MAX_DEPTH),  # 100 arrays around a number, as embed/src/scan.js allows
+        nested(p.MAX_DEPTH, []),  # and 101 when the innermost is empty
+    ],
+)
+def test_plain_results_pass(value: object) -> None:
+    assert p.not_plain(value) == ""
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"raw", "binary data (msgpack bin) at result"),
+        ({"a": [1, b"x"]}, "binary data (msgpack bin) at result['a'][1]"),
+        ([msgpack.ExtType(7, b"x")], "a msgpack extension (type 7) at result[0]"),
+        ({"when": msgpack.Timestamp(1)}, "a msgpack timestamp at result['when']"),
+        ({b"key": 1}, "a map key of type bin (b'key') at result"),
+        ({"a": {1: 2}}, "a map key of type int (1) at result['a']"),
+        (nested(p.MAX_DEPTH + 1), "nested deeper than 100 levels at result" + "[0]" * 40 + "…"),
+        (nested(p.MAX_DEPTH + 1, []), "nested deeper than 100 levels at result" + "[0]" * 40 + "…"),
+        ({"x": nested(3000)}, "nested deeper than 100 levels at result['x']" + "[0]" * 39 + "…"),
+    ],
+)
+def test_results_that_are_not_plain_data_are_named_with_where(value: object, reason: str) -> None:
+    assert p.not_plain(value) == reason
+
+
+@pytest.mark.parametrize("key", [1, -1, 1.5, True, None, [1], {"a": 1}, msgpack.ExtType(1, b"")])
+def test_a_result_with_a_map_key_that_is_not_a_string_decodes_and_is_not_plain(key: object) -> None:
+    """msgpack's strict decoding refuses such a frame whole; the result inside is refused alone."""
+    body = msgpack.packb({"k": 0}).replace(msgpack.packb("k"), msgpack.packb(key))
+    frame = b"\x84" + b"".join(msgpack.packb(x) for x in ("t", "result", "id", 3, "value")) + body
+    frame += msgpack.packb("ms") + msgpack.packb(1.0)
+    result = p.decode_client(frame)
+    assert isinstance(result, p.Result) and result.task == 3
+    assert p.not_plain(result.value).startswith("a map key of type ")
+
+
+def test_frames_with_odd_map_keys_elsewhere_are_still_protocol_errors() -> None:
+    assert close_code(msgpack.packb({1: "x", "t": "ping"}, strict_types=False)) == p.CLOSE_PROTOCOL_ERROR
+    hello = msgpack.packb({"t": "hello", "v": 1, "slots": 1, "client": {1: "x"}})
+    assert close_code(hello) == p.CLOSE_PROTOCOL_ERROR

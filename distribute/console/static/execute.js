@@ -68,10 +68,17 @@ function outcomeCell(ok, payload) {
   return wrap;
 }
 
+// The runner speaks only over the MessageChannel it hands over with `ready`, and every message in
+// either direction carries the nonce named in its URL fragment (see embed/src/runner.js).
+function newNonce() {
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 function stopRunner() {
   if (frame) {
-    frame.contentWindow?.postMessage({ type: "stop" }, "*");
-    frame.remove();
+    frame.port?.postMessage({ type: "stop", nonce: frame.nonce });
+    frame.port?.close();
+    frame.iframe.remove();
   }
   frame = null;
 }
@@ -83,17 +90,26 @@ function openRunner(myRun) {
     iframe.setAttribute("title", "sandbox");
     iframe.setAttribute("aria-hidden", "true");
     iframe.className = "runner";
+    const nonce = newNonce();
     const timer = setTimeout(() => reject(new Error("the sandbox did not start (is the browser harness built?)")), READY_TIMEOUT_MS);
     const onReady = (event) => {
-      if (event.source !== iframe.contentWindow || event.origin !== "null" || event.data?.type !== "ready") return;
+      if (event.source !== iframe.contentWindow || event.origin !== "null" || event.data?.nonce !== nonce) return;
       window.removeEventListener("message", onReady);
       clearTimeout(timer);
-      if (myRun === run) resolve(iframe);
+      if (event.data.type === "refused") {
+        reject(new Error("this browser did not apply the sandbox's security policy"));
+      } else if (event.data.type === "ready" && event.ports.length === 1) {
+        opened.port = event.ports[0];
+        if (myRun === run) resolve(opened);
+      }
     };
     window.addEventListener("message", onReady);
-    iframe.src = box.dataset.runner;
+    const url = new URL(box.dataset.runner, location.href);
+    url.hash = nonce;
+    iframe.src = url.href;
     document.body.append(iframe);
-    frame = iframe;
+    const opened = { iframe, port: null, nonce };
+    frame = opened;
   });
 }
 
@@ -123,14 +139,14 @@ async function execute() {
       rows.set(d.id, row);
     }
     setStatus("Starting the sandbox…");
-    const iframe = await openRunner(myRun);
+    const runner = await openRunner(myRun);
     let left = rows.size;
     let failures = 0;
     const finished = new Promise((resolve) => {
-      const onReport = (event) => {
-        if (myRun !== run) return window.removeEventListener("message", onReport);
+      runner.port.onmessage = (event) => {
+        if (myRun !== run) return;
         const msg = event.data;
-        if (event.source !== iframe.contentWindow || event.origin !== "null" || msg?.type !== "report" || msg.gen !== myRun) return;
+        if (msg?.nonce !== runner.nonce || msg.type !== "report" || msg.gen !== myRun) return;
         for (const [id, ok, payload, ms] of msg.items) {
           const row = rows.get(id);
           if (!row || row.dataset.done) continue;
@@ -141,18 +157,14 @@ async function execute() {
           if (!ok) failures += 1;
         }
         setStatus(`Running… ${rows.size - left} of ${rows.size}`);
-        if (left === 0) {
-          window.removeEventListener("message", onReport);
-          resolve();
-        }
+        if (left === 0) resolve();
       };
-      window.addEventListener("message", onReport);
     });
     const kernel = $("kernel").value;
     const start = { type: "start", gen: myRun, kernel, static: data.static, timeout: data.timeout, maxResultBytes: data.maxResultBytes, workers: 1, duty: 1, depth: 1 };
-    iframe.contentWindow.postMessage(start, "*");
+    runner.port.postMessage({ ...start, nonce: runner.nonce });
     const tasks = data.datasets.map((d) => [d.id, base64Bytes(d.msgpack)]);
-    iframe.contentWindow.postMessage({ type: "tasks", gen: myRun, tasks }, "*", tasks.map((t) => t[1]));
+    runner.port.postMessage({ type: "tasks", gen: myRun, tasks, nonce: runner.nonce }, tasks.map((t) => t[1]));
     setStatus(`Running… 0 of ${rows.size}`);
     await finished;
     if (myRun !== run) return;

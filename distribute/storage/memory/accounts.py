@@ -137,7 +137,7 @@ class MemoryAccounts:
             return row is not None and not row.used and row.expires >= datetime.now(UTC)
 
     async def redeem_reset(self, token: str, password_hash: str) -> User | None:
-        """Use a reset token: set the password, end every session; None if the token is not valid."""
+        """Use a reset token: set the password, end every session, revoke every API token; None if not valid."""
         async with self.tables.session() as t:
             row = t.resets.get(hash_token(token))
             if row is None or row.used or row.expires < datetime.now(UTC):
@@ -145,6 +145,7 @@ class MemoryAccounts:
             row.used = True
             user = t.users[row.user_id]
             _replace_password(t, user, password_hash)
+            _revoke_tokens(t, user.id)
             return user_of(user)
 
     async def tokens(self, user_id: int) -> list[ApiTokenInfo]:
@@ -163,6 +164,11 @@ class MemoryAccounts:
                 return False
             row.revoked = True
             return True
+
+    async def revoke_tokens(self, user_id: int) -> int:
+        """Revoke every API token of the user; returns how many were still live."""
+        async with self.tables.session() as t:
+            return _revoke_tokens(t, user_id)
 
     async def deleted_campaign_ids(self, user_id: int) -> list[int]:
         async with self.tables.session() as t:
@@ -199,6 +205,13 @@ def _replace_password(t: Tables, user: UserRow, password_hash: str) -> None:
     user.password_hash = password_hash
     for key in [key for key, row in t.sessions.items() if row.user_id == user.id]:
         del t.sessions[key]
+
+
+def _revoke_tokens(t: Tables, user_id: int) -> int:
+    live = [row for row in t.tokens.values() if row.user_id == user_id and not row.revoked]
+    for row in live:
+        row.revoked = True
+    return len(live)
 
 
 class MemoryConsoleQueries:

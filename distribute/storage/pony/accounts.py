@@ -158,6 +158,7 @@ def _redeem_reset(sql: SqlDialect, token: str, password_hash: str) -> User | Non
         return None
     row.used = True
     _replace_password(sql, row.user, password_hash)
+    _revoke_tokens(sql, row.user.id)  # a reset means the account may be in someone else's hands
     return to_user(row.user)
 
 
@@ -172,6 +173,13 @@ def _revoke_token(sql: SqlDialect, user_id: int, token_id: int) -> bool:
         return False
     row.revoked = True
     return True
+
+
+def _revoke_tokens(sql: SqlDialect, user_id: int) -> int:
+    live = select(t for t in sql.e["ApiToken"] if t.user.id == user_id and not t.revoked)[:]
+    for row in live:
+        row.revoked = True
+    return len(live)
 
 
 def _deleted_campaign_ids(sql: SqlDialect, user_id: int) -> list[int]:
@@ -230,6 +238,9 @@ class PonyAccounts:
 
     async def revoke_token(self, user_id: int, token_id: int) -> bool:
         return await self._sessions.run_immediate(_revoke_token, user_id, token_id)
+
+    async def revoke_tokens(self, user_id: int) -> int:
+        return await self._sessions.run_immediate(_revoke_tokens, user_id)
 
     async def deleted_campaign_ids(self, user_id: int) -> list[int]:
         return await self._sessions.run(_deleted_campaign_ids, user_id)
