@@ -21,14 +21,14 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import open_websocket_url
 
 from distribute import protocol as p
 from tests.conftest import SEED_GENERATOR, SEED_KERNEL, SEED_STATIC, ServerProcess, launch_server_process
 from tests.process.test_memory_backend import sign_up_for_a_token
 from tests.server.test_poisoned_results import result_frame
 from tests.server.test_ws_handshake import handshake
-from tests.support.protocol_client import close_of, closed_with, receive_tasks, send, work
+from tests.support.protocol_client import closed, closed_with, receive_tasks, send, work
 
 STRANGER = "stranger@example.net"
 SECRET = "s3cret-the-sandbox-must-never-see"
@@ -143,15 +143,6 @@ async def test_a_hello_of_one_mebibyte_is_closed_as_too_big(start_stranger: Star
     code, reason = await closed_with(stranger.ws_url, hello, hello=False)
     assert (code, reason) == (1009, f"'hello' of {len(hello)} bytes is over the limit of 4096")
     await stranger.serves_an_honest_worker()
-
-
-async def closed(ws: WebSocketConnection) -> tuple[int | None, str]:
-    with trio.fail_after(10):
-        try:
-            while True:
-                await ws.get_message()
-        except ConnectionClosed as exc:
-            return close_of(exc)
 
 
 async def test_the_65th_connection_from_one_address_is_refused(start_stranger: StartStranger) -> None:

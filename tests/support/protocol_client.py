@@ -133,9 +133,14 @@ async def closed_with(
             await send(ws, p.Hello(campaign=campaign, slots=1))
         for frame in frames:
             await ws.send_message(frame)
-        with trio.fail_after(10):
-            try:
-                while True:
-                    await ws.get_message()
-            except ConnectionClosed as exc:
-                return close_of(exc)
+        return await closed(ws)
+
+
+async def closed(ws: WebSocketConnection) -> tuple[int | None, str]:
+    """Read (and drop) until the server closes; its close code and reason."""
+    with trio.fail_after(10):
+        try:
+            while True:
+                await ws.get_message()
+        except ConnectionClosed as exc:
+            return close_of(exc)
