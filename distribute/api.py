@@ -20,7 +20,7 @@ from werkzeug.datastructures import FileStorage
 
 from .campaigns import CampaignFields, ResultFormat, Uploads
 from .errors import Unauthorized
-from .platform import current_platform
+from .webstate import current_platform
 
 __all__ = ["CampaignForm", "api_blueprint", "error_status", "schema_error"]
 

@@ -25,9 +25,10 @@ from .asgi import DrainClosedWebSockets, hypercorn_config, origin_allowed, refus
 from .console import console_blueprint
 from .embed import embed_blueprint
 from .errors import NotFound, Unauthorized, ValidationError
-from .platform import EXTENSION, Platform
+from .platform import Platform
 from .plugins import loaded_plugins
 from .settings import Settings
+from .webstate import EXTENSION
 
 __all__ = ["Running", "create_app", "serve"]
 

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from quart import Blueprint, Response, request, send_from_directory
 
 from .models import CampaignStatus
-from .platform import current_platform
+from .webstate import current_platform
 
 __all__ = [
     "BUILD_DIR",

@@ -2,7 +2,7 @@
 
 `Platform.running(settings)` opens storage and starts every background service in one nursery
 that it owns. The web adapters (the JSON API, the console, the embed pages) reach the running
-platform through `current_platform()` and change campaigns only through `platform.campaigns`
+platform through `webstate.current_platform()` and change campaigns only through `platform.campaigns`
 (`CampaignService`), so HTTP handlers never need to know which services must hear about a change.
 """
 
@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import cast
 
 import trio
-from quart import current_app
 
 from .campaigns import CampaignService
 from .gateway import Gateway
@@ -24,9 +22,7 @@ from .storage import Storage
 from .work.dispatcher import Dispatcher
 from .work.generation import GenerationService
 
-__all__ = ["EXTENSION", "Platform", "current_platform"]
-
-EXTENSION = "distribute"  # the running Platform's key in the Quart app's `extensions`
+__all__ = ["Platform"]
 
 
 class Platform:
@@ -65,8 +61,3 @@ class Platform:
     def _workers_on(self, campaign_id: int) -> int:
         """Connected workers serving this campaign (in this server process)."""
         return sum(1 for s in self.gateway.sessions.values() if s.campaign and s.campaign.id == campaign_id)
-
-
-def current_platform() -> Platform:
-    """The platform of the app serving the current request: the web adapters' one way to it."""
-    return cast(Platform, current_app.extensions[EXTENSION])

@@ -24,7 +24,7 @@ from quart import Blueprint, g
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import NotFound, ValidationError
-from ..platform import EXTENSION
+from ..webstate import EXTENSION
 from . import accounts, campaigns, live, pages, results
 from .web import (
     CONSOLE_EXTENSION,

@@ -21,7 +21,7 @@ from quart.typing import ResponseTypes
 
 from .. import auth
 from ..mail import MailError, send_mail
-from ..platform import current_platform
+from ..webstate import current_platform
 from .web import (
     ConsoleBlueprint,
     clear_session_cookie,

@@ -20,7 +20,7 @@ from ..campaigns import CampaignFields, CampaignService, Uploads
 from ..embed import SNIPPET, embed_snippet
 from ..errors import ValidationError
 from ..models import User
-from ..platform import current_platform
+from ..webstate import current_platform
 from .web import ConsoleBlueprint, console, login_required, page, server_url
 
 __all__ = ["blueprint", "cms_snippets"]

@@ -24,7 +24,7 @@ import trio
 from quart import Response, g, request, stream_with_context
 
 from ..auth import SESSION_COOKIE
-from ..platform import current_platform
+from ..webstate import current_platform
 from .web import ConsoleBlueprint, console, login_required
 
 __all__ = ["INTERVAL", "SESSION_CHECK_EVERY", "blueprint"]

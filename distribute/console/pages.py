@@ -18,7 +18,7 @@ from markdown_it.token import Token
 from markdown_it.utils import EnvType, OptionsDict
 from quart import Response, abort
 
-from ..platform import current_platform
+from ..webstate import current_platform
 from .web import ConsoleBlueprint, page
 
 __all__ = ["BENCHMARKS_FILE", "blueprint", "render_markdown"]

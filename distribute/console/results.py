@@ -17,7 +17,7 @@ from quart import Response, abort, g, jsonify, request
 
 from ..campaigns import RESULT_FORMATS
 from ..models import StoredResult
-from ..platform import current_platform
+from ..webstate import current_platform
 from .web import ConsoleBlueprint, console, login_required, page
 
 __all__ = ["blueprint"]

@@ -31,8 +31,9 @@ from quart_schema import hide
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..auth import ANON_CSRF_COOKIE, SESSION_COOKIE, RateLimiter, new_csrf_token, same_token
-from ..platform import Platform, current_platform
+from ..platform import Platform
 from ..storage.base import AccountStore, ConsoleQueries
+from ..webstate import current_platform
 
 __all__ = [
     "CONSOLE_EXTENSION",
