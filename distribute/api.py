@@ -18,7 +18,7 @@ from quart_schema import DataSource, RequestSchemaValidationError, validate_quer
 from quart_schema.pydantic import File
 from werkzeug.datastructures import FileStorage
 
-from .campaigns import CampaignFields, ResultFormat, Uploads
+from .campaigns import CampaignFields, QuotaExceeded, ResultFormat, Uploads
 from .errors import Unauthorized
 from .webstate import current_platform
 
@@ -48,6 +48,12 @@ def error_status(status: int) -> Callable[[Exception], tuple[dict[str, str], int
         return {"error": str(exc)}, status
 
     return handler
+
+
+@api_blueprint.errorhandler(QuotaExceeded)
+async def quota_exceeded(exc: QuotaExceeded) -> tuple[dict[str, str], int]:
+    """403 (or 429 for what runs at once) naming the quota and its setting, not the 400 of bad input."""
+    return {"error": str(exc)}, exc.status
 
 
 async def schema_error(exc: RequestSchemaValidationError) -> tuple[dict[str, Any], int]:

@@ -7,17 +7,19 @@ embed.py, the worker WebSocket in gateway.py); Hypercorn's configuration is in a
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import resource
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
+from pathlib import Path
 from typing import Any
 
 import hypercorn.trio
 import trio
 from quart import Response, abort, jsonify
 from quart.globals import websocket_ctx
-from quart_schema import QuartSchema, RequestSchemaValidationError
+from quart_schema import QuartSchema, RequestSchemaValidationError, hide
 from quart_trio import QuartTrio
 
 from .api import api_blueprint, error_status, schema_error
@@ -46,11 +48,12 @@ def create_app(platform: Platform) -> QuartTrio:
         openapi_path="/api/openapi.json",
         redoc_ui_path=None,
         scalar_ui_path=None,
-        swagger_ui_path="/api/docs",
+        swagger_ui_path=None,  # served by add_api_docs from this server: no script from another origin
         info={"title": "distribute", "version": "1"},
         security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
         security=[{"bearer": []}],
     )
+    add_api_docs(app)
     app.register_blueprint(api_blueprint)
     app.register_blueprint(console_blueprint)
     app.register_blueprint(embed_blueprint)
@@ -94,6 +97,71 @@ def create_app(platform: Platform) -> QuartTrio:
         return response
 
     return app
+
+
+# --------------------------------------------------------------------------- the API's documentation page
+
+
+def swagger_ui_files() -> Path:
+    """The Swagger UI files the swagger-ui-py package ships (found without importing the package)."""
+    spec = importlib.util.find_spec("swagger_ui")
+    assert spec is not None and spec.submodule_search_locations, "the swagger-ui-py package is missing"
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
+
+
+SWAGGER_UI = swagger_ui_files()
+API_DOCS_ASSETS = {  # name: MIME type; the Swagger UI files come from the swagger-ui-py package
+    "swagger-ui.css": "text/css",
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui-standalone-preset.js": "text/javascript",
+    "start.js": "text/javascript",
+}
+API_DOCS_START = """window.ui = SwaggerUIBundle({
+  url: "/api/openapi.json",
+  dom_id: "#swagger-ui",
+  deepLinking: true,
+  presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+  layout: "StandaloneLayout",
+});
+"""
+API_DOCS_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>distribute API</title>
+  <link rel="stylesheet" href="/api/docs/swagger-ui.css">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/api/docs/swagger-ui-bundle.js"></script>
+  <script src="/api/docs/swagger-ui-standalone-preset.js"></script>
+  <script src="/api/docs/start.js"></script>
+</body>
+</html>
+"""
+
+
+@cache
+def api_docs_asset(name: str) -> bytes:
+    return API_DOCS_START.encode() if name == "start.js" else (SWAGGER_UI / name).read_bytes()
+
+
+def add_api_docs(app: QuartTrio) -> None:
+    """/api/docs: Swagger UI over /api/openapi.json, every script and style served by this server."""
+
+    @app.get("/api/docs")
+    @hide
+    async def api_docs() -> Response:
+        return Response(API_DOCS_PAGE, mimetype="text/html")
+
+    @app.get("/api/docs/<name>")
+    @hide
+    async def api_docs_file(name: str) -> Response:
+        if name not in API_DOCS_ASSETS:
+            abort(404)
+        response = Response(api_docs_asset(name), mimetype=API_DOCS_ASSETS[name])
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
 
 @dataclass(frozen=True)

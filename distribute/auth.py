@@ -39,6 +39,7 @@ __all__ = [
     "SESSION_COOKIE",
     "RateLimiter",
     "check_password",
+    "cookie_name",
     "form_stamp",
     "hash_password",
     "new_csrf_token",
@@ -50,6 +51,7 @@ __all__ = [
 
 SESSION_COOKIE = "distribute_session"
 ANON_CSRF_COOKIE = "distribute_csrf"
+HOST_PREFIX = "__Host-"
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024  # argon2 would hash a megabyte happily: refuse it before it costs anything
 
@@ -121,6 +123,13 @@ def same_token(expected: str | None, given: str | None) -> bool:
     return hmac.compare_digest(expected.encode(), given.encode())
 
 
+def cookie_name(name: str, tls: bool) -> str:
+    """A console cookie's name: over https with the `__Host-` prefix, which browsers accept only on a
+    Secure cookie for path / without a Domain, so a sibling subdomain or a plain-http page cannot plant
+    or overwrite it. Over plain http (development, tests) the plain name."""
+    return HOST_PREFIX + name if tls else name
+
+
 # --------------------------------------------------------------------------- sign-up stamp
 
 
@@ -133,6 +142,8 @@ def form_stamp(secret: bytes, now: float | None = None) -> str:
 
 def stamp_problem(secret: bytes, stamp: str, min_age: float, max_age: float = 86400.0) -> str | None:
     """Why a sign-up form's stamp is refused: forged, too old, or submitted faster than a person could."""
+    if not stamp.isascii():  # a forgery: and hmac.compare_digest refuses non-ASCII strings
+        return "The form has expired. Please fill it in again."
     issued, _, mac = stamp.rpartition(".")
     expected = hmac.new(secret, b"signup:" + issued.encode(), hashlib.sha256).hexdigest()[:32]
     if not mac or not hmac.compare_digest(mac, expected):

@@ -61,6 +61,7 @@ class User:
     id: int
     email: str
     created: datetime
+    verified: bool = True  # False: a console sign-up whose e-mail address is not verified yet
 
 
 @dataclass(frozen=True, slots=True)

@@ -120,6 +120,30 @@ class Settings:
         4 * 1024 * 1024, "bytes", "largest kernel, generator or static dataset upload", _positive
     )
     max_result_bytes: int = setting(1024 * 1024, "bytes", "largest single result (msgpack)", _positive)
+    quota_campaigns: int = setting(
+        1000,
+        "campaigns",
+        "most campaigns one account may have, deleted ones too (0 = no limit); far above what one team runs",
+        _non_negative,
+    )
+    quota_datasets: int = setting(
+        100_000_000,
+        "datasets",
+        "most datasets one account's campaigns may generate in all (0 = no limit); ten full max_datasets campaigns",
+        _non_negative,
+    )
+    quota_result_bytes: int = setting(
+        100 * 1024**3,
+        "bytes",
+        "result bytes one account may store before it may create no more campaigns (0 = no limit); 100 GiB",
+        _non_negative,
+    )
+    quota_generators: int = setting(
+        16,
+        "campaigns",
+        "campaigns of one account generating at once (0 = no limit); more would crowd out others' generators",
+        _non_negative,
+    )
     max_frame_bytes: int = setting(4 * 1024 * 1024, "bytes", "largest WebSocket frame a worker may send", _positive)
     max_inflight_bytes: int = setting(
         4 * 1024 * 1024,
@@ -255,6 +279,14 @@ class Settings:
     signup_min_seconds: float = setting(
         1.5, "s", "fewest seconds between showing the sign-up form and submitting it (bots are quicker)", _non_negative
     )
+    email_verification: str = setting(
+        "auto",
+        "",
+        "whether a new console account must verify its e-mail address before it creates campaigns: "
+        "on, off, or auto (on when smtp_host is set)",
+        _one_of("auto", "on", "off"),
+    )
+    verify_hours: float = setting(48.0, "h", "how long an e-mailed address-verification link stays valid", _positive)
     smtp_host: str = setting("", "", "SMTP server for mail (empty: write each mail to mail_outbox and log it)")
     smtp_port: int = setting(587, "", "SMTP port", _between(1, 65535))
     smtp_security: str = setting("starttls", "", "starttls, tls (implicit) or none", _one_of("starttls", "tls", "none"))
@@ -270,6 +302,11 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return load_settings(overrides={**self.__dict__, **changes}, environ={})
+
+    @property
+    def verifies_email(self) -> bool:
+        """Must new console accounts verify their e-mail address ("auto": when mail really goes out)?"""
+        return self.email_verification == "on" or (self.email_verification == "auto" and bool(self.smtp_host))
 
 
 @dataclass(frozen=True)

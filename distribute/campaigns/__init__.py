@@ -5,6 +5,7 @@
 | `service.py` | `CampaignService`: create, show, reset, delete/restore, export, account deletion |
 | `sources.py` | the uploads of a new campaign and their checks (encoding, syntax, spot checks) |
 | `export.py` | results as a streamed json, msgpack or csv download |
+| `quotas.py` | the per-account quotas checked before a campaign is created (`QuotaExceeded`) |
 
 The running `Platform` holds the one `CampaignService` (`platform.campaigns`); the web adapters
 only translate requests into its calls and its answers into responses.
@@ -13,7 +14,16 @@ only translate requests into its calls and its answers into responses.
 from __future__ import annotations
 
 from .export import RESULT_FORMATS, ResultFormat, ResultsExport
+from .quotas import QuotaExceeded
 from .service import CampaignService
 from .sources import CampaignFields, Uploads
 
-__all__ = ["RESULT_FORMATS", "CampaignFields", "CampaignService", "ResultFormat", "ResultsExport", "Uploads"]
+__all__ = [
+    "RESULT_FORMATS",
+    "CampaignFields",
+    "CampaignService",
+    "QuotaExceeded",
+    "ResultFormat",
+    "ResultsExport",
+    "Uploads",
+]

@@ -21,9 +21,15 @@ from ..storage import Storage
 from ..work.dispatcher import Dispatcher
 from ..work.generation import GenerationService
 from .export import ResultFormat, ResultsExport, export_results
+from .quotas import QuotaExceeded, check_quotas
 from .sources import CampaignFields, Uploads, checked_sources
 
-__all__ = ["CampaignService"]
+__all__ = ["AddressNotVerified", "CampaignService"]
+
+
+class AddressNotVerified(QuotaExceeded):
+    """The owner's e-mail address is not verified yet: a 403, a state of the account like a quota's."""
+
 
 KERNEL_ERRORS_SHOWN = 20
 
@@ -118,7 +124,14 @@ class CampaignService:
     # ----------------------------------------------------------------------- changing
 
     async def create(self, owner: User, fields: CampaignFields, uploads: Uploads, default_name: str) -> Campaign:
-        """Check the uploaded sources and create the campaign; ValidationError names what is wrong."""
+        """Check the uploaded sources and create the campaign; ValidationError names what is wrong
+        (`QuotaExceeded`, one kind of it, if the account is at one of its quotas)."""
+        if self.settings.verifies_email and not owner.verified:
+            raise AddressNotVerified(
+                f"the e-mail address {owner.email} must be verified before this account creates campaigns:"
+                " follow the link in the verification mail (the console's account page sends a new one)"
+            )
+        await check_quotas(self.storage, self.settings, owner)
         sources = await checked_sources(uploads, self.settings)
         chosen = {name: getattr(fields, name) for name in CampaignFields.model_fields}  # not a form's files
         chosen |= {

@@ -7,7 +7,9 @@ attempt counts before its password is checked (so a flood is refused without pay
 a successful one is taken back. Sign-up has a honeypot field, a signed form stamp and a per-address
 limit. Sign-up and reset requests answer the same, and do the same hashing, whether or not the e-mail
 address has an account; the mail (if any) goes out in the background. A password reset revokes every
-API token of the account; a password change may too.
+API token of the account; a password change may too. When `email_verification` is on, a sign-up is
+mailed a verification link (expiring, its token hashed at rest); until it is followed the account
+creates no campaigns, and every page shows a banner that can send the link again.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .web import (
     own_url,
     page,
     safe_next,
+    session_token,
     set_session_cookie,
 )
 
@@ -48,6 +51,7 @@ NOTICES = {
     "revoked": "The token has been revoked.",
     "deleted": "Your account and everything in it have been deleted.",
     "signedout": "You are signed out.",
+    "verify-sent": "A new verification link is on its way to your e-mail address.",
 }
 
 
@@ -140,8 +144,61 @@ async def signup() -> ResponseTypes:
             f"Sign in here, or reset its password if you forgot it: {own_url()}{url_for('console.accounts.signin')}\n",
         )
         return redirect(target, 303)
-    user = await plat.storage.create_user(email, password_hash)
+    verify = plat.settings.verifies_email
+    user = await plat.storage.create_user(email, password_hash, verified=not verify)
+    if verify:
+        await mail_verification(user.id, email)
     return await start_session(user.id, target)
+
+
+# --------------------------------------------------------------------------- address verification
+
+
+async def mail_verification(user_id: int, email: str) -> None:
+    """Mail a new verification link (earlier links stop working); nothing if the address is verified."""
+    settings = current_platform().settings
+    token = await console().accounts.create_verification(user_id, timedelta(hours=settings.verify_hours))
+    if token is None:
+        return
+    link = f"{own_url()}{url_for('console.accounts.verify_email', token=token)}"
+    body = (
+        f"Someone (hopefully you) signed up for a distribute account with {email}.\n\n"
+        f"Confirm that this address is yours here (the link works for {settings.verify_hours:g} hours):\n\n"
+        f"{link}\n\nIf it was not you, ignore this mail.\n"
+    )
+    mail_later(email, "Verify your e-mail address for distribute", body)
+
+
+@blueprint.app_context_processor
+def verification_context() -> dict[str, bool]:
+    """`unverified`: the signed-in user must still verify the address (the pages then show a banner)."""
+    user = g.get("user")
+    unverified = user is not None and not user.verified and current_platform().settings.verifies_email
+    return {"unverified": unverified}
+
+
+@blueprint.get("/verify/<token>")
+async def verify_email(token: str) -> Response:
+    user = await console().accounts.verify_email(token)
+    if user is not None and g.get("user") is not None and g.user.id == user.id:
+        g.user = user  # this very page no longer shows the banner
+    response = await page("console/verified.html", 200 if user else 410, verified=user is not None)
+    # The token is in this page's URL: never send it on in a Referer header.
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@blueprint.post("/account/verify")
+@login_required
+async def resend_verification() -> ResponseTypes:
+    limiter = console().reset_limiter  # mail on demand: limited like reset requests
+    key = "verify-user:" + str(g.user.id)
+    wait = limiter.retry_after(key)
+    if wait:
+        return await account_page(429, notice=retry_message(wait))
+    limiter.hit(key)
+    await mail_verification(g.user.id, g.user.email)
+    return redirect(url_for("console.accounts.account", done="verify-sent"), 303)
 
 
 # --------------------------------------------------------------------------- sign in and out
@@ -181,7 +238,7 @@ async def signin() -> ResponseTypes:
 
 @blueprint.post("/signout")
 async def signout() -> ResponseTypes:
-    token = request.cookies.get(auth.SESSION_COOKIE, "")
+    token = session_token()
     if token:
         await console().accounts.end_session(token)
     response = redirect(url_for("console.accounts.signin", done="signedout"), 303)

@@ -21,11 +21,10 @@ import time
 from collections.abc import AsyncIterator
 
 import trio
-from quart import Response, g, request, stream_with_context
+from quart import Response, g, stream_with_context
 
-from ..auth import SESSION_COOKIE
 from ..webstate import current_platform
-from .web import ConsoleBlueprint, console, login_required
+from .web import ConsoleBlueprint, console, login_required, session_token
 
 __all__ = ["INTERVAL", "SESSION_CHECK_EVERY", "blueprint"]
 
@@ -43,7 +42,7 @@ async def events(campaign_id: int) -> Response:
     campaign = await service.owned(campaign_id, g.user)
     state = console()
     queries = state.queries
-    token = request.cookies.get(SESSION_COOKIE, "")
+    token = session_token()
     user_id = g.user.id
 
     async def signed_in() -> bool:

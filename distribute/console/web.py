@@ -30,7 +30,7 @@ from quart.typing import ResponseTypes
 from quart_schema import hide
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from ..auth import ANON_CSRF_COOKIE, SESSION_COOKIE, RateLimiter, new_csrf_token, same_token
+from ..auth import ANON_CSRF_COOKIE, SESSION_COOKIE, RateLimiter, cookie_name, new_csrf_token, same_token
 from ..platform import Platform
 from ..storage.base import AccountStore, ConsoleQueries
 from ..webstate import current_platform
@@ -47,6 +47,8 @@ __all__ = [
     "page",
     "secure_response",
     "server_url",
+    "session_cookie_name",
+    "session_token",
     "set_session_cookie",
     "static_url",
     "tls",
@@ -117,6 +119,21 @@ def tls() -> bool:
     return request.scheme in ("https", "wss") or current_platform().settings.public_url.startswith("https://")
 
 
+def session_cookie_name() -> str:
+    """The session cookie's name for this request (`__Host-` prefixed over https)."""
+    return cookie_name(SESSION_COOKIE, tls())
+
+
+def csrf_cookie_name() -> str:
+    """The signed-out visitor's CSRF cookie's name for this request (`__Host-` prefixed over https)."""
+    return cookie_name(ANON_CSRF_COOKIE, tls())
+
+
+def session_token() -> str:
+    """The session token the visitor's browser sent ("" if none)."""
+    return request.cookies.get(session_cookie_name(), "")
+
+
 def server_url() -> str:
     """Where visitors reach this server: public_url when set (always set it in production: links in
     mails must not depend on the Host header a client sent), else what this request used."""
@@ -150,13 +167,13 @@ async def load_visitor() -> Response | None:
     g.user = None
     g.session_csrf = None
     g.set_anon_csrf = None
-    token = request.cookies.get(SESSION_COOKIE, "")
+    token = session_token()
     if token:
         session = await console().accounts.session(token)
         if session is not None:
             g.user = session.user
             g.session_csrf = session.csrf_token
-    g.anon_csrf = request.cookies.get(ANON_CSRF_COOKIE, "")
+    g.anon_csrf = request.cookies.get(csrf_cookie_name(), "")
     if g.user is None and len(g.anon_csrf) < 32:
         g.anon_csrf = g.set_anon_csrf = new_csrf_token()
     if request.method in ("POST", "PUT", "PATCH", "DELETE"):
@@ -218,7 +235,7 @@ def safe_next(target: str | None, default: str) -> str:
 def set_session_cookie(response: ResponseTypes, token: str) -> None:
     days = current_platform().settings.session_days
     response.set_cookie(
-        SESSION_COOKIE,
+        session_cookie_name(),
         token,
         max_age=int(timedelta(days=days).total_seconds()),
         httponly=True,
@@ -229,7 +246,7 @@ def set_session_cookie(response: ResponseTypes, token: str) -> None:
 
 
 def clear_session_cookie(response: ResponseTypes) -> None:
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="Lax", secure=tls())
+    response.delete_cookie(session_cookie_name(), path="/", httponly=True, samesite="Lax", secure=tls())
 
 
 # --------------------------------------------------------------------------- rendering and headers
@@ -271,7 +288,7 @@ async def secure_response(response: Response) -> Response:
     static = (request.endpoint or "").endswith(".static")
     headers.setdefault("Cache-Control", "no-cache" if static else "no-store")
     if g.get("set_anon_csrf"):
-        response.set_cookie(ANON_CSRF_COOKIE, g.set_anon_csrf, httponly=True, samesite="Lax", secure=tls(), path="/")
+        response.set_cookie(csrf_cookie_name(), g.set_anon_csrf, httponly=True, samesite="Lax", secure=tls(), path="/")
     return response
 
 

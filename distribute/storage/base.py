@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ..models import (
     ApiTokenInfo,
@@ -38,6 +38,7 @@ from ..models import (
 
 __all__ = [
     "AccountStore",
+    "AccountUsage",
     "CampaignStore",
     "ConsoleQueries",
     "DatasetStore",
@@ -57,8 +58,11 @@ class UserStore(Protocol):
         """The schema version of the database (a backend without a schema returns its own constant)."""
         ...
 
-    async def create_user(self, email: str, password_hash: str | None = None) -> User:
-        """Add a user; raises `SettingsError` if one with this e-mail exists already."""
+    async def create_user(self, email: str, password_hash: str | None = None, *, verified: bool = True) -> User:
+        """Add a user; raises `SettingsError` if one with this e-mail exists already.
+
+        `verified=False`: a sign-up whose e-mail address is still to be verified (`AccountStore.verify_email`).
+        """
         ...
 
     async def get_user(self, user_id: int) -> User | None:
@@ -76,6 +80,15 @@ class UserStore(Protocol):
     async def user_for_token(self, token: str) -> User | None:
         """The owner of an API token; None if the token is unknown or revoked."""
         ...
+
+
+class AccountUsage(NamedTuple):
+    """What one account has stored and runs, for its quotas."""
+
+    campaigns: int  # deleted ones too: they can be restored
+    datasets: int  # generated datasets of all those campaigns (spot checks not counted)
+    result_bytes: int  # bytes of stored result values of all those campaigns
+    generating: int  # campaigns generating now (deleted ones not counted)
 
 
 class CampaignStore(Protocol):
@@ -128,6 +141,15 @@ class CampaignStore(Protocol):
         (each repetition counted); verified: canonical + trusted results; trusted: trusted results;
         pending_verification: open (pending/leased) datasets that have pending replicas; conflict:
         datasets in state conflict; flagged_workers: distinct identities of invalid results.
+        """
+        ...
+
+    async def account_usage(self, owner_id: int, *, result_bytes: bool = True) -> AccountUsage:
+        """The owner's campaigns (deleted ones too), their generated datasets and result bytes, and
+        how many of them are generating; an unknown owner has none of anything.
+
+        Aggregates over the owner's campaigns, and with `result_bytes` over their results (the one
+        costly part: `result_bytes=False` skips it and reports 0 bytes).
         """
         ...
 
@@ -295,6 +317,15 @@ class AccountStore(Protocol):
 
         Atomic: of two concurrent uses of one token, exactly one succeeds.
         """
+        ...
+
+    async def create_verification(self, user_id: int, lifetime: timedelta) -> str | None:
+        """A new address-verification token for an unverified user (earlier ones stop working); None if the
+        user is verified already or unknown."""
+        ...
+
+    async def verify_email(self, token: str) -> User | None:
+        """Use an address-verification token: the user becomes verified; None if unknown or expired."""
         ...
 
     async def tokens(self, user_id: int) -> list[ApiTokenInfo]:

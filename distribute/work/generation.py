@@ -119,6 +119,17 @@ class GenerationService:
                 generation.cancel()
                 return
 
+    async def _check_dataset_quota(self, campaign: Campaign, adding: int) -> None:
+        """Fail the campaign (GenerationError) if `adding` datasets would take its account over
+        `quota_datasets`; one aggregate over the owner's campaigns per batch, whichever generates."""
+        quota = self.settings.quota_datasets
+        usage = await self.storage.account_usage(campaign.owner_id, result_bytes=False)
+        if usage.datasets + adding > quota:
+            raise GenerationError(
+                f"dataset quota exceeded: this account's campaigns have generated {usage.datasets} datasets,"
+                f" this generator would add {adding} more, and at most {quota} are allowed (setting quota_datasets)"
+            )
+
     async def _pull_all(self, campaign: Campaign) -> None:
         settings = self.settings
         async with open_generator(
@@ -138,6 +149,8 @@ class GenerationService:
             pending_at_most = None if campaign.generated else 0
             while True:
                 payloads, exhausted = await generator.pull(settings.generator_batch)
+                if settings.quota_datasets and payloads:
+                    await self._check_dataset_quota(campaign, len(payloads))
                 await self.storage.add_datasets(
                     campaign.id, payloads, exhausted=exhausted, generator=self.dispatcher.owner
                 )

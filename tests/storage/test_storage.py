@@ -264,3 +264,25 @@ async def test_a_spot_dataset_is_no_open_dataset(storage: Storage) -> None:
     assert await storage.complete_if_done(campaign.id)
     assert await storage.store_outcomes([finished(spot.id, campaign.id)], [], 3) == []
     assert (await storage.counts(campaign.id)).total == 0
+
+
+async def test_account_usage_counts_the_owners_campaigns_datasets_and_result_bytes(storage: Storage) -> None:
+    campaign = await make_campaign(storage, 3)
+    owner = (await storage.get_campaign(campaign)).owner_id
+    other = await make_campaign(storage, 5)  # another owner's: never counted
+    leased = await storage.lease(campaign, 2, "p", 30)
+    outcomes = [FinishedTask(leased[0].id, campaign, b"12345", 1.0, "w", ""), finished(leased[1].id, campaign, "ab")]
+    await storage.store_outcomes([*outcomes, finished((await storage.lease(other, 1, "p", 30))[0].id, other)], [], 3)
+    second = await storage.create_campaign(
+        owner, name="d", kernel="k", generator="g", static_dataset="", task_timeout=5.0
+    )
+    await storage.set_deleted(second.id, True)  # deleted campaigns still count: they can be restored
+    third = await storage.create_campaign(
+        owner, name="e", kernel="k", generator="g", static_dataset="", task_timeout=5.0
+    )
+    usage = await storage.account_usage(owner)
+    assert usage == (3, 3, 5 + len(msgpack.packb("ab")), 1)  # only the third is generating and not deleted
+    assert await storage.account_usage(owner, result_bytes=False) == (3, 3, 0, 1)
+    await storage.add_datasets(third.id, [b"x", b"y"], exhausted=True)
+    assert await storage.account_usage(owner, result_bytes=False) == (3, 5, 0, 0)
+    assert await storage.account_usage(owner + 1000) == (0, 0, 0, 0)

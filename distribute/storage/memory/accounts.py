@@ -20,7 +20,7 @@ __all__ = ["MemoryAccounts", "MemoryConsoleQueries", "MemoryUsers"]
 
 
 def user_of(row: UserRow) -> User:
-    return User(id=row.id, email=row.email, created=row.created)
+    return User(id=row.id, email=row.email, created=row.created, verified=row.verified)
 
 
 class MemoryUsers:
@@ -28,13 +28,13 @@ class MemoryUsers:
 
     tables: Tables
 
-    async def create_user(self, email: str, password_hash: str | None = None) -> User:
+    async def create_user(self, email: str, password_hash: str | None = None, *, verified: bool = True) -> User:
         async with self.tables.session() as t:
             if email in t.user_ids:
                 raise SettingsError(f"a user with e-mail {email} exists already")
             if not email:
                 raise ValueError("a user needs an e-mail address")
-            row = UserRow(t.next_id("user"), email, password_hash, datetime.now(UTC))
+            row = UserRow(t.next_id("user"), email, password_hash, datetime.now(UTC), verified)
             t.users[row.id] = row
             t.user_ids[email] = row.id
             return user_of(row)
@@ -148,6 +148,27 @@ class MemoryAccounts:
             _revoke_tokens(t, user.id)
             return user_of(user)
 
+    async def create_verification(self, user_id: int, lifetime: timedelta) -> str | None:
+        async with self.tables.session() as t:
+            user = t.users.get(user_id)
+            if user is None or user.verified:
+                return None
+            t.verifications.pop(user.verify_token_hash, None)
+            token = secrets.token_urlsafe(32)
+            user.verify_token_hash = hash_token(token)
+            t.verifications[user.verify_token_hash] = SecretRow(user.id, datetime.now(UTC) + lifetime)
+            return token
+
+    async def verify_email(self, token: str) -> User | None:
+        async with self.tables.session() as t:
+            row = t.verifications.get(hash_token(token))
+            if row is None or row.expires < datetime.now(UTC) or row.user_id not in t.users:
+                return None
+            del t.verifications[hash_token(token)]
+            user = t.users[row.user_id]
+            user.verified, user.verify_token_hash = True, ""
+            return user_of(user)
+
     async def tokens(self, user_id: int) -> list[ApiTokenInfo]:
         async with self.tables.session() as t:
             return [
@@ -188,7 +209,7 @@ class MemoryAccounts:
             for token in [row for row in t.tokens.values() if row.user_id == user_id]:
                 del t.tokens[token.id]
                 del t.token_ids[token.token_hash]
-            for table in (t.sessions, t.resets):
+            for table in (t.sessions, t.resets, t.verifications):
                 for key in [key for key, row in table.items() if row.user_id == user_id]:
                     del table[key]
 

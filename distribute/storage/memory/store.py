@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from ...errors import LeaseLost, NotFound, SettingsError
 from ...models import Campaign, CampaignCounts, CampaignStatus, DatasetState, LeasedDataset, ResultStatus
+from ..base import AccountUsage
 from ..hashing import content_hash
 from .accounts import MemoryAccounts, MemoryConsoleQueries, MemoryUsers
 from .generator_leases import MemoryGeneratorLeases, holds
@@ -156,6 +157,20 @@ class MemoryStorage(MemoryUsers, MemoryResults, MemoryVerification):
             row.compute_ms = 0.0
             if row.status == CampaignStatus.COMPLETE:
                 row.status = CampaignStatus.RUNNING
+
+    async def account_usage(self, owner_id: int, *, result_bytes: bool = True) -> AccountUsage:
+        async with self.tables.session() as t:
+            rows = [row for row in t.campaigns.values() if row.fixed.owner_id == owner_id]
+            stored = 0
+            if result_bytes:
+                stored = sum(
+                    len(result.payload)
+                    for row in rows
+                    for result in t.campaign_results(row)
+                    if result.payload is not None
+                )
+            generating = sum(1 for row in rows if row.status == CampaignStatus.GENERATING and not row.deleted)
+            return AccountUsage(len(rows), sum(row.generated for row in rows), stored, generating)
 
     async def counts(self, campaign_id: int) -> CampaignCounts:
         async with self.tables.session() as t:

@@ -48,6 +48,8 @@ class UserRow:
     email: str
     password_hash: str | None
     created: datetime
+    verified: bool = True  # False: its e-mail address is still to be verified
+    verify_token_hash: str = ""  # the live address-verification token's hash, if any
 
 
 @dataclass(slots=True, eq=False)
@@ -182,6 +184,7 @@ class Tables:
         self.token_ids: dict[str, int] = {}  # by token hash
         self.sessions: dict[str, SecretRow] = {}  # by token hash
         self.resets: dict[str, SecretRow] = {}  # by token hash
+        self.verifications: dict[str, SecretRow] = {}  # by token hash
         self.campaigns: dict[int, CampaignRow] = {}
         self.datasets: dict[int, DatasetRow] = {}
         self.results: dict[int, ResultRow] = {}

@@ -37,16 +37,20 @@ def utcnow() -> datetime:
 
 
 def to_user(row: Any) -> User:
-    return User(id=row.id, email=row.email, created=row.created.replace(tzinfo=UTC))
+    return User(
+        id=row.id, email=row.email, created=row.created.replace(tzinfo=UTC), verified=row.email_verification is None
+    )
 
 
 # ---------------------------------------------------------------------- users and API tokens
 
 
-def create_user(sql: SqlDialect, email: str, password_hash: str | None) -> User:
+def create_user(sql: SqlDialect, email: str, password_hash: str | None, verified: bool = True) -> User:
     if sql.e["User"].get(email=email) is not None:
         raise SettingsError(f"a user with e-mail {email} exists already")
     user = sql.e["User"](email=email, password_hash=password_hash, created=utcnow())
+    if not verified:
+        sql.e["EmailVerification"](user=user, token_hash=None, expires=user.created)
     user.flush()
     return to_user(user)
 
@@ -162,6 +166,25 @@ def _redeem_reset(sql: SqlDialect, token: str, password_hash: str) -> User | Non
     return to_user(row.user)
 
 
+def _create_verification(sql: SqlDialect, user_id: int, lifetime: timedelta) -> str | None:
+    user = sql.e["User"].get(id=user_id)
+    row = user.email_verification if user is not None else None
+    if row is None:
+        return None
+    token = secrets.token_urlsafe(32)
+    row.token_hash, row.expires = hash_token(token), utcnow() + lifetime
+    return token
+
+
+def _verify_email(sql: SqlDialect, token: str) -> User | None:
+    row = sql.e["EmailVerification"].get_for_update(token_hash=hash_token(token))
+    if row is None or row.expires < utcnow():
+        return None
+    user = row.user
+    row.delete()
+    return to_user(user)
+
+
 def _tokens(sql: SqlDialect, user_id: int) -> list[ApiTokenInfo]:
     rows = select(t for t in sql.e["ApiToken"] if t.user.id == user_id).order_by(lambda t: t.id)
     return [ApiTokenInfo(t.id, t.name or "", t.created.replace(tzinfo=UTC), t.revoked) for t in rows[:]]
@@ -232,6 +255,12 @@ class PonyAccounts:
 
     async def redeem_reset(self, token: str, password_hash: str) -> User | None:
         return await self._sessions.run_immediate(_redeem_reset, token, password_hash)
+
+    async def create_verification(self, user_id: int, lifetime: timedelta) -> str | None:
+        return await self._sessions.run_immediate(_create_verification, user_id, lifetime)
+
+    async def verify_email(self, token: str) -> User | None:
+        return await self._sessions.run_immediate(_verify_email, token)
 
     async def tokens(self, user_id: int) -> list[ApiTokenInfo]:
         return await self._sessions.run(_tokens, user_id)

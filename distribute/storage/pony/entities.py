@@ -58,6 +58,7 @@ def define_entities(db: Database) -> dict[str, Any]:
         campaigns = Set("Campaign")
         web_sessions = Set("WebSession")
         password_resets = Set("PasswordReset")
+        email_verification = Optional("EmailVerification")  # a row: its e-mail address is not verified yet
 
     class ApiToken(db.Entity):
         _table_ = "api_token"
@@ -151,6 +152,14 @@ def define_entities(db: Database) -> dict[str, Any]:
         expires = Required(datetime)
         used = Required(bool, default=False)
 
+    class EmailVerification(db.Entity):
+        # A table of its own rather than a column of `account`: a database made before address
+        # verification has no rows here, so its accounts count as verified with no migration step.
+        _table_ = "email_verification"
+        user = Required(User, unique=True)
+        token_hash = Optional(str, unique=True, nullable=True)  # None: no link mailed yet
+        expires = Required(datetime)
+
     class GeneratorLease(db.Entity):
         _table_ = "generator_lease"
         campaign = PrimaryKey(int)  # not a foreign key: the row outlives nothing and joins nothing
@@ -160,6 +169,7 @@ def define_entities(db: Database) -> dict[str, Any]:
     return {
         "WebSession": WebSession,
         "PasswordReset": PasswordReset,
+        "EmailVerification": EmailVerification,
         "GeneratorLease": GeneratorLease,
         "Meta": Meta,
         "User": User,

@@ -14,10 +14,20 @@ from typing import Any
 from pony.orm import Database
 from psycopg2.extras import execute_batch, execute_values
 
-from ...models import CampaignCounts, DatasetState, FailedTask, FinishedTask, LeasedDataset, ResultStatus
+from ...models import (
+    CampaignCounts,
+    CampaignStatus,
+    DatasetState,
+    FailedTask,
+    FinishedTask,
+    LeasedDataset,
+    ResultStatus,
+)
+from ..base import AccountUsage
 
 __all__ = [
     "SqlDialect",
+    "account_usage",
     "counts",
     "expire_leases",
     "insert_datasets",
@@ -141,6 +151,23 @@ def counts(sql: SqlDialect, campaign_id: int) -> CampaignCounts:
         conflict=by_state.get(DatasetState.CONFLICT, 0),
         flagged_workers=flagged[0][0],
     )
+
+
+def account_usage(sql: SqlDialect, owner_id: int, with_result_bytes: bool) -> AccountUsage:
+    # Aggregates over the owner's campaigns; the result one uses the result table's campaign index.
+    campaigns, datasets, generating = sql.query(
+        "SELECT COUNT(*), COALESCE(SUM(generated), 0),"
+        " COALESCE(SUM(CASE WHEN status = ? AND deleted = ? THEN 1 ELSE 0 END), 0) FROM campaign WHERE owner = ?",
+        (CampaignStatus.GENERATING, False, owner_id),
+    )[0]
+    result_bytes = 0
+    if with_result_bytes:
+        result_bytes = sql.query(
+            "SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM result"
+            " WHERE campaign IN (SELECT id FROM campaign WHERE owner = ?)",
+            (owner_id,),
+        )[0][0]
+    return AccountUsage(int(campaigns), int(datasets), int(result_bytes), int(generating))
 
 
 def insert_datasets(sql: SqlDialect, campaign_id: int, first_seq: int, payloads: Sequence[bytes]) -> None:

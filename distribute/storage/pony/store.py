@@ -33,6 +33,7 @@ from ...models import (
     Vote,
     WorkerRecord,
 )
+from ..base import AccountUsage
 from . import accounts, campaigns, queries
 from . import sql as hot
 from . import verdicts as verification
@@ -136,8 +137,8 @@ class PonyStorage:
 
     # ------------------------------------------------------------------ users and tokens
 
-    async def create_user(self, email: str, password_hash: str | None = None) -> User:
-        return await self._sessions.run(accounts.create_user, email, password_hash)
+    async def create_user(self, email: str, password_hash: str | None = None, *, verified: bool = True) -> User:
+        return await self._sessions.run(accounts.create_user, email, password_hash, verified)
 
     async def get_user(self, user_id: int) -> User | None:
         return await self._sessions.run(accounts.get_user, user_id)
@@ -175,6 +176,9 @@ class PonyStorage:
 
     async def counts(self, campaign_id: int) -> CampaignCounts:
         return await self._sessions.run(hot.counts, campaign_id)
+
+    async def account_usage(self, owner_id: int, *, result_bytes: bool = True) -> AccountUsage:
+        return await self._sessions.run(hot.account_usage, owner_id, result_bytes)
 
     async def complete_if_done(self, campaign_id: int) -> bool:
         return await self._sessions.run_immediate(campaigns.complete_if_done, campaign_id)
