@@ -146,6 +146,49 @@ def test_hostile_attribute_values_show_visitors_nothing(wordpress: WordPress, ho
     assert PAYLOAD not in page
 
 
+# --------------------------------------------------------------------------- who may choose the server
+
+OTHER_SERVER = "https://elsewhere.example.net"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        f'[distribute campaign="12" server="{OTHER_SERVER}"]',
+        f'<!-- wp:distribute/embed {{"campaign":"12","server":"{OTHER_SERVER}"}} /-->',
+    ],
+    ids=["shortcode", "block"],
+)
+def test_a_contributors_post_cannot_point_the_iframe_at_another_server(wordpress: WordPress, content: str) -> None:
+    wordpress.set_settings(server_url=SERVER)
+    post = wordpress.create_post("A contributor's embed", content, author=wordpress.contributor_id)
+    assert not iframes(visit(wordpress, post.url))
+    with wordpress.login() as admin:
+        notices = [p.text for p in Elements(visit(wordpress, post.url, admin)).find("p", "distribute-error")]
+    assert len(notices) == 1
+    assert "unfiltered_html" in notices[0]
+
+
+@pytest.mark.parametrize("server", ["", SERVER, SERVER + "/"])
+def test_a_contributors_post_may_use_the_configured_server(wordpress: WordPress, server: str) -> None:
+    wordpress.set_settings(server_url=SERVER)
+    post = wordpress.create_post(
+        "A contributor's embed", f'[distribute campaign="12" server="{server}"]', author=wordpress.contributor_id
+    )
+    (only,) = iframes(visit(wordpress, post.url))
+    assert dict(only)["src"].startswith(SERVER + "/embed/12")
+
+
+def test_an_author_with_unfiltered_html_may_choose_any_server(wordpress: WordPress) -> None:
+    wordpress.set_settings(server_url=SERVER)
+    assert wordpress.php("return user_can( $args['id'], 'unfiltered_html' );", id=wordpress.editor_id) is True
+    post = wordpress.create_post(
+        "An editor's embed", f'[distribute campaign="12" server="{OTHER_SERVER}"]', author=wordpress.editor_id
+    )
+    (only,) = iframes(visit(wordpress, post.url))
+    assert dict(only)["src"].startswith(OTHER_SERVER + "/embed/12")
+
+
 # --------------------------------------------------------------------------- the settings page
 
 

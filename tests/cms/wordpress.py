@@ -38,6 +38,7 @@ THEME = HERE / "wp-theme"
 WORDPRESS_SOURCE = Path("/usr/share/wordpress")
 PASSWORD = "correct horse battery staple"
 EDITOR = "editor"
+CONTRIBUTOR = "contributor"
 
 
 def require_program(name: str, package: str) -> str:
@@ -180,10 +181,13 @@ if ( is_wp_error( $activated ) ) { return $activated->get_error_message(); }
 switch_theme( 'distribute-test' );
 $editor = wp_insert_user( array( 'user_login' => $args['editor'], 'user_pass' => $args['password'],
     'user_email' => 'editor@example.org', 'role' => 'editor' ) );
+$contributor = wp_insert_user( array( 'user_login' => $args['contributor'], 'user_pass' => $args['password'],
+    'user_email' => 'contributor@example.org', 'role' => 'contributor' ) );
 // No welcome guide in the block editor.
 update_user_meta( 1, $GLOBALS['wpdb']->get_blog_prefix() . 'persisted_preferences',
     array( 'core/edit-post' => array( 'welcomeGuide' => false ), '_modified' => gmdate( 'c' ) ) );
-return array( 'active' => is_plugin_active( 'distribute/distribute.php' ), 'editor' => $editor );
+return array( 'active' => is_plugin_active( 'distribute/distribute.php' ), 'editor' => $editor,
+    'contributor' => $contributor );
 """
 
 
@@ -201,6 +205,7 @@ class WordPress:
     server: subprocess.Popen[bytes] | None = None
     log: Path = field(default_factory=Path)
     editor_id: int = 0
+    contributor_id: int = 0
 
     @property
     def host(self) -> str:
@@ -241,10 +246,11 @@ class WordPress:
         )
         if installed.returncode != 0 or '"user_id":1' not in installed.stdout:
             pytest.fail(f"installing WordPress failed:\n{installed.stdout[-3000:]}\n{installed.stderr[-3000:]}")
-        setup = self.php(SETUP, editor=EDITOR, password=PASSWORD)
+        setup = self.php(SETUP, editor=EDITOR, contributor=CONTRIBUTOR, password=PASSWORD)
         if not isinstance(setup, dict) or not setup["active"]:
             pytest.fail(f"activating the plugin failed: {setup}")
         self.editor_id = setup["editor"]
+        self.contributor_id = setup["contributor"]
 
     def _serve(self, php: str, port: int) -> None:
         self.log = self.root.parent / "php-server.log"

@@ -23,7 +23,12 @@ NEW_PASSWORD = "a brand new passphrase"
 
 async def mailing_server(start_server: StartServer, inbox: Inbox, **settings: Any) -> Any:
     return await start_server(
-        signup_min_seconds=0.0, smtp_host="127.0.0.1", smtp_port=inbox.port, smtp_security="none", email_verification="off", **settings
+        signup_min_seconds=0.0,
+        smtp_host="127.0.0.1",
+        smtp_port=inbox.port,
+        smtp_security="none",
+        email_verification="off",
+        **settings,
     )
 
 

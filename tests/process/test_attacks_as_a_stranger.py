@@ -286,3 +286,66 @@ async def test_a_password_reset_with_a_forged_host_never_links_to_that_host(star
     assert link, body.get_content()
     assert link.group(0).startswith(stranger.url.rstrip("/") + "/reset/")
     await stranger.serves_an_honest_worker()
+
+
+_STAMP = re.compile(r'name="stamp" value="([^"]*)"')
+
+
+async def test_a_non_ascii_sign_up_stamp_gets_400(start_stranger: StartStranger) -> None:
+    stranger = await start_stranger()
+    async with httpx.AsyncClient(base_url=stranger.url, timeout=30) as visitor:
+        form = (await visitor.get("/signup")).text
+        match = _CSRF.search(form)
+        assert match and _STAMP.search(form), "no csrf or stamp field on /signup"
+        response = await visitor.post(
+            "/signup",
+            data={
+                "csrf": match.group(1),
+                "stamp": "é." + "0" * 32,
+                "email": "second@example.net",
+                "password": "correct horse battery",
+                "password2": "correct horse battery",
+                "website": "",
+            },
+        )
+    assert response.status_code == 400
+    await stranger.serves_an_honest_worker()
+
+
+async def test_a_stranger_past_the_campaign_quota_gets_403_naming_the_setting(start_stranger: StartStranger) -> None:
+    stranger = await start_stranger(DISTRIBUTE_QUOTA_CAMPAIGNS="2")
+    await stranger.serves_an_honest_worker()
+    await stranger.upload(SEED_KERNEL, SMALL_GENERATOR, SEED_STATIC)
+    files = {"kernel": ("kernel.js", SEED_KERNEL.encode()), "generator": ("generator.js", SMALL_GENERATOR.encode())}
+    refused = await stranger.api.post("/api/campaigns", files=files)
+    assert refused.status_code == 403, refused.text
+    assert "quota_campaigns" in refused.json()["error"]
+    listed = (await stranger.api.get("/api/campaigns")).json()["campaigns"]
+    assert len(listed) == 2
+
+
+_VERIFY_LINK = re.compile(r"https?://\S+/verify/\S+")
+
+
+async def test_an_unverified_stranger_creates_no_campaign_until_following_the_mailed_link(
+    start_stranger: StartStranger,
+) -> None:
+    stranger = await start_stranger(DISTRIBUTE_EMAIL_VERIFICATION="on")
+    files = {"kernel": ("kernel.js", SEED_KERNEL.encode()), "generator": ("generator.js", SMALL_GENERATOR.encode())}
+    refused = await stranger.api.post("/api/campaigns", files=files)
+    assert refused.status_code == 403, refused.text
+    assert "must be verified" in refused.json()["error"]
+    outbox = stranger.folder / "outbox"
+    with trio.fail_after(10):
+        while not (mails := sorted(outbox.glob("*.eml"))):
+            await trio.sleep(0.02)
+    (mail,) = mails
+    message = email.message_from_bytes(mail.read_bytes(), policy=email.policy.default)
+    body = message.get_body(preferencelist=("plain",))
+    assert body is not None
+    link = _VERIFY_LINK.search(body.get_content())
+    assert link and link.group(0).startswith(stranger.url.rstrip("/") + "/verify/"), body.get_content()
+    async with httpx.AsyncClient(timeout=30) as anyone:  # the link works without the session
+        followed = await anyone.get(link.group(0))
+    assert followed.status_code == 200, followed.text
+    await stranger.serves_an_honest_worker()

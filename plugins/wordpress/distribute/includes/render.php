@@ -51,8 +51,17 @@ function render_embed( array $args, $wrapper ) {
 		$value = isset( $args[ $key ] ) && is_scalar( $args[ $key ] ) ? trim( (string) $args[ $key ] ) : '';
 		return '' !== $value ? $value : $fallback;
 	};
+	$server     = $pick( 'server', $settings['server_url'] );
+	if ( ! may_choose_server( $server, $settings['server_url'] ) ) {
+		return error_notice(
+			new \WP_Error(
+				'distribute_server',
+				__( 'This post\'s author may embed only the server set under Settings → distribute: choosing another server needs the unfiltered_html capability.', 'distribute' )
+			)
+		);
+	}
 	$attributes = iframe_attributes(
-		$pick( 'server', $settings['server_url'] ),
+		$server,
 		$pick( 'campaign', $settings['campaign'] ),
 		$pick( 'height', '' ),
 		$pick( 'throttle', $settings['throttle'] )
@@ -64,6 +73,29 @@ function render_embed( array $args, $wrapper ) {
 		? '<p class="distribute-consent">' . esc_html( $settings['consent_text'] ) . '</p>'
 		: '';
 	return '<div ' . $wrapper . '>' . $consent . iframe_html( $attributes ) . '</div>';
+}
+
+/**
+ * Whether the post being rendered may point its iframe at `$server`.
+ *
+ * The iframe runs whatever its server sends in the site's visitors' browsers, so choosing the server
+ * is as strong as writing raw HTML. Authors who may not do that (contributors, authors, and anyone
+ * without `unfiltered_html`) get the site's configured server only. Markup outside a post (a theme
+ * template, a widget) comes from administrators and may choose.
+ *
+ * @param string $server     The server the embed asks for.
+ * @param string $configured The server under Settings → distribute.
+ * @return bool
+ */
+function may_choose_server( $server, $configured ) {
+	$post = get_post();
+	if ( ! $post || ! $post->post_author ) {
+		return true;
+	}
+	if ( user_can( (int) $post->post_author, 'unfiltered_html' ) ) {
+		return true;
+	}
+	return '' !== normalize_server( $server ) && normalize_server( $server ) === normalize_server( $configured );
 }
 
 /**
