@@ -18,7 +18,7 @@ from tests.browser.conftest import BrowserThread
 from tests.conftest import LiveServer
 from tests.support.protocol_client import work
 
-from .conftest import Api, age_results, counting_generator
+from .conftest import ARTIFACTS, Api, age_results, counting_generator
 
 pytestmark = pytest.mark.browser
 
@@ -83,6 +83,8 @@ async def test_a_long_json_result_wraps_within_the_viewport_without_a_broken_tok
     def look() -> tuple[list[dict[str, Any]], int, int, str]:
         owner.go(f"/campaigns/{campaign_id}/results")
         cells = owner.page.evaluate(TOKENS_ON_ONE_LINE)
+        ARTIFACTS.mkdir(exist_ok=True)
+        owner.page.screenshot(path=str(ARTIFACTS / "console-results-long-json.png"), full_page=True)
         more = owner.page.locator(".json-more").first
         return (
             cells,
@@ -168,6 +170,8 @@ async def test_after_a_reload_the_chart_spans_the_live_window_and_draws_a_pause_
         owner.go(f"/campaigns/{campaign_id}")
         owner.page.reload()
         owner.page.wait_for_function("() => Number(document.getElementById('live').dataset.updates) >= 3")
+        ARTIFACTS.mkdir(exist_ok=True)
+        owner.page.locator("#chart").screenshot(path=str(ARTIFACTS / "console-chart-after-a-pause.png"))
         return owner.page.evaluate(
             """() => { const svg = document.getElementById('chart');
               return {series: JSON.parse(svg.dataset.series), window: Number(svg.dataset.window),
