@@ -153,6 +153,7 @@ class StoredResult:
     host: str
     created: datetime
     status: str = ResultStatus.ACCEPTED
+    dataset_number: int = 0  # the dataset's place in its campaign's generation order, 1..N (0: unknown)
 
 
 @dataclass(frozen=True, slots=True)

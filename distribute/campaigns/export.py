@@ -1,5 +1,9 @@
 """A campaign's results as a download: json, msgpack or csv, streamed page by page.
 
+Every row names its dataset twice: `dataset_id` (global) and `dataset_number` (1..N within the campaign,
+in generation order). CSV flattens plain-object results into `result.KEY` columns (see `CsvLayout`) and
+rounds compute times to 0.1 ms; cells a spreadsheet would run as formulas are made inert.
+
 `export_results` returns the body as an async iterator of chunks plus its media type and file
 name; the web adapters wrap it in a response as it is. A download of millions of results never
 sits in memory at once, and the body is produced after the view returned, outside the app
@@ -19,12 +23,24 @@ import msgpack
 
 from ..storage import Storage
 
-__all__ = ["CSV_COLUMNS", "RESULT_FORMATS", "ResultFormat", "ResultsExport", "export_results"]
+__all__ = ["CSV_COLUMNS", "RESULT_FORMATS", "CsvLayout", "ResultFormat", "ResultsExport", "export_results"]
 
 ResultFormat = Literal["json", "msgpack", "csv"]
 RESULT_FORMATS: tuple[ResultFormat, ...] = ("json", "msgpack", "csv")
 CHUNK = 64 * 1024  # bytes per body chunk: one ASGI message per row would dominate the download
-CSV_COLUMNS = ("dataset_id", "dataset", "result", "compute_ms", "worker", "host", "created", "verification")
+# The CSV's fixed columns; between "dataset" and "compute_ms" come the result's: see `CsvLayout`.
+CSV_COLUMNS = (
+    "dataset_id",
+    "dataset_number",
+    "dataset",
+    "result",
+    "compute_ms",
+    "worker",
+    "host",
+    "created",
+    "verification",
+)
+MAX_RESULT_COLUMNS = 200  # more distinct keys than this and results stay JSON in one "result" column
 
 Row = dict[str, Any]  # one result as the download shows it: msgpack values decoded
 
@@ -47,7 +63,10 @@ def export_results(
 ) -> ResultsExport:
     """The campaign's results in `fmt`; `verified`: only results settled by a quorum (or a trusted worker)."""
     encode, mimetype = ENCODERS[fmt]
-    rows = _result_rows(storage, campaign_id, include_empty, verified)
+
+    def rows() -> AsyncIterator[Row]:
+        return _result_rows(storage, campaign_id, include_empty, verified)
+
     return ResultsExport(encode(rows), mimetype, f"campaign-{campaign_id}-results.{fmt}")
 
 
@@ -62,6 +81,7 @@ async def _result_rows(
                 continue
             yield {
                 "dataset_id": row.dataset_id,
+                "dataset_number": row.dataset_number,
                 "dataset": msgpack.unpackb(row.dataset),
                 "result": None if row.value is None else msgpack.unpackb(row.value),
                 "compute_ms": row.compute_ms,
@@ -75,10 +95,10 @@ async def _result_rows(
         after = (batch[-1].dataset_id, batch[-1].id)
 
 
-async def _as_json(rows: AsyncIterator[Row]) -> AsyncIterator[bytes]:
+async def _as_json(rows: Callable[[], AsyncIterator[Row]]) -> AsyncIterator[bytes]:
     parts: list[bytes] = [b"["]
     size, separator = 1, b""
-    async for row in rows:
+    async for row in rows():
         encoded = separator + json.dumps(row).encode()
         separator = b",\n"
         parts.append(encoded)
@@ -90,10 +110,10 @@ async def _as_json(rows: AsyncIterator[Row]) -> AsyncIterator[bytes]:
     yield b"".join(parts)
 
 
-async def _as_msgpack(rows: AsyncIterator[Row]) -> AsyncIterator[bytes]:
+async def _as_msgpack(rows: Callable[[], AsyncIterator[Row]]) -> AsyncIterator[bytes]:
     """A stream of msgpack maps, one per result (read it with msgpack.Unpacker)."""
     packer = msgpack.Packer(autoreset=False)
-    async for row in rows:
+    async for row in rows():
         packer.pack(row)
         if packer.getbuffer().nbytes > CHUNK:
             yield packer.bytes()
@@ -118,12 +138,86 @@ def _inert(cell: Any) -> Any:
     return cell
 
 
-async def _as_csv(rows: AsyncIterator[Row]) -> AsyncIterator[bytes]:
+def plain_object(value: Any) -> bool:
+    """A result CSV spreads over columns: a JSON object (a dict whose keys are all strings)."""
+    return isinstance(value, dict) and all(isinstance(key, str) for key in value)
+
+
+@dataclass
+class CsvLayout:
+    """The columns of a CSV download, chosen from all its results before the first line is written.
+
+    A plain-object result fills one column per key, named "result." + key (the prefix keeps a key such
+    as "host" apart from the fixed columns), in the order the keys are first seen. A value that is an
+    array or object itself is written as JSON in its cell, null as an empty cell, true/false as such;
+    a key a result lacks leaves its cell empty. Any other result (a number, an array, a string...) is
+    JSON in the "result" column, which is there whenever such a result is (or no plain object is):
+    then object results leave it empty. Empty results (include_empty) are "null" there. With more
+    than MAX_RESULT_COLUMNS distinct keys nothing is flattened: every result is JSON in "result".
+    """
+
+    keys: dict[str, None]  # insertion-ordered set
+    json_column: bool = False
+
+    @classmethod
+    def of(cls, results: list[Any]) -> CsvLayout:
+        layout = cls({})
+        layout.add(results)
+        return layout.settled()
+
+    def add(self, results: list[Any]) -> None:
+        for value in results:
+            if value is None:  # an empty result: "null" in the result column if there is one
+                continue
+            if plain_object(value):
+                self.keys.update(dict.fromkeys(value))
+            else:
+                self.json_column = True
+
+    def settled(self) -> CsvLayout:
+        if len(self.keys) > MAX_RESULT_COLUMNS:
+            return CsvLayout({}, json_column=True)
+        return CsvLayout(self.keys, json_column=self.json_column or not self.keys)
+
+    @property
+    def flattens(self) -> bool:
+        return bool(self.keys)
+
+    def header(self) -> list[str]:
+        result = ["result"] if self.json_column else []
+        result += [f"result.{key}" for key in self.keys]
+        return [*CSV_COLUMNS[:3], *result, *CSV_COLUMNS[4:]]
+
+    def line(self, row: Row) -> list[Any]:
+        value = row["result"]
+        flat = self.flattens and plain_object(value)
+        result = [("" if flat else json.dumps(value))] if self.json_column else []
+        result += [_cell(value[key]) if flat and key in value else "" for key in self.keys]
+        fixed = [row["dataset_id"], row["dataset_number"], json.dumps(row["dataset"])]
+        rest = [round(row["compute_ms"], 1), row["worker"], row["host"], row["created"], row["verification"]]
+        return [_inert(cell) for cell in (*fixed, *result, *rest)]
+
+
+def _cell(value: Any) -> Any:
+    """One key's value in its own column: strings and numbers as they are, anything else in JSON spelling."""
+    if value is None:
+        return ""
+    if isinstance(value, str) or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+async def _as_csv(rows: Callable[[], AsyncIterator[Row]]) -> AsyncIterator[bytes]:
+    # The header needs every result's keys: a first pass reads the results once for them alone.
+    layout = CsvLayout({})
+    async for row in rows():
+        layout.add([row["result"]])
+    layout = layout.settled()
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
-    async for row in rows:
-        writer.writerow([_inert(json.dumps(row[c]) if c in ("dataset", "result") else row[c]) for c in CSV_COLUMNS])
+    writer.writerow(layout.header())
+    async for row in rows():
+        writer.writerow(layout.line(row))
         if buffer.tell() > CHUNK:
             yield buffer.getvalue().encode()
             buffer.seek(0)
@@ -131,7 +225,7 @@ async def _as_csv(rows: AsyncIterator[Row]) -> AsyncIterator[bytes]:
     yield buffer.getvalue().encode()
 
 
-ENCODERS: dict[ResultFormat, tuple[Callable[[AsyncIterator[Row]], AsyncIterator[bytes]], str]] = {
+ENCODERS: dict[ResultFormat, tuple[Callable[[Callable[[], AsyncIterator[Row]]], AsyncIterator[bytes]], str]] = {
     "json": (_as_json, "application/json"),
     "msgpack": (_as_msgpack, "application/msgpack"),
     "csv": (_as_csv, "text/csv"),

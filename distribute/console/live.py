@@ -2,8 +2,9 @@
 
 Each event is the campaign as the API shows it (`CampaignService.describe`: counts, workers, compute
 time, generation and kernel errors) plus the contributions per host site and the server's clock;
-the first event also carries the throughput history (results per time bucket over the campaign's
-life), after which the page extends the chart from the counts it receives. Server-sent events
+the first event also carries the throughput history: results per bucket of `BUCKET_SECONDS` over the
+live window (the last `WINDOW_SECONDS` up to now), empty buckets as 0, so that a reloaded page draws
+a pause as a pause. The page then extends the chart from the counts it receives. Server-sent events
 rather than a WebSocket: one direction is all the page needs, they reconnect by themselves, and
 they carry the session cookie like any same-origin request, so the owner check is the same as every
 other console route's.
@@ -17,22 +18,36 @@ refused like any signed-out request.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import trio
 from quart import Response, g, stream_with_context
 
+from ..storage.base import ConsoleQueries
 from ..webstate import current_platform
 from .web import ConsoleBlueprint, console, login_required, session_token
 
-__all__ = ["INTERVAL", "SESSION_CHECK_EVERY", "blueprint"]
+__all__ = ["BUCKET_SECONDS", "INTERVAL", "SESSION_CHECK_EVERY", "WINDOW_SECONDS", "blueprint", "history"]
 
 blueprint = ConsoleBlueprint("live", __name__)
 
 INTERVAL = 1.0  # seconds between snapshots
 MAX_SECONDS = 3600.0  # then the stream ends and the browser reconnects
 SESSION_CHECK_EVERY = 5  # snapshots: a session that ended stops its streams within about 5 s
+WINDOW_SECONDS = 600.0  # the chart shows the last 10 minutes
+BUCKET_SECONDS = 10.0
+
+
+async def history(queries: ConsoleQueries, campaign_id: int, now: float) -> dict[str, Any]:
+    """Results per bucket over the live window up to `now`; buckets sit on multiples of their width,
+    so two reloads draw the same bars, and the last one (still filling) holds `now`."""
+    buckets = int(WINDOW_SECONDS / BUCKET_SECONDS)
+    start = (math.floor(now / BUCKET_SECONDS) + 1 - buckets) * BUCKET_SECONDS
+    counts = await queries.throughput(campaign_id, start, BUCKET_SECONDS, buckets)
+    return {"start": start, "width": BUCKET_SECONDS, "window": WINDOW_SECONDS, "counts": counts}
 
 
 @blueprint.get("/campaigns/<int:campaign_id>/live")
@@ -51,7 +66,6 @@ async def events(campaign_id: int) -> Response:
 
     @stream_with_context
     async def stream() -> AsyncIterator[bytes]:
-        width, history = await queries.throughput(campaign.id)
         first = True
         deadline = trio.current_time() + MAX_SECONDS
         # The browser reconnects after this many ms when the stream ends or breaks.
@@ -73,7 +87,7 @@ async def events(campaign_id: int) -> Response:
             ]
             data["t"] = time.time()
             if first:
-                data["history"] = {"width": width, "points": history}
+                data["history"] = await history(queries, campaign.id, data["t"])
                 first = False
             yield f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
             await trio.sleep(INTERVAL)

@@ -18,6 +18,7 @@ from quart import Response, abort, g, jsonify, request
 from ..campaigns import RESULT_FORMATS
 from ..models import StoredResult
 from ..webstate import current_platform
+from .jsontext import Clipped, clipped, pretty
 from .web import ConsoleBlueprint, console, login_required, page
 
 __all__ = ["blueprint"]
@@ -26,7 +27,7 @@ blueprint = ConsoleBlueprint("results", __name__)
 
 PER_PAGE = 50
 EXECUTE_MAX = 20  # datasets one trial run may take
-PREVIEW_CHARS = 160
+PREVIEW_CHARS = 400  # of pretty JSON per cell of the results table; the rest is on the result's own page
 
 
 def decoded(data: bytes | None) -> Any:
@@ -43,9 +44,9 @@ def jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=repr))
 
 
-def preview(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=repr)
-    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
+def preview(value: Any) -> Clipped:
+    """Pretty JSON for a table cell, clipped between tokens (never inside one) with the count left out."""
+    return clipped(pretty(value), PREVIEW_CHARS)
 
 
 def row_view(row: StoredResult) -> dict[str, Any]:
@@ -53,8 +54,9 @@ def row_view(row: StoredResult) -> dict[str, Any]:
     return {
         "id": row.id,
         "dataset_id": row.dataset_id,
+        "dataset_number": row.dataset_number,
         "dataset": preview(decoded(row.dataset)),
-        "result": "—" if row.value is None else preview(result),
+        "result": None if row.value is None else preview(result),
         "empty": row.value is None,
         "compute_ms": row.compute_ms,
         "worker": row.worker,
@@ -93,13 +95,11 @@ async def detail(campaign_id: int, result_id: int) -> Response:
     row = await console().queries.result(campaign.id, result_id)
     if row is None:
         abort(404)
-    pretty = {
-        "dataset": json.dumps(decoded(row.dataset), indent=2, ensure_ascii=False, default=repr),
-        "result": None
-        if row.value is None
-        else json.dumps(decoded(row.value), indent=2, ensure_ascii=False, default=repr),
+    whole = {
+        "dataset": pretty(decoded(row.dataset)),
+        "result": None if row.value is None else pretty(decoded(row.value)),
     }
-    return await page("console/result.html", campaign=campaign, row=row_view(row), pretty=pretty)
+    return await page("console/result.html", campaign=campaign, row=row_view(row), pretty=whole)
 
 
 @blueprint.get("/campaigns/<int:campaign_id>/download/<fmt>")

@@ -170,6 +170,9 @@ class DatasetStore(Protocol):
     ) -> int:
         """Append pending datasets in order; returns the campaign's new `generated` total.
 
+        Each dataset is numbered in its campaign: the k-th ever appended is number k (1..N), whatever
+        other campaigns append meanwhile; spot checks are not numbered (0).
+
         `exhausted`: generation is finished, a generating campaign becomes running. `generator`: the
         process that must hold the campaign's generator lease, checked in the same transaction; if it
         does not (expired, taken over), nothing is stored and `LeaseLost` is raised. `NotFound` for
@@ -226,6 +229,9 @@ class ResultStore(Protocol):
         self, campaign_id: int, *, after: tuple[int, int] = (0, 0), limit: int = 1000, verified: bool = False
     ) -> list[StoredResult]:
         """Results in (dataset id, result id) order after `after`, with their dataset; at most `limit`.
+
+        Every result (here and in `ConsoleQueries`) carries its dataset's `dataset_number`: its place in
+        the campaign's generation order, 1..N, given when `add_datasets` stored it and never changed.
 
         Keyset paging: page k costs what page 1 costs. Statuses accepted, canonical, trusted,
         pending and conflict; agreed and invalid ones are left out. `verified`: only canonical and
@@ -371,10 +377,11 @@ class ConsoleQueries(Protocol):
         """Results and compute time per host ("" for none), most results first, at most 50 hosts."""
         ...
 
-    async def throughput(self, campaign_id: int, buckets: int = 60) -> tuple[float, list[tuple[float, int]]]:
-        """Results over time: (bucket width s, [(bucket start epoch, results)]) for non-empty buckets.
+    async def throughput(self, campaign_id: int, start: float, width: float, buckets: int) -> list[int]:
+        """Results stored per time bucket: `buckets` counts, bucket i covering epoch seconds
+        [start + i * width, start + (i + 1) * width). Empty buckets count 0, so a gap is visible.
 
-        width = max(1, int((last - first) / buckets) + 1) seconds from the first result; (1.0, []) if none.
+        Every stored result of the campaign counts, whatever its status; one query, whatever the window.
         """
         ...
 

@@ -253,6 +253,26 @@ async def table_rows(server: LiveServer, table: str) -> list[tuple[Any, ...]]:
     return await trio.to_thread.run_sync(read)
 
 
+async def age_results(server: LiveServer, campaign_id: int, seconds: float) -> None:
+    """Make every stored result of the campaign `seconds` older, as if it had been stored back then."""
+    storage: Any = server.platform.storage
+    if not hasattr(storage, "sql"):  # memory://
+        async with storage.tables.session() as t:
+            for result in t.results.values():
+                if result.campaign_id == campaign_id:
+                    result.created -= seconds
+            campaign = t.campaigns[campaign_id]
+            campaign.created_times[:] = [created - seconds for created in campaign.created_times]
+        return
+    from pony.orm import db_session
+
+    def update() -> None:
+        with db_session:
+            storage.sql.execute("UPDATE result SET created = created - ? WHERE campaign = ?", (seconds, campaign_id))
+
+    await trio.to_thread.run_sync(update)
+
+
 # --------------------------------------------------------------------------- kernel errors
 
 # Throws on datasets 3 and 7 of `counting_generator(10)`; line 3 of the file is the throw.

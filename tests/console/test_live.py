@@ -15,7 +15,7 @@ import trio
 from tests.conftest import LiveServer
 from tests.support.protocol_client import work
 
-from .conftest import PASSWORD, Api, FailingCampaign, People, Visitor, counting_generator
+from .conftest import PASSWORD, Api, FailingCampaign, People, Visitor, age_results, counting_generator
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ async def test_the_stream_follows_a_campaign_to_completion(
                 if event["status"] == "complete" and event["hosts"]:
                     break
     first, last = seen[0], seen[-1]
-    assert first["history"] == {"width": 1.0, "points": []} and first["datasets"]["done"] == 0
+    assert first["history"]["counts"] == [0] * 60 and first["datasets"]["done"] == 0
     assert "history" not in last
     assert last["datasets"] == {"total": 40, "pending": 0, "leased": 0, "done": 40, "failed": 0}
     assert last["hosts"] == [{"host": "https://news.example", "results": 40, "compute_seconds": 0.004}]  # 0.1 ms each
@@ -82,8 +82,26 @@ async def test_the_first_event_carries_the_throughput_history(
     alice, api, campaign_id = await running_campaign(people, api_of, 25)
     await work(console_server.ws_url, lambda d: d["i"], campaign=campaign_id)
     await api.wait_for(campaign_id, lambda c: c["status"] == "complete")
-    history = (await first_event(alice, campaign_id))["history"]
-    assert history["width"] >= 1 and sum(count for _, count in history["points"]) == 25
+    event = await first_event(alice, campaign_id)
+    history = event["history"]
+    assert (history["width"], history["window"], len(history["counts"])) == (10.0, 600.0, 60)
+    assert sum(history["counts"]) == 25
+    # The window ends now: its last bucket (still filling) holds the server's clock.
+    assert history["start"] + 59 * 10.0 <= event["t"] < history["start"] + 60 * 10.0
+
+
+async def test_the_history_counts_a_pause_as_empty_buckets(
+    people: People, api_of: Any, console_server: LiveServer
+) -> None:
+    alice, api, campaign_id = await running_campaign(people, api_of, 6)
+    await work(console_server.ws_url, lambda d: d["i"], campaign=campaign_id)
+    await api.wait_for(campaign_id, lambda c: c["status"] == "complete")
+    await age_results(console_server, campaign_id, 400.0)
+    event = await first_event(alice, campaign_id)
+    counts = event["history"]["counts"]
+    stored_at = [i for i, n in enumerate(counts) if n]
+    assert sum(counts) == 6 and stored_at and max(stored_at) <= 60 - 40  # about 400 s, i.e. 40 buckets, ago
+    assert counts[max(stored_at) + 1 :] == [0] * (59 - max(stored_at))
 
 
 async def test_an_event_carries_each_kernel_errors_message_stack_dataset_and_count(

@@ -83,7 +83,8 @@ async def downloads_are_whole(server: LiveServer, campaign_id: int) -> list[dict
             rows[fmt] = json.loads(response.content)
         elif fmt == "csv":
             table = list(csv.reader(io.StringIO(response.text)))
-            rows[fmt] = [json.loads(line[2]) for line in table[1:]]
+            column = table[0].index("result")
+            rows[fmt] = [json.loads(line[column]) for line in table[1:]]
         else:
             rows[fmt] = list(msgpack.Unpacker(io.BytesIO(response.content), raw=False))
         assert len(rows[fmt]) == DATASETS, fmt

@@ -72,6 +72,7 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_results(url: str) 
         assert "comparator" in await trio.to_thread.run_sync(_columns, migrated, "campaign")
         results = await migrated.results(campaign.id)
         assert [(r.status, msgpack.unpackb(r.value)) for r in results] == [("accepted", 7)] * 3
+        assert [r.dataset_number for r in results] == [1, 2, 3]  # from `seq`, which version 1 has already
         counts = await migrated.counts(campaign.id)
         assert counts.done == 3 and counts.results == 3 and counts.verified == 0
         assert await migrated.worker_records(["anyone"]) == []  # the new table exists

@@ -1,15 +1,18 @@
 // The campaign page's live view: server-sent events from /campaigns/ID/live update the progress
 // bar, the counts, the throughput chart, the errors and the contributions per site, without reload.
 //
-// The first event carries the throughput history (results per time bucket); later points are the
+// The first event carries the throughput history: results per time bucket over the live window (the
+// last minutes up to now), empty buckets as zeros, so a pause is drawn as a pause. Later points are the
 // change in finished datasets between events, averaged over a few events so the line is readable.
+// The chart always spans the window up to the server's clock, never just the stretch with results.
 
 const section = document.getElementById("live");
 const $ = (id) => document.getElementById(id);
 const SMOOTH_SECONDS = 5;
-const MAX_POINTS = 240;
+const MAX_POINTS = 2000; // a bound for a window of many minutes at one event per second
 
 let points = []; // [epoch seconds, datasets per second]
+let windowSeconds = 600; // the server's history says how long
 let samples = []; // [epoch seconds, datasets finished] of recent events
 
 function text(id, value) {
@@ -72,26 +75,32 @@ function renderHosts(hosts) {
   );
 }
 
-function drawChart() {
+function drawChart(now) {
   const svg = $("chart");
+  const t0 = now - windowSeconds;
+  while (points.length && points[0][0] < t0) points.shift();
   svg.dataset.points = String(points.length);
+  // What is drawn, for people and tests alike: [seconds before now, results per second].
+  svg.dataset.series = JSON.stringify(points.map(([t, r]) => [Math.round(now - t), Math.round(r * 1000) / 1000]));
+  svg.dataset.window = String(windowSeconds);
   if (points.length < 2) return;
   const [w, h] = [600, 180];
-  const t0 = points[0][0];
-  const span = Math.max(1, points[points.length - 1][0] - t0);
   const top = Math.max(...points.map((p) => p[1])) * 1.15 || 1;
-  const xy = points.map(([t, r]) => `${(((t - t0) / span) * w).toFixed(1)},${(h - (r / top) * h).toFixed(1)}`);
+  const xy = points.map(([t, r]) => `${(((t - t0) / windowSeconds) * w).toFixed(1)},${(h - (r / top) * h).toFixed(1)}`);
+  const first = xy[0].split(",")[0];
+  const last = xy[xy.length - 1].split(",")[0];
   svg.querySelector(".line").setAttribute("d", `M${xy.join("L")}`);
-  svg.querySelector(".area").setAttribute("d", `M0,${h}L${xy.join("L")}L${w},${h}Z`);
-  text("chart-span", `last ${duration(span)}`);
+  svg.querySelector(".area").setAttribute("d", `M${first},${h}L${xy.join("L")}L${last},${h}Z`);
+  text("chart-span", `last ${duration(windowSeconds)}`);
   text("chart-max", `peak ${rateText(Math.max(...points.map((p) => p[1])))}`);
 }
 
 function addHistory(history) {
-  if (!history || !history.points.length) return;
+  if (!history || !history.counts) return;
+  windowSeconds = history.window;
   // A bucket's count is spread over its width; the last bucket is still filling, so it is left out.
-  const full = history.points.slice(0, -1);
-  points = full.map(([t, n]) => [t + history.width / 2, n / history.width]);
+  const full = history.counts.slice(0, -1);
+  points = full.map((n, i) => [history.start + (i + 0.5) * history.width, n / history.width]);
 }
 
 function addSample(t, finished) {
@@ -136,7 +145,7 @@ function update(data) {
   if (data.history) addHistory(data.history);
   const rate = addSample(data.t, settled(d));
   if (rate !== null) text("stat-rate", rateText(rate));
-  drawChart();
+  drawChart(data.t);
   section.dataset.updates = String(Number(section.dataset.updates || 0) + 1);
 }
 

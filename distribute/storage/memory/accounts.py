@@ -9,7 +9,6 @@ from __future__ import annotations
 import secrets
 from bisect import bisect_left
 from datetime import UTC, datetime, timedelta
-from math import floor
 
 from ...errors import NotFound, SettingsError
 from ...models import ApiTokenInfo, HostShare, StoredResult, User, WebSessionInfo
@@ -280,28 +279,20 @@ class MemoryConsoleQueries:
             shares = [] if campaign is None else sorted(campaign.hosts.items(), key=lambda item: -item[1][0])
             return [HostShare(host, int(n), ms / 1000.0) for host, (n, ms) in shares[:50]]
 
-    async def throughput(self, campaign_id: int, buckets: int = 60) -> tuple[float, list[tuple[float, int]]]:
-        """Results over the campaign's life: (bucket width in s, [(bucket start epoch, results)])."""
+    async def throughput(self, campaign_id: int, start: float, width: float, buckets: int) -> list[int]:
+        """Results per time bucket over [start, start + buckets * width), empty buckets as 0."""
         async with self.tables.session() as t:
             campaign = t.campaigns.get(campaign_id)
             times = [] if campaign is None else campaign.created_times
-            if not times:
-                return 1.0, []
-            first, last = times[0], times[-1]
-            width = max(1.0, float(int((last - first) / buckets) + 1))
-
-            def bucket(created: float) -> int:
-                return floor((created - first) / width)
-
-            # The times are sorted, so each bucket's end is one binary search away: O(buckets log n).
-            counts: list[tuple[float, int]] = []
-            start = 0
-            while start < len(times):
-                b = bucket(times[start])
-                end = bisect_left(times, b + 1, lo=start, key=bucket)
-                counts.append((first + b * width, end - start))
-                start = end
-            return width, counts
+            counts = [0] * max(buckets, 0)
+            if width <= 0:
+                return counts
+            # The times are sorted: each bucket's end is one binary search away, O(buckets log n).
+            lo = bisect_left(times, start)
+            for i in range(len(counts)):
+                hi = bisect_left(times, start + (i + 1) * width, lo=lo)
+                counts[i], lo = hi - lo, hi
+            return counts
 
     async def sample_datasets(self, campaign_id: int, n: int) -> list[tuple[int, bytes]]:
         """The campaign's first n datasets as stored (msgpack): what the execute page runs."""

@@ -328,4 +328,4 @@ def stored_result(result: ResultRow, dataset: DatasetRow) -> StoredResult:
     """A result as callers see it, with the dataset it was computed from."""
     created = datetime.fromtimestamp(result.created, UTC)
     return StoredResult(result.id, result.dataset_id, dataset.payload, result.payload, result.compute_ms,
-                        result.worker, result.host, created, result.status)  # fmt: skip
+                        result.worker, result.host, created, result.status, max(0, dataset.seq + 1))  # fmt: skip

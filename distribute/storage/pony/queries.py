@@ -15,7 +15,7 @@ from .sql import SqlDialect
 __all__ = ["PonyConsoleQueries", "kernel_errors", "results"]
 
 _RESULTS = (
-    "SELECT r.id, r.dataset, d.payload, r.payload, r.compute_ms, r.worker, r.host, r.created, r.status"
+    "SELECT r.id, r.dataset, d.payload, r.payload, r.compute_ms, r.worker, r.host, r.created, r.status, d.seq"
     " FROM result r JOIN dataset d ON d.id = r.dataset"
 )
 _SETTLED = (ResultStatus.CANONICAL, ResultStatus.TRUSTED)
@@ -33,6 +33,9 @@ def _stored(row: tuple[Any, ...]) -> StoredResult:
         host=row[6] or "",
         created=datetime.fromtimestamp(row[7], UTC),
         status=row[8],
+        # `seq` counts a campaign's datasets from 0 in generation order (spot checks below 0): so it has
+        # since the first schema, and an older database needs no migration to number its datasets.
+        dataset_number=max(0, row[9] + 1),
     )
 
 
@@ -98,18 +101,21 @@ def _hosts(sql: SqlDialect, campaign_id: int) -> list[HostShare]:
     return [HostShare(row[0], row[1], row[2] / 1000.0) for row in rows]
 
 
-def _throughput(sql: SqlDialect, campaign_id: int, buckets: int) -> tuple[float, list[tuple[float, int]]]:
-    first, last = sql.query("SELECT MIN(created), MAX(created) FROM result WHERE campaign = ?", (campaign_id,))[0]
-    if first is None:
-        return 1.0, []
-    width = max(1.0, float(int((last - first) / buckets) + 1))
-    # PostgreSQL's CAST rounds where SQLite's truncates; FLOOR is not in every SQLite build.
+def _throughput(sql: SqlDialect, campaign_id: int, start: float, width: float, buckets: int) -> list[int]:
+    counts = [0] * max(buckets, 0)
+    if not counts or width <= 0:
+        return counts
+    # PostgreSQL's CAST rounds where SQLite's truncates; FLOOR is not in every SQLite build. Only
+    # results at or after `start` are read, so both truncate toward the same bucket.
     bucket = "FLOOR((created - ?) / ?)" if sql.postgres else "CAST((created - ?) / ? AS INTEGER)"
     rows = sql.query(
-        f"SELECT {bucket} AS b, COUNT(*) FROM result WHERE campaign = ? GROUP BY b ORDER BY b",
-        (first, width, campaign_id),
+        f"SELECT {bucket} AS b, COUNT(*) FROM result WHERE campaign = ? AND created >= ? AND created < ? GROUP BY b",
+        (start, width, campaign_id, start, start + buckets * width),
     )
-    return width, [(first + int(row[0]) * width, row[1]) for row in rows]
+    for b, n in rows:
+        if 0 <= int(b) < len(counts):  # float rounding at the window's end
+            counts[int(b)] += n
+    return counts
 
 
 def _sample_datasets(sql: SqlDialect, campaign_id: int, n: int) -> list[tuple[int, bytes]]:
@@ -135,8 +141,8 @@ class PonyConsoleQueries:
     async def hosts(self, campaign_id: int) -> list[HostShare]:
         return await self._sessions.run(_hosts, campaign_id)
 
-    async def throughput(self, campaign_id: int, buckets: int = 60) -> tuple[float, list[tuple[float, int]]]:
-        return await self._sessions.run(_throughput, campaign_id, buckets)
+    async def throughput(self, campaign_id: int, start: float, width: float, buckets: int) -> list[int]:
+        return await self._sessions.run(_throughput, campaign_id, start, width, buckets)
 
     async def sample_datasets(self, campaign_id: int, n: int) -> list[tuple[int, bytes]]:
         return await self._sessions.run(_sample_datasets, campaign_id, n)
