@@ -292,14 +292,12 @@ def _broker_page(*, campaign: str, title: str, byline: str, about: str, explain:
 </div>
 <p id="status" role="status" aria-live="polite" tabindex="-1">{esc(idle_status)}</p>
 <section class="panel" id="explain" aria-labelledby="explain-title" hidden>
-<h2 id="explain-title">What is this?</h2>
+<div class="head"><h2 id="explain-title">What is this?</h2><button class="back" type="button">Back</button></div>
 <p>{esc(explain)}</p>
-<button class="back" type="button">Back</button>
 </section>
 <section class="panel" id="full" aria-labelledby="full-title" hidden>
-<h2 id="full-title">{esc(title)}</h2>
+<div class="head"><h2 id="full-title">{esc(title)}</h2><button class="back" type="button">Back</button></div>
 <div class="text" tabindex="0" role="region" aria-label="Full description">{esc(about)}</div>
-<button class="back" type="button">Back</button>
 </section>
 </main>
 </body>

@@ -154,6 +154,7 @@ async def show(campaign_id: int) -> Response:
         hosts=await queries.hosts(campaign.id),
         snippets=cms_snippets(server_url(), campaign.id),
         preview_snippet=embed_snippet(server_url(), campaign.id),  # the real card, as a host page frames it
+        preview_style=next(a["value"] for a in SNIPPET["attributes"] if a["name"] == "style"),
         notice=NOTICES.get(request.args.get("done", "")),
     )
 
