@@ -307,13 +307,13 @@ def _broker_page(*, campaign: str, title: str, byline: str, about: str, explain:
 
 
 def _explain(what: str, server: str) -> str:
+    # Short enough to read whole in the default 220 px frame down to about 300 px wide.
     host = urlsplit(server).netloc or server
     return (
         f"Contribute lends this device's spare processing power to {what}, through distribute at {host}. "
-        "Your browser computes small pieces of the problem in a sandbox that cannot see this website, your "
-        f"cookies or your files, and cannot connect anywhere; only the results go back to {host}. It runs only "
-        "after you click Contribute, only while this page is open and visible, and you can pause or stop it "
-        "at any time. Nothing is stored on your device."
+        "Small pieces of the problem are computed in a sandbox that cannot see this website, your cookies or "
+        "your files; only the results go back. It runs only after you click Contribute, while this page is "
+        "open and visible; pause or stop it at any time. Nothing is stored on your device."
     )
 
 

@@ -59,6 +59,23 @@ async def test_the_card_says_before_the_click_that_it_uses_spare_cpu_and_can_be_
     assert "pause or stop it at any time" in consent["text"]
 
 
+def narrowed(visit: Visit, width: int) -> dict[str, Any]:
+    visit.page.evaluate("(width) => { document.querySelector('iframe').style.width = width + 'px'; }", width)
+    visit.broker().wait_for_function("(width) => innerWidth === width", arg=width)
+    return {"consent": fit(visit, "#consent"), "status": fit(visit, "#status"), "contribute": fit(visit, "#contribute")}
+
+
+async def test_the_consent_and_status_lines_stay_inside_the_default_height_down_to_280_px_wide(
+    embedding: Embedding,
+) -> None:
+    campaign = await embedding.campaign(busy_kernel(1), 5, name="A rather long campaign name for the card")
+    async with embedding.visit(campaign) as visit:
+        seen = await embedding.browser.run(narrowed, visit, 280)
+        await embedding.browser.run(shot, visit, "narrow")
+    for part in seen.values():
+        assert part["visible"] and part["top"] >= 0 and part["bottom"] <= part["viewport"] == DEFAULT_HEIGHT, part
+
+
 def open_explanation(visit: Visit) -> dict[str, Any]:
     visit.broker().locator("#what").click()
     visit.broker().locator("#explain").wait_for(state="visible")
