@@ -1,8 +1,9 @@
 """The browser harness as the server serves it: embed pages, the sandboxed runner, the snippet.
 
 - ``GET /embed/<id>`` and ``GET /embed/any``: the *broker* document, which a host site embeds in an
-  iframe. It shows the consent card (campaign name, who runs it, what it does, "What is this?") and
-  loads nothing else until the visitor clicks "Contribute"; then it opens the WebSocket and starts
+  iframe. It shows the consent card (campaign name, who runs it by the owner's display name and never
+  by e-mail, the whole description, a line saying that it uses spare CPU while the page is open and can
+  be paused, "What is this?") and loads nothing else until the visitor clicks "Contribute"; then it opens the WebSocket and starts
   the runner. It never runs campaign code. CSP: scripts and styles from this server only, connections
   to this server only, frames from this server only.
 - ``GET /embed/runner``: the *runner* document, loaded by the broker in ``<iframe sandbox="allow-scripts">``
@@ -245,7 +246,14 @@ def _level() -> str:
     return level if level in THROTTLE_LEVELS else "low"
 
 
+CONSENT = "Contribute uses this device's spare CPU while this page is open. You can pause or stop it at any time."
+
+
 def _broker_page(*, campaign: str, title: str, byline: str, about: str, explain: str, state: str) -> Response:
+    """The consent card. `about` is shown whole: clamped to two lines on the card, with a "More" button
+    (broker.js shows it when the text does not fit) that opens the full text in the card, as "What is
+    this?" opens the explanation: each replaces the card's body, with a Back button, so nothing needs
+    scrolling inside the 220 px frame. An empty `byline` leaves out the owner line."""
     build = _load_build()
     if build is None:
         return _unavailable(f"Not available: {BUILD_HINT}.", 503)
@@ -258,6 +266,7 @@ def _broker_page(*, campaign: str, title: str, byline: str, about: str, explain:
     idle_status = (
         "This campaign is complete. Thank you!" if state == "complete" else "Nothing runs until you click Contribute."
     )
+    by = f'<p class="by">{esc(byline)}</p>\n' if byline else ""
     body = f"""<!doctype html>
 <html lang="en">
 <head>
@@ -269,18 +278,27 @@ def _broker_page(*, campaign: str, title: str, byline: str, about: str, explain:
 </head>
 <body data-state="{state}" data-done="0">
 <main id="card" data-campaign="{esc(campaign)}" data-ws="{esc(ws_url)}" data-runner="/embed/runner"
- data-throttle="{_level()}">
+ data-throttle="{_level()}" data-view="card">
 <h1>{esc(title)}</h1>
-<p class="by">{esc(byline)}</p>
-<p class="about">{esc(about)}</p>
-<details><summary>What is this?</summary><p>{esc(explain)}</p></details>
+{by}<div class="about-wrap"><p class="about" id="about">{esc(about)}</p>
+<button id="more" class="link" type="button" aria-controls="full" aria-expanded="false" hidden>More</button></div>
+<p class="consent" id="consent">{esc(CONSENT)}
+<button id="what" class="link" type="button" aria-controls="explain" aria-expanded="false">What is this?</button></p>
 <div class="controls">
 <button id="contribute" type="button">Contribute</button>
 <button id="pause" type="button">Pause</button>
 <button id="stop" type="button">Stop</button>
 <label>CPU <select id="throttle" title="How much of this device's processing power to lend">{options}</select></label>
 </div>
-<p id="status" role="status" aria-live="polite">{esc(idle_status)}</p>
+<p id="status" role="status" aria-live="polite" tabindex="-1">{esc(idle_status)}</p>
+<section class="panel" id="explain" aria-labelledby="explain-title" hidden>
+<div class="head"><h2 id="explain-title">What is this?</h2><button class="back" type="button">Back</button></div>
+<p>{esc(explain)}</p>
+</section>
+<section class="panel" id="full" aria-labelledby="full-title" hidden>
+<div class="head"><h2 id="full-title">{esc(title)}</h2><button class="back" type="button">Back</button></div>
+<div class="text" tabindex="0" role="region" aria-label="Full description">{esc(about)}</div>
+</section>
 </main>
 </body>
 </html>
@@ -289,19 +307,22 @@ def _broker_page(*, campaign: str, title: str, byline: str, about: str, explain:
 
 
 def _explain(what: str, server: str) -> str:
+    # Short enough to read whole in the default 220 px frame down to about 300 px wide.
     host = urlsplit(server).netloc or server
     return (
-        f"Contribute lends some of this device's spare processing power to {what}, through distribute at {host}. "
-        "Your browser computes small pieces of the problem in an isolated sandbox: that code cannot see this "
-        "website, your cookies or your files, and cannot connect anywhere; only the results go back to "
-        f"{host}. It runs only after you click Contribute and only while this page is open and visible. "
-        "Pause or stop at any time, and choose how much CPU it may use. Nothing is stored on your device."
+        f"Contribute lends this device's spare processing power to {what}, through distribute at {host}. "
+        "Small pieces of the problem are computed in a sandbox that cannot see this website, your cookies or "
+        "your files; only the results go back. It runs only after you click Contribute, while this page is "
+        "open and visible; pause or stop it at any time. Nothing is stored on your device."
     )
 
 
-def _display_name(email: str) -> str:
-    """Never the full address: the part before @ is enough to say who runs a campaign."""
-    return email.split("@", 1)[0]
+def _byline(display_name: str, server: str) -> str:
+    """Who runs a campaign: the owner's display name, never derived from the e-mail address; without
+    one, where it runs."""
+    if display_name:
+        return f"Run by {display_name}"
+    return f"A campaign on {urlsplit(server).netloc or server}"
 
 
 @embed_blueprint.get("/embed/<int:campaign_id>")
@@ -317,8 +338,8 @@ async def broker_for_campaign(campaign_id: int) -> Response:
     return _broker_page(
         campaign=str(campaign.id),
         title=name,
-        byline=f"Run by {_display_name(owner.email)}" if owner else "",
-        about=(campaign.description or "A computation that anyone can help with from their browser.")[:400],
+        byline=_byline(owner.display_name if owner else "", _server_url()),
+        about=campaign.description or "A computation that anyone can help with from their browser.",
         explain=_explain(f"“{name}”", _server_url()),
         state="complete" if campaign.status == CampaignStatus.COMPLETE else "idle",
     )

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 __all__ = [
+    "DESCRIPTION_MAX_CHARS",
+    "DISPLAY_NAME_MAX_CHARS",
     "ApiTokenInfo",
     "Campaign",
     "CampaignCounts",
@@ -28,6 +30,10 @@ __all__ = [
     "WebSessionInfo",
     "WorkerRecord",
 ]
+
+# Limits every adapter shares: the API, the console's forms and the embed card read the same numbers.
+DESCRIPTION_MAX_CHARS = 5000  # a campaign's description; the card shows it whole (behind "More" when long)
+DISPLAY_NAME_MAX_CHARS = 60  # an account's display name, as the card names the campaign's owner
 
 
 class CampaignStatus:
@@ -62,6 +68,7 @@ class User:
     email: str
     created: datetime
     verified: bool = True  # False: a console sign-up whose e-mail address is not verified yet
+    display_name: str = ""  # how the embed card names the owner ("": it names nobody, never the e-mail)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ import msgpack
 from pydantic import BaseModel, Field
 
 from ..errors import ValidationError
+from ..models import DESCRIPTION_MAX_CHARS
 from ..sandbox.kernels import kernel_syntax_error
 from ..settings import Settings
 from ..work.verification import canonical, comparator_kernel
@@ -38,7 +39,12 @@ class CampaignFields(BaseModel):
     """A new campaign's settings (the API's form and the console's share them)."""
 
     name: str = Field(default="", max_length=200)
-    description: str = Field(default="", max_length=5000)
+    description: str = Field(
+        default="",
+        max_length=DESCRIPTION_MAX_CHARS,
+        description=f"Shown to volunteers on the embed card, whole (at most {DESCRIPTION_MAX_CHARS} characters; "
+        "a long one opens from a More button on the card).",
+    )
     priority: int = Field(default=0, ge=-1000, le=1000)
     weight: float = Field(default=1.0, gt=0, le=1e6)
     replication: int = Field(default=1, ge=1, le=10)

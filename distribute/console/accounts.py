@@ -1,4 +1,4 @@
-"""Account pages: sign up, sign in, sign out, change and reset the password, API tokens, deletion.
+"""Account pages: sign up, sign in, sign out, the display name, change and reset the password, API tokens, deletion.
 
 Every state change is a POST carrying a CSRF token (checked in `web.load_visitor`). Sessions end on
 sign-out (this one), on a password change or reset (all of the user's), and with the account.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import unicodedata
 from datetime import timedelta
 
 from quart import Response, current_app, g, redirect, request, url_for
@@ -23,6 +24,7 @@ from quart.typing import ResponseTypes
 
 from .. import auth
 from ..mail import MailError, send_mail
+from ..models import DISPLAY_NAME_MAX_CHARS
 from ..webstate import current_platform
 from .web import (
     ConsoleBlueprint,
@@ -52,6 +54,8 @@ NOTICES = {
     "deleted": "Your account and everything in it have been deleted.",
     "signedout": "You are signed out.",
     "verify-sent": "A new verification link is on its way to your e-mail address.",
+    "name": "Your display name is saved: the cards of your campaigns show it.",
+    "name-cleared": "Your display name is removed: the cards of your campaigns name nobody.",
 }
 
 
@@ -62,6 +66,17 @@ def normal_email(raw: str) -> str:
 def plausible_email(email: str) -> bool:
     local, at, domain = email.partition("@")
     return bool(local and at and "." in domain and len(email) <= 254 and " " not in email)
+
+
+def display_name_problem(name: str) -> str | None:
+    """Why `name` (already trimmed) cannot name an account on the embed card, or None if it can."""
+    if len(name) > DISPLAY_NAME_MAX_CHARS:
+        return f"A display name has at most {DISPLAY_NAME_MAX_CHARS} characters ({len(name)} given)."
+    # Control characters (line breaks, bidirectional overrides among the format ones) could make the
+    # card say something other than what the owner sees here.
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+        return "A display name cannot contain line breaks, tabs or other control characters."
+    return None
 
 
 async def start_session(user_id: int, target: str) -> ResponseTypes:
@@ -252,13 +267,26 @@ async def signout() -> ResponseTypes:
 async def account_page(status: int = 200, **context: object) -> Response:
     tokens = await console().accounts.tokens(g.user.id)
     notice = context.pop("notice", None) or NOTICES.get(request.args.get("done", ""))
-    return await page("console/account.html", status, tokens=tokens, notice=notice, **context)
+    return await page(
+        "console/account.html", status, tokens=tokens, notice=notice, display_name_max=DISPLAY_NAME_MAX_CHARS, **context
+    )
 
 
 @blueprint.get("/account")
 @login_required
 async def account() -> Response:
     return await account_page()
+
+
+@blueprint.post("/account/name")
+@login_required
+async def set_display_name() -> ResponseTypes:
+    name = (await request.form).get("display_name", "").strip()
+    problem = display_name_problem(name)
+    if problem:
+        return await account_page(400, name_error=problem, display_name=name)
+    await console().accounts.set_display_name(g.user.id, name)
+    return redirect(url_for("console.accounts.account", done="name" if name else "name-cleared"), 303)
 
 
 async def password_confirmed(field: str) -> bool:

@@ -19,7 +19,7 @@ from quart.typing import ResponseTypes
 from ..campaigns import CampaignFields, CampaignService, Uploads
 from ..embed import SNIPPET, embed_snippet
 from ..errors import ValidationError
-from ..models import User
+from ..models import DESCRIPTION_MAX_CHARS, User
 from ..webstate import current_platform
 from .web import ConsoleBlueprint, console, login_required, page, server_url
 
@@ -82,6 +82,7 @@ async def new_form(status: int = 200, **context: Any) -> Response:
         values=values,
         max_source_bytes=settings.max_source_bytes,
         default_timeout=settings.task_timeout,
+        description_max=DESCRIPTION_MAX_CHARS,
         **context,
     )
 
@@ -152,6 +153,8 @@ async def show(campaign_id: int) -> Response:
         data=await service.describe(campaign),
         hosts=await queries.hosts(campaign.id),
         snippets=cms_snippets(server_url(), campaign.id),
+        preview_snippet=embed_snippet(server_url(), campaign.id),  # the real card, as a host page frames it
+        preview_style=next(a["value"] for a in SNIPPET["attributes"] if a["name"] == "style"),
         notice=NOTICES.get(request.args.get("done", "")),
     )
 

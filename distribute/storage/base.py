@@ -295,6 +295,13 @@ class AccountStore(Protocol):
         """Store a new password hash and end every session of the user (same transaction)."""
         ...
 
+    async def set_display_name(self, user_id: int, display_name: str) -> User:
+        """Store how the embed card names this user ("": no name) and return the updated user.
+
+        Stored as given (the console validates it); raises `NotFound` for an unknown user.
+        """
+        ...
+
     async def create_session(self, user_id: int, lifetime: timedelta, user_agent: str = "") -> tuple[str, str]:
         """A new session "dss_…": returns (cookie token, CSRF token); expired sessions are purged.
 

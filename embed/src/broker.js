@@ -12,6 +12,9 @@ const pause = el("pause");
 const stop = el("stop");
 const throttle = el("throttle");
 const statusLine = el("status");
+const about = el("about");
+const more = el("more");
+const what = el("what");
 
 let session = null;
 let level = ["low", "medium", "high"].includes(card.dataset.throttle) ? card.dataset.throttle : "low";
@@ -72,7 +75,38 @@ contribute.addEventListener("click", () => {
   if (session) session.stop();
   session = null;
   begin();
+  // The button hides while the session runs: focus goes where the news is, not back to the body.
+  statusLine.focus();
 });
+
+// "What is this?" and "More" each replace the card's body with a panel and a Back button, so the
+// text is read whole in the frame's own height instead of in a small scroll box.
+const openers = { explain: what, full: more };
+
+function show(view) {
+  const from = card.dataset.view;
+  card.dataset.view = view;
+  for (const [name, opener] of Object.entries(openers)) {
+    el(name).hidden = name !== view;
+    opener.setAttribute("aria-expanded", String(name === view));
+  }
+  if (view !== "card") el(view).querySelector(".back").focus();
+  else openers[from]?.focus();
+}
+
+what.addEventListener("click", () => show("explain"));
+more.addEventListener("click", () => show("full"));
+for (const back of card.querySelectorAll(".panel .back")) back.addEventListener("click", () => show("card"));
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && card.dataset.view !== "card") show("card");
+});
+
+// "More" only when the clamped description does not fit: the card never cuts text silently.
+function offerMore() {
+  more.hidden = about.scrollHeight <= about.clientHeight + 1 && about.scrollWidth <= about.clientWidth + 1;
+}
+offerMore();
+addEventListener("resize", offerMore);
 
 pause.addEventListener("click", () => {
   if (!session) return;

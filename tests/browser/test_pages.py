@@ -80,11 +80,22 @@ async def test_the_consent_card_names_the_campaign_its_owner_and_purpose(live_se
     assert response.status_code == 200
     page = response.text
     assert "Primes &lt;b&gt;fast&lt;/b&gt;" in page and "<b>fast</b>" not in page
-    assert "Run by owner0" in page
-    assert "owner0@example.org" not in page  # never the full address
+    # The owner has set no display name: the card names nobody, and nothing of the e-mail address.
+    assert f"A campaign on {live_server.url.split('://', 1)[1]}" in page
+    assert "owner0" not in page
     assert "Finds primes &amp; more." in page
     assert "What is this?" in page
     assert 'id="contribute"' in page
+
+
+async def test_the_consent_card_names_the_owner_by_display_name_only(live_server: LiveServer) -> None:
+    campaign = await live_server.create_campaign(name="Primes")
+    owner = await live_server.platform.storage.user_by_email("owner0@example.org")
+    assert owner is not None
+    await live_server.platform.storage.accounts.set_display_name(owner.id, "Ada <Lab>")
+    page = (await get(live_server, f"/embed/{campaign}")).text
+    assert "Run by Ada &lt;Lab&gt;" in page
+    assert "owner0" not in page
 
 
 async def test_the_broker_page_allows_only_its_own_scripts_and_socket(live_server: LiveServer) -> None:

@@ -1,4 +1,4 @@
-"""Schema version 1 (before verification) is migrated to 2 on open, on SQLite and on PostgreSQL."""
+"""Schema version 1 (before verification) is migrated on open, through 2, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ TO_VERSION_1 = (
     "ALTER TABLE dataset DROP COLUMN expected",
     "ALTER TABLE campaign DROP COLUMN comparator",
     "DROP TABLE worker_record",
+    "ALTER TABLE account DROP COLUMN display_name",  # added by version 3, which migrates it from 2
     "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
 )
 
@@ -49,7 +50,7 @@ def _columns(storage: PonyStorage, table: str) -> set[str]:
 
 
 async def test_a_version_1_database_is_migrated_and_keeps_its_results(url: str) -> None:
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     storage = await PonyStorage.open(url)
     user = await storage.create_user("old@example.org")
     campaign = await storage.create_campaign(
@@ -66,7 +67,7 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_results(url: str) 
 
     migrated = await PonyStorage.open(url)
     try:
-        assert await migrated.schema_version() == 2
+        assert await migrated.schema_version() == SCHEMA_VERSION
         assert {"status", "identity"} <= await trio.to_thread.run_sync(_columns, migrated, "result")
         assert "expected" in await trio.to_thread.run_sync(_columns, migrated, "dataset")
         assert "comparator" in await trio.to_thread.run_sync(_columns, migrated, "campaign")
@@ -79,5 +80,5 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_results(url: str) 
     finally:
         await migrated.aclose()
     again = await PonyStorage.open(url)  # opening a migrated database is a no-op
-    assert await again.schema_version() == 2
+    assert await again.schema_version() == SCHEMA_VERSION
     await again.aclose()

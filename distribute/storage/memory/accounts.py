@@ -19,7 +19,7 @@ __all__ = ["MemoryAccounts", "MemoryConsoleQueries", "MemoryUsers"]
 
 
 def user_of(row: UserRow) -> User:
-    return User(id=row.id, email=row.email, created=row.created, verified=row.verified)
+    return User(id=row.id, email=row.email, created=row.created, verified=row.verified, display_name=row.display_name)
 
 
 class MemoryUsers:
@@ -94,6 +94,12 @@ class MemoryAccounts:
         """Store a new password hash and end every session of the user."""
         async with self.tables.session() as t:
             _replace_password(t, _user_row(t, user_id), password_hash)
+
+    async def set_display_name(self, user_id: int, display_name: str) -> User:
+        async with self.tables.session() as t:
+            row = _user_row(t, user_id)
+            row.display_name = display_name
+            return user_of(row)
 
     async def create_session(self, user_id: int, lifetime: timedelta, user_agent: str = "") -> tuple[str, str]:
         """A new console session: returns (cookie token, CSRF token); only the token's hash is kept."""

@@ -50,6 +50,7 @@ class UserRow:
     created: datetime
     verified: bool = True  # False: its e-mail address is still to be verified
     verify_token_hash: str = ""  # the live address-verification token's hash, if any
+    display_name: str = ""
 
 
 @dataclass(slots=True, eq=False)

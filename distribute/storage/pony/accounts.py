@@ -13,7 +13,7 @@ from typing import Any
 
 from pony.orm import select
 
-from ...errors import SettingsError
+from ...errors import NotFound, SettingsError
 from ...models import ApiTokenInfo, User, WebSessionInfo
 from ..hashing import hash_token
 from .connect import Sessions
@@ -38,7 +38,11 @@ def utcnow() -> datetime:
 
 def to_user(row: Any) -> User:
     return User(
-        id=row.id, email=row.email, created=row.created.replace(tzinfo=UTC), verified=row.email_verification is None
+        id=row.id,
+        email=row.email,
+        created=row.created.replace(tzinfo=UTC),
+        verified=row.email_verification is None,
+        display_name=row.display_name,
     )
 
 
@@ -109,6 +113,14 @@ def _replace_password(sql: SqlDialect, user: Any, password_hash: str) -> None:
     """A new password ends every session (a thief's too)."""
     user.password_hash = password_hash
     select(s for s in sql.e["WebSession"] if s.user == user).delete(bulk=True)
+
+
+def _set_display_name(sql: SqlDialect, user_id: int, display_name: str) -> User:
+    row = sql.e["User"].get(id=user_id)
+    if row is None:
+        raise NotFound(f"user {user_id} does not exist")
+    row.display_name = display_name
+    return to_user(row)
 
 
 def _create_session(sql: SqlDialect, user_id: int, lifetime: timedelta, user_agent: str) -> tuple[str, str]:
@@ -237,6 +249,9 @@ class PonyAccounts:
 
     async def set_password(self, user_id: int, password_hash: str) -> None:
         await self._sessions.run_immediate(_set_password, user_id, password_hash)
+
+    async def set_display_name(self, user_id: int, display_name: str) -> User:
+        return await self._sessions.run_immediate(_set_display_name, user_id, display_name)
 
     async def create_session(self, user_id: int, lifetime: timedelta, user_agent: str = "") -> tuple[str, str]:
         return await self._sessions.run_immediate(_create_session, user_id, lifetime, user_agent)

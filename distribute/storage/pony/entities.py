@@ -16,7 +16,7 @@ from pony.orm import Database, LongStr, Optional, PrimaryKey, Required, Set
 
 __all__ = ["EXTRA_INDEXES", "MIGRATIONS", "SCHEMA_VERSION", "define_entities"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Schema steps for databases made by an older version, by the version they start from. New tables
 # are created by Pony (generate_mapping); new columns of existing tables are added here.
@@ -27,6 +27,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE result ADD COLUMN status TEXT NOT NULL DEFAULT 'accepted'",
         "ALTER TABLE result ADD COLUMN identity TEXT",
     ),
+    2: ("ALTER TABLE account ADD COLUMN display_name TEXT NOT NULL DEFAULT ''",),
 }
 
 # Pony cannot express an index with the primary key in it; leasing needs (campaign, state, id) so
@@ -54,6 +55,7 @@ def define_entities(db: Database) -> dict[str, Any]:
         email = Required(str, unique=True)
         password_hash = Optional(str, nullable=True)
         created = Required(datetime)
+        display_name = Optional(str, default="")  # how the embed card names the owner; "": nobody
         tokens = Set("ApiToken")
         campaigns = Set("Campaign")
         web_sessions = Set("WebSession")
