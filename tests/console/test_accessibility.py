@@ -175,10 +175,13 @@ def open_page(page: Any, site: Site, which: Page) -> None:
         page.wait_for_selector(which.ready)
 
 
-def visit_all(browser: BrowserThread, site: Site, viewport: dict[str, int], check: Any) -> list[str]:
+def visit_all(
+    browser: BrowserThread, site: Site, viewport: dict[str, int], check: Any, scheme: str = "light"
+) -> list[str]:
     """Runs on the browser thread: `check(page, where)` on every public page signed out, then on every
     owner page signed in; every problem found, in order."""
-    context = browser.browser.new_context(viewport=viewport, bypass_csp=True)  # so axe can be injected
+    # bypass_csp: so that axe can be injected; color_scheme: the console follows the system's light or dark.
+    context = browser.browser.new_context(viewport=viewport, bypass_csp=True, color_scheme=scheme)
     problems: list[str] = []
     try:
         page = context.new_page()
@@ -204,13 +207,14 @@ def campaign_server(campaign: FailingCampaign) -> LiveServer:
     return server
 
 
+@pytest.mark.parametrize("scheme", ["light", "dark"])
 async def test_axe_finds_no_serious_violation_on_any_console_page(
-    browser: BrowserThread, failing_campaign: FailingCampaign
+    browser: BrowserThread, failing_campaign: FailingCampaign, scheme: str
 ) -> None:
     assert AXE_SOURCE.is_file(), f"{AXE_SOURCE} is missing: `make embed` installs it (npm ci in embed/)"
     site = await site_of(failing_campaign, campaign_server(failing_campaign))
-    problems = await browser.run(visit_all, browser, site, DESKTOP, axe_violations)
-    assert problems == [], "axe-core, serious and critical:\n" + "\n".join(problems)
+    problems = await browser.run(visit_all, browser, site, DESKTOP, axe_violations, scheme)
+    assert problems == [], f"axe-core, serious and critical, {scheme} colours:\n" + "\n".join(problems)
 
 
 async def test_no_console_page_is_wider_than_a_375_px_phone(
@@ -224,18 +228,22 @@ async def test_no_console_page_is_wider_than_a_375_px_phone(
 # --------------------------------------------------------------------------- the embed card
 
 
-def card_violations(visit: Any) -> dict[str, list[str]]:
+def card_violations(visit: Any, scheme: str) -> dict[str, list[str]]:
     """Runs on the browser thread: axe over the card before Contribute, then while it runs."""
-    before = axe_violations(visit.broker(), "card before Contribute")
+    visit.page.emulate_media(color_scheme=scheme)
+    before = axe_violations(visit.broker(), f"card before Contribute ({scheme})")
     visit.click("contribute")
     visit.wait_state("running")
-    return {"before": before, "running": axe_violations(visit.broker(), "card while running")}
+    return {"before": before, "running": axe_violations(visit.broker(), f"card while running ({scheme})")}
 
 
-async def test_axe_finds_no_serious_violation_on_the_card_before_and_while_running(embedding: Embedding) -> None:
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+async def test_axe_finds_no_serious_violation_on_the_card_before_and_while_running(
+    embedding: Embedding, scheme: str
+) -> None:
     campaign = await embedding.campaign(busy_kernel(200), 200)
     async with embedding.visit(campaign) as visit:
-        found = await embedding.browser.run(card_violations, visit)
+        found = await embedding.browser.run(card_violations, visit, scheme)
     assert found["before"] + found["running"] == [], "axe-core on the card:\n" + "\n".join(
         found["before"] + found["running"]
     )
