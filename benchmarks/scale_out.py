@@ -1,4 +1,4 @@
-"""Scale-out: durable results/s with 1, 2 and 4 server processes on one PostgreSQL database (issue 5).
+"""Scale-out: durable results/s with 1, 2 and 4 server processes on one PostgreSQL database.
 
 N `distribute serve` processes share one database of a throwaway PostgreSQL cluster (started with
 `tests/pg.py`'s code: Debian's binaries, fsync off, synchronous_commit off); SQLite with one process
@@ -22,7 +22,7 @@ what PostgreSQL backends wait for.
 
     python -m benchmarks.scale_out [--seconds 4] [--runs 3] [--procs 1,2,4] [--env refill_batch=2048]
 
-Target (issue 5): N processes >= 0.85 x N x one process, up to the core count.
+Target: N processes >= 0.85 x N x one process, up to the core count.
 """
 
 from __future__ import annotations
@@ -355,7 +355,7 @@ def report(configs: list[Config], args: argparse.Namespace, head: str, settings:
         f"sized so that no run runs dry; {args.runs} runs of {args.seconds:g} s each, interleaved across the "
         f"configurations, each after an uncounted 1 s warm-up; medians. CPU is user + system time over the run "
         f"(PostgreSQL: the postmaster and all its children); *busy* is the share of the machine's {cores} cores "
-        f"in use (everything, other sessions included). Server settings tuned: {tuned}.\n\n"
+        f"in use (everything, other workloads included). Server settings tuned: {tuned}.\n\n"
     )
     base = next((c for c in configs if c.backend == "postgres" and c.procs == 1), None)
     rows = []

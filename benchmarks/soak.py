@@ -1,6 +1,6 @@
 """Soak: one server for minutes with thousands of connected workers and a steady flow of tasks.
 
-Not a CI test (issue 7): a long run that shows what short benchmarks cannot, namely that nothing
+Not a CI test: a long run that shows what short benchmarks cannot, namely that nothing
 accumulates. `--workers` protocol clients (`benchmarks.loadclient`, in `--processes` processes of
 their own) hold one slot each and "compute" for `--compute` seconds (±50 %) per task, on a campaign
 fed by a generator function (10,000,000 datasets, pulled lazily under the default back-pressure).

@@ -115,14 +115,31 @@ API_DOCS_ASSETS = {  # name: MIME type; the Swagger UI files come from the swagg
     "swagger-ui-bundle.js": "text/javascript",
     "swagger-ui-standalone-preset.js": "text/javascript",
     "start.js": "text/javascript",
+    "api-docs.css": "text/css",
 }
 API_DOCS_START = """window.ui = SwaggerUIBundle({
   url: "/api/openapi.json",
   dom_id: "#swagger-ui",
-  deepLinking: true,
+  deepLinking: false,
   presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
-  layout: "StandaloneLayout",
+  layout: "BaseLayout",
 });
+"""
+# Swagger UI's own colours fail WCAG AA contrast (white on light blue and green method labels); its
+# deep links put a link inside each operation's toggle button, and its top bar has an unlabelled
+# input: hence no deep links, the base layout (no top bar) and these colours.
+API_DOCS_CSS = """.swagger-ui .opblock .opblock-summary-method { color: #fff; }
+.swagger-ui .opblock.opblock-get .opblock-summary-method { background: #1d5fa7; }
+.swagger-ui .opblock.opblock-post .opblock-summary-method { background: #1b7a4f; }
+.swagger-ui .opblock.opblock-put .opblock-summary-method { background: #a35a00; }
+.swagger-ui .opblock.opblock-delete .opblock-summary-method { background: #b3261e; }
+.swagger-ui .opblock.opblock-patch .opblock-summary-method { background: #2e6e60; }
+.swagger-ui .opblock.opblock-head .opblock-summary-method,
+.swagger-ui .opblock.opblock-options .opblock-summary-method { background: #6a3fb5; }
+.swagger-ui .btn.authorize { color: #1b7a4f; border-color: #1b7a4f; }
+.swagger-ui .btn.authorize svg { fill: #1b7a4f; }
+.swagger-ui .info .title small.version-stamp { background-color: #3d6b00; }
+.swagger-ui .info a, .swagger-ui .url, .swagger-ui .info .link { color: #1d5fa7; }
 """
 API_DOCS_PAGE = """<!doctype html>
 <html lang="en">
@@ -130,6 +147,7 @@ API_DOCS_PAGE = """<!doctype html>
   <meta charset="utf-8">
   <title>distribute API</title>
   <link rel="stylesheet" href="/api/docs/swagger-ui.css">
+  <link rel="stylesheet" href="/api/docs/api-docs.css">
 </head>
 <body>
   <div id="swagger-ui"></div>
@@ -143,7 +161,8 @@ API_DOCS_PAGE = """<!doctype html>
 
 @cache
 def api_docs_asset(name: str) -> bytes:
-    return API_DOCS_START.encode() if name == "start.js" else (SWAGGER_UI / name).read_bytes()
+    own = {"start.js": API_DOCS_START, "api-docs.css": API_DOCS_CSS}
+    return own[name].encode() if name in own else (SWAGGER_UI / name).read_bytes()
 
 
 def add_api_docs(app: QuartTrio) -> None:

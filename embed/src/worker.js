@@ -2,7 +2,7 @@
 //
 // The runner builds each worker from one blob whose text is this bundle, then the kernel source
 // wrapped in a function (see blob.js), so no eval is needed (the CSP forbids it). Per task it does
-// only what the issue allows: decode the dataset, call main, encode the result, post it
+// only what the protocol needs: decode the dataset, call main, encode the result, post it
 // (transferring the bytes). Like the headless worker, it accepts a main or loadStaticDataset that
 // returns a promise, and settles it before the next task. Everything in this thread is untrusted
 // once the kernel has run: the runner checks every message that comes out of it.

@@ -68,3 +68,45 @@ async def test_chromium_displays_the_throughput_plot(browser: BrowserThread, con
     assert plots, shown
     assert all(img["complete"] and img["width"] > 100 and img["shownWidth"] > 100 for img in plots), plots
     assert errors == []
+
+
+async def test_the_benchmarks_page_shows_no_markup_as_text_and_collapses_its_sections(people: People) -> None:
+    visitor = await people.anonymous()
+    html = (await visitor.get("/benchmarks")).text
+    assert "&lt;!--" not in html and "<!--" not in html  # the section markers of BENCHMARKS.md
+    summary, plot, details = html.find('id="summary"'), html.find("benchmarks-throughput.png"), html.find("<details")
+    assert 0 < summary < plot < details, (summary, plot, details)
+    assert html.count("<details") >= 8  # one per level-2 section: throughput, connections, generation, …
+    assert "<summary>Throughput</summary>" in html
+
+
+@pytest.mark.browser
+async def test_chromium_shows_the_summary_and_plot_first_on_a_short_page(
+    browser: BrowserThread, console_server: LiveServer
+) -> None:
+    def look() -> dict[str, Any]:
+        context = browser.browser.new_context(viewport={"width": 1280, "height": 900})
+        try:
+            page = context.new_page()
+            page.goto(console_server.url + "/benchmarks", wait_until="load")
+            return dict(
+                page.evaluate(
+                    """() => ({
+                      height: document.documentElement.scrollHeight,
+                      text: document.getElementById('benchmarks').innerText,
+                      summaryTop: document.querySelector('#summary table').getBoundingClientRect().top,
+                      plotTop: document.querySelector('#figures img').getBoundingClientRect().top,
+                      sectionsTop: document.querySelector('details').getBoundingClientRect().top,
+                      open: document.querySelectorAll('details[open]').length,
+                    })"""
+                )
+            )
+        finally:
+            context.close()
+
+    shown = await browser.run(look)
+    assert "<!--" not in shown["text"] and "begin summary" not in shown["text"]
+    assert shown["summaryTop"] < shown["plotTop"] < shown["sectionsTop"]
+    assert shown["open"] == 0
+    # All of BENCHMARKS.md laid out in full ran to about 20,000 px; collapsed, it is a few screens.
+    assert shown["height"] < 6000, shown["height"]

@@ -1,4 +1,4 @@
-"""Scale-out (issue 5): three `distribute serve` processes on one PostgreSQL database, one campaign.
+"""Scale-out: three `distribute serve` processes on one PostgreSQL database, one campaign.
 
 Each test starts three real server processes (`python -m distribute serve --port 0`) on a fresh
 database of the throwaway cluster from tests/pg.py, whatever DISTRIBUTE_TEST_DATABASE says, so it

@@ -82,3 +82,28 @@ for (const time of document.querySelectorAll("time[datetime]")) {
     time.textContent = when.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
   }
 }
+
+// A box that scrolls (a code box, a wide table) must be reachable with the keyboard, and named for
+// screen readers: it gets tabindex=0, the region role and a label from the heading before it. Boxes
+// whose content changes later (the live view) are checked again whenever the window is resized.
+function nameOf(box) {
+  for (let node = box.previousElementSibling; node; node = node.previousElementSibling) {
+    if (/^H[1-6]$/.test(node.tagName)) return node.textContent.trim();
+  }
+  return box.tagName === "PRE" ? "Code" : "Table";
+}
+
+function makeScrollableBoxesFocusable() {
+  for (const box of document.querySelectorAll("pre, .table-wrap")) {
+    const scrolls = box.scrollWidth > box.clientWidth + 1 || box.scrollHeight > box.clientHeight + 1;
+    if (!scrolls || box.hasAttribute("tabindex")) continue;
+    box.tabIndex = 0;
+    if (!box.hasAttribute("role")) box.setAttribute("role", "region");
+    if (!box.hasAttribute("aria-label") && !box.hasAttribute("aria-labelledby")) {
+      box.setAttribute("aria-label", `${nameOf(box)} (scrolls)`);
+    }
+  }
+}
+
+makeScrollableBoxesFocusable();
+window.addEventListener("resize", makeScrollableBoxesFocusable);
