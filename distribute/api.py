@@ -12,14 +12,14 @@ from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from quart import Blueprint, Response, g, request
 from quart_schema import DataSource, RequestSchemaValidationError, validate_querystring, validate_request
 from quart_schema.pydantic import File
 from werkzeug.datastructures import FileStorage
 
 from .campaigns import CampaignFields, QuotaExceeded, ResultFormat, Uploads
-from .errors import Unauthorized
+from .errors import SourceError, Unauthorized
 from .webstate import current_platform
 
 __all__ = ["CampaignForm", "api_blueprint", "error_status", "schema_error"]
@@ -33,6 +33,11 @@ class CampaignForm(CampaignFields):
     static_dataset: File | None = None
     comparator: File | None = None
     spot_checks: File | None = None
+    skip_check: bool = Field(
+        default=False,
+        description="true: no trial run in the server's sandbox before the campaign goes live (for a kernel that"
+        " needs browser-only APIs); the sources are still parsed",
+    )
 
 
 class ResultsQuery(BaseModel):
@@ -54,6 +59,12 @@ def error_status(status: int) -> Callable[[Exception], tuple[dict[str, str], int
 async def quota_exceeded(exc: QuotaExceeded) -> tuple[dict[str, str], int]:
     """403 (or 429 for what runs at once) naming the quota and its setting, not the 400 of bad input."""
     return {"error": str(exc)}, exc.status
+
+
+@api_blueprint.errorhandler(SourceError)
+async def source_refused(exc: SourceError) -> tuple[dict[str, Any], int]:
+    """400 naming the upload at fault (`field`), with the line and column where there are any."""
+    return {"error": str(exc), "field": exc.field, "line": exc.line, "column": exc.column}, 400
 
 
 async def schema_error(exc: RequestSchemaValidationError) -> tuple[dict[str, Any], int]:
@@ -107,7 +118,8 @@ async def create_campaign(data: CampaignForm) -> tuple[dict[str, Any], int]:
         spot_checks=data.spot_checks.read() if data.spot_checks else None,
     )
     campaigns = current_platform().campaigns
-    campaign = await campaigns.create(g.user, data, uploads, data.kernel.filename or "campaign")
+    name = data.kernel.filename or "campaign"
+    campaign = await campaigns.create(g.user, data, uploads, name, skip_check=data.skip_check)
     return await campaigns.describe(campaign), 201
 
 

@@ -60,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--comparator", type=Path, help="JS file: compare(a, b) -> bool for replicas' results")
     create.add_argument("--spot-checks", type=Path, help='JSON file: [{"dataset": ..., "result": ...}, ...]')
     create.add_argument("--task-timeout", type=float)
+    create.add_argument(
+        "--skip-check",
+        action="store_true",
+        help="no trial run in the server's sandbox before the campaign goes live (a kernel needing browser-only APIs)",
+    )
     for name in ("show", "reset", "delete"):
         sub = campaign.add_parser(name, help=f"{name} a campaign")
         sub.add_argument("id", type=int)
@@ -234,6 +239,8 @@ def _checked(response: httpx.Response) -> Any:
         try:
             body = response.json()
             message = body.get("error", response.text)
+            if body.get("field"):  # an upload refused: name it, as the console shows it at its field
+                message = f"{body['field']}: {message}"
             if "details" in body:
                 message += ": " + json.dumps(body["details"])
         except ValueError:
@@ -264,6 +271,8 @@ def _campaign(args: argparse.Namespace) -> int:
             }
             if args.task_timeout:
                 form["task_timeout"] = str(args.task_timeout)
+            if args.skip_check:
+                form["skip_check"] = "true"
             campaign = _checked(client.post("/api/campaigns", data=form, files=files))
             print(json.dumps(campaign, indent=2) if args.json else f"created campaign {campaign['id']}")
         elif args.action == "list":

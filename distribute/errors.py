@@ -15,6 +15,7 @@ __all__ = [
     "ProtocolError",
     "SandboxError",
     "SettingsError",
+    "SourceError",
     "Unauthorized",
     "ValidationError",
 ]
@@ -38,6 +39,18 @@ class Unauthorized(DistributeError):
 
 class ValidationError(DistributeError):
     """User input (an upload, an API body, a CLI argument) is malformed."""
+
+
+class SourceError(ValidationError):
+    """One uploaded source is refused: `field` names it ("kernel", "generator", "static_dataset", ...),
+    with the line and column (1-based) where the problem is, when there is one."""
+
+    def __init__(self, field: str, message: str, line: int | None = None, column: int | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+        self.line = line
+        self.column = column
 
 
 class LeaseLost(DistributeError):
@@ -64,7 +77,8 @@ class GenerationError(SandboxError):
 class KernelError(SandboxError):
     """A kernel threw or misbehaved while computing one dataset."""
 
-    def __init__(self, message: str, stack: str = "") -> None:
+    def __init__(self, message: str, stack: str = "", kind: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.stack = stack
+        self.kind = kind  # the sandbox's kind of failure when known ("static": loadStaticDataset threw)

@@ -114,6 +114,15 @@ class Settings:
         "1: the server's JavaScript sandbox runs V8 without its JIT compilers (smaller attack surface, no WebAssembly); 0: with",
         _one_of(0, 1),
     )
+    check_datasets: int = setting(
+        3,
+        "datasets",
+        "datasets a new campaign's kernel is tried on in the server's sandbox before it is accepted (0: no trial)",
+        Check("0 or more", lambda v: v >= 0),
+    )
+    check_seconds: float = setting(
+        10.0, "s", "wall-clock limit of that trial's kernel part (the generator has generator_timeout)", _positive
+    )
     max_datasets: int = setting(10_000_000, "datasets", "most datasets one campaign may generate", _positive)
     max_dataset_bytes: int = setting(1024 * 1024, "bytes", "largest single dataset (msgpack)", _positive)
     max_source_bytes: int = setting(

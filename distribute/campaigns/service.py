@@ -123,16 +123,18 @@ class CampaignService:
 
     # ----------------------------------------------------------------------- changing
 
-    async def create(self, owner: User, fields: CampaignFields, uploads: Uploads, default_name: str) -> Campaign:
-        """Check the uploaded sources and create the campaign; ValidationError names what is wrong
-        (`QuotaExceeded`, one kind of it, if the account is at one of its quotas)."""
+    async def create(
+        self, owner: User, fields: CampaignFields, uploads: Uploads, default_name: str, *, skip_check: bool = False
+    ) -> Campaign:
+        """Check the uploaded sources, try them in the sandbox unless `skip_check`, and create the campaign;
+        ValidationError names what is wrong (`SourceError` the upload at fault, `QuotaExceeded` a quota)."""
         if self.settings.verifies_email and not owner.verified:
             raise AddressNotVerified(
                 f"the e-mail address {owner.email} must be verified before this account creates campaigns:"
                 " follow the link in the verification mail (the console's account page sends a new one)"
             )
         await check_quotas(self.storage, self.settings, owner)
-        sources = await checked_sources(uploads, self.settings)
+        sources = await checked_sources(uploads, self.settings, skip_check=skip_check, task_timeout=fields.task_timeout)
         chosen = {name: getattr(fields, name) for name in CampaignFields.model_fields}  # not a form's files
         chosen |= {
             "name": fields.name or default_name,

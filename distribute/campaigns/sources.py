@@ -1,9 +1,13 @@
 """What an owner uploads for a new campaign, and the checks it must pass before it is stored.
 
-The sources are bounded, UTF-8 text without NUL bytes; the kernel and the comparator must parse
-(they are parsed in the generator sandbox, never run); spot checks are a JSON array of known
-answers. `checked_sources` applies all of it and returns the texts ready for storage, or raises
-`ValidationError` naming the source at fault. The API and the console accept and refuse exactly
+The sources are bounded, UTF-8 text without NUL bytes; the kernel, the generator and the comparator
+must parse (they are parsed in the sandbox, never run); spot checks are a JSON array of known
+answers. Then, unless the owner skips it (a kernel that needs browser-only APIs), a trial in the
+sandbox (`distribute.sandbox.trial`) runs the kernel with its static dataset on the generator's first
+`check_datasets` datasets: a generator that fails, a kernel that cannot start or that fails on all of
+them is refused. `checked_sources` applies all of it and returns the texts ready for storage, or
+raises `ValidationError` (`SourceError` naming the source at fault, with a line and column where
+there are any). The API and the console accept and refuse exactly
 the same uploads because both come through here.
 """
 
@@ -15,9 +19,10 @@ from dataclasses import dataclass
 import msgpack
 from pydantic import BaseModel, Field
 
-from ..errors import ValidationError
+from ..errors import SourceError, ValidationError
 from ..models import DESCRIPTION_MAX_CHARS
-from ..sandbox.kernels import kernel_syntax_error
+from ..sandbox.kernels import check_kernel, kernel_syntax_error
+from ..sandbox.trial import TrialLimits, TrialProblem, check_generator, trial_run
 from ..settings import Settings
 from ..work.verification import canonical, comparator_kernel
 
@@ -91,7 +96,14 @@ UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")
 
 
 def decode_source(label: str, data: bytes, limit: int) -> str:
-    """Uploaded JavaScript or text: bounded, UTF-8, no NUL bytes (binary garbage)."""
+    """Uploaded JavaScript or text: bounded, UTF-8, no NUL bytes (binary garbage); SourceError names `label`."""
+    try:
+        return _decoded(label, data, limit)
+    except ValidationError as exc:
+        raise SourceError(label, str(exc)) from None
+
+
+def _decoded(label: str, data: bytes, limit: int) -> str:
     if len(data) > limit:
         raise ValidationError(f"{label} is {len(data)} bytes; the limit is {limit}")
     for signature, kind in BINARY_SIGNATURES:
@@ -139,8 +151,28 @@ async def check_comparator(comparator: str, *, timeout: float, heap_mib: int) ->
         )
 
 
-async def checked_sources(uploads: Uploads, settings: Settings) -> CheckedSources:
-    """Decode and check every upload; the first problem found raises ValidationError."""
+SKIP_HINT = " (a kernel that needs browser-only APIs can skip this check: skip_check)"
+
+
+def _refused(problem: TrialProblem, hint: str = "") -> SourceError:
+    where = ""
+    if problem.line is not None:
+        where = f" (line {problem.line}" + ("" if problem.column is None else f", column {problem.column}") + ")"
+    message = problem.message
+    if "\n" in message:  # a caret under a source line: the position goes first, the lines stay as they are
+        first, rest = message.split("\n", 1)
+        message = f"{first}{where}{hint}\n{rest}"
+    else:
+        message += where + hint
+    return SourceError(problem.field, message, problem.line, problem.column)
+
+
+async def checked_sources(
+    uploads: Uploads, settings: Settings, *, skip_check: bool = False, task_timeout: float | None = None
+) -> CheckedSources:
+    """Decode and check every upload, then try the campaign (unless `skip_check`); the first problem raises.
+
+    `task_timeout` is the campaign's own limit per task (the setting's default when None)."""
     limit = settings.max_source_bytes
     kernel = decode_source("kernel", uploads.kernel, limit)
     generator = decode_source("generator", uploads.generator, limit)
@@ -148,11 +180,31 @@ async def checked_sources(uploads: Uploads, settings: Settings) -> CheckedSource
     comparator = decode_source("comparator", uploads.comparator, limit) if uploads.comparator else ""
     spot_checks = uploads.spot_checks
     checks = parse_spot_checks(decode_source("spot_checks", spot_checks, limit)) if spot_checks else []
-    if not kernel.strip() or not generator.strip():
-        raise ValidationError("kernel and generator must not be empty")
-    syntax = await kernel_syntax_error(kernel, timeout=settings.generator_timeout, heap_mib=settings.generator_heap)
+    for field, text in (("kernel", kernel), ("generator", generator)):
+        if not text.strip():
+            raise SourceError(field, "kernel and generator must not be empty")
+    timeout, heap = settings.generator_timeout, settings.generator_heap
+    syntax = await check_kernel(kernel, timeout=timeout, heap_mib=heap)
     if syntax is not None:
-        raise ValidationError(f"the kernel does not parse: {syntax}")
+        problem = TrialProblem("kernel", f"the kernel does not parse: {syntax.message}", syntax.line, syntax.column)
+        raise _refused(problem)
+    generator_syntax = await check_generator(generator, timeout=timeout, heap_mib=heap)
+    if generator_syntax is not None:
+        raise _refused(generator_syntax)
     if comparator:
-        await check_comparator(comparator, timeout=settings.generator_timeout, heap_mib=settings.generator_heap)
+        await check_comparator(comparator, timeout=timeout, heap_mib=heap)
+    if not skip_check and settings.check_datasets > 0:
+        limits = TrialLimits(
+            datasets=settings.check_datasets,
+            wall=settings.check_seconds,
+            generator_timeout=timeout,
+            heap_mib=heap,
+            max_dataset_bytes=settings.max_dataset_bytes,
+            max_datasets=settings.max_datasets,
+            max_result_bytes=settings.max_result_bytes,
+            task_timeout=task_timeout or settings.task_timeout,
+        )
+        tried = await trial_run(kernel, static, generator, limits)
+        if tried is not None:
+            raise _refused(tried, SKIP_HINT if tried.field != "generator" else "")
     return CheckedSources(kernel, generator, static, comparator or None, checks)

@@ -9,6 +9,7 @@ one, and creating a campaign goes through `campaigns.create`, so the console and
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from importlib import resources
 from typing import Any
 
 import pydantic
@@ -18,7 +19,7 @@ from quart.typing import ResponseTypes
 
 from ..campaigns import CampaignFields, CampaignService, Uploads
 from ..embed import SNIPPET, embed_snippet
-from ..errors import ValidationError
+from ..errors import SourceError, ValidationError
 from ..models import DESCRIPTION_MAX_CHARS, User
 from ..webstate import current_platform
 from .web import ConsoleBlueprint, console, login_required, page, server_url
@@ -72,6 +73,13 @@ async def index() -> Response:
 # --------------------------------------------------------------------------- new campaign
 
 
+# The "Start from the example" button's campaign: the demo's, which the README and How it works show.
+EXAMPLE = {
+    name: resources.files("distribute").joinpath("demo_files", file).read_text("utf-8")
+    for name, file in (("kernel", "kernel.js"), ("generator", "generator.js"), ("static_dataset", "static.json"))
+}
+
+
 async def new_form(status: int = 200, **context: Any) -> Response:
     settings = current_platform().settings
     values = {"priority": "0", "weight": "1", "replication": "1", "task_timeout": ""} | context.pop("values", {})
@@ -83,6 +91,8 @@ async def new_form(status: int = 200, **context: Any) -> Response:
         max_source_bytes=settings.max_source_bytes,
         default_timeout=settings.task_timeout,
         description_max=DESCRIPTION_MAX_CHARS,
+        check_datasets=settings.check_datasets,
+        example=EXAMPLE,
         **context,
     )
 
@@ -98,6 +108,15 @@ def chosen_source(files: Any, form: Any, name: str) -> tuple[bytes | None, str]:
     return (text.encode() if text.strip() else None), ""
 
 
+def as_text(data: bytes) -> str | None:
+    """An uploaded file's text for its textarea when the form comes back, or None if it is not text."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return None if "\x00" in text else text
+
+
 def field_errors(exc: pydantic.ValidationError) -> dict[str, str]:
     return {str(error["loc"][0]): error["msg"] for error in exc.errors(include_url=False)}
 
@@ -111,12 +130,17 @@ async def new() -> ResponseTypes:
     files = await request.files
     values = {name: form.get(name, "") for name in FIELD_NAMES}
     values |= {name + "_text": form.get(name + "_text", "") for name, _, _ in SOURCES}
+    values["skip_check"] = "on" if form.get("skip_check") else ""
+    chosen = {name: chosen_source(files, form, name) for name, _, _ in SOURCES}
+    for name, (data, filename) in chosen.items():  # a form that comes back keeps every upload, as text
+        text = as_text(data) if filename and data else None
+        if text is not None:
+            values[name + "_text"] = text
     raw = {name: value for name, value in values.items() if name in FIELD_NAMES and value.strip() != ""}
     try:
         fields = CampaignFields.model_validate(raw)
     except pydantic.ValidationError as exc:
         return await new_form(400, values=values, errors=field_errors(exc))
-    chosen = {name: chosen_source(files, form, name) for name, _, _ in SOURCES}
     missing = {
         name: "Upload a file or paste the text." for name, _, required in SOURCES if required and not chosen[name][0]
     }
@@ -131,8 +155,11 @@ async def new() -> ResponseTypes:
         spot_checks=chosen["spot_checks"][0],
     )
     default_name = kernel_file.rsplit(".", 1)[0] or "Untitled campaign"
+    service = current_platform().campaigns
     try:
-        campaign = await current_platform().campaigns.create(g.user, fields, uploads, default_name)
+        campaign = await service.create(g.user, fields, uploads, default_name, skip_check=bool(values["skip_check"]))
+    except SourceError as exc:
+        return await new_form(400, values=values, errors={exc.field: str(exc)})
     except ValidationError as exc:
         return await new_form(400, values=values, error=str(exc))
     return redirect(url_for("console.campaigns.show", campaign_id=campaign.id), 303)

@@ -19,7 +19,8 @@ with importlib.resources), installed in each fresh isolate as `__d`.
 
 Ops: ``gen`` (evaluate a generator and call its main), ``pull``, ``skip``, ``kernel`` (evaluate a
 kernel and call loadStaticDataset), ``run`` (one task), ``end`` (drop the job), ``check`` (compile a
-kernel without running it: ``{"ok": True, "error": None | {"message", "line", "column"}}``).
+kernel, or with ``"what": "generator"`` a generator, without running it: ``{"ok": True, "error": None |
+{"message", "line", "column"}}``).
 Failures come back as ``{"ok": False, "kind": ..., "message": ...}`` with an owner-readable message.
 """
 
@@ -332,6 +333,26 @@ def _check(req: dict[str, Any]) -> dict[str, Any]:
         job.close()
 
 
+def _check_generator(req: dict[str, Any]) -> dict[str, Any]:
+    """Parse a generator as the prelude loads it (a script, else one expression), never running it."""
+    job = Job("generator", req["source"], req["heap_mib"], 0)
+    try:
+        script, expression = ("(function(){", "\n})"), ("(function(){return(", "\n)})")
+        if parse_error(job.mr, script[0], job.source, script[1]) is None:
+            return {"ok": True, "error": None}
+        if parse_error(job.mr, expression[0], job.source, expression[1]) is None:
+            return {"ok": True, "error": None}
+        prefix, suffix = expression if job.source.lstrip().startswith("{") else script  # as the prelude words it
+        error = parse_error(job.mr, prefix, job.source, suffix)
+        if error is None:
+            return {"ok": True, "error": None}
+        column = None if error.caret is None else error.caret + 1
+        message = f"syntax error in the generator, {error.describe()}"
+        return {"ok": True, "error": {"message": message, "line": error.line, "column": column}}
+    finally:
+        job.close()
+
+
 def _kernel_position(kernel: str, error: ParseError | None) -> tuple[int | None, int | None]:
     """A parse error in the wrapped kernel as (line, column) of the kernel itself, both 1-based."""
     if error is None:  # the source closes the wrapper early: the browser's parse fails, ours found no spot
@@ -391,7 +412,7 @@ def main() -> None:
             elif op == "kernel":
                 job, reply = _kernel_open(req)
             elif op == "check":  # needs no job: a throwaway isolate
-                reply = _check(req)
+                reply = _check_generator(req) if req.get("what") == "generator" else _check(req)
             elif op == "end":  # a child bloated by a big job is better replaced than reused
                 reply = {"ok": True, "recycle": data_mib() > baseline + RECYCLE_ABOVE_MIB}
             elif job is None:

@@ -112,7 +112,7 @@ class KernelRun:
                 message = f"the kernel threw while being evaluated: {message}"
             elif kind == "static":
                 message = f"the kernel's loadStaticDataset threw: {message}"
-            raise KernelError(message, stack)
+            raise KernelError(message, stack, kind)
         self._loaded = True
 
     async def run(self, dataset: bytes, timeout: float) -> tuple[bytes | None, float]:
@@ -150,7 +150,7 @@ class KernelRun:
                 message = f"the result cannot be serialised: {message}"
             elif kind == "size":
                 message = too_large("the result", reply, self._max_result_bytes)
-            raise KernelError(message, str(reply.get("stack", "")))
+            raise KernelError(message, str(reply.get("stack", "")), kind)
 
 
 @asynccontextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.conftest import SEED_KERNEL
+from tests.conftest import SEED_KERNEL, SEED_STATIC
 from tests.console.conftest import People
 from tests.server.test_verification import TEN, run_workers
 from tests.support.protocol_client import seed_kernel
@@ -19,6 +19,7 @@ async def test_the_campaign_page_shows_verification_counts_and_a_verified_downlo
     files = {
         "kernel_file": ("k.js", SEED_KERNEL.replace("var divisor;", "var divisor = 123;").encode()),
         "generator_file": ("g.js", TEN.encode()),
+        "static_dataset_file": ("s.json", SEED_STATIC.encode()),  # its loadStaticDataset parses it
         "comparator_file": ("c.js", b"({compare: function (a, b) { return true; }})"),
     }
     response = await alice.client.post("/campaigns/new", data={"csrf": token, "replication": "2"}, files=files)

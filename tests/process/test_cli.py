@@ -168,7 +168,7 @@ async def test_worker_with_tasks_stops_after_that_many_and_exits_0(live_server: 
 
 async def test_campaign_show_of_a_failed_generator_prints_its_error(live_server: LiveServer) -> None:
     generator = "(function () { return { main: function () { throw new Error('no datasets today'); } }; })()"
-    campaign_id = await live_server.create_campaign(generator=generator, name="broken")
+    campaign_id = await live_server.create_campaign(generator=generator, name="broken", skip_check="true")
     await live_server.wait_for(campaign_id, lambda c: c["status"] == "failed")
     result = await distribute("campaign", "show", str(campaign_id), *client_options(live_server))
     text = result.stdout.decode()
@@ -230,3 +230,31 @@ def test_docs_settings_lists_every_setting() -> None:
     from distribute.settings import settings_table
 
     assert settings_table() in (Path(__file__).resolve().parents[2] / "docs" / "settings.md").read_text()
+
+
+async def test_campaign_create_refused_by_the_trial_names_the_source_and_exits_non_zero(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    files = campaign_files(tmp_path)
+    (tmp_path / "static.json").write_text('{"divisor":\n 123')
+    client = ["--server", live_server.url, "--token", live_server.token]
+    result = await distribute("campaign", "create", *files, *client, check=False)
+    assert result.returncode == 2
+    error = result.stderr.decode()
+    assert "server said 400: static_dataset: the kernel's loadStaticDataset threw" in error
+    assert "(line 2, column 5)" in error
+    assert await live_server.platform.storage.list_campaigns() == []
+
+
+async def test_campaign_create_with_skip_check_accepts_a_kernel_the_sandbox_cannot_run(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    files = campaign_files(tmp_path)
+    (tmp_path / "kernel.js").write_text(
+        "({main: function (d) { return new TextDecoder().decode(new Uint8Array([1])); }})"
+    )
+    client = ["--server", live_server.url, "--token", live_server.token]
+    refused = await distribute("campaign", "create", *files, *client, check=False)
+    assert refused.returncode == 2 and b"server said 400: kernel: " in refused.stderr
+    created = await distribute("campaign", "create", *files, "--skip-check", *client)
+    assert created.stdout.decode().startswith("created campaign ")

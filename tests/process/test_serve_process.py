@@ -16,7 +16,7 @@ from trio_websocket import open_websocket_url
 
 from distribute import protocol as p
 from distribute.plugins import open_storage
-from tests.conftest import SEED_GENERATOR, SEED_KERNEL, database_url, launch_server_process
+from tests.conftest import SEED_GENERATOR, SEED_KERNEL, SEED_STATIC, database_url, launch_server_process
 from tests.support.protocol_client import receive_tasks, send
 
 
@@ -27,7 +27,11 @@ async def test_a_stopped_server_exits_cleanly_and_releases_its_leases(tmp_path: 
     server, url, token, log = launched.process, launched.url, launched.token, launched.log
     try:
         async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:
-            files = {"kernel": ("k.js", SEED_KERNEL), "generator": ("g.js", SEED_GENERATOR)}
+            files = {
+                "kernel": ("k.js", SEED_KERNEL),
+                "generator": ("g.js", SEED_GENERATOR),
+                "static_dataset": SEED_STATIC,
+            }
             campaign_id = (await client.post("/api/campaigns", files=files)).json()["id"]
         async with open_websocket_url(url.replace("http", "ws") + "/ws") as ws:
             await send(ws, p.Hello(campaign=campaign_id, slots=4))

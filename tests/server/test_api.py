@@ -182,7 +182,8 @@ async def test_a_file_one_byte_over_the_limit_is_refused_naming_it(start_server:
     files[field] = (name, data + b" ")
     response = await server.client.post("/api/campaigns", files=files)
     assert response.status_code == 400
-    assert response.json() == {"error": f"{field} is {limit + 1} bytes; the limit is {limit}"}
+    error = f"{field} is {limit + 1} bytes; the limit is {limit}"
+    assert response.json() == {"error": error, "field": field, "line": None, "column": None}
     assert await server.platform.storage.list_campaigns() == []
 
 
@@ -215,6 +216,7 @@ async def test_a_comparator_that_does_not_parse_is_refused_with_its_syntax_error
     files = {
         "kernel": ("k.js", SEED_KERNEL.encode()),
         "generator": ("g.js", SEED_GENERATOR.encode()),
+        "static_dataset": ("static.json", SEED_STATIC.encode()),
         "comparator": ("c.js", b"({ compare: function (a, b) { return a === b; }"),
     }
     response = await live_server.client.post("/api/campaigns", files=files)
@@ -236,6 +238,7 @@ async def test_a_comparator_in_a_documented_shape_is_accepted(live_server: LiveS
     files = {
         "kernel": ("k.js", SEED_KERNEL.encode()),
         "generator": ("g.js", SEED_GENERATOR.encode()),
+        "static_dataset": ("static.json", SEED_STATIC.encode()),
         "comparator": ("c.js", COMPARATORS[shape].encode()),
     }
     response = await live_server.client.post("/api/campaigns", files=files, data={"replication": "2"})
@@ -251,6 +254,7 @@ async def test_a_comparator_with_a_trailing_semicolon_or_comment_is_accepted_as_
     files = {
         "kernel": ("k.js", SEED_KERNEL.encode()),
         "generator": ("g.js", SEED_GENERATOR.encode()),
+        "static_dataset": ("static.json", SEED_STATIC.encode()),
         "comparator": ("c.js", comparator.encode()),
     }
     response = await live_server.client.post("/api/campaigns", files=files, data={"replication": "2"})

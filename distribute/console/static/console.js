@@ -61,6 +61,27 @@ for (const input of document.querySelectorAll("input[type=file][data-max]")) {
   });
 }
 
+// "Start from the example" on the new-campaign form: the example's sources (in <template>s) fill the
+// textareas, and any file chosen is cleared, since a chosen file wins over pasted text.
+const exampleButton = document.getElementById("start-example");
+if (exampleButton) {
+  exampleButton.closest("[hidden]")?.removeAttribute("hidden");
+  exampleButton.addEventListener("click", () => {
+    for (const template of document.querySelectorAll("template[id^='example-']")) {
+      const name = template.id.slice("example-".length);
+      const area = document.getElementById(`${name}_text`);
+      const file = document.getElementById(`${name}_file`);
+      if (!area) continue;
+      area.value = template.content.textContent;
+      if (file) {
+        file.value = "";
+        const note = file.parentElement.querySelector(".filename");
+        if (note) note.textContent = "";
+      }
+    }
+  });
+}
+
 for (const list of document.querySelectorAll("[role=tablist]")) {
   const tabs = [...list.querySelectorAll("[role=tab]")];
   for (const tab of tabs) {
