@@ -36,6 +36,7 @@ from ..scheduler.base import Candidate, Scheduler
 from ..settings import Settings
 from ..storage import Storage
 from .decisions import Judged, Refused, Store
+from .early import EarlyFailures
 from .queues import CampaignQueue, Queues, has_work
 from .replicas import WorkerKey
 from .verifier import Verifier
@@ -59,6 +60,8 @@ PROGRESS_GRACE = 4
 REFRESH_SECONDS = 2.0  # how often campaigns are synced with storage and drained queues looked at again
 SAFETY_WAKE_TICKS = 5  # every this many refreshes, every waiting session re-checks its state anyway
 _NONE_MISSED: frozenset[int] = frozenset()
+_STOPPED = (CampaignStatus.FAILED, CampaignStatus.COMPLETE, CampaignStatus.PAUSED)  # statuses that hand out nothing
+_ENDED = (CampaignStatus.COMPLETE, CampaignStatus.PAUSED)  # their workers hear why, not "unavailable"
 
 
 class Dispatcher:
@@ -79,6 +82,8 @@ class Dispatcher:
         self._nursery: trio.Nursery | None = None
         self.tasks_completed = 0
         self.verifier = Verifier(storage, settings, self.queues)  # replicated campaigns and spot checks
+        self.early = EarlyFailures(settings.pause_after_failures, settings.pause_failure_ratio)  # auto-pause
+        self._unqueued: list[int] = []  # datasets of retired queues still leased here: released at the next flush
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -113,12 +118,15 @@ class Dispatcher:
             campaign_id = queue.campaign.id
             if campaign_id not in campaigns and not queue.complete:
                 fresh = await self.storage.get_campaign(campaign_id)
-                if fresh is None or fresh.deleted or fresh.status in (CampaignStatus.FAILED, CampaignStatus.COMPLETE):
+                if fresh is None or fresh.deleted or fresh.status in _STOPPED:
+                    if fresh is not None:
+                        queue.campaign = fresh  # so its workers hear why (paused or complete)
                     self._retire(queue)
         for campaign in campaigns.values():
             spots = None if self.queues.accepts_work(campaign.id) else await self.storage.spot_checks(campaign.id)
             if self.queues.learn(campaign):
                 self.verifier.set_spot_checks(campaign.id, spots or ())
+                self.early.open(campaign.id)
                 self._wake_all()
             counts_needed = campaign.status == CampaignStatus.RUNNING
             known = self.queues.get(campaign.id)
@@ -136,10 +144,12 @@ class Dispatcher:
         if self.queues.get(campaign_id) is not None:
             return
         campaign = await self.storage.get_campaign(campaign_id)
-        if campaign is not None and not campaign.deleted and campaign.status == CampaignStatus.COMPLETE:
+        if campaign is not None and not campaign.deleted and campaign.status in _ENDED:
             self.queues.add_retired(campaign)
 
     def _retire(self, queue: CampaignQueue) -> None:
+        self._unqueued += [d.id for d in queue.ready]  # a paused campaign's datasets go back to storage
+        self.early.close(queue.campaign.id)
         self.queues.retire(queue)
         self.verifier.retire(queue.campaign.id)
         self._wake_all()
@@ -262,7 +272,7 @@ class Dispatcher:
             lease = self.leases.get(dataset_id)
             if lease is not None and lease.holder == holder:
                 del self.leases[dataset_id]
-                requeued |= self.queues.requeue(lease.dataset)
+                requeued |= self._requeue(lease.dataset)
             elif (offer := self.verifier.drop(holder, dataset_id, late=False)) is not None:
                 requeued |= self.queues.requeue(offer)
         if requeued:
@@ -278,6 +288,13 @@ class Dispatcher:
         expired.discard(dataset_id)
         self.queues.discard(self._campaign_of_expired.pop(dataset_id, -1), dataset_id)
         return True
+
+    def _requeue(self, dataset: LeasedDataset) -> bool:
+        """Back to the front of its queue; a retired (paused, deleted) campaign's goes back to storage."""
+        if self.queues.requeue(dataset):
+            return True
+        self._unqueued.append(dataset.id)
+        return False
 
     def _offer(self, datasets: Iterable[LeasedDataset]) -> None:
         """Datasets the verifier wants copied again: to the front of their queues, and wake the waiting."""
@@ -341,6 +358,9 @@ class Dispatcher:
             self._retire(queue)
 
     async def _flush(self) -> None:
+        if self._unqueued:
+            unqueued, self._unqueued = self._unqueued, []
+            await self.storage.release(self.owner, unqueued)
         finished, self._finished = self._finished, []
         failed, self._failed = self._failed, []
         if not finished and not failed:
@@ -357,6 +377,8 @@ class Dispatcher:
             return
         self.tasks_completed += len(finished)
         self.verifier.stored(finished)
+        for campaign_id, reason in self.early.record(finished, failed).items():
+            await self.pause(campaign_id, reason)
         touched = {o.campaign_id for o in finished} | {o.campaign_id for o in failed}
         for campaign_id in touched:
             queue = self.queues.get(campaign_id)
@@ -368,6 +390,16 @@ class Dispatcher:
                 await self._check_complete(queue)
         if failed:
             self._wake_all()  # workers waiting for work: the retries are theirs now, not in 10 s
+
+    async def pause(self, campaign_id: int, reason: str) -> None:
+        """Pause an active campaign: no new task of it leaves this process, its queued datasets go back
+        to storage, and its workers hear "paused" (the other processes follow at their next refresh)."""
+        campaign = await self.storage.get_campaign(campaign_id)
+        if campaign is None or campaign.status not in (CampaignStatus.GENERATING, CampaignStatus.RUNNING):
+            return
+        log.warning("campaign %d paused: %s", campaign_id, reason)
+        await self.storage.set_status(campaign_id, CampaignStatus.PAUSED, reason)
+        await self.refresh_campaigns()
 
     async def _flush_loop(self) -> None:
         """Group commits: at once when `flush_batch` outcomes wait, else after a wait set by the rate.
@@ -415,7 +447,7 @@ class Dispatcher:
                     self._expired.setdefault(lease.holder, set()).add(dataset_id)
                     self._campaign_of_expired[dataset_id] = lease.dataset.campaign_id
                     log.info("task %d missed its deadline on connection %d", dataset_id, lease.holder)
-                    requeued |= self.queues.requeue(lease.dataset)
+                    requeued |= self._requeue(lease.dataset)
             if requeued:
                 self._wake_all()
             if self.verifier.busy():
