@@ -26,7 +26,7 @@ import logging
 import math
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import trio
@@ -394,8 +394,13 @@ class Dispatcher:
     async def pause(self, campaign_id: int, reason: str) -> None:
         """Pause an active campaign: no new task of it leaves this process, its queued datasets go back
         to storage, and its workers hear "paused" (the other processes follow at their next refresh)."""
+        queue = self.queues.get(campaign_id)
+        if queue is not None and not queue.complete:  # at once, before the storage round trips
+            queue.campaign = replace(queue.campaign, status=CampaignStatus.PAUSED, generation_error=reason)
+            self._retire(queue)
         campaign = await self.storage.get_campaign(campaign_id)
         if campaign is None or campaign.status not in (CampaignStatus.GENERATING, CampaignStatus.RUNNING):
+            await self.refresh_campaigns()  # it completed or was deleted meanwhile: storage decides
             return
         log.warning("campaign %d paused: %s", campaign_id, reason)
         await self.storage.set_status(campaign_id, CampaignStatus.PAUSED, reason)
