@@ -84,6 +84,7 @@ class Dispatcher:
         self.verifier = Verifier(storage, settings, self.queues)  # replicated campaigns and spot checks
         self.early = EarlyFailures(settings.pause_after_failures, settings.pause_failure_ratio)  # auto-pause
         self._unqueued: list[int] = []  # datasets of retired queues still leased here: released at the next flush
+        self._pausing: set[int] = set()  # stopped here, not yet paused in storage: not to be learned again
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -113,7 +114,7 @@ class Dispatcher:
         A campaign new to this process gets its queue with its spot checks (stored with the
         campaign, so they exist from the moment it does).
         """
-        campaigns = {c.id: c for c in await self.storage.list_campaigns(active_only=True)}
+        campaigns = {c.id: c for c in await self.storage.list_campaigns(active_only=True) if c.id not in self._pausing}
         for queue in self.queues.snapshot():
             campaign_id = queue.campaign.id
             if campaign_id not in campaigns and not queue.complete:
@@ -259,6 +260,10 @@ class Dispatcher:
         else:
             self._failed.append(outcome)
         self.scheduler.task_finished(outcome.campaign_id, outcome.compute_ms / 1000.0)
+        if (reason := self.early.record(outcome)) is not None and self._nursery is not None:
+            self._stop_here(outcome.campaign_id, reason)  # at once: not one more task of it leaves
+            self._flush_now.set()  # and its errors are on its page when its owner comes to see why
+            self._nursery.start_soon(self.pause, outcome.campaign_id, reason)
         if len(self._finished) + len(self._failed) >= self.settings.flush_batch:
             self._flush_now.set()
         return True
@@ -377,8 +382,6 @@ class Dispatcher:
             return
         self.tasks_completed += len(finished)
         self.verifier.stored(finished)
-        for campaign_id, reason in self.early.record(finished, failed).items():
-            await self.pause(campaign_id, reason)
         touched = {o.campaign_id for o in finished} | {o.campaign_id for o in failed}
         for campaign_id in touched:
             queue = self.queues.get(campaign_id)
@@ -391,20 +394,26 @@ class Dispatcher:
         if failed:
             self._wake_all()  # workers waiting for work: the retries are theirs now, not in 10 s
 
+    def _stop_here(self, campaign_id: int, reason: str) -> None:
+        """Retire the campaign's queue in this process before storage hears of the pause."""
+        self._pausing.add(campaign_id)
+        queue = self.queues.get(campaign_id)
+        if queue is not None and not queue.complete:
+            queue.campaign = replace(queue.campaign, status=CampaignStatus.PAUSED, generation_error=reason)
+            self._retire(queue)
+
     async def pause(self, campaign_id: int, reason: str) -> None:
         """Pause an active campaign: no new task of it leaves this process, its queued datasets go back
         to storage, and its workers hear "paused" (the other processes follow at their next refresh)."""
-        queue = self.queues.get(campaign_id)
-        if queue is not None and not queue.complete:  # at once, before the storage round trips
-            queue.campaign = replace(queue.campaign, status=CampaignStatus.PAUSED, generation_error=reason)
-            self._retire(queue)
-        campaign = await self.storage.get_campaign(campaign_id)
-        if campaign is None or campaign.status not in (CampaignStatus.GENERATING, CampaignStatus.RUNNING):
-            await self.refresh_campaigns()  # it completed or was deleted meanwhile: storage decides
-            return
-        log.warning("campaign %d paused: %s", campaign_id, reason)
-        await self.storage.set_status(campaign_id, CampaignStatus.PAUSED, reason)
-        await self.refresh_campaigns()
+        self._stop_here(campaign_id, reason)
+        try:
+            campaign = await self.storage.get_campaign(campaign_id)
+            if campaign is not None and campaign.status in (CampaignStatus.GENERATING, CampaignStatus.RUNNING):
+                log.warning("campaign %d paused: %s", campaign_id, reason)
+                await self.storage.set_status(campaign_id, CampaignStatus.PAUSED, reason)
+        finally:
+            self._pausing.discard(campaign_id)
+        await self.refresh_campaigns()  # (if it completed or was deleted meanwhile, storage decides)
 
     async def _flush_loop(self) -> None:
         """Group commits: at once when `flush_batch` outcomes wait, else after a wait set by the rate.

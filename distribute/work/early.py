@@ -4,7 +4,7 @@ A kernel that cannot work (no `main`, a static dataset that is not JSON) fails o
 `max_task_errors` times each; without this watch a campaign of a million datasets would burn a
 million times that many volunteer tasks before it ended. The dispatcher opens a window when it
 starts serving a campaign (created, resumed, or after a restart of this server process), feeds it
-the outcomes it stores, and pauses the campaign when the window closes with at least
+the outcomes workers return, and pauses the campaign when the window closes with at least
 `pause_failure_ratio` of its `pause_after_failures` outcomes failed. Each window is judged once:
 a campaign that starts well never pauses for later failures, and resuming opens a fresh window.
 
@@ -14,7 +14,6 @@ Pure: no I/O, no clock.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..models import FailedTask, FinishedTask
@@ -45,28 +44,25 @@ class EarlyFailures:
     def close(self, campaign_id: int) -> None:
         self._open.pop(campaign_id, None)
 
-    def record(self, finished: Iterable[FinishedTask], failed: Iterable[FailedTask]) -> dict[int, str]:
-        """Count stored outcomes; returns {campaign id: reason} for the campaigns to pause now.
+    def record(self, outcome: FinishedTask | FailedTask) -> str | None:
+        """Count one task outcome as it arrives; returns the reason to pause its campaign now, or None.
 
-        A window takes outcomes until it holds `size` of them, then is judged and closed.
+        A window takes outcomes until it holds `size` of them, then is judged and closed. Outcomes
+        are counted on arrival, not when stored, so that a slow database does not let a broken
+        campaign run on while its window waits for a commit.
         """
-        for task in finished:
-            window = self._open.get(task.campaign_id)
-            if window is not None and window.outcomes < self.size:
-                window.outcomes += 1
-        for error in failed:
-            window = self._open.get(error.campaign_id)
-            if window is not None and window.outcomes < self.size:
-                window.outcomes += 1
-                window.failed += 1
-                window.messages[error.message] += 1
-        verdicts: dict[int, str] = {}
-        for campaign_id, window in list(self._open.items()):
-            if window.outcomes < self.size:
-                continue
-            del self._open[campaign_id]
-            if window.failed >= self.ratio * self.size:
-                message = window.messages.most_common(1)[0][0]
-                message = message if len(message) <= 300 else message[:300] + "…"
-                verdicts[campaign_id] = f"{window.failed} of its first {window.outcomes} tasks failed: {message}"
-        return verdicts
+        window = self._open.get(outcome.campaign_id)
+        if window is None:
+            return None
+        window.outcomes += 1
+        if isinstance(outcome, FailedTask):
+            window.failed += 1
+            window.messages[outcome.message] += 1
+        if window.outcomes < self.size:
+            return None
+        del self._open[outcome.campaign_id]
+        if window.failed < self.ratio * self.size:
+            return None
+        message = window.messages.most_common(1)[0][0]
+        message = message if len(message) <= 300 else message[:300] + "…"
+        return f"{window.failed} of its first {window.outcomes} tasks failed: {message}"

@@ -51,6 +51,7 @@ async def paused_by_failures(server: LiveServer) -> int:
     campaign_id = await server.create_campaign(name="Broken")
     with trio.fail_after(30):
         assert (await work(server.ws_url, broken, campaign=campaign_id, slots=2)).bye == "paused"
+    await server.wait_for(campaign_id, lambda c: c["state"]["key"] == "paused")  # stored just after workers hear
     return campaign_id
 
 
@@ -67,7 +68,7 @@ async def test_a_visitor_computing_when_the_campaign_pauses_itself_is_told_it_st
         await embedding.browser.run(page.click, "contribute")
         await embedding.browser.run(page.wait_state, "done", 60)
         shown = await embedding.browser.run(page.state)
-    assert (await embedding.server.campaign(campaign_id))["state"]["key"] == "paused"
+    await embedding.server.wait_for(campaign_id, lambda c: c["state"]["key"] == "paused")
     assert shown["status"].startswith("Stopped: this campaign is paused") and "Thank" not in shown["status"]
 
 

@@ -57,6 +57,7 @@ async def campaigns(browser: BrowserThread, console_server: LiveServer, people: 
         assert (await work(console_server.ws_url, broken, campaign=paused, slots=2)).bye == "paused"
         assert (await work(console_server.ws_url, picky, campaign=with_failures)).bye == "complete"
     await api.wait_for(with_failures, lambda c: c["status"] == "complete")
+    await api.wait_for(paused, lambda c: c["state"]["key"] == "paused")  # stored just after its worker heard
     owner = await owner_of(browser, console_server)
     await on(browser, owner.sign_in, "alice@example.org", PASSWORD)
     yield Campaigns(owner, paused, with_failures, api)
