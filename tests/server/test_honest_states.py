@@ -124,3 +124,14 @@ async def test_the_api_and_the_cli_show_the_same_state(live_server: LiveServer) 
     assert label == "finished with 10 failed" and as_json["state"] == campaign["state"]
     assert f"{campaign_id:>6}  {label} " in listed
     assert f"campaign {campaign_id}: picky ({label})" in shown
+
+
+async def test_the_cli_shows_why_a_campaign_paused_and_resumes_it(start_server: StartServer) -> None:
+    server = await start_server(pause_after_failures=10)
+    campaign_id, _, _ = await auto_paused(server)
+    shown = (await distribute("campaign", "show", str(campaign_id), *client_options(server))).stdout.decode()
+    assert f"campaign {campaign_id}: broken (paused)" in shown
+    assert f"paused: 10 of its first 10 tasks failed: {MESSAGE}" in shown
+    resumed = await distribute("campaign", "resume", str(campaign_id), *client_options(server))
+    assert resumed.stdout.decode().strip() == f"resumed campaign {campaign_id}"
+    assert (await server.campaign(campaign_id))["state"]["key"] in ("generating", "running")
