@@ -144,6 +144,14 @@ async def reset_campaign(campaign_id: int) -> dict[str, Any]:
     return await campaigns.describe(await campaigns.reset(campaign_id, g.user))
 
 
+@api_blueprint.post("/campaigns/<int:campaign_id>/resume")
+@require_user
+async def resume_campaign(campaign_id: int) -> dict[str, Any]:
+    """Resume a paused campaign (400 if it is not paused); answers the campaign as `GET` does."""
+    campaigns = current_platform().campaigns
+    return await campaigns.describe(await campaigns.resume(campaign_id, g.user))
+
+
 @api_blueprint.delete("/campaigns/<int:campaign_id>")
 @require_user
 async def delete_campaign(campaign_id: int) -> dict[str, Any]:

@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no trial run in the server's sandbox before the campaign goes live (a kernel needing browser-only APIs)",
     )
-    for name in ("show", "reset", "delete"):
+    for name in ("show", "reset", "delete", "resume"):
         sub = campaign.add_parser(name, help=f"{name} a campaign")
         sub.add_argument("id", type=int)
     listing = campaign.add_parser("list", help="list your campaigns")
@@ -281,23 +281,32 @@ def _campaign(args: argparse.Namespace) -> int:
                 print(json.dumps(campaigns, indent=2))
             for c in campaigns if not args.json else ():
                 d = c["datasets"]
-                print(f"{c['id']:>6}  {c['status']:<10} {d['done']:>9}/{d['total']:<9} {c['name']}")
+                print(f"{c['id']:>6}  {_state(c):<10} {d['done']:>9}/{d['total']:<9} {c['name']}")
         elif args.action == "show":
             campaign = _checked(client.get(f"/api/campaigns/{args.id}"))
             print(json.dumps(campaign, indent=2) if args.json else _describe(campaign, args.server))
         elif args.action == "reset":
             _checked(client.post(f"/api/campaigns/{args.id}/reset"))
             print(f"reset campaign {args.id}")
+        elif args.action == "resume":
+            _checked(client.post(f"/api/campaigns/{args.id}/resume"))
+            print(f"resumed campaign {args.id}")
         elif args.action == "delete":
             _checked(client.delete(f"/api/campaigns/{args.id}"))
             print(f"deleted campaign {args.id}")
     return 0
 
 
+def _state(c: dict[str, Any]) -> str:
+    """The state the server computed ("finished with 3 failed", "paused"); a server without it: the status."""
+    label: str = c.get("state", {}).get("label") or c["status"]
+    return label
+
+
 def _describe(c: dict[str, Any], server: str) -> str:
     d = c["datasets"]
     lines = [
-        f"campaign {c['id']}: {c['name']} ({c['status']})",
+        f"campaign {c['id']}: {c['name']} ({_state(c)})",
         f"  datasets  {d['done']} done, {d['pending']} pending, {d['leased']} leased, {d['failed']} failed, {d['total']} total",
         f"  results   {c['results']}   kernel errors {c['errors']}   workers {c['workers']}   compute {c['compute_seconds']} s",
     ]
@@ -309,8 +318,13 @@ def _describe(c: dict[str, Any], server: str) -> str:
         )
     if c["generation_error"]:
         lines.append(f"  generator failed: {c['generation_error']}")
-    for error in c["kernel_errors"][:5]:
-        lines.append(f"  kernel error on dataset {error['dataset_id']} (x{error['count']}): {error['message']}")
+    if c.get("state", {}).get("key") == "paused":
+        lines.append(f"  paused: {c['state']['reason']}   (resume: distribute campaign resume {c['id']})")
+    for group in c.get("kernel_error_groups", [])[:5]:
+        examples = ", ".join(map(str, group["examples"]))
+        lines.append(
+            f"  kernel error x{group['count']} on {group['datasets']} datasets (e.g. {examples}): {group['message']}"
+        )
     from .embed import embed_snippet  # here: the web adapters are not needed by other commands
 
     lines += ["  embed this on a web page:", "    " + embed_snippet(server, c["id"])]

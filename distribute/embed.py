@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from quart import Blueprint, Response, request, send_from_directory
 
-from .models import CampaignStatus
+from .models import FINISHED_WITH_FAILURES, CampaignStatus
 from .webstate import current_platform
 
 __all__ = [
@@ -263,9 +263,7 @@ def _broker_page(*, campaign: str, title: str, byline: str, about: str, explain:
     options = "".join(
         f'<option value="{lvl}"{" selected" if lvl == _level() else ""}>{lvl}</option>' for lvl in THROTTLE_LEVELS
     )
-    idle_status = (
-        "This campaign is complete. Thank you!" if state == "complete" else "Nothing runs until you click Contribute."
-    )
+    idle_status = CARD_STATUS.get(state, "Nothing runs until you click Contribute.")
     by = f'<p class="by">{esc(byline)}</p>\n' if byline else ""
     body = f"""<!doctype html>
 <html lang="en">
@@ -306,6 +304,16 @@ def _broker_page(*, campaign: str, title: str, byline: str, about: str, explain:
     return _page(body, 200, _broker_headers(ws_url))
 
 
+# The card of a campaign with no work to give: its body's data-state (models.campaign_state key ->
+# card state) and its status line. Only a campaign whose every dataset has its result thanks anyone.
+CARD_STATES = {"complete": "complete", FINISHED_WITH_FAILURES: "ended", CampaignStatus.PAUSED: "halted"}
+CARD_STATUS = {
+    "complete": "This campaign is complete. Thank you!",
+    "ended": "This campaign has ended: there is nothing left to compute.",
+    "halted": "This campaign has stopped for now: there is nothing to compute. Its owner may resume it later.",
+}
+
+
 def _explain(what: str, server: str) -> str:
     # Short enough to read whole in the default 220 px frame down to about 300 px wide.
     host = urlsplit(server).netloc or server
@@ -341,7 +349,7 @@ async def broker_for_campaign(campaign_id: int) -> Response:
         byline=_byline(owner.display_name if owner else "", _server_url()),
         about=campaign.description or "A computation that anyone can help with from their browser.",
         explain=_explain(f"“{name}”", _server_url()),
-        state="complete" if campaign.status == CampaignStatus.COMPLETE else "idle",
+        state=CARD_STATES.get((await campaigns.state(campaign)).key, "idle"),
     )
 
 

@@ -43,7 +43,7 @@ from .limits import (
     connection_cap,
     identity_keys,
 )
-from .models import Campaign, FailedTask, FinishedTask
+from .models import Campaign, CampaignStatus, FailedTask, FinishedTask
 from .settings import Settings
 from .work.dispatcher import Dispatcher
 from .work.verification import canonical, worker_key
@@ -407,8 +407,10 @@ class Gateway:
             queue = self.dispatcher.queue(wanted)
             if queue is None:
                 return None, "" if session.held else "unavailable"
-            if queue.complete:
-                return None, "" if session.held else "complete"
+            if queue.complete:  # finished, or stopped: paused (by its owner or by auto-pause)
+                return None, "" if session.held else (
+                    "paused" if queue.campaign.status == CampaignStatus.PAUSED else "complete"
+                )
             return queue.campaign, ""
         current = self.dispatcher.queue(session.campaign.id) if session.campaign else None
         # The campaign the session serves, if it still has work.

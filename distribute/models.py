@@ -12,14 +12,17 @@ from datetime import datetime
 __all__ = [
     "DESCRIPTION_MAX_CHARS",
     "DISPLAY_NAME_MAX_CHARS",
+    "FINISHED_WITH_FAILURES",
     "ApiTokenInfo",
     "Campaign",
     "CampaignCounts",
+    "CampaignState",
     "CampaignStatus",
     "DatasetState",
     "FailedTask",
     "FinishedTask",
     "HostShare",
+    "KernelErrorGroup",
     "KernelErrorSummary",
     "LeasedDataset",
     "ResultStatus",
@@ -29,6 +32,7 @@ __all__ = [
     "Vote",
     "WebSessionInfo",
     "WorkerRecord",
+    "campaign_state",
 ]
 
 # Limits every adapter shares: the API, the console's forms and the embed card read the same numbers.
@@ -41,6 +45,7 @@ class CampaignStatus:
     RUNNING = "running"  # every dataset is generated; work remains
     COMPLETE = "complete"  # every dataset has its result (or failed for good)
     FAILED = "failed"  # the generator failed; see generation_error
+    PAUSED = "paused"  # hands out no task until resumed; generation_error says why (any reason, not only errors)
 
 
 class DatasetState:
@@ -85,7 +90,7 @@ class Campaign:
     replication: int
     task_timeout: float
     status: str
-    generation_error: str | None
+    generation_error: str | None  # why it stopped: the generator's error (failed) or the pause's reason (paused)
     deleted: bool
     created: datetime
     content_hash: str  # of kernel + static dataset: lets a worker skip a re-send
@@ -173,6 +178,19 @@ class KernelErrorSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class KernelErrorGroup:
+    """A campaign's kernel errors with one message: how often, when, and on which datasets."""
+
+    message: str
+    count: int  # every repetition on every dataset
+    datasets: int  # distinct datasets that failed with it
+    first_seen: datetime
+    last_seen: datetime
+    examples: tuple[int, ...]  # a few of those dataset ids, lowest first
+    stack: str  # the latest non-empty stack reported with it; "" when none had one
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerRecord:
     """A worker's verification record (keyed by verification.worker_key)."""
 
@@ -229,3 +247,44 @@ class HostShare:
     host: str
     results: int
     compute_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignState:
+    """What a campaign's status means to a person: the one state every surface shows (API, CLI, console, card).
+
+    `key` is the stored status, except that a complete campaign with failed datasets is
+    "finished_with_failures". `tone` is how it is coloured: "ok" (only a complete campaign whose
+    every dataset has its result), "active", "warning" (paused, finished with failures) or "error".
+    """
+
+    key: str
+    label: str  # e.g. "finished with 3 failed"
+    tone: str
+    failed: int  # datasets given up after max_task_errors kernel errors
+    reason: str | None  # why a paused or failed campaign stopped
+
+
+FINISHED_WITH_FAILURES = "finished_with_failures"
+_TONES = {
+    CampaignStatus.GENERATING: "active",
+    CampaignStatus.RUNNING: "active",
+    CampaignStatus.COMPLETE: "ok",
+    CampaignStatus.PAUSED: "warning",
+    CampaignStatus.FAILED: "error",
+}
+
+
+def campaign_state(campaign: Campaign, counts: CampaignCounts) -> CampaignState:
+    """The displayed state of a campaign from what storage holds: its status and its counts.
+
+    The stored status stays "complete" when datasets failed (dispatching only needs to know that
+    nothing is left to hand out); whether that is a success is decided here, once, for every surface.
+    """
+    status = campaign.status
+    reason = campaign.generation_error if status in (CampaignStatus.PAUSED, CampaignStatus.FAILED) else None
+    if status == CampaignStatus.COMPLETE and counts.failed:
+        return CampaignState(
+            FINISHED_WITH_FAILURES, f"finished with {counts.failed} failed", "warning", counts.failed, None
+        )
+    return CampaignState(status, status, _TONES.get(status, "active"), counts.failed, reason)

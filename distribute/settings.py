@@ -164,6 +164,20 @@ class Settings:
         60.0, "s", "default per-task deadline; a task not answered by then is handed out again", _positive
     )
     max_task_errors: int = setting(3, "errors", "kernel errors on one dataset before it is marked failed", _positive)
+    # Auto-pause (distribute/work/early.py): a broken kernel stops after a handful of tasks, not thousands.
+    pause_after_failures: int = setting(
+        20,
+        "tasks",
+        "a campaign's first this many task outcomes (results and kernel errors) are watched: if too many of them"
+        " failed it pauses itself; 0 turns auto-pause off",
+        _non_negative,
+    )
+    pause_failure_ratio: float = setting(
+        0.9,
+        "",
+        "the share of those first task outcomes that must be kernel errors to pause the campaign",
+        Check("above 0 and at most 1", lambda v: 0 < v <= 1),
+    )
     # Liveness and abuse limits (distribute/limits.py; docs/architecture.md "Limits").
     heartbeat_timeout: float = setting(
         120.0,

@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from ..errors import NotFound
-from ..models import Campaign, User
+from ..errors import NotFound, ValidationError
+from ..models import Campaign, CampaignState, CampaignStatus, User, campaign_state
 from ..settings import Settings
 from ..storage import Storage
 from ..work.dispatcher import Dispatcher
@@ -32,6 +32,8 @@ class AddressNotVerified(QuotaExceeded):
 
 
 KERNEL_ERRORS_SHOWN = 20
+ERROR_GROUPS_SHOWN = 20  # messages; each with up to ERROR_EXAMPLES example datasets
+ERROR_EXAMPLES = 5
 
 
 class CampaignService:
@@ -75,10 +77,20 @@ class CampaignService:
         """The user's campaigns that are not deleted."""
         return list(await self.storage.list_campaigns(user.id))
 
+    async def state(self, campaign: Campaign) -> CampaignState:
+        """The state every surface shows (see `campaign_state`): the embed card's too."""
+        return campaign_state(campaign, await self.storage.counts(campaign.id))
+
     async def describe(self, campaign: Campaign) -> dict[str, Any]:
-        """A campaign as the API and the console's live view show it, with its counts."""
+        """A campaign as the API and the console's live view show it, with its counts.
+
+        `status` is the stored lifecycle status (a complete campaign stays "complete" even with
+        failed datasets); `state` is what it means, and what the API, the CLI and the console show.
+        """
         counts = await self.storage.counts(campaign.id)
         errors = await self.storage.kernel_errors(campaign.id, limit=KERNEL_ERRORS_SHOWN)
+        groups = await self.storage.kernel_error_groups(campaign.id, ERROR_GROUPS_SHOWN, ERROR_EXAMPLES)
+        state = campaign_state(campaign, counts)
         return {
             "id": campaign.id,
             "name": campaign.name,
@@ -91,7 +103,8 @@ class CampaignService:
             "comparator": bool(campaign.comparator),
             "task_timeout": campaign.task_timeout,
             "created": campaign.created.isoformat(),
-            "generation_error": campaign.generation_error,
+            "generation_error": campaign.generation_error if campaign.status == CampaignStatus.FAILED else None,
+            "state": {"key": state.key, "label": state.label, "tone": state.tone, "reason": state.reason},
             "datasets": {
                 "total": counts.total,
                 "pending": counts.pending,
@@ -112,6 +125,18 @@ class CampaignService:
             "compute_seconds": round(counts.compute_seconds, 3),
             "kernel_errors": [
                 {"dataset_id": e.dataset_id, "message": e.message, "stack": e.stack, "count": e.count} for e in errors
+            ],
+            "kernel_error_groups": [
+                {
+                    "message": g.message,
+                    "count": g.count,
+                    "datasets": g.datasets,
+                    "first_seen": g.first_seen.isoformat(),
+                    "last_seen": g.last_seen.isoformat(),
+                    "examples": list(g.examples),
+                    "stack": g.stack,
+                }
+                for g in groups
             ],
         }
 
@@ -154,6 +179,19 @@ class CampaignService:
         campaign = await self.owned(campaign_id, user)
         await self.storage.reset_campaign(campaign.id)
         await self.dispatcher.refresh_campaigns()
+        self.dispatcher.notify_new_datasets(campaign.id)
+        return await self.owned(campaign_id, user)
+
+    async def resume(self, campaign_id: int, user: User) -> Campaign:
+        """Resume the user's paused campaign: its early-failure watch starts afresh (so it does not
+        pause again at once), and its generator runs on from where it stopped, as after a restart
+        (it then becomes running once the generator is exhausted). ValidationError if not paused."""
+        campaign = await self.owned(campaign_id, user)
+        if campaign.status != CampaignStatus.PAUSED:
+            raise ValidationError(f"campaign {campaign_id} is {campaign.status}, not paused")
+        await self.storage.set_status(campaign.id, CampaignStatus.GENERATING)
+        await self.dispatcher.refresh_campaigns()
+        self.generation.start(await self.owned(campaign_id, user))
         self.dispatcher.notify_new_datasets(campaign.id)
         return await self.owned(campaign_id, user)
 

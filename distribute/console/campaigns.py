@@ -40,6 +40,7 @@ NOTICES = {
     "deleted": "The campaign is deleted: no worker gets its tasks any more. You can restore it below.",
     "restored": "The campaign is restored.",
     "reset": "Every result and error was discarded; all datasets are pending again.",
+    "resumed": "The campaign is resumed: workers receive its tasks again.",
 }
 
 
@@ -191,12 +192,13 @@ CHANGES: dict[str, tuple[Callable[[CampaignService, int, User], Awaitable[object
     "delete": (CampaignService.delete, "deleted"),
     "restore": (CampaignService.restore, "restored"),
     "reset": (CampaignService.reset, "reset"),
+    "resume": (CampaignService.resume, "resumed"),
 }
 
 
 @login_required
 async def change(campaign_id: int, action: str) -> ResponseTypes:
-    """Delete, restore or reset a campaign (POST /campaigns/ID/ACTION), then back to its page."""
+    """Delete, restore, reset or resume a campaign (POST /campaigns/ID/ACTION), then back to its page."""
     method, notice = CHANGES[action]
     await method(current_platform().campaigns, campaign_id, g.user)
     return redirect(url_for("console.campaigns.show", campaign_id=campaign_id, done=notice), 303)

@@ -26,6 +26,7 @@ from ..models import (
     FailedTask,
     FinishedTask,
     HostShare,
+    KernelErrorGroup,
     KernelErrorSummary,
     LeasedDataset,
     StoredResult,
@@ -241,6 +242,17 @@ class ResultStore(Protocol):
 
     async def kernel_errors(self, campaign_id: int, limit: int = 100) -> list[KernelErrorSummary]:
         """The campaign's kernel errors, most recently seen first, at most `limit`."""
+        ...
+
+    async def kernel_error_groups(self, campaign_id: int, limit: int = 20, examples: int = 3) -> list[KernelErrorGroup]:
+        """The campaign's kernel errors grouped by message: at most `limit` groups, latest `last_seen` first
+        (then by message).
+
+        A group's count adds up every repetition, `datasets` counts the distinct datasets, first and
+        last seen are the earliest and latest over its rows, `examples` are its lowest `examples`
+        dataset ids, and `stack` is the stack of its most recently seen row that has one ("" if none).
+        An unknown campaign has no groups.
+        """
         ...
 
 

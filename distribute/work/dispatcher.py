@@ -26,7 +26,7 @@ import logging
 import math
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import trio
@@ -36,6 +36,7 @@ from ..scheduler.base import Candidate, Scheduler
 from ..settings import Settings
 from ..storage import Storage
 from .decisions import Judged, Refused, Store
+from .early import EarlyFailures
 from .queues import CampaignQueue, Queues, has_work
 from .replicas import WorkerKey
 from .verifier import Verifier
@@ -59,6 +60,8 @@ PROGRESS_GRACE = 4
 REFRESH_SECONDS = 2.0  # how often campaigns are synced with storage and drained queues looked at again
 SAFETY_WAKE_TICKS = 5  # every this many refreshes, every waiting session re-checks its state anyway
 _NONE_MISSED: frozenset[int] = frozenset()
+_STOPPED = (CampaignStatus.FAILED, CampaignStatus.COMPLETE, CampaignStatus.PAUSED)  # statuses that hand out nothing
+_ENDED = (CampaignStatus.COMPLETE, CampaignStatus.PAUSED)  # their workers hear why, not "unavailable"
 
 
 class Dispatcher:
@@ -79,6 +82,9 @@ class Dispatcher:
         self._nursery: trio.Nursery | None = None
         self.tasks_completed = 0
         self.verifier = Verifier(storage, settings, self.queues)  # replicated campaigns and spot checks
+        self.early = EarlyFailures(settings.pause_after_failures, settings.pause_failure_ratio)  # auto-pause
+        self._unqueued: list[int] = []  # datasets of retired queues still leased here: released at the next flush
+        self._pausing: set[int] = set()  # stopped here, not yet paused in storage: not to be learned again
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -108,17 +114,20 @@ class Dispatcher:
         A campaign new to this process gets its queue with its spot checks (stored with the
         campaign, so they exist from the moment it does).
         """
-        campaigns = {c.id: c for c in await self.storage.list_campaigns(active_only=True)}
+        campaigns = {c.id: c for c in await self.storage.list_campaigns(active_only=True) if c.id not in self._pausing}
         for queue in self.queues.snapshot():
             campaign_id = queue.campaign.id
             if campaign_id not in campaigns and not queue.complete:
                 fresh = await self.storage.get_campaign(campaign_id)
-                if fresh is None or fresh.deleted or fresh.status in (CampaignStatus.FAILED, CampaignStatus.COMPLETE):
+                if fresh is None or fresh.deleted or fresh.status in _STOPPED:
+                    if fresh is not None:
+                        queue.campaign = fresh  # so its workers hear why (paused or complete)
                     self._retire(queue)
         for campaign in campaigns.values():
             spots = None if self.queues.accepts_work(campaign.id) else await self.storage.spot_checks(campaign.id)
             if self.queues.learn(campaign):
                 self.verifier.set_spot_checks(campaign.id, spots or ())
+                self.early.open(campaign.id)
                 self._wake_all()
             counts_needed = campaign.status == CampaignStatus.RUNNING
             known = self.queues.get(campaign.id)
@@ -136,10 +145,12 @@ class Dispatcher:
         if self.queues.get(campaign_id) is not None:
             return
         campaign = await self.storage.get_campaign(campaign_id)
-        if campaign is not None and not campaign.deleted and campaign.status == CampaignStatus.COMPLETE:
+        if campaign is not None and not campaign.deleted and campaign.status in _ENDED:
             self.queues.add_retired(campaign)
 
     def _retire(self, queue: CampaignQueue) -> None:
+        self._unqueued += [d.id for d in queue.ready]  # a paused campaign's datasets go back to storage
+        self.early.close(queue.campaign.id)
         self.queues.retire(queue)
         self.verifier.retire(queue.campaign.id)
         self._wake_all()
@@ -249,6 +260,10 @@ class Dispatcher:
         else:
             self._failed.append(outcome)
         self.scheduler.task_finished(outcome.campaign_id, outcome.compute_ms / 1000.0)
+        if (reason := self.early.record(outcome)) is not None and self._nursery is not None:
+            self._stop_here(outcome.campaign_id, reason)  # at once: not one more task of it leaves
+            self._flush_now.set()  # and its errors are on its page when its owner comes to see why
+            self._nursery.start_soon(self.pause, outcome.campaign_id, reason)
         if len(self._finished) + len(self._failed) >= self.settings.flush_batch:
             self._flush_now.set()
         return True
@@ -262,7 +277,7 @@ class Dispatcher:
             lease = self.leases.get(dataset_id)
             if lease is not None and lease.holder == holder:
                 del self.leases[dataset_id]
-                requeued |= self.queues.requeue(lease.dataset)
+                requeued |= self._requeue(lease.dataset)
             elif (offer := self.verifier.drop(holder, dataset_id, late=False)) is not None:
                 requeued |= self.queues.requeue(offer)
         if requeued:
@@ -278,6 +293,13 @@ class Dispatcher:
         expired.discard(dataset_id)
         self.queues.discard(self._campaign_of_expired.pop(dataset_id, -1), dataset_id)
         return True
+
+    def _requeue(self, dataset: LeasedDataset) -> bool:
+        """Back to the front of its queue; a retired (paused, deleted) campaign's goes back to storage."""
+        if self.queues.requeue(dataset):
+            return True
+        self._unqueued.append(dataset.id)
+        return False
 
     def _offer(self, datasets: Iterable[LeasedDataset]) -> None:
         """Datasets the verifier wants copied again: to the front of their queues, and wake the waiting."""
@@ -341,6 +363,9 @@ class Dispatcher:
             self._retire(queue)
 
     async def _flush(self) -> None:
+        if self._unqueued:
+            unqueued, self._unqueued = self._unqueued, []
+            await self.storage.release(self.owner, unqueued)
         finished, self._finished = self._finished, []
         failed, self._failed = self._failed, []
         if not finished and not failed:
@@ -368,6 +393,27 @@ class Dispatcher:
                 await self._check_complete(queue)
         if failed:
             self._wake_all()  # workers waiting for work: the retries are theirs now, not in 10 s
+
+    def _stop_here(self, campaign_id: int, reason: str) -> None:
+        """Retire the campaign's queue in this process before storage hears of the pause."""
+        self._pausing.add(campaign_id)
+        queue = self.queues.get(campaign_id)
+        if queue is not None and not queue.complete:
+            queue.campaign = replace(queue.campaign, status=CampaignStatus.PAUSED, generation_error=reason)
+            self._retire(queue)
+
+    async def pause(self, campaign_id: int, reason: str) -> None:
+        """Pause an active campaign: no new task of it leaves this process, its queued datasets go back
+        to storage, and its workers hear "paused" (the other processes follow at their next refresh)."""
+        self._stop_here(campaign_id, reason)
+        try:
+            campaign = await self.storage.get_campaign(campaign_id)
+            if campaign is not None and campaign.status in (CampaignStatus.GENERATING, CampaignStatus.RUNNING):
+                log.warning("campaign %d paused: %s", campaign_id, reason)
+                await self.storage.set_status(campaign_id, CampaignStatus.PAUSED, reason)
+        finally:
+            self._pausing.discard(campaign_id)
+        await self.refresh_campaigns()  # (if it completed or was deleted meanwhile, storage decides)
 
     async def _flush_loop(self) -> None:
         """Group commits: at once when `flush_batch` outcomes wait, else after a wait set by the rate.
@@ -415,7 +461,7 @@ class Dispatcher:
                     self._expired.setdefault(lease.holder, set()).add(dataset_id)
                     self._campaign_of_expired[dataset_id] = lease.dataset.campaign_id
                     log.info("task %d missed its deadline on connection %d", dataset_id, lease.holder)
-                    requeued |= self.queues.requeue(lease.dataset)
+                    requeued |= self._requeue(lease.dataset)
             if requeued:
                 self._wake_all()
             if self.verifier.busy():

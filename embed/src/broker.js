@@ -42,6 +42,8 @@ function describe({ state, detail, done, campaign }) {
     case "stopped":
       return `Stopped · ${count}. Thank you!`;
     case "done":
+      // "paused": the campaign stopped handing out work (its owner or auto-pause); no thanks for finished work.
+      if (detail === "paused") return `Stopped: this campaign is paused, there is nothing to compute now · ${count}.`;
       return `Finished: nothing left to compute · ${count}. Thank you!`;
     default:
       return detail || state;

@@ -39,6 +39,7 @@ CONSOLE_ROUTES = [
     ("POST", "/campaigns/{c}/reset"),
     ("POST", "/campaigns/{c}/delete"),
     ("POST", "/campaigns/{c}/restore"),
+    ("POST", "/campaigns/{c}/resume"),
 ]
 API_ROUTES = [
     ("GET", "/api/campaigns/{c}"),
@@ -46,6 +47,7 @@ API_ROUTES = [
     ("POST", "/api/campaigns/{c}/reset"),
     ("DELETE", "/api/campaigns/{c}"),
     ("POST", "/api/campaigns/{c}/restore"),
+    ("POST", "/api/campaigns/{c}/resume"),
 ]
 # Public by design: the consent card volunteers see shows a campaign's name and description.
 PUBLIC = {"/embed/<int:campaign_id>"}

@@ -112,7 +112,7 @@ async def test_a_failed_generator_is_explained_on_the_campaign_page(people: Peop
     assert "The generator failed" in page and "no data today" in page
 
 
-async def test_the_campaign_page_shows_each_kernel_errors_message_stack_dataset_and_count(
+async def test_the_campaign_page_shows_each_kernel_error_message_with_its_stack_example_dataset_and_count(
     failing_campaign: FailingCampaign,
 ) -> None:
     campaign = failing_campaign
@@ -124,7 +124,7 @@ async def test_the_campaign_page_shows_each_kernel_errors_message_stack_dataset_
     assert sorted(campaign.failed) == [3, 7] and len(shown) == 2
     stacks = {row.dataset_id: row.stack for row in campaign.errors}
     for i, dataset_id in campaign.failed.items():
-        (item,) = [text for text in shown if f"dataset {dataset_id} · \u00d7{campaign.tries}" in text]
+        (item,) = [text for text in shown if f"\u00d7{campaign.tries} on 1 dataset, e.g. {dataset_id} " in text]
         assert f"RangeError: no {i} here" in item
         assert "kernel.js:3" in stacks[dataset_id] and stacks[dataset_id] in item
 

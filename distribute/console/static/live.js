@@ -41,24 +41,48 @@ function element(tag, props = {}, children = []) {
   return el;
 }
 
-function renderErrors(errors) {
+function when(iso) {
+  return `${iso.slice(0, 19).replace("T", " ")}`;
+}
+
+// Kernel errors grouped by message (the API's kernel_error_groups): a stack only where there is one.
+function renderErrors(groups) {
   const box = $("kernel-errors");
-  box.querySelector(".empty").hidden = errors.length > 0;
+  box.querySelector(".empty").hidden = groups.length > 0;
   const list = box.querySelector(".list");
   const open = new Set([...list.querySelectorAll("details[open]")].map((d) => d.dataset.key));
   list.replaceChildren(
-    ...errors.map((e) => {
-      const key = `${e.dataset_id}:${e.message}`;
-      const summary = element("summary", {}, [
-        element("span", { className: "bad", textContent: e.message }),
-        " ",
-        element("small", { className: "muted", textContent: `dataset ${e.dataset_id} · ×${e.count}` }),
-      ]);
-      const details = element("details", { open: open.has(key) }, [summary, element("pre", { textContent: e.stack || "(no stack)" })]);
-      details.dataset.key = key;
-      return details;
+    ...groups.map((g) => {
+      const examples = g.examples.length ? `, e.g. ${g.examples.join(", ")}` : "";
+      const about = `×${g.count} on ${g.datasets} dataset${g.datasets === 1 ? "" : "s"}${examples}`
+        + ` · first ${when(g.first_seen)} · last ${when(g.last_seen)} UTC`;
+      const line = [element("span", { className: "bad", textContent: g.message }), " ", element("small", { className: "muted", textContent: about })];
+      let body;
+      if (g.stack) {
+        body = element("details", { open: open.has(g.message) }, [element("summary", {}, line), element("pre", { textContent: g.stack })]);
+        body.dataset.key = g.message;
+      } else {
+        body = element("p", {}, line);
+      }
+      const group = element("div", { className: "error-group" }, [body]);
+      group.dataset.count = String(g.count);
+      return group;
     }),
   );
+}
+
+function renderState(state) {
+  const badge = document.querySelector("[data-status]");
+  if (badge && badge.dataset.state !== state.key) {
+    badge.dataset.state = state.key;
+    badge.className = `badge ${state.key} tone-${state.tone}`;
+  }
+  if (badge && badge.textContent !== state.label) badge.textContent = state.label;
+  const banner = $("paused-banner");
+  if (banner && !document.getElementById("deleted-banner")) {
+    banner.hidden = state.key !== "paused";
+    banner.querySelector(".reason").textContent = state.reason || "";
+  }
 }
 
 function renderHosts(hosts) {
@@ -131,15 +155,11 @@ function update(data) {
     text("stat-conflict", v.conflict);
     text("stat-flagged", v.flagged_workers);
   }
-  const badge = document.querySelector("[data-status]");
-  if (badge && badge.textContent !== data.status) {
-    badge.textContent = data.status;
-    badge.className = `badge ${data.status}`;
-  }
+  renderState(data.state);
   const generation = $("generation-error");
   generation.hidden = !data.generation_error;
   generation.querySelector(".message").textContent = data.generation_error || "";
-  renderErrors(data.kernel_errors);
+  renderErrors(data.kernel_error_groups);
   if (data.t === undefined) return; // the snapshot rendered with the page: no clock, no hosts
   renderHosts(data.hosts);
   if (data.history) addHistory(data.history);

@@ -13,7 +13,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from ...errors import NotFound
-from ...models import DatasetState, FailedTask, FinishedTask, KernelErrorSummary, ResultStatus, StoredResult
+from ...models import (
+    DatasetState,
+    FailedTask,
+    FinishedTask,
+    KernelErrorGroup,
+    KernelErrorSummary,
+    ResultStatus,
+    StoredResult,
+)
 from .tables import CampaignRow, KernelErrorRow, ResultRow, Tables, stored_result
 
 __all__ = ["MemoryResults"]
@@ -71,6 +79,30 @@ class MemoryResults:
                 KernelErrorSummary(e.dataset_id, e.message, e.stack, e.count, datetime.fromtimestamp(e.last_seen, UTC))
                 for e in heapq.nlargest(max(limit, 0), rows, key=lambda e: e.last_seen)
             ]
+
+    async def kernel_error_groups(self, campaign_id: int, limit: int = 20, examples: int = 3) -> list[KernelErrorGroup]:
+        async with self.tables.session() as t:
+            row = t.campaigns.get(campaign_id)
+            by_message: dict[str, list[KernelErrorRow]] = {}
+            for error in [] if row is None else row.kernel_errors.values():
+                by_message.setdefault(error.message, []).append(error)
+            groups = [_group(message, rows, examples) for message, rows in by_message.items()]
+            groups.sort(key=lambda g: g.message)
+            groups.sort(key=lambda g: g.last_seen, reverse=True)
+            return groups[: max(limit, 0)]
+
+
+def _group(message: str, rows: list[KernelErrorRow], examples: int) -> KernelErrorGroup:
+    with_stack = [r for r in rows if r.stack]
+    return KernelErrorGroup(
+        message=message,
+        count=sum(r.count for r in rows),
+        datasets=len({r.dataset_id for r in rows}),
+        first_seen=datetime.fromtimestamp(min(r.first_seen for r in rows), UTC),
+        last_seen=datetime.fromtimestamp(max(r.last_seen for r in rows), UTC),
+        examples=tuple(sorted({r.dataset_id for r in rows})[: max(examples, 0)]),
+        stack=max(with_stack, key=lambda r: r.last_seen).stack if with_stack else "",
+    )
 
 
 def _store_outcomes(

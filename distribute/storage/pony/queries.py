@@ -8,11 +8,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from ...models import HostShare, KernelErrorSummary, ResultStatus, StoredResult
+from ...models import HostShare, KernelErrorGroup, KernelErrorSummary, ResultStatus, StoredResult
 from .connect import Sessions
 from .sql import SqlDialect
 
-__all__ = ["PonyConsoleQueries", "kernel_errors", "results"]
+__all__ = ["PonyConsoleQueries", "kernel_error_groups", "kernel_errors", "results"]
 
 _RESULTS = (
     "SELECT r.id, r.dataset, d.payload, r.payload, r.compute_ms, r.worker, r.host, r.created, r.status, d.seq"
@@ -72,6 +72,40 @@ def kernel_errors(sql: SqlDialect, campaign_id: int, limit: int) -> list[KernelE
         )
         for row in rows
     ]
+
+
+def kernel_error_groups(sql: SqlDialect, campaign_id: int, limit: int, examples: int) -> list[KernelErrorGroup]:
+    groups = sql.query(
+        "SELECT message, SUM(count), COUNT(DISTINCT dataset), MIN(first_seen), MAX(last_seen) FROM kernel_error"
+        " WHERE campaign = ? GROUP BY message ORDER BY MAX(last_seen) DESC, message LIMIT ?",
+        (campaign_id, max(limit, 0)),
+    )
+    found = []
+    # Two bounded reads per group (at most `limit` groups) rather than every row of the campaign:
+    # a broken kernel leaves one row per dataset, and a campaign may have millions.
+    for message, count, datasets, first_seen, last_seen in groups:
+        ids = sql.query(
+            "SELECT dataset FROM kernel_error WHERE campaign = ? AND message = ? AND dataset IS NOT NULL"
+            " ORDER BY dataset LIMIT ?",
+            (campaign_id, message, max(examples, 0)),
+        )
+        stacks = sql.query(
+            "SELECT stack FROM kernel_error WHERE campaign = ? AND message = ? AND COALESCE(stack, '') <> ''"
+            " ORDER BY last_seen DESC LIMIT 1",
+            (campaign_id, message),
+        )
+        found.append(
+            KernelErrorGroup(
+                message=message,
+                count=int(count),
+                datasets=int(datasets),
+                first_seen=datetime.fromtimestamp(first_seen, UTC),
+                last_seen=datetime.fromtimestamp(last_seen, UTC),
+                examples=tuple(row[0] for row in ids),
+                stack=stacks[0][0] if stacks else "",
+            )
+        )
+    return found
 
 
 def _result_count(sql: SqlDialect, campaign_id: int) -> int:

@@ -25,6 +25,7 @@ from ...models import (
     CampaignCounts,
     FailedTask,
     FinishedTask,
+    KernelErrorGroup,
     KernelErrorSummary,
     LeasedDataset,
     StoredResult,
@@ -221,6 +222,9 @@ class PonyStorage:
 
     async def kernel_errors(self, campaign_id: int, limit: int = 100) -> list[KernelErrorSummary]:
         return await self._sessions.run(queries.kernel_errors, campaign_id, limit)
+
+    async def kernel_error_groups(self, campaign_id: int, limit: int = 20, examples: int = 3) -> list[KernelErrorGroup]:
+        return await self._sessions.run(queries.kernel_error_groups, campaign_id, limit, examples)
 
     # ------------------------------------------------------------------ verification
 
