@@ -353,6 +353,18 @@ async def broker_for_campaign(campaign_id: int) -> Response:
     )
 
 
+@embed_blueprint.get("/embed/<int:campaign_id>/state")
+async def card_state(campaign_id: int) -> Response:
+    """The card's state of a campaign, for a broker whose visitor computed to its end: "complete" is
+    thanked, "ended" (finished with failed datasets) is not. Public, as the card itself is."""
+    campaigns = current_platform().campaigns
+    campaign = await campaigns.get(campaign_id)
+    if campaign is None or campaign.deleted or campaign.status == CampaignStatus.FAILED:
+        return Response('{"state": null}', status=404, mimetype="application/json")
+    state = CARD_STATES.get((await campaigns.state(campaign)).key, "idle")
+    return Response(json.dumps({"state": state}), mimetype="application/json", headers={"Cache-Control": "no-store"})
+
+
 @embed_blueprint.get("/embed/any")
 async def broker_for_any() -> Response:
     server = _server_url()

@@ -55,6 +55,23 @@ function render(status) {
   document.body.dataset.done = String(status.done);
   statusLine.textContent = describe(status);
   pause.textContent = status.state === "paused" ? "Resume" : "Pause";
+  if (status.state === "done" && status.detail === "complete") tellHowItEnded(status.done);
+}
+
+// "complete" on the wire means nothing is left to hand out; datasets may have failed on the way.
+// The card asks the server which, so that it never thanks a visitor for a success that was not one.
+async function tellHowItEnded(done) {
+  if (!/^\d+$/.test(card.dataset.campaign)) return;
+  try {
+    const response = await fetch(`/embed/${card.dataset.campaign}/state`, { cache: "no-store" });
+    const { state } = await response.json();
+    if (state === "ended" && document.body.dataset.state === "done") {
+      document.body.dataset.state = "ended";
+      statusLine.textContent = `Ended · ${plural(done)}. Some of this campaign's datasets failed; its owner can see why.`;
+    }
+  } catch {
+    // Offline or gone: the plain "Finished" line stays.
+  }
 }
 
 async function begin() {

@@ -86,3 +86,24 @@ async def test_the_card_of_a_campaign_finished_with_failures_claims_no_success(e
     shown, contribute = await card_of(embedding, campaign_id)
     assert not contribute
     assert shown["state"] == "ended" and shown["status"] == "This campaign has ended: there is nothing left to compute."
+
+
+FAILS_ON_ONE = """({
+  main: function (d) {
+    if (d.i === 0) throw new Error("cannot handle this one");
+    return d.i;
+  }
+})"""
+
+
+async def test_a_visitor_computing_to_the_end_of_a_campaign_with_failures_is_not_thanked_for_a_success(
+    embedding: Embedding,
+) -> None:
+    campaign_id = await embedding.campaign(FAILS_ON_ONE, 5)  # too few outcomes to pause itself
+    async with embedding.visit(campaign_id) as page:
+        await embedding.browser.run(page.click, "contribute")
+        await embedding.browser.run(page.wait_state, "ended", 60)
+        shown = await embedding.browser.run(page.state)
+    campaign = await embedding.server.wait_complete(campaign_id)
+    assert campaign["state"]["key"] == "finished_with_failures"
+    assert "Some of this campaign's datasets failed" in shown["status"] and "Thank" not in shown["status"]
