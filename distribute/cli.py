@@ -321,7 +321,10 @@ def _describe(c: dict[str, Any], server: str) -> str:
     if c.get("state", {}).get("key") == "paused":
         lines.append(f"  paused: {c['state']['reason']}   (resume: distribute campaign resume {c['id']})")
     for group in c.get("kernel_error_groups", [])[:5]:
-        examples = ", ".join(map(str, group["examples"]))
+        numbers = group.get("example_numbers", [0] * len(group["examples"]))
+        examples = ", ".join(
+            f"#{n} (id {i})" if n else f"id {i}" for i, n in zip(group["examples"], numbers, strict=True)
+        )
         lines.append(
             f"  kernel error x{group['count']} on {group['datasets']} datasets (e.g. {examples}): {group['message']}"
         )

@@ -188,6 +188,7 @@ class KernelErrorGroup:
     last_seen: datetime
     examples: tuple[int, ...]  # a few of those dataset ids, lowest first
     stack: str  # the latest non-empty stack reported with it; "" when none had one
+    example_numbers: tuple[int, ...] = ()  # the examples' numbers in their campaign (1..N; 0: a spot check)
 
 
 @dataclass(frozen=True, slots=True)

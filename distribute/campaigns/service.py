@@ -134,6 +134,7 @@ class CampaignService:
                     "first_seen": g.first_seen.isoformat(),
                     "last_seen": g.last_seen.isoformat(),
                     "examples": list(g.examples),
+                    "example_numbers": list(g.example_numbers),
                     "stack": g.stack,
                 }
                 for g in groups

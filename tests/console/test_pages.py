@@ -124,7 +124,9 @@ async def test_the_campaign_page_shows_each_kernel_error_message_with_its_stack_
     assert sorted(campaign.failed) == [3, 7] and len(shown) == 2
     stacks = {row.dataset_id: row.stack for row in campaign.errors}
     for i, dataset_id in campaign.failed.items():
-        (item,) = [text for text in shown if f"\u00d7{campaign.tries} on 1 dataset, e.g. {dataset_id} " in text]
+        (item,) = [
+            text for text in shown if f"\u00d7{campaign.tries} on 1 dataset, e.g. #{i + 1} (id {dataset_id}) " in text
+        ]
         assert f"RangeError: no {i} here" in item
         assert "kernel.js:3" in stacks[dataset_id] and stacks[dataset_id] in item
 

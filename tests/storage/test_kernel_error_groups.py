@@ -25,6 +25,16 @@ async def test_errors_with_one_message_form_one_group_with_counts_times_and_exam
     assert group.first_seen < group.last_seen
 
 
+async def test_a_groups_examples_carry_their_numbers_in_the_campaign(storage: Storage) -> None:
+    await make_campaign(storage, 4)  # another campaign's datasets first: global ids and numbers differ
+    campaign = await make_campaign(storage, 5)
+    ids = sorted(d.id for d in await storage.lease(campaign, 5, "p", 30))
+    await storage.store_outcomes([], [failure(i, campaign, "boom") for i in ids[1:4]], 9)
+    (group,) = await storage.kernel_error_groups(campaign, examples=2)
+    assert group.examples == tuple(ids[1:3])
+    assert group.example_numbers == (2, 3)
+
+
 async def test_groups_come_latest_first_and_the_limit_counts_groups(storage: Storage) -> None:
     campaign = await make_campaign(storage, 3)
     ids = [d.id for d in await storage.lease(campaign, 3, "p", 30)]

@@ -53,7 +53,8 @@ function renderErrors(groups) {
   const open = new Set([...list.querySelectorAll("details[open]")].map((d) => d.dataset.key));
   list.replaceChildren(
     ...groups.map((g) => {
-      const examples = g.examples.length ? `, e.g. ${g.examples.join(", ")}` : "";
+      const named = g.examples.map((id, i) => (g.example_numbers[i] ? `#${g.example_numbers[i]} (id ${id})` : `id ${id}`));
+      const examples = named.length ? `, e.g. ${named.join(", ")}` : "";
       const about = `×${g.count} on ${g.datasets} dataset${g.datasets === 1 ? "" : "s"}${examples}`
         + ` · first ${when(g.first_seen)} · last ${when(g.last_seen)} UTC`;
       const line = [element("span", { className: "bad", textContent: g.message }), " ", element("small", { className: "muted", textContent: about })];

@@ -86,22 +86,24 @@ class MemoryResults:
             by_message: dict[str, list[KernelErrorRow]] = {}
             for error in [] if row is None else row.kernel_errors.values():
                 by_message.setdefault(error.message, []).append(error)
-            groups = [_group(message, rows, examples) for message, rows in by_message.items()]
+            groups = [_group(t, message, rows, examples) for message, rows in by_message.items()]
             groups.sort(key=lambda g: g.message)
             groups.sort(key=lambda g: g.last_seen, reverse=True)
             return groups[: max(limit, 0)]
 
 
-def _group(message: str, rows: list[KernelErrorRow], examples: int) -> KernelErrorGroup:
+def _group(t: Tables, message: str, rows: list[KernelErrorRow], examples: int) -> KernelErrorGroup:
     with_stack = [r for r in rows if r.stack]
+    ids = tuple(sorted({r.dataset_id for r in rows})[: max(examples, 0)])
     return KernelErrorGroup(
         message=message,
         count=sum(r.count for r in rows),
         datasets=len({r.dataset_id for r in rows}),
         first_seen=datetime.fromtimestamp(min(r.first_seen for r in rows), UTC),
         last_seen=datetime.fromtimestamp(max(r.last_seen for r in rows), UTC),
-        examples=tuple(sorted({r.dataset_id for r in rows})[: max(examples, 0)]),
+        examples=ids,
         stack=max(with_stack, key=lambda r: r.last_seen).stack if with_stack else "",
+        example_numbers=tuple(max(d.seq + 1, 0) if (d := t.datasets.get(i)) else 0 for i in ids),
     )
 
 

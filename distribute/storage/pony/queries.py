@@ -85,8 +85,8 @@ def kernel_error_groups(sql: SqlDialect, campaign_id: int, limit: int, examples:
     # a broken kernel leaves one row per dataset, and a campaign may have millions.
     for message, count, datasets, first_seen, last_seen in groups:
         ids = sql.query(
-            "SELECT dataset FROM kernel_error WHERE campaign = ? AND message = ? AND dataset IS NOT NULL"
-            " ORDER BY dataset LIMIT ?",
+            "SELECT k.dataset, d.seq FROM kernel_error k JOIN dataset d ON d.id = k.dataset"
+            " WHERE k.campaign = ? AND k.message = ? ORDER BY k.dataset LIMIT ?",
             (campaign_id, message, max(examples, 0)),
         )
         stacks = sql.query(
@@ -103,6 +103,7 @@ def kernel_error_groups(sql: SqlDialect, campaign_id: int, limit: int, examples:
                 last_seen=datetime.fromtimestamp(last_seen, UTC),
                 examples=tuple(row[0] for row in ids),
                 stack=stacks[0][0] if stacks else "",
+                example_numbers=tuple(max(row[1] + 1, 0) for row in ids),
             )
         )
     return found
