@@ -153,6 +153,12 @@ class Settings:
         "campaigns of one account generating at once (0 = no limit); more would crowd out others' generators",
         _non_negative,
     )
+    quota_checks_per_hour: int = setting(
+        120,
+        "trials",
+        "trial runs of new campaigns one account may start per hour in this process, refused ones too (0 = no limit)",
+        _non_negative,
+    )
     max_frame_bytes: int = setting(4 * 1024 * 1024, "bytes", "largest WebSocket frame a worker may send", _positive)
     max_inflight_bytes: int = setting(
         4 * 1024 * 1024,

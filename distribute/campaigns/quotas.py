@@ -3,18 +3,19 @@
 An account may have at most `quota_campaigns` campaigns (deleted ones too: they can be restored),
 may create none once its results take `quota_result_bytes` or its campaigns have generated
 `quota_datasets` datasets, and may have at most `quota_generators` campaigns generating at once.
-The dataset quota is also enforced while generating (`distribute.work.generation`). A setting of 0
-means no limit. Going over a quota raises `QuotaExceeded`, which names the quota and its setting.
+The dataset quota is also enforced while generating (`distribute.work.generation`), and the trial
+runs an account may start are counted per hour (`TrialLimiter`). A setting of 0 means no limit. Going over a quota raises `QuotaExceeded`, which names the quota and its setting.
 """
 
 from __future__ import annotations
 
+from ..auth import RateLimiter
 from ..errors import ValidationError
 from ..models import User
 from ..settings import Settings
 from ..storage import Storage
 
-__all__ = ["QuotaExceeded", "check_quotas"]
+__all__ = ["QuotaExceeded", "TrialLimiter", "check_quotas"]
 
 
 class QuotaExceeded(ValidationError):
@@ -57,3 +58,29 @@ async def check_quotas(storage: Storage, settings: Settings, owner: User) -> Non
             f" and at most {settings.quota_generators} may at once (setting quota_generators); try again later",
             status=429,
         )
+
+
+class TrialLimiter:
+    """At most `quota_checks_per_hour` trial runs per account and hour, in this process.
+
+    A refused campaign stores nothing, so the campaign quota never sees it; without this an owner
+    could make the server's sandbox try one broken kernel after another for ever. Each trial is
+    counted before it runs, whatever its verdict.
+    """
+
+    def __init__(self, per_hour: int) -> None:
+        self._limiter = RateLimiter(per_hour, 3600.0) if per_hour > 0 else None
+
+    def count(self, owner: User) -> None:
+        """Count one trial for `owner`, or raise `QuotaExceeded` (429) if the hour's are used up."""
+        if self._limiter is None:
+            return
+        key = f"trial:{owner.id}"
+        wait = self._limiter.retry_after(key)
+        if wait > 0:
+            raise QuotaExceeded(
+                f"trial quota reached: this account has started {self._limiter.limit} trial runs in the last hour"
+                f" (setting quota_checks_per_hour); try again in {int(wait) + 1} s",
+                status=429,
+            )
+        self._limiter.hit(key)

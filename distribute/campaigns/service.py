@@ -21,7 +21,7 @@ from ..storage import Storage
 from ..work.dispatcher import Dispatcher
 from ..work.generation import GenerationService
 from .export import ResultFormat, ResultsExport, export_results
-from .quotas import QuotaExceeded, check_quotas
+from .quotas import QuotaExceeded, TrialLimiter, check_quotas
 from .sources import CampaignFields, Uploads, checked_sources
 
 __all__ = ["AddressNotVerified", "CampaignService"]
@@ -56,6 +56,7 @@ class CampaignService:
         self.dispatcher = dispatcher
         self.generation = generation
         self.workers_on = workers_on
+        self.trials = TrialLimiter(settings.quota_checks_per_hour)
 
     # ----------------------------------------------------------------------- reading
 
@@ -160,6 +161,8 @@ class CampaignService:
                 " follow the link in the verification mail (the console's account page sends a new one)"
             )
         await check_quotas(self.storage, self.settings, owner)
+        if not skip_check and self.settings.check_datasets > 0:
+            self.trials.count(owner)
         sources = await checked_sources(uploads, self.settings, skip_check=skip_check, task_timeout=fields.task_timeout)
         chosen = {name: getattr(fields, name) for name in CampaignFields.model_fields}  # not a form's files
         chosen |= {

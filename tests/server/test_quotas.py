@@ -109,3 +109,23 @@ async def test_more_generators_at_once_than_the_quota_get_a_429(start_server: St
 
     async with another_account(server, "other@example.org") as other:
         assert (await post_campaign(other, ECHO_KERNEL, SEED_GENERATOR)).status_code == 201
+
+
+NO_MAIN = "({ mein: function (d) { return d.n; } })"
+
+
+async def test_trial_runs_past_the_hourly_quota_get_a_429_and_skipping_the_trial_is_not_counted(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(quota_checks_per_hour=2)
+    for _ in range(2):  # refused by their trial, and counted all the same: they cost the sandbox
+        refused = await server.post_campaign(NO_MAIN, ARRAY_OF % 3)
+        assert refused.status_code == 400, refused.text
+    third = await server.post_campaign(ECHO_KERNEL, ARRAY_OF % 3)
+    assert third.status_code == 429, third.text
+    assert "quota_checks_per_hour" in third.json()["error"]
+    files = {"kernel": ("kernel.js", ECHO_KERNEL.encode()), "generator": ("generator.js", (ARRAY_OF % 3).encode())}
+    skipped = await server.client.post("/api/campaigns", files=files, data={"skip_check": "true"})
+    assert skipped.status_code == 201, skipped.text
+    async with another_account(server, "other@example.org") as other:  # counted per account
+        assert (await post_campaign(other, ECHO_KERNEL, ARRAY_OF % 3)).status_code == 201
