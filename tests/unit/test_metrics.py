@@ -122,3 +122,16 @@ async def test_every_metric_the_grafana_dashboard_queries_is_exported() -> None:
     queried = dashboard_metric_names()
     assert len(queried) >= 10  # the dashboard queries histograms' buckets, sums and counts too
     assert queried <= exported, queried - exported
+
+
+async def test_the_metrics_documented_in_scale_out_are_the_metrics_exported() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "scale-out.md").read_text()
+    section = doc.split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `(distribute_[a-z_]+)", section, re.MULTILINE))
+    storage = await memory_storage()
+    await campaign_of(storage, 1)
+    text = (await Metrics().scrape(storage))[0].decode()
+    # (the library adds a `_created` timestamp beside each counter and histogram: not ours to document)
+    exported = {f.name for f in text_string_to_metric_families(text) if not f.name.endswith("_created")}
+    exported = {f"{name}_total" if f"{name}_total" in text else name for name in exported}
+    assert documented == exported
