@@ -122,3 +122,13 @@ async def test_plugins_json_says_what_each_plugin_provides(live_server: LiveServ
     assert plugins["lottery"]["hooks"] == ["register_schedulers"]
     assert "sqlite" in plugins["builtin_storage"]["storage_schemes"]
     assert "round-robin" in plugins["builtin_schedulers"]["schedulers"]
+
+
+async def test_a_paused_lazy_generators_backlog_is_shown(start_server: StartServer) -> None:
+    server = await start_server(generator_batch=50, generator_low_water=100)
+    lazy = "({ main: function* () { for (var i = 0; i < 1000; i++) yield {n: i}; } })"
+    square = "({ loadStaticDataset: function () {}, main: function (d) { return d.n * d.n; } })"
+    await server.create_campaign(kernel=square, generator=lazy, static="")
+    with trio.fail_after(30):  # it stops pulling once more than 100 datasets wait unleased
+        while (await scrape(server))["distribute_generator_backlog"] <= 100:
+            await trio.sleep(0.05)
