@@ -7,6 +7,7 @@ embed.py, the worker WebSocket in gateway.py); Hypercorn's configuration is in a
 from __future__ import annotations
 
 import contextlib
+import hmac
 import importlib.util
 import logging
 import resource
@@ -17,7 +18,7 @@ from typing import Any
 
 import hypercorn.trio
 import trio
-from quart import Response, abort, jsonify
+from quart import Response, abort, jsonify, request
 from quart.globals import websocket_ctx
 from quart_schema import QuartSchema, RequestSchemaValidationError, hide
 from quart_trio import QuartTrio
@@ -72,6 +73,16 @@ def create_app(platform: Platform) -> QuartTrio:
     @app.get("/-/plugins.json")
     async def plugins() -> Any:
         return jsonify(loaded_plugins())
+
+    @app.get("/-/metrics")
+    async def metrics() -> Any:
+        token = platform.settings.metrics_token
+        if token and not hmac.compare_digest(
+            request.headers.get("Authorization", "").encode(), f"Bearer {token}".encode()
+        ):
+            return Response("a bearer token is required\n", 401, {"WWW-Authenticate": "Bearer"}, mimetype="text/plain")
+        body, content_type = await platform.metrics.scrape(platform.storage, request.headers.get("Accept", ""))
+        return Response(body, 200, {"Cache-Control": "no-store"}, content_type=content_type)
 
     @app.get("/-/health")
     async def health() -> Any:

@@ -25,6 +25,7 @@ import contextlib
 import itertools
 import logging
 import resource
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -108,6 +109,7 @@ class Gateway:
         self.settings = settings
         self.sessions: dict[int, Session] = {}
         self.frames_received = 0  # every frame read from a worker, well-formed or not (/-/health)
+        self.on_dispatch: Callable[[float], None] = lambda seconds: None  # the platform's dispatch-latency metric
         open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         cap = connection_cap(settings.max_connections, open_files)
         if 0 < cap < settings.max_connections:
@@ -381,6 +383,7 @@ class Gateway:
                         campaign.id, min(free, room), session.id, campaign.task_timeout, budget, worker=session.key
                     )
                     if tasks:
+                        self.on_dispatch(trio.current_time() - now)
                         now = trio.current_time()
                         if not session.held:
                             limits.heard = now  # the heartbeat counts from when it holds tasks

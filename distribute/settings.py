@@ -93,6 +93,11 @@ class Settings:
         Check("empty or an http:// or https:// URL", lambda v: v == "" or v.startswith(("http://", "https://"))),
     )
     scheduler: str = setting("round-robin", "name", "campaign scheduling policy for workers that accept any campaign")
+    metrics_token: str = setting(
+        "",
+        "",
+        "bearer token a scraper must send for /-/metrics (empty: the metrics are public; docs/security.md says what they show)",
+    )
     db_threads: int = setting(
         4, "threads", "most storage calls running at once (PostgreSQL connections per process)", _positive
     )

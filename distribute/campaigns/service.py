@@ -39,8 +39,8 @@ ERROR_EXAMPLES = 5
 class CampaignService:
     """The campaign use cases over storage, the dispatcher and the generator service.
 
-    `workers_on(campaign_id)` counts the workers connected to this server process that serve the
-    campaign (the gateway knows them).
+    `workers_on(campaign_id)` counts the workers that serve the campaign, connected to any server
+    process (the platform adds the other processes' presence rows to its gateway's count).
     """
 
     def __init__(

@@ -39,8 +39,7 @@ IMAGE_TYPES = {".png", ".svg", ".jpg", ".jpeg", ".webp", ".gif"}
 
 @blueprint.get("/")
 async def home() -> Response:
-    gateway = current_platform().gateway
-    return await page("console/home.html", workers=len(gateway.sessions))
+    return await page("console/home.html", workers=current_platform().workers_connected())
 
 
 @blueprint.get("/how-it-works")

@@ -168,8 +168,14 @@ async def open_storage(url: str, threads: int = 4) -> Storage:
 
 
 def loaded_plugins() -> list[dict[str, Any]]:
-    """Every registered plugin, sorted by name: name, module, distribution, version, hooks implemented."""
+    """Every registered plugin, sorted by name: name, module, distribution, version, the hooks it
+    implements, and what it provides through them: the scheduler names and the storage URL schemes
+    it registered (sorted; empty lists for a plugin that registers none)."""
     manager = get_plugin_manager()
+    provided: dict[str, dict[str, list[str]]] = {}
+    for kind, registry in (("schedulers", _schedulers()), ("storage_schemes", _storages())):
+        for key, (_factory, plugin_name) in sorted(registry.items()):
+            provided.setdefault(plugin_name, {}).setdefault(kind, []).append(key)
     dists = {id(plugin): dist for plugin, dist in manager.list_plugin_distinfo()}
     plugins: list[dict[str, Any]] = []
     for name, plugin in sorted(manager.list_name_plugin(), key=lambda item: item[0]):
@@ -185,6 +191,8 @@ def loaded_plugins() -> list[dict[str, Any]]:
                 "distribution": dist.project_name if dist is not None else None,
                 "version": version,
                 "hooks": sorted(caller.name for caller in manager.get_hookcallers(plugin) or []),
+                "schedulers": provided.get(name, {}).get("schedulers", []),
+                "storage_schemes": provided.get(name, {}).get("storage_schemes", []),
             }
         )
     return plugins

@@ -15,7 +15,7 @@ when two processes call them at the same time (row locks, `SKIP LOCKED`, one wri
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, NamedTuple, Protocol
 
@@ -38,12 +38,14 @@ from ..models import (
 )
 
 __all__ = [
+    "PRESENCE_FORGET_SECONDS",
     "AccountStore",
     "AccountUsage",
     "CampaignStore",
     "ConsoleQueries",
     "DatasetStore",
     "GeneratorLeaseStore",
+    "PresenceStore",
     "ResultStore",
     "Storage",
     "StorageFactory",
@@ -424,6 +426,31 @@ class GeneratorLeaseStore(Protocol):
         ...
 
 
+class PresenceStore(Protocol):
+    """Which server processes are alive and how many workers each has connected, so that every process
+    can show the workers of all of them (one row per process, renewed by its heartbeat)."""
+
+    async def beat(self, process: str, workers: Mapping[int, int]) -> None:
+        """Record that server process `process` is alive now, with `workers` connected workers per
+        campaign id (0: workers not on a campaign yet); replaces its previous row. Rows of other
+        processes not renewed for `PRESENCE_FORGET_SECONDS` (crashed processes) are deleted."""
+        ...
+
+    async def workers(self, max_age: float, exclude: str = "") -> dict[int, int]:
+        """Connected workers per campaign id, summed over the processes whose row was renewed in the
+        last `max_age` seconds, leaving out the process named `exclude`; campaigns without workers
+        are left out."""
+        ...
+
+    async def leave(self, process: str) -> None:
+        """Delete the row of `process` (its clean shutdown): its workers stop counting at once."""
+        ...
+
+
+# A presence row this old belongs to a process that died without saying goodbye: the next beat deletes it.
+PRESENCE_FORGET_SECONDS = 3600.0
+
+
 class Storage(UserStore, CampaignStore, DatasetStore, ResultStore, VerificationStore, Protocol):
     """A whole storage backend; `open_storage(url)` returns one."""
 
@@ -440,6 +467,11 @@ class Storage(UserStore, CampaignStore, DatasetStore, ResultStore, VerificationS
     @property
     def generator_leases(self) -> GeneratorLeaseStore:
         """Generator leases, on the same database."""
+        ...
+
+    @property
+    def presence(self) -> PresenceStore:
+        """The server processes' presence rows, on the same database."""
         ...
 
     async def aclose(self) -> None:

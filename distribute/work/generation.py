@@ -37,6 +37,7 @@ class GenerationService:
         self.leases = storage.generator_leases
         self._nursery: trio.Nursery | None = None
         self._running: set[int] = set()
+        self.backlog: dict[int, int] = {}  # campaign -> datasets waiting unleased, as its lazy generator last counted
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Resume campaigns that were generating when the server stopped, then serve `start`.
@@ -80,6 +81,7 @@ class GenerationService:
                 nursery.cancel_scope.cancel()
         finally:
             self._running.discard(campaign_id)
+            self.backlog.pop(campaign_id, None)
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 try:
                     await self.leases.release(campaign_id, owner)
@@ -162,12 +164,14 @@ class GenerationService:
                     continue  # main() already returned all of them: store the rest without pausing
                 if pending_at_most is not None:
                     pending_at_most += len(payloads)
+                    self.backlog[campaign.id] = pending_at_most
                     if pending_at_most <= low_water:
                         continue
                 # Back-pressure: pause a lazy generator while plenty of datasets wait.
                 while (
                     pending_at_most := await self.storage.pending_count(campaign.id, at_most=low_water + 1)
                 ) > low_water:
+                    self.backlog[campaign.id] = pending_at_most
                     await trio.sleep(0.5)
                     fresh = await self.storage.get_campaign(campaign.id)
                     if fresh is None or fresh.deleted:

@@ -299,6 +299,8 @@ def test_loaded_plugins_lists_the_built_ins_and_the_example() -> None:
         "distribution": "distribute-compute",
         "version": __version__,
         "hooks": ["register_schedulers"],
+        "schedulers": ["compute-time", "priority", "round-robin"],
+        "storage_schemes": [],
     }
     assert listed["builtin_storage"]["hooks"] == ["register_storage"]
     assert listed["builtin_storage"]["module"] == "distribute.storage.builtin"
@@ -308,14 +310,23 @@ def test_loaded_plugins_lists_the_built_ins_and_the_example() -> None:
         "distribution": "distribute-lottery-scheduler",
         "version": "0.1.0",
         "hooks": ["register_schedulers"],
+        "schedulers": ["lottery"],
+        "storage_schemes": [],
     }
     assert [p["name"] for p in loaded_plugins()] == sorted(listed)
+
+
+def test_loaded_plugins_name_the_storage_schemes_each_plugin_provides() -> None:
+    listed = {plugin["name"]: plugin for plugin in loaded_plugins()}
+    assert listed["builtin_storage"]["storage_schemes"] == ["memory", "postgres", "postgresql", "sqlite"]
+    assert listed["builtin_storage"]["schedulers"] == []
 
 
 def test_loaded_plugins_includes_plugins_registered_at_run_time(extra_plugins: Callable[..., None]) -> None:
     extra_plugins(StoragePlugin())
     (entry,) = [p for p in loaded_plugins() if p["name"].startswith("test-plugin-")]
     assert entry["hooks"] == ["register_storage"]
+    assert entry["storage_schemes"] == ["scratch"]
     assert entry["distribution"] is None
     assert entry["module"] == __name__
 

@@ -6,7 +6,7 @@ as server processes share a SQL database. Every call behaves as the Pony backend
 state and status for status: the dispatcher, the verifier and the console cannot tell them apart.
 This module holds campaigns, datasets and leases; `tables` the rows and their indexes, `results` the
 group commit and result reads, `verdicts` verification, `accounts` users, tokens, the console's
-accounts and reads, `generator_leases` the generator leases.
+accounts and reads, `generator_leases` the generator leases, `presence` the server processes' heartbeats.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from ..base import AccountUsage
 from ..hashing import content_hash
 from .accounts import MemoryAccounts, MemoryConsoleQueries, MemoryUsers
 from .generator_leases import MemoryGeneratorLeases, holds
+from .presence import MemoryPresence
 from .results import MemoryResults
 from .tables import CampaignRow, DatasetRow, Tables
 from .verdicts import MemoryVerification
@@ -60,6 +61,7 @@ class MemoryStorage(MemoryUsers, MemoryResults, MemoryVerification):
         self.accounts = MemoryAccounts(tables)
         self.queries = MemoryConsoleQueries(tables)
         self.generator_leases = MemoryGeneratorLeases(tables)
+        self.presence = MemoryPresence(tables)
 
     @classmethod
     async def open(cls, url: str, threads: int = 4) -> MemoryStorage:

@@ -193,6 +193,7 @@ class Tables:
         self.trusted: dict[str, dict[int, ResultRow]] = {}  # identity -> its trusted results, by id
         self.workers: dict[str, WorkerRow] = {}
         self.generator_leases: dict[int, tuple[str, float]] = {}  # campaign -> (owner, until)
+        self.presence: dict[str, tuple[dict[int, int], float]] = {}  # process -> (workers per campaign, heartbeat)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[Tables]:

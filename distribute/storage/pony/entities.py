@@ -168,7 +168,15 @@ def define_entities(db: Database) -> dict[str, Any]:
         owner = Required(str)
         until = Required(float)
 
+    class Presence(db.Entity):
+        # A table of its own, created on an older database by generate_mapping: no migration step.
+        _table_ = "presence"
+        process = PrimaryKey(str)
+        workers = Required(LongStr)  # JSON: campaign id -> connected workers
+        heartbeat = Required(float)
+
     return {
+        "Presence": Presence,
         "WebSession": WebSession,
         "PasswordReset": PasswordReset,
         "EmailVerification": EmailVerification,

@@ -42,6 +42,7 @@ from .accounts import PonyAccounts
 from .connect import Sessions, StorageThreads, bind, is_postgres
 from .entities import EXTRA_INDEXES, MIGRATIONS, SCHEMA_VERSION, define_entities
 from .generator_leases import PonyGeneratorLeases
+from .presence import PonyPresence
 from .queries import PonyConsoleQueries
 
 __all__ = ["PonyStorage"]
@@ -71,6 +72,7 @@ class PonyStorage:
         self.accounts = PonyAccounts(self._sessions)
         self.queries = PonyConsoleQueries(self._sessions)
         self.generator_leases = PonyGeneratorLeases(self._sessions)
+        self.presence = PonyPresence(self._sessions)
 
     @classmethod
     async def open(cls, url: str, threads: int = 4) -> PonyStorage:
