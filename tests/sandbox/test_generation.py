@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import trio
 
-from tests.conftest import SEED_ANSWER, LiveServer, StartServer
+from tests.conftest import SEED_ANSWER, SEED_KERNEL, SEED_STATIC, LiveServer, StartServer
 from tests.support.protocol_client import work
 
 BROKEN_GENERATORS = {
-    "syntax error": ("({ main: function () { return [1, 2; } })", "SyntaxError"),
     "exception": ("({ main: function () { throw new Error('no datasets today'); } })", "no datasets today"),
     "endless loop": ("({ main: function () { while (true) {} } })", "timed out"),
     "endless generator batch": ("({ main: function* () { yield 1; while (true) {} } })", "timed out"),
@@ -44,7 +43,9 @@ async def test_a_broken_generator_fails_its_campaign_with_a_clear_error_and_the_
         max_datasets=50_000,
         generator_low_water=10**6,
     )
-    campaign_id = await server.create_campaign(generator=source)
+    # Past the trial before going live (which refuses most of these at once, see test_trial.py): what
+    # happens when a generator breaks while it runs, as a generator that fails only later would.
+    campaign_id = await server.create_campaign(generator=source, skip_check="true")
     healthy = await server.create_campaign()
     outcome = await work(server.ws_url, campaign=healthy)  # served while the broken one fails
     campaign = await server.wait_complete(campaign_id, timeout=120)
@@ -54,8 +55,19 @@ async def test_a_broken_generator_fails_its_campaign_with_a_clear_error_and_the_
     assert sorted(n for row in await server.results(healthy) for n in row["result"]) == SEED_ANSWER
 
 
+async def test_a_generator_with_a_syntax_error_is_refused_at_upload_even_when_the_trial_is_skipped(
+    live_server: LiveServer,
+) -> None:
+    refused = await live_server.post_campaign(
+        SEED_KERNEL, "({ main: function () { return [1, 2; } })", SEED_STATIC, skip_check="true"
+    )
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["field"] == "generator" and "SyntaxError" in refused.json()["error"]
+    assert (await live_server.client.get("/api/campaigns")).json()["campaigns"] == []
+
+
 async def test_the_server_keeps_serving_while_a_generator_runs_away(live_server: LiveServer) -> None:
-    runaway = await live_server.create_campaign(generator=BROKEN_GENERATORS["heap blow-up"][0])
+    runaway = await live_server.create_campaign(generator=BROKEN_GENERATORS["heap blow-up"][0], skip_check="true")
     healthy = await live_server.create_campaign()
     outcome = await work(live_server.ws_url, campaign=healthy)
     assert outcome.bye == "complete"
