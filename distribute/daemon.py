@@ -5,7 +5,7 @@ Python process. Each session loads its campaign's kernel into a sandbox child of
 OS process, `distribute.sandbox`), so N sessions compute on N cores at once, while this process only
 moves frames (a fraction of a millisecond per task). One process shares the sandbox pool, the worker
 identity (replicas of a dataset never go to two sessions of one machine), the task budget, the
-display and the signal handling; a fatal V8 error kills only that session's child. A session that
+display and the signal handling; a fatal V8 error kills only the child of that one session. A session that
 fails (a connection lost, an unexpected error) is restarted by its supervisor with backoff.
 
 With `wait`, a session also reconnects when the server is unreachable, restarts or has no work, with
@@ -117,7 +117,7 @@ class Display(Protocol):
 
 
 class PlainDisplay:
-    """Log lines (for a pipe, a file, journald): a line when a session's state changes, and its
+    """Log lines (for a pipe, a file, journald): a line when the state of a session changes, and its
     progress at most every `every` seconds while it computes."""
 
     def __init__(self, stream: IO[str], every: float = 30.0) -> None:
@@ -240,7 +240,7 @@ async def supervise(
         except (WorkerConnectionError, OSError, DistributeError) as exc:
             failure: BaseException | None = exc
             reasons.append(str(exc))
-        except Exception as exc:  # a crash of this session: the others go on, it is restarted
+        except Exception as exc:  # a crash in this one session: the others go on, it is restarted
             failure = exc
             reasons.append(f"crashed: {type(exc).__name__}: {exc}")
         else:

@@ -12,7 +12,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from distribute import protocol as p
 from tests.conftest import SEED_ANSWER, LiveServer
-from tests.support.protocol_client import close_of, receive, receive_tasks, send, seed_kernel, work
+from tests.support.protocol_client import close_of, receive, receive_tasks, seed_kernel, send, work
 
 
 async def hello(ws: WebSocketConnection, campaign_id: int, slots: int = 4) -> tuple[p.CampaignInfo, list[p.Task]]:
