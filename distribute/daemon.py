@@ -222,12 +222,14 @@ async def supervise(
     backoff: Backoff,
     uniform: Callable[[], float] = random.random,
     finished: Callable[[], bool] = lambda: False,
+    last: Callable[[str], bool] = lambda reason: False,
 ) -> list[str]:
     """Run one session again and again as the options say; returns why each run ended.
 
     Without `wait`, it ends once a session ends normally (the server said bye), and a failure is
     retried with backoff (GIVE_UP_AFTER in a row, then it is raised; a server never reached: at once).
-    With `wait`, every end is followed by a backoff wait and a new connection, until `stop`.
+    With `wait`, every end is followed by a backoff wait and a new connection, until `stop` (or an end
+    for which `last(reason)` is true: the one campaign it serves is complete).
     """
     reasons: list[str] = []
     connected_once = False
@@ -249,7 +251,7 @@ async def supervise(
             reasons.append(summary.reason)
         if stop.is_set() or finished():
             break
-        if failure is None and not wait:
+        if failure is None and (not wait or last(summary.reason)):
             break
         unreachable = isinstance(failure, WorkerConnectionError) and not connected_once
         if failure is not None and not wait and (unreachable or backoff.failures + 1 >= GIVE_UP_AFTER):
@@ -299,7 +301,14 @@ async def run_daemon(
             backoff = Backoff(options.backoff_base, options.backoff_cap)
             finished = (lambda: budget.left <= 0) if budget is not None else (lambda: False)
             reasons = await supervise(
-                slot, connect, wait=options.wait, stop=stop, backoff=backoff, uniform=uniform, finished=finished
+                slot,
+                connect,
+                wait=options.wait,
+                stop=stop,
+                backoff=backoff,
+                uniform=uniform,
+                finished=finished,
+                last=lambda reason: options.campaign is not None and reason.endswith("bye: complete"),
             )
             slot.view.status = "stopped" if stop.is_set() else "done"
             ended.extend(reasons[-1:])
@@ -331,7 +340,7 @@ async def run_daemon(
 async def _stop_on_signal(stop: trio.Event) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
         async for _ in received:
-            stop.set()  # the sessions hand back their tasks and close; a second signal changes nothing
+            stop.set()  # the sessions hand back their tasks and close; a second signal ends it at once
             return
 
 

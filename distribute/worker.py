@@ -351,7 +351,7 @@ async def run_worker(
     except (HandshakeError, OSError) as exc:
         if connected:
             raise
-        raise WorkerConnectionError(f"cannot connect to {url}: {exc or type(exc).__name__}") from None
+        raise WorkerConnectionError(f"cannot connect to {url}: {str(exc) or type(exc).__name__}") from None
     except ConnectionClosed as exc:
         reason = exc.reason
         if reason is None or reason.code not in (p.CLOSE_NORMAL, 1001):

@@ -221,3 +221,16 @@ def test_off_a_terminal_the_display_is_plain_log_lines() -> None:
 
 def test_quiet_means_no_display() -> None:
     assert choose_display(Console(file=io.StringIO(), force_terminal=True), quiet=True) is None
+
+
+async def test_waiting_on_one_campaign_ends_when_it_is_complete(autojump_clock: trio.abc.Clock) -> None:
+    script = Script("server said bye: no work", 3)
+    reasons = await supervise(
+        Slot(1),
+        script,
+        wait=True,
+        stop=trio.Event(),
+        backoff=Backoff(1.0, 60.0),
+        last=lambda reason: reason.endswith("bye: complete"),
+    )
+    assert reasons == ["server said bye: no work", "server said bye: complete"]
