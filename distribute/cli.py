@@ -81,12 +81,21 @@ def _parser() -> argparse.ArgumentParser:
     results.add_argument("--verified", action="store_true", help="only results a quorum (or trusted worker) settled")
     _client_options(results)
 
-    worker = commands.add_parser("worker", help="run a headless worker until its campaign is complete")
+    worker = commands.add_parser(
+        "worker", help="run a headless worker until its campaign is complete (or, with --wait, until stopped)"
+    )
     worker.add_argument("--server", default=os.environ.get("DISTRIBUTE_SERVER", "http://127.0.0.1:8000"))
     worker.add_argument("--campaign", type=int, help="campaign id (default: any)")
     worker.add_argument("--tasks", type=int, help="stop after this many tasks")
     worker.add_argument("--slots", type=int, default=2, help="tasks held at once (prefetch)")
     worker.add_argument("--quiet", action="store_true", help="no progress display")
+    worker.add_argument(
+        "--processes", type=int, help="sessions computing at once, each in its own sandbox process (default: the cores)"
+    )
+    worker.add_argument(
+        "--wait", action="store_true", help="never exit for lack of work: wait for it, reconnecting with backoff"
+    )
+    worker.add_argument("--max-backoff", type=float, default=60.0, help="longest wait between reconnections (s)")
 
     commands.add_parser("settings", help="print the table of settings")
     return parser
@@ -370,12 +379,21 @@ def _results(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from .worker import run_worker
+    from rich.console import Console
 
-    summary = trio.run(
-        lambda: run_worker(
-            args.server, campaign=args.campaign, max_tasks=args.tasks, slots=args.slots, progress=not args.quiet
-        )
+    from .daemon import DaemonOptions, choose_display, default_processes, run_daemon
+
+    options = DaemonOptions(
+        server=args.server,
+        campaign=args.campaign,
+        processes=args.processes or default_processes(),
+        wait=args.wait,
+        slots=args.slots,
+        max_tasks=args.tasks,
+        backoff_cap=args.max_backoff,
     )
-    print(f"worker done: {summary.tasks_done} tasks, {summary.errors} errors ({summary.reason})")
+    display = choose_display(Console(stderr=True), args.quiet)
+    # SIGTERM and SIGINT stop it cleanly: the sessions hand their tasks back to the server first.
+    summary = trio.run(lambda: run_daemon(options, display=display, signals=True))
+    print(f"worker done: {summary.tasks_done} tasks, {summary.errors} errors ({summary.reason})", flush=True)
     return 0

@@ -14,6 +14,9 @@ heartbeat sweep (`Gateway.run`, one task for all connections) closes a connectio
 tasks and has been silent for `heartbeat_timeout`; and the slots granted shrink for an address or
 client id whose tasks expired or were dropped unanswered, and grow back as it answers.
 
+A worker may hand tasks back unfinished (`release`, v1.1): they go back to the queue at once, count
+neither as answered nor as missed, and ids it does not hold are ignored; with `final` it gets no more.
+
 Results are checked before anything else touches them (`protocol.not_plain`): a value that is not
 plain data (binary, extension types, non-string map keys, nesting deeper than protocol.MAX_DEPTH)
 is stored as a kernel error, so its dataset goes back to the queue like any other kernel error.
@@ -81,6 +84,7 @@ class Session:
     held: dict[int, tuple[int, int, float]] = field(default_factory=dict)  # dataset id -> (campaign, bytes, sent at)
     inflight_bytes: int = 0
     idle_sent: bool = False
+    leaving: bool = False  # the worker said it is leaving (a final `release`): send it no more tasks
     pongs: list[int] = field(default_factory=list)
     event: trio.Event = field(default_factory=trio.Event)
     close: ProtocolError | None = None
@@ -218,8 +222,12 @@ class Gateway:
                 if reason := limits.over(len(frame) if frame else 0, now):
                     raise ProtocolError(p.CLOSE_POLICY_VIOLATION, reason)
                 held = len(session.held)
+                message = p.decode_client(frame)
+                if isinstance(message, p.Release):  # not an answer: it earns no slots back
+                    self._hand_back(session, limits, message)
+                    continue
                 try:
-                    self._handle(session, p.decode_client(frame))
+                    self._handle(session, message)
                 finally:
                     if (answered := held - len(session.held)) > 0:
                         self._answered(session, limits, answered, now)
@@ -248,6 +256,19 @@ class Gateway:
                 session.wake()
             case p.Hello():
                 raise ProtocolError(p.CLOSE_PROTOCOL_ERROR, "'hello' may only be the first frame")
+
+    def _hand_back(self, session: Session, limits: ConnectionLimits, message: p.Release) -> None:
+        """Tasks the worker will not compute: to another worker at once, no error counted, not missed."""
+        tasks = [task for task in dict.fromkeys(message.tasks) if task in session.held]  # forged ids: ignored
+        for task in tasks:
+            session.inflight_bytes -= session.held.pop(task)[1]
+            limits.missed.discard(task)
+        if tasks:
+            self.dispatcher.release(session.id, tasks)
+            self._freed(limits, len(tasks))
+            log.info("connection %d handed back %d task(s)", session.id, len(tasks))
+        session.leaving |= message.final
+        session.wake()
 
     def _release(self, session: Session, task: int, compute_ms: float, now: float) -> tuple[int, float]:
         """Free the task's slot; returns its campaign and the compute time, capped at the elapsed time.
@@ -378,7 +399,7 @@ class Gateway:
                 budget = self.settings.max_inflight_bytes - session.inflight_bytes
                 # Top up once half the slots are free: the worker still holds the other half (no
                 # stall), and tiny tasks travel many to a frame instead of one frame per result.
-                if free >= max(1, slots // 2) and room > 0 and budget > 0:
+                if free >= max(1, slots // 2) and room > 0 and budget > 0 and not session.leaving:
                     tasks = await self.dispatcher.take(
                         campaign.id, min(free, room), session.id, campaign.task_timeout, budget, worker=session.key
                     )
@@ -443,6 +464,7 @@ class Gateway:
                     static=None if known else campaign.static_dataset,
                     task_timeout=campaign.task_timeout,
                     max_result_bytes=self.settings.max_result_bytes,
+                    features=p.FEATURES,
                 )
             )
         )

@@ -1,4 +1,4 @@
-"""Worker wire protocol v1: message types, encoding, decoding and validation.
+"""Worker wire protocol v1 (with the additive v1.1 `release` frame): messages, encoding, decoding, validation.
 
 Pure: no I/O, no clocks, no storage. The gateway (server) and the headless worker (client) both
 speak through this module; the browser harness implements the same rules in `embed/src/protocol.js`.
@@ -19,6 +19,7 @@ from typing import Any
 import msgpack
 
 from .errors import ProtocolError
+from .plain import MAX_DEPTH, OddKeys, key_kind, not_plain
 
 __all__ = [
     "CLOSE_NORMAL",
@@ -26,6 +27,8 @@ __all__ = [
     "CLOSE_PROTOCOL_ERROR",
     "CLOSE_TOO_BIG",
     "CLOSE_UNSUPPORTED_DATA",
+    "FEATURES",
+    "FEATURE_RELEASE",
     "MAX_CLIENT_TEXT",
     "MAX_DEPTH",
     "MAX_SLOTS",
@@ -37,6 +40,7 @@ __all__ = [
     "Idle",
     "Ping",
     "Pong",
+    "Release",
     "Result",
     "Results",
     "ServerMessage",
@@ -51,6 +55,11 @@ __all__ = [
 
 VERSION = 1
 
+# Additions to v1 a server supports, listed in its `campaign` frames (v1.1): a client uses one only
+# when its server lists it, so old servers never receive what they would not understand.
+FEATURE_RELEASE = "release"  # the client may hand tasks back unfinished (`Release`)
+FEATURES = (FEATURE_RELEASE,)
+
 # WebSocket close codes (RFC 6455 §7.4.1) used when a peer misbehaves.
 CLOSE_NORMAL = 1000
 CLOSE_PROTOCOL_ERROR = 1002  # undecodable frame, unknown type, missing field, out of order
@@ -60,8 +69,8 @@ CLOSE_TOO_BIG = 1009  # a frame over the size limit
 
 MAX_SLOTS = 256  # most tasks one connection may ask to hold at once
 MAX_TEXT = 64 * 1024  # longest error message / stack trace kept
+MAX_FEATURES = 16  # most names in a `campaign` frame's `features` (each up to 64 characters)
 MAX_CLIENT_TEXT = 256  # longest string value of hello's `client` map kept (embed/src/protocol.js clips alike)
-MAX_DEPTH = 100  # deepest nesting of a result (embed/src/scan.js refuses deeper ones alike)
 
 
 # --------------------------------------------------------------------------- client → server
@@ -105,6 +114,15 @@ class TaskError:
 
 
 @dataclass(frozen=True, slots=True)
+class Release:
+    """Tasks handed back unfinished (v1.1, when the server lists FEATURE_RELEASE): another worker gets
+    them at once, and no kernel error is counted. `final`: the worker is leaving, send it no more tasks."""
+
+    tasks: tuple[int, ...]
+    final: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     nonce: int = 0
 
@@ -123,6 +141,7 @@ class CampaignInfo:
     static: str | None
     task_timeout: float
     max_result_bytes: int
+    features: tuple[str, ...] = ()  # v1.1: the additions to v1 this server supports (FEATURES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +171,7 @@ class Pong:
     nonce: int = 0
 
 
-ClientMessage = Hello | Result | Results | TaskError | Ping
+ClientMessage = Hello | Result | Results | TaskError | Ping | Release
 ServerMessage = CampaignInfo | Idle | Bye | Pong
 
 
@@ -185,6 +204,8 @@ def encode(message: ClientMessage | ServerMessage) -> bytes:
             }
         case Ping():
             body = {"t": "ping", "n": message.nonce}
+        case Release():
+            body = {"t": "release", "ids": list(message.tasks), "final": message.final}
         case CampaignInfo():
             body = {
                 "t": "campaign",
@@ -195,6 +216,7 @@ def encode(message: ClientMessage | ServerMessage) -> bytes:
                 "static": message.static,
                 "task_timeout": message.task_timeout,
                 "max_result_bytes": message.max_result_bytes,
+                "features": list(message.features),
             }
         case Idle():
             body = {"t": "idle", "reason": message.reason}
@@ -229,17 +251,10 @@ def encode_tasks(tasks: Sequence[Task]) -> bytes:
 # --------------------------------------------------------------------------- decoding
 
 
-@dataclass(frozen=True, slots=True)
-class OddKeys:
-    """A decoded map with a key that is not a string (never a dict: such keys are never hashed)."""
-
-    kind: str  # the msgpack type of the first such key, e.g. "int"
-
-
 def _pairs(pairs: list[tuple[Any, Any]]) -> dict[str, Any] | OddKeys:
     for key, _ in pairs:
         if type(key) is not str:
-            return OddKeys(_key_kind(key))
+            return OddKeys(key_kind(key))
     return dict(pairs)
 
 
@@ -335,6 +350,11 @@ def decode_client(frame: bytes | str) -> ClientMessage:
         )
     if kind == "ping":
         return Ping(nonce=_int(body, "n", optional=True) or 0)
+    if kind == "release":
+        ids, final = body.get("ids"), body.get("final", False)
+        if not isinstance(ids, list) or len(ids) > MAX_SLOTS or not isinstance(final, bool):
+            raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"'ids' must be a list of at most {MAX_SLOTS} task ids")
+        return Release(tasks=tuple(_int({"id": task}, "id") for task in ids), final=final)
     if kind == "hello":
         version = _int(body, "v", low=1, high=2**31)
         if version != VERSION:
@@ -353,6 +373,14 @@ def decode_client(frame: bytes | str) -> ClientMessage:
             version=version,
         )
     raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"unknown message type {kind[:32]!r}")
+
+
+def _features(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > MAX_FEATURES:
+        raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"'features' must be a list of at most {MAX_FEATURES} names")
+    if not all(isinstance(name, str) and len(name) <= 64 for name in value):
+        raise ProtocolError(CLOSE_PROTOCOL_ERROR, "'features' must hold short strings")
+    return tuple(value)
 
 
 def decode_server(frame: bytes) -> ServerMessage | list[Task]:
@@ -376,6 +404,7 @@ def decode_server(frame: bytes) -> ServerMessage | list[Task]:
             static=body.get("static"),
             task_timeout=_number(body, "task_timeout"),
             max_result_bytes=_int(body, "max_result_bytes"),
+            features=_features(body.get("features", [])),
         )
     if kind == "idle":
         return Idle(reason=_text(body, "reason", default=""))
@@ -384,101 +413,3 @@ def decode_server(frame: bytes) -> ServerMessage | list[Task]:
     if kind == "pong":
         return Pong(nonce=_int(body, "n", optional=True) or 0)
     raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"unknown message type {kind[:32]!r}")
-
-
-# --------------------------------------------------------------------------- results as plain data
-
-_SCALARS = frozenset({str, int, float, bool, type(None)})
-_TEXT = frozenset({str})
-
-
-class _NotPlain(Exception):
-    def __init__(self, what: str) -> None:
-        super().__init__(what)
-        self.what = what
-        self.path: list[str] = []  # innermost step first
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, bytes):
-        return "binary data (msgpack bin)"
-    if isinstance(value, msgpack.Timestamp):
-        return "a msgpack timestamp"
-    if isinstance(value, msgpack.ExtType):
-        return f"a msgpack extension (type {value.code})"
-    return type(value).__name__
-
-
-def _key_kind(key: Any) -> str:
-    if isinstance(key, bytes):
-        return "bin"
-    if isinstance(key, msgpack.Timestamp):
-        return "timestamp"
-    if isinstance(key, msgpack.ExtType):
-        return "ext"
-    return type(key).__name__
-
-
-def _check(value: Any, depth: int) -> None:
-    """Raise _NotPlain if `value` (a list or a map at `depth`, 1 for the result) holds anything else.
-
-    The types of a container's items are checked in C (`frozenset.issuperset(map(type, ...))`);
-    only the items that are containers themselves, or not plain, are looked at one by one.
-    """
-    if type(value) is list:
-        if not value:
-            return
-        if depth > MAX_DEPTH:
-            raise _NotPlain(f"nested deeper than {MAX_DEPTH} levels")
-        if _SCALARS.issuperset(map(type, value)):
-            return
-        for index, item in enumerate(value):
-            if type(item) not in _SCALARS:
-                try:
-                    _check(item, depth + 1)
-                except _NotPlain as exc:
-                    exc.path.append(f"[{index}]")
-                    raise
-        return
-    if type(value) is dict:
-        if not _TEXT.issuperset(map(type, value)):
-            odd = next(key for key in value if type(key) is not str)
-            raise _NotPlain(f"a map key of type {_key_kind(odd)} ({odd!r:.40})")
-        if not value:
-            return
-        if depth > MAX_DEPTH:
-            raise _NotPlain(f"nested deeper than {MAX_DEPTH} levels")
-        if _SCALARS.issuperset(map(type, value.values())):
-            return
-        for key, item in value.items():
-            if type(item) not in _SCALARS:
-                try:
-                    _check(item, depth + 1)
-                except _NotPlain as exc:
-                    exc.path.append(f"[{key[:40]!r}]")
-                    raise
-        return
-    if isinstance(value, OddKeys):
-        raise _NotPlain(f"a map key of type {value.kind}")
-    raise _NotPlain(_kind(value))
-
-
-def not_plain(value: Any) -> str:
-    """Why a decoded result is not plain data, or "" if it is.
-
-    Plain data is what every download and the console can show and what verification can compare:
-    nil, booleans, integers, floats, strings, arrays, and maps with string keys, nested at most
-    MAX_DEPTH levels, the rules the browser harness applies before a result leaves the worker
-    (embed/src/scan.js, which also lets binary data through; the server refuses it). The reason
-    says what was found and where, e.g. ``binary data (msgpack bin) at result["a"][2]``.
-    """
-    kind = type(value)
-    if kind in _SCALARS or (kind is list and _SCALARS.issuperset(map(type, value))):
-        return ""  # the common cases, without a call
-    try:
-        _check(value, 1)
-    except _NotPlain as exc:
-        steps = exc.path[::-1]
-        where = "".join(steps) if len(steps) <= 40 else "".join(steps[:40]) + "…"
-        return f"{exc.what} at result{where}"
-    return ""

@@ -6,27 +6,27 @@ own sandbox pool, kept while its content hash is unchanged) and `tasks` frames. 
 arrive (several are in flight, so the next dataset is already here when one finishes), the compute
 loop runs them one at a time in the sandbox and answers each with `result` or `error`, and the ping
 loop sends `ping` every `ping_interval` so the server's heartbeat hears from a worker busy with a
-long task. The worker ends on `bye`, after `max_tasks` answers, or when the server closes the
-connection.
+long task. The worker ends on `bye`, after `max_tasks` answers, when the server closes the
+connection, or when `stop` is set: it then hands back the tasks it has not answered (`release`, if the
+server supports it) so that another worker gets them at once, and closes normally.
+
+`distribute.daemon` runs several of these sessions and shows their `WorkerView`s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import platform
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import AsyncExitStack, contextmanager
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import msgpack
 import trio
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, open_websocket_url
 
 from . import __version__
@@ -39,8 +39,10 @@ __all__ = [
     "KERNEL_HEAP_MIB",
     "MAX_MESSAGE_BYTES",
     "PING_SECONDS",
+    "TaskBudget",
     "WorkerConnectionError",
     "WorkerSummary",
+    "WorkerView",
     "run_worker",
     "ws_url",
 ]
@@ -50,6 +52,8 @@ KERNEL_HEAP_MIB = 512  # V8 heap of the kernel sandbox
 DEFAULT_TASK_TIMEOUT = 60.0
 MAX_CACHED_KERNELS = 16  # the protocol's limit on `have`
 PING_SECONDS = 20.0  # well inside the server's heartbeat_timeout (120 s by default)
+GOODBYE_NONCE = 0  # the ping loop's nonces start at 1
+STOP_SECONDS = 5.0  # the longest a stopping worker spends handing back its tasks and closing
 
 
 class WorkerConnectionError(DistributeError):
@@ -77,9 +81,35 @@ def ws_url(server: str) -> str:
 
 
 @dataclass
+class WorkerView:
+    """What a worker is doing, for a display: kept across the connections of one daemon process."""
+
+    status: str = "starting"
+    campaign: str = ""  # "12 Multiples of 123"
+    done: int = 0  # tasks answered
+    errors: int = 0
+
+
+class TaskBudget:
+    """At most `total` tasks computed, shared by the sessions of one worker (`--tasks`)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.left = total
+
+    def claim(self) -> bool:
+        """One more task may be computed (and is counted now); False once the budget is spent."""
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+
+@dataclass
 class _State:
     campaign: int | None
-    max_tasks: int | None
+    budget: TaskBudget | None
+    view: WorkerView
     done: int = 0
     errors: int = 0
     campaigns: list[int] = field(default_factory=list)
@@ -87,37 +117,11 @@ class _State:
 
     @property
     def finished(self) -> bool:
-        return self.max_tasks is not None and self.done >= self.max_tasks
+        return self.budget is not None and self.budget.left <= 0
 
-
-class _Display:
-    """The progress line on stderr (rich), or nothing."""
-
-    def __init__(self, progress: Progress | None) -> None:
-        self.progress = progress
-        self.task = progress.add_task("connecting", total=None, errors=0) if progress else None
-
-    def update(self, state: _State, description: str | None = None) -> None:
-        if self.progress is not None and self.task is not None:
-            fields: dict[str, Any] = {"completed": state.done, "errors": state.errors}
-            if description is not None:
-                fields["description"] = description
-            self.progress.update(self.task, **fields)
-
-
-@contextmanager
-def _display(enabled: bool) -> Iterator[_Display]:
-    if not enabled:
-        yield _Display(None)
-        return
-    columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TextColumn("[bold]{task.completed}[/] tasks, {task.fields[errors]} errors"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
-        yield _Display(progress)
+    def show(self, status: str | None = None) -> None:
+        if status is not None:
+            self.view.status = status
 
 
 def _decode(frame: bytes | str) -> p.ServerMessage | list[p.Task]:
@@ -139,11 +143,10 @@ def _decode(frame: bytes | str) -> p.ServerMessage | list[p.Task]:
 class _Session:
     """One connection: the receive loop feeds `queue`, the compute loop drains it."""
 
-    def __init__(self, ws: WebSocketConnection, state: _State, display: _Display, sandbox: SandboxPool) -> None:
+    def __init__(self, ws: WebSocketConnection, state: _State, sandbox: SandboxPool) -> None:
         self.ws = ws
         self.sandbox = sandbox
         self.state = state
-        self.display = display
         # The server bounds what it sends (slots, in-flight bytes), so the local queue may be unbounded:
         # the receive loop must never wait for a computation.
         self.send_queue, self.queue = trio.open_memory_channel[p.CampaignInfo | p.Task | p.Bye](math.inf)
@@ -153,8 +156,18 @@ class _Session:
         self.kernel_error: KernelError | None = None
         self.info: p.CampaignInfo | None = None
         self.pending: set[int] = set()  # task ids queued or computing
+        self.released: set[int] = set()  # of them, handed back
+        self.receiving = True  # the receive loop runs (until `bye` or the end of the connection)
+        self.goodbye_pong = trio.Event()  # the pong of the ping that follows the final `release`
 
     async def receive_loop(self) -> None:
+        try:
+            await self._receive_loop()
+        finally:
+            self.receiving = False
+            self.goodbye_pong.set()  # nothing more will come: a goodbye must not wait for it
+
+    async def _receive_loop(self) -> None:
         # A synchronous close: an async one is a checkpoint where the woken compute loop could cancel
         # us and so swallow the ConnectionClosed that explains why the connection ended.
         with self.send_queue:
@@ -176,7 +189,9 @@ class _Session:
                     if isinstance(message, p.Bye):
                         return
                 elif isinstance(message, p.Idle):
-                    self.display.update(self.state, f"waiting for work ({message.reason or 'idle'})")
+                    self.state.show(message.reason or "waiting for work")
+                elif isinstance(message, p.Pong) and message.nonce == GOODBYE_NONCE:
+                    self.goodbye_pong.set()
 
     async def ping_loop(self, interval: float) -> None:
         """A `ping` every `interval` seconds: the server closes a silent connection that holds tasks."""
@@ -195,16 +210,41 @@ class _Session:
             if isinstance(item, p.CampaignInfo):
                 await self._switch(item, stack)
                 continue
-            await self._compute(item)
-            if self.state.finished:
-                self.state.reason = f"reached {self.state.max_tasks} tasks"
+            budget = self.state.budget
+            if budget is not None and not budget.claim():  # another session of this worker spent it
+                self.state.reason = f"reached {budget.total} tasks"
                 return
+            await self._compute(item)
+            if budget is not None and self.state.finished:
+                self.state.reason = f"reached {budget.total} tasks"
+                return
+
+    async def hand_back(self) -> None:
+        """Leaving: hand the server the tasks not yet answered (if it takes them back), then close."""
+        with trio.move_on_after(STOP_SECONDS) as scope:
+            scope.shield = True  # a stop is often a cancellation: the goodbye must still go out
+            with contextlib.suppress(ConnectionClosed):
+                if self.receiving and self.info is not None and p.FEATURE_RELEASE in self.info.features:
+                    await self._release_pending()  # final: the server sends no more tasks after reading it
+                    # Tasks it sent before reading it are still on their way; the pong comes after them.
+                    await self.ws.send_message(p.encode(p.Ping(GOODBYE_NONCE)))
+                    await self.goodbye_pong.wait()
+                    await self._release_pending()
+                await self.ws.aclose(p.CLOSE_NORMAL, "worker stopping" if self.state.reason == "stopped" else "done")
+
+    async def _release_pending(self) -> None:
+        """A final `release` of the tasks not answered (nor released) yet: sent even when there are none."""
+        pending = sorted(self.pending - self.released)
+        self.released.update(pending)
+        for start in range(0, max(len(pending), 1), p.MAX_SLOTS):
+            await self.ws.send_message(p.encode(p.Release(tuple(pending[start : start + p.MAX_SLOTS]), final=True)))
 
     async def _switch(self, info: p.CampaignInfo, stack: AsyncExitStack) -> None:
         self.info = info
         if info.id not in self.state.campaigns:
             self.state.campaigns.append(info.id)
-        self.display.update(self.state, f"campaign {info.id} {info.name}".strip())
+        self.state.view.campaign = f"{info.id} {info.name}".strip()
+        self.state.show("computing")
         if info.kernel is not None:
             self.kernels[info.hash] = (info.kernel, info.static or "")
         if info.hash in self.kernels:
@@ -230,6 +270,7 @@ class _Session:
             self.kernel_error = exc  # every task of this campaign is answered with this error
 
     async def _compute(self, task: p.Task) -> None:
+        self.state.view.status = "computing"  # (after an `idle`, tasks came)
         started = time.perf_counter()
         timeout = self.info.task_timeout if self.info and self.info.task_timeout > 0 else DEFAULT_TASK_TIMEOUT
         try:
@@ -240,12 +281,13 @@ class _Session:
             ms = (time.perf_counter() - started) * 1000.0
             await self.ws.send_message(p.encode(p.TaskError(task.id, exc.message, exc.stack, ms)))
             self.state.errors += 1
+            self.state.view.errors += 1
         else:
             result = None if value is None else msgpack.unpackb(value)
             await self.ws.send_message(p.encode(p.Result(task.id, result, compute_ms)))
         self.pending.discard(task.id)
         self.state.done += 1
-        self.display.update(self.state)
+        self.state.view.done += 1
 
     def hello(self, slots: int, host: str) -> p.Hello:
         client = {"kind": "headless", "id": _IDENTITY, "version": __version__, "python": platform.python_version()}
@@ -260,11 +302,18 @@ async def run_worker(
     campaign: int | None = None,
     max_tasks: int | None = None,
     slots: int = 2,
-    progress: bool = False,
     host: str = "",
     ping_interval: float = PING_SECONDS,
+    view: WorkerView | None = None,
+    budget: TaskBudget | None = None,
+    stop: trio.Event | None = None,
+    sandbox: SandboxPool | None = None,
 ) -> WorkerSummary:
     """Compute tasks from `server` until it says bye (or after `max_tasks` answers); `campaign` None = any.
+
+    `view` is kept up to date for a display; `budget` (instead of `max_tasks`) is shared with other
+    sessions; once `stop` is set the worker hands back its unanswered tasks and returns ("stopped");
+    `sandbox` is the pool the kernels run in (one of its own otherwise).
 
     Raises ValidationError for a malformed URL and WorkerConnectionError when the server cannot be
     reached or drops the connection abnormally.
@@ -272,39 +321,51 @@ async def run_worker(
     url = ws_url(server)
     if not 1 <= slots <= p.MAX_SLOTS:
         raise ValidationError(f"slots must be between 1 and {p.MAX_SLOTS}")
-    state = _State(campaign=campaign, max_tasks=max_tasks)
-    if max_tasks is not None and max_tasks <= 0:
-        return WorkerSummary(0, 0, (), "no tasks requested")
+    if max_tasks is not None:
+        if max_tasks <= 0:
+            return WorkerSummary(0, 0, (), "no tasks requested")
+        budget = TaskBudget(max_tasks)
+    state = _State(campaign=campaign, budget=budget, view=view or WorkerView())
+    state.show("connecting")
     connected = False
-    with _display(progress) as display:
-        try:
-            async with (
-                open_sandbox_pool() as sandbox,
-                open_websocket_url(url, max_message_size=MAX_MESSAGE_BYTES) as ws,
-            ):
-                connected = True
-                session = _Session(ws, state, display, sandbox)
-                await ws.send_message(p.encode(session.hello(slots, host)))
-                try:
-                    async with AsyncExitStack() as kernels, trio.open_nursery() as nursery:
-                        nursery.start_soon(session.receive_loop)
-                        nursery.start_soon(session.ping_loop, ping_interval)
+    try:
+        async with AsyncExitStack() as resources:
+            pool = sandbox if sandbox is not None else await resources.enter_async_context(open_sandbox_pool())
+            ws = await resources.enter_async_context(open_websocket_url(url, max_message_size=MAX_MESSAGE_BYTES))
+            connected = True
+            session = _Session(ws, state, pool)
+            await ws.send_message(p.encode(session.hello(slots, host)))
+            state.show("connected")
+            try:
+                async with AsyncExitStack() as kernels, trio.open_nursery() as nursery:
+                    nursery.start_soon(session.receive_loop)
+                    nursery.start_soon(session.ping_loop, ping_interval)
+                    with trio.CancelScope() as work:
+                        if stop is not None:
+                            nursery.start_soon(_stop_when, stop, state, work)
                         await session.compute_loop(kernels)
-                        nursery.cancel_scope.cancel()
-                except BaseExceptionGroup as group:
-                    raise _single(group) from None  # so callers can catch ConnectionClosed, DistributeError
-                await ws.aclose(p.CLOSE_NORMAL, "worker done")
-        except (HandshakeError, OSError) as exc:
-            if connected:
-                raise
-            raise WorkerConnectionError(f"cannot connect to {url}: {exc or type(exc).__name__}") from None
-        except ConnectionClosed as exc:
-            reason = exc.reason
-            if reason is None or reason.code not in (p.CLOSE_NORMAL, 1001):
-                detail = f"{reason.code} {reason.reason or reason.name}" if reason else "no close frame"
-                raise WorkerConnectionError(f"the server closed the connection ({detail})") from None
-            state.reason = state.reason or f"server closed the connection: {reason.reason or reason.name}"
+                    await session.hand_back()
+                    nursery.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                raise _single(group) from None  # so callers can catch ConnectionClosed, DistributeError
+    except (HandshakeError, OSError) as exc:
+        if connected:
+            raise
+        raise WorkerConnectionError(f"cannot connect to {url}: {str(exc) or type(exc).__name__}") from None
+    except ConnectionClosed as exc:
+        reason = exc.reason
+        if reason is None or reason.code not in (p.CLOSE_NORMAL, 1001):
+            detail = f"{reason.code} {reason.reason or reason.name}" if reason else "no close frame"
+            raise WorkerConnectionError(f"the server closed the connection ({detail})") from None
+        state.reason = state.reason or f"server closed the connection: {reason.reason or reason.name}"
     return WorkerSummary(state.done, state.errors, tuple(state.campaigns), state.reason or "connection closed")
+
+
+async def _stop_when(stop: trio.Event, state: _State, work: trio.CancelScope) -> None:
+    await stop.wait()
+    state.reason = "stopped"
+    state.show("stopping")
+    work.cancel()  # the task being computed is handed back with the others
 
 
 def _single(group: BaseExceptionGroup) -> BaseException:

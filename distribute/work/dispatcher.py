@@ -26,7 +26,7 @@ import logging
 import math
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 
 import trio
@@ -37,7 +37,7 @@ from ..settings import Settings
 from ..storage import Storage
 from .decisions import Judged, Refused, Store
 from .early import EarlyFailures
-from .queues import CampaignQueue, Queues, has_work
+from .queues import CampaignQueue, Queues, TaskLease, has_work, overdue
 from .replicas import WorkerKey
 from .verifier import Verifier
 
@@ -46,17 +46,6 @@ __all__ = ["Dispatcher", "TaskLease"]
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
-class TaskLease:
-    dataset: LeasedDataset
-    holder: int  # connection id
-    deadline: float  # trio clock
-    timeout: float  # the campaign's per-task limit, seconds
-
-
-# A connection that keeps answering is working through its prefetched tasks (a browser on a low
-# throttle rests between tasks), so its queued tasks get more time: up to this many extra timeouts.
-PROGRESS_GRACE = 4
 REFRESH_SECONDS = 2.0  # how often campaigns are synced with storage and drained queues looked at again
 SAFETY_WAKE_TICKS = 5  # every this many refreshes, every waiting session re-checks its state anyway
 _NONE_MISSED: frozenset[int] = frozenset()
@@ -272,12 +261,23 @@ class Dispatcher:
         """A connection went away: its unanswered datasets go back to the front of their queues."""
         self._expired.pop(holder, None)
         self._last_answer.pop(holder, None)
-        requeued = False
-        for dataset_id in held:
+        self.release(holder, held, passed_over=False)
+
+    def release(self, holder: int, datasets: Iterable[int], *, passed_over: bool = True) -> None:
+        """Datasets a connection hands back unfinished go to the front of their queues at once, with no
+        error counted (and, `passed_over`, to other connections); one it does not hold is ignored."""
+        requeued, expired = False, self._expired.get(holder, set())
+        for dataset_id in datasets:
             lease = self.leases.get(dataset_id)
             if lease is not None and lease.holder == holder:
                 del self.leases[dataset_id]
                 requeued |= self._requeue(lease.dataset)
+                if passed_over:  # kept like an expired lease: `take` skips it for this connection
+                    self._expired.setdefault(holder, set()).add(dataset_id)
+                    self._campaign_of_expired[dataset_id] = lease.dataset.campaign_id
+            elif dataset_id in expired:  # requeued at its deadline already: no late answer is coming
+                expired.discard(dataset_id)
+                self._campaign_of_expired.pop(dataset_id, None)
             elif (offer := self.verifier.drop(holder, dataset_id, late=False)) is not None:
                 requeued |= self.queues.requeue(offer)
         if requeued:
@@ -471,10 +471,7 @@ class Dispatcher:
         return self._late(lease.holder, lease.deadline, lease.timeout, now=now)
 
     def _late(self, holder: int, deadline: float, timeout: float, *, now: float) -> bool:
-        if now < deadline:
-            return False
-        progressing = self._last_answer.get(holder, -math.inf) + timeout > now
-        return not progressing or now >= deadline + PROGRESS_GRACE * timeout
+        return overdue(deadline, timeout, self._last_answer.get(holder, -math.inf), now)
 
     async def _storage_lease_loop(self) -> None:
         period = self.settings.lease_seconds / 3

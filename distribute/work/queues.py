@@ -1,5 +1,7 @@
 """The per-campaign queues of datasets this server process has leased: the one owner of their state.
 
+Also the task lease a connection holds (`TaskLease`) and when it is overdue (`overdue`).
+
 The dispatcher holds one `Queues` and does the storage calls and the waiting; every change to a
 queue (what is ready, whether storage looked drained, the refill bookkeeping, retirement) happens
 here, and so do the verifier's decisions about queues (`CopyPick`, datasets offered again). The
@@ -20,7 +22,29 @@ import trio
 from ..models import Campaign, LeasedDataset
 from .decisions import CopyPick
 
-__all__ = ["CampaignQueue", "Queues", "has_work"]
+__all__ = ["PROGRESS_GRACE", "CampaignQueue", "Queues", "TaskLease", "has_work", "overdue"]
+
+# A connection that keeps answering is working through its prefetched tasks (a browser on a low
+# throttle rests between tasks), so its queued tasks get more time: up to this many extra timeouts.
+PROGRESS_GRACE = 4
+
+
+@dataclass(slots=True)
+class TaskLease:
+    """A dataset handed to a connection, until it answers, hands it back or misses the deadline."""
+
+    dataset: LeasedDataset
+    holder: int  # connection id
+    deadline: float  # trio clock
+    timeout: float  # the campaign's per-task limit, seconds
+
+
+def overdue(deadline: float, timeout: float, last_answer: float, now: float) -> bool:
+    """Whether a lease's deadline has passed, with grace for a connection still answering (`last_answer`)."""
+    if now < deadline:
+        return False
+    progressing = last_answer + timeout > now
+    return not progressing or now >= deadline + PROGRESS_GRACE * timeout
 
 
 @dataclass(eq=False)

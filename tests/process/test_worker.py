@@ -87,7 +87,7 @@ async def test_any_campaign_worker_switches_kernels(live_server: Any) -> None:
         await live_server.wait_for(
             campaign, lambda c, n=total: c["datasets"]["total"] == n and c["status"] == "running"
         )
-    summary = await work(live_server, max_tasks=102, slots=2, progress=True)
+    summary = await work(live_server, max_tasks=102, slots=2)
     assert summary.tasks_done == 102 and summary.errors == 0
     assert sorted(summary.campaigns) == sorted([sevens, seeds])
     await live_server.wait_complete(sevens, timeout=30)

@@ -32,7 +32,9 @@ SLOW_SEED_KERNEL = slow_seed_kernel(30)
 
 
 def worker_command(url: str, campaign_id: int) -> list[str]:
-    return [sys.executable, "-m", "distribute", "worker", "--server", url, "--campaign", str(campaign_id), "--quiet"]
+    # One session (`--processes 1`): the test follows one connection from its start to its kill.
+    options = ["--campaign", str(campaign_id), "--processes", "1", "--quiet"]
+    return [sys.executable, "-m", "distribute", "worker", "--server", url, *options]
 
 
 async def campaign(client: httpx.AsyncClient, campaign_id: int) -> dict[str, Any]:

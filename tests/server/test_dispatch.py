@@ -197,7 +197,9 @@ async def test_a_known_kernel_is_not_sent_again(live_server: LiveServer) -> None
     async with open_websocket_url(live_server.ws_url) as ws:
         await send(ws, p.Hello(campaign=campaign_id, slots=1, have=(info.hash,)))
         again = await receive(ws)
-    assert again == p.CampaignInfo(info.id, info.name, info.hash, None, None, info.task_timeout, info.max_result_bytes)
+    assert again == p.CampaignInfo(
+        info.id, info.name, info.hash, None, None, info.task_timeout, info.max_result_bytes, p.FEATURES
+    )
 
 
 async def test_a_connection_that_keeps_answering_keeps_its_prefetched_tasks(live_server: LiveServer) -> None:
