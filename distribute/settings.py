@@ -235,8 +235,8 @@ class Settings:
     max_connections_per_ip: int = setting(
         64,
         "connections",
-        "open worker connections from one address (an IPv6 address counts as its /64); raise it for a large NAT, "
-        "a campus or a proxy in front (each browser tab with the harness is one connection)",
+        "open worker connections from one address (an IPv6 address counts as its /64); raise it for a large NAT "
+        "or a campus (each browser tab with the harness is one connection; a proxy in front: forwarded_allow_ips)",
         _positive,
     )
     max_connections: int = setting(
