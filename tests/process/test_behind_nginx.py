@@ -27,7 +27,7 @@ import httpx
 import psycopg2
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, WebSocketConnection, open_websocket_url
 
 from distribute import protocol as p
 from tests.browser.conftest import BrowserThread, HostSite, host_page
@@ -312,6 +312,29 @@ async def test_the_embed_page_is_served_through_nginx(start_site: StartSite) -> 
         page = await client.get(f"/embed/{campaign_id}")
     assert page.status_code == 200, page.text
     assert 'id="contribute"' in page.text
+
+
+async def _origin_status(site: Site, origin: str) -> int:
+    """The HTTP status of a WebSocket upgrade through nginx carrying this Origin (101: accepted)."""
+    status = 101
+    try:
+        async with site.nginx.open_ws(headers=[(b"Origin", origin.encode())]):
+            pass
+    except* ConnectionRejected as rejected:  # raised in the connection's own nursery
+        status = _leaf(rejected).status_code
+    return status
+
+
+def _leaf(group: BaseExceptionGroup[ConnectionRejected]) -> ConnectionRejected:
+    first = group.exceptions[0]
+    return first if isinstance(first, ConnectionRejected) else _leaf(first)
+
+
+async def test_the_origin_check_behind_nginx_goes_by_the_scheme_the_visitor_used(start_site: StartSite) -> None:
+    site = await start_site()  # no public_url: the servers learn https from nginx's X-Forwarded-Proto
+    own = site.nginx.url
+    assert await _origin_status(site, own) == 101
+    assert await _origin_status(site, own.replace("https://", "http://")) == 403
 
 
 async def test_headless_workers_complete_a_campaign_exactly_through_nginx(start_site: StartSite) -> None:
