@@ -197,9 +197,12 @@ class ProxyHeaders:
         return cls(app, TrustedProxies.parse(settings.forwarded_allow_ips), settings.forwarded_header)
 
     async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if not self.trusted or scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)  # nobody's headers count: the socket's peer is the client
+            return
         raw: dict[str, Any] = dict(scope)  # HTTP and WebSocket scopes alike, read as plain ASGI
-        peer = raw.get("client") if raw["type"] in ("http", "websocket") else None
-        if peer and self.trusted:
+        peer = raw.get("client")
+        if peer:
             client = client_of(str(peer[0]), list(raw.get("headers", [])), self.trusted, self.mode)
             scope = _with_client(raw, client)  # type: ignore[assignment]
         await self.app(scope, receive, send)
