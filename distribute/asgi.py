@@ -17,11 +17,18 @@ without queueing.
 
 `refuse_compression()` keeps Hypercorn from negotiating permessage-deflate (see `_NoCompressionHandshake`).
 `origin_allowed` decides which browser pages may open the worker socket.
+
+`ProxyHeaders` puts the real client into the scope once per request and WebSocket, before the app
+sees it: behind a trusted reverse proxy (`forwarded_allow_ips`) the scope's `client` becomes the
+address the proxy names and its `scheme` the one the proxy was reached with (policy in proxies.py).
+Everything that reads the client's address or scheme (`remote_addr`, `scheme`: the gateway's limits and
+verification's addresses, the console's sign-in limits and cookies, the Origin check) reads it from there.
 """
 
 from __future__ import annotations
 
 import socket
+from typing import Any
 from urllib.parse import urlsplit
 
 import hypercorn.config
@@ -29,9 +36,17 @@ import hypercorn.protocol.ws_stream
 import trio
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, Scope
 
+from .proxies import Client, TrustedProxies, client_of
 from .settings import Settings
 
-__all__ = ["DrainClosedWebSockets", "hypercorn_config", "origin_allowed", "refuse_compression", "set_keepalive"]
+__all__ = [
+    "DrainClosedWebSockets",
+    "ProxyHeaders",
+    "hypercorn_config",
+    "origin_allowed",
+    "refuse_compression",
+    "set_keepalive",
+]
 
 KEEPALIVE_INTERVAL = 10  # seconds between TCP keepalive probes
 KEEPALIVE_PROBES = 6  # unanswered probes before the kernel drops the connection
@@ -166,3 +181,41 @@ class DrainClosedWebSockets:
             with trio.move_on_after(self.grace):
                 while not disconnected:
                     disconnected = (await receive())["type"] == "websocket.disconnect"
+
+
+class ProxyHeaders:
+    """Wrap an ASGI app so its scope names the real client when the peer is a trusted proxy."""
+
+    def __init__(self, app: ASGIFramework, trusted: TrustedProxies, mode: str) -> None:
+        self.app = app
+        self.trusted = trusted
+        self.mode = mode
+
+    @classmethod
+    def from_settings(cls, app: ASGIFramework, settings: Settings) -> ProxyHeaders:
+        """The middleware for `forwarded_allow_ips` and `forwarded_header` (validated at startup)."""
+        return cls(app, TrustedProxies.parse(settings.forwarded_allow_ips), settings.forwarded_header)
+
+    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if not self.trusted or scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)  # nobody's headers count: the socket's peer is the client
+            return
+        raw: dict[str, Any] = dict(scope)  # HTTP and WebSocket scopes alike, read as plain ASGI
+        peer = raw.get("client")
+        if peer:
+            client = client_of(str(peer[0]), list(raw.get("headers", [])), self.trusted, self.mode)
+            scope = _with_client(raw, client)  # type: ignore[assignment]
+        await self.app(scope, receive, send)
+
+
+def _with_client(scope: dict[str, Any], client: Client) -> dict[str, Any]:
+    """A copy of `scope` with the client's address (its port unknown: 0) and the scheme it used."""
+    changed = dict(scope)
+    changed["client"] = (client.host, 0) if client.host != scope["client"][0] else scope["client"]
+    if client.scheme:
+        secure = client.scheme == "https"
+        if scope["type"] == "websocket":
+            changed["scheme"] = "wss" if secure else "ws"
+        else:
+            changed["scheme"] = client.scheme
+    return changed

@@ -13,6 +13,7 @@ fails before the server accepts a connection.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import logging
 import math
 import os
@@ -60,6 +61,17 @@ _database_url = Check(
     "a URL such as sqlite:///PATH or postgres://USER:PASS@HOST:PORT/DB",
     lambda v: re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", v) is not None,
 )
+
+
+def _is_proxy_list(value: str) -> bool:
+    """forwarded_allow_ips: each item \"*\" or an IP address or network."""
+    for item in (i.strip() for i in value.split(",")):
+        if item and item != "*":
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                return False
+    return True
 
 
 def setting(default: T, unit: str, help: str, check: Check = _any) -> T:
@@ -217,11 +229,25 @@ class Settings:
             lambda v: all(re.fullmatch(r"https?://[^/?#\s]+/?", o.strip()) for o in v.split(",") if o.strip()),
         ),
     )
+    forwarded_allow_ips: str = setting(
+        "",
+        "addresses",
+        "comma-separated addresses or CIDR networks of the reverse proxies whose forwarding headers name the "
+        'client (empty: the socket\'s peer is the client); "*" trusts every peer, which lets anyone forge '
+        "its address",
+        Check('empty, "*", or comma-separated IP addresses or CIDR networks', _is_proxy_list),
+    )
+    forwarded_header: str = setting(
+        "x-forwarded-for",
+        "",
+        "what the trusted proxies write: x-forwarded-for (with X-Forwarded-Proto) or forwarded (RFC 7239)",
+        _one_of("x-forwarded-for", "forwarded"),
+    )
     max_connections_per_ip: int = setting(
         64,
         "connections",
-        "open worker connections from one address (an IPv6 address counts as its /64); raise it for a large NAT, "
-        "a campus or a proxy in front (each browser tab with the harness is one connection)",
+        "open worker connections from one address (an IPv6 address counts as its /64); raise it for a large NAT "
+        "or a campus (each browser tab with the harness is one connection; a proxy in front: forwarded_allow_ips)",
         _positive,
     )
     max_connections: int = setting(

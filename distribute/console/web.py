@@ -115,7 +115,7 @@ def console() -> ConsoleState:
 
 
 def tls() -> bool:
-    """Served over TLS (directly, or the operator says so by a https public_url behind a proxy)."""
+    """Served over TLS (directly, as a trusted proxy reports it, or by an https public_url)."""
     return request.scheme in ("https", "wss") or current_platform().settings.public_url.startswith("https://")
 
 
@@ -156,6 +156,7 @@ def own_url() -> str:
 
 
 def client_address() -> str:
+    """The visitor's address: behind a trusted proxy, the client it names (asgi.ProxyHeaders rewrote the scope)."""
     return str(request.remote_addr or "unknown")
 
 
