@@ -23,7 +23,7 @@ from quart_schema import QuartSchema, RequestSchemaValidationError, hide
 from quart_trio import QuartTrio
 
 from .api import api_blueprint, error_status, schema_error
-from .asgi import DrainClosedWebSockets, hypercorn_config, origin_allowed, refuse_compression
+from .asgi import DrainClosedWebSockets, RequestIds, hypercorn_config, origin_allowed, refuse_compression
 from .console import console_blueprint
 from .embed import embed_blueprint
 from .errors import NotFound, Unauthorized, ValidationError
@@ -213,7 +213,7 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[Running] = t
         refuse_compression()  # no permessage-deflate: a small message must not inflate to a huge one
         app = create_app(platform)
         async with trio.open_nursery() as nursery:
-            served = DrainClosedWebSockets(app)
+            served = RequestIds(DrainClosedWebSockets(app))
             binds = await nursery.start(
                 partial(hypercorn.trio.serve, served, config, mode="asgi", shutdown_trigger=trio.sleep_forever)
             )
