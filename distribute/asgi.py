@@ -115,7 +115,8 @@ class AccessLog(hypercorn.logging.Logger):
 
     Hypercorn's atoms include every request header (Cookie, Authorization) and every environment
     variable; only these fields are logged, the query string never, and the path is redacted (reset
-    and verification links carry their token in it).
+    and verification links carry their token in it). A client that hung up before the response is
+    logged with status null (Hypercorn may log such a line even as the response completes).
     """
 
     async def access(self, request: WWWScope, response: ResponseSummary | None, request_time: float) -> None:

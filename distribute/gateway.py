@@ -146,7 +146,7 @@ class Gateway:
     async def serve(self, ws: WebSocketLike, remote: str) -> None:
         """Run one worker connection to its end; close it with a code if it breaks the protocol or a limit."""
         connection = next(_connection_ids)
-        # Every log line of this session, in this task and those it starts, names the connection.
+        # Every log line of the connection, in this task and those it starts, names it.
         token = CONNECTION_ID.set(str(connection))
         try:
             address = self.addresses.admit(remote, trio.current_time())

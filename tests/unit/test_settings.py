@@ -131,7 +131,9 @@ def test_every_setting_is_read_from_its_environment_variable() -> None:
     for setting in SETTINGS:
         key = f"DISTRIBUTE_{setting.name.upper()}"
         if isinstance(setting.default, str):
-            value = next(v for v in (setting.default + "x", "http://x", "tls", "on", "json", "debug") if setting.check(v))
+            value = next(
+                v for v in (setting.default + "x", "http://x", "tls", "on", "json", "debug") if setting.check(v)
+            )
             assert getattr(load_settings(environ={key: value}), setting.name) == value
         else:
             with pytest.raises(SettingsError, match=f"^{setting.name} from {key}: 'many' is not a valid"):
