@@ -81,5 +81,8 @@ def _login_and_send(smtp: smtplib.SMTP, settings: Settings, message: EmailMessag
 def _to_outbox(folder: Path, message: EmailMessage) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}.eml"
-    path.write_bytes(bytes(message))
+    # Written under another name, then renamed: whoever reads *.eml never sees a half-written mail.
+    partial = path.with_suffix(".part")
+    partial.write_bytes(bytes(message))
+    partial.replace(path)
     return path
