@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from distribute.cli import _parser
 from distribute.limits import connection_cap
 from distribute.settings import SETTINGS, load_settings
 
@@ -82,6 +84,14 @@ def test_the_unit_leaves_the_sandbox_its_namespaces_and_seccomp(kind: str) -> No
     for forbidding in ("RestrictNamespaces", "PrivateUsers", "SystemCallFilter", "MemoryDenyWriteExecute"):
         assert not re.search(rf"^{forbidding}=", text, re.MULTILINE), forbidding
     assert directive(UNITS[kind], "NoNewPrivileges") == "yes" and directive(UNITS[kind], "ProtectSystem") == "strict"
+
+
+@pytest.mark.parametrize("kind", ["serve"])
+def test_the_units_command_line_is_one_distribute_accepts(kind: str) -> None:
+    command = shlex.split(directive(UNITS[kind], "ExecStart").replace("%i", "8001"))
+    assert command[0] == INSTALLED_BINARY
+    parsed = _parser().parse_args(command[1:])  # argparse exits on an unknown option
+    assert parsed.command == kind
 
 
 def test_the_serve_units_open_files_limit_leaves_room_for_max_connections() -> None:
