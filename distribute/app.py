@@ -24,7 +24,14 @@ from quart_schema import QuartSchema, RequestSchemaValidationError, hide
 from quart_trio import QuartTrio
 
 from .api import api_blueprint, error_status, schema_error
-from .asgi import DrainClosedWebSockets, ProxyHeaders, hypercorn_config, origin_allowed, refuse_compression
+from .asgi import (
+    DrainClosedWebSockets,
+    ProxyHeaders,
+    RequestIds,
+    hypercorn_config,
+    origin_allowed,
+    refuse_compression,
+)
 from .console import console_blueprint
 from .embed import embed_blueprint
 from .errors import NotFound, Unauthorized, ValidationError
@@ -225,7 +232,7 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[Running] = t
         app = create_app(platform)
         async with trio.open_nursery() as nursery:
             # The real client goes into the scope before anything reads it (behind a trusted proxy).
-            served = DrainClosedWebSockets(ProxyHeaders.from_settings(app, settings))
+            served = RequestIds(DrainClosedWebSockets(ProxyHeaders.from_settings(app, settings)))
             binds = await nursery.start(
                 partial(hypercorn.trio.serve, served, config, mode="asgi", shutdown_trigger=trio.sleep_forever)
             )

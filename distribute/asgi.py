@@ -23,26 +23,48 @@ sees it: behind a trusted reverse proxy (`forwarded_allow_ips`) the scope's `cli
 address the proxy names and its `scheme` the one the proxy was reached with (policy in proxies.py).
 Everything that reads the client's address or scheme (`remote_addr`, `scheme`: the gateway's limits and
 verification's addresses, the console's sign-in limits and cookies, the Origin check) reads it from there.
+
+`RequestIds` gives every HTTP request an id (logs.REQUEST_ID, echoed in `X-Request-Id`) for its log
+lines; with `log_format` json, `AccessLog` writes Hypercorn's access log as JSON lines of chosen
+fields (never its headers, which carry cookies and Authorization, nor a query string).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import hypercorn.config
+import hypercorn.logging
 import hypercorn.protocol.ws_stream
 import trio
-from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, Scope
+from hypercorn.typing import (
+    ASGIFramework,
+    ASGIReceiveCallable,
+    ASGIReceiveEvent,
+    ASGISendCallable,
+    ASGISendEvent,
+    HTTPScope,
+    ResponseSummary,
+    Scope,
+    WWWScope,
+)
 
+from .logs import REQUEST_ID, redact, request_id
 from .proxies import Client, TrustedProxies, client_of
 from .settings import Settings
 
 __all__ = [
+    "AccessLog",
     "DrainClosedWebSockets",
     "ProxyHeaders",
+    "RequestIds",
     "hypercorn_config",
+    "loopback_peer",
     "origin_allowed",
     "refuse_compression",
     "set_keepalive",
@@ -89,8 +111,41 @@ def hypercorn_config(settings: Settings) -> hypercorn.config.Config:
     config.websocket_max_message_size = settings.max_frame_bytes
     config.websocket_ping_interval = settings.ws_ping_interval or None
     config.graceful_timeout = 2.0
-    config.accesslog = None
+    # Hypercorn's own messages go through the root logger (logs.configure_logging), not a handler
+    # of its own with another format.
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.accesslog = logging.getLogger("hypercorn.access") if settings.log_format == "json" else None
+    config.logger_class = AccessLog
     return config
+
+
+class AccessLog(hypercorn.logging.Logger):
+    """Hypercorn's logger whose access lines are records with fields, not a format of every header.
+
+    Hypercorn's atoms include every request header (Cookie, Authorization) and every environment
+    variable; only these fields are logged, the query string never, and the path is redacted (reset
+    and verification links carry their token in it). A client that hung up before the response is
+    logged with status null (Hypercorn may log such a line even as the response completes).
+    """
+
+    async def access(self, request: WWWScope, response: ResponseSummary | None, request_time: float) -> None:
+        if self.access_logger is None:
+            return
+        headers = dict(response.get("headers", ())) if response is not None else {}
+        client = request.get("client")
+        method = request["method"] if request["type"] == "http" else "GET"
+        status = response["status"] if response is not None else None
+        fields = {
+            "remote": client[0] if client else "",
+            "method": method,
+            "path": redact(request["path"]),
+            "status": status,
+            "duration_ms": round(request_time * 1000, 3),
+            "bytes": int(headers.get(b"content-length", b"0") or 0),
+            # from the response header when the request's own context is not the one logging
+            "request_id": REQUEST_ID.get() or headers.get(b"x-request-id", b"").decode("latin-1"),
+        }
+        self.access_logger.info("%s %s %s", method, fields["path"], status if status is not None else "-", extra=fields)
 
 
 class _NoCompressionHandshake(hypercorn.protocol.ws_stream.Handshake):
@@ -151,6 +206,50 @@ def origin_allowed(origin: str | None, own: str, allowed: str) -> bool:
         return True
     theirs = _origin(origin)
     return theirs != "" and theirs in {_origin(own), *(_origin(o) for o in allowed.split(",") if o.strip())}
+
+
+def loopback_peer(scope: HTTPScope) -> bool:
+    """Is the peer on this machine (a proxy beside the server), so its X-Request-Id may be kept?"""
+    client = scope.get("client")
+    if not client:
+        return True  # a Unix socket
+    try:
+        return ipaddress.ip_address(client[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class RequestIds:
+    """Wrap an ASGI app so each HTTP request has an id in its log lines and its `X-Request-Id` header.
+
+    The id comes from a trusted peer's `X-Request-Id` (the proxy in front; `trusted` decides, by
+    default a peer on this machine) when short and plain, or is made here. WebSockets carry the
+    gateway's connection id instead.
+    """
+
+    def __init__(self, app: ASGIFramework, trusted: Callable[[HTTPScope], bool] = loopback_peer) -> None:
+        self.app = app
+        self.trusted = trusted
+
+    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"x-request-id"), None)
+        rid = request_id(incoming, self.trusted(scope))
+        header = (b"x-request-id", rid.encode("ascii"))
+
+        async def send_with_id(message: ASGISendEvent) -> None:
+            if message["type"] == "http.response.start":
+                kept = [h for h in message.get("headers", ()) if h[0].lower() != b"x-request-id"]
+                message = {**message, "headers": [*kept, header]}
+            await send(message)
+
+        token = REQUEST_ID.set(rid)  # the tasks the app starts for this request inherit it
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)
 
 
 class DrainClosedWebSockets:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -160,6 +161,7 @@ def masked_url(url: str) -> str:
 
 def _serve(args: argparse.Namespace) -> int:
     from .app import serve
+    from .logs import configure_logging
     from .plugins import make_scheduler
 
     overrides = {"host": args.host, "port": args.port, "database": args.database, "scheduler": args.scheduler}
@@ -168,6 +170,8 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.smtp_host and not settings.public_url:
         # Links in mail (password resets) must not be built from a Host header a client chose.
         raise SettingsError("smtp_host is set but public_url is not: set public_url to the URL visitors use")
+    configure_logging(settings)  # stderr, as text or JSON lines (log_format); stdout keeps the one "serving on" line
+    log = logging.getLogger("distribute.cli")
 
     async def run() -> None:
         # SIGINT and SIGTERM stop the server by cancelling it, so that the shutdown path runs
@@ -182,7 +186,7 @@ def _serve(args: argparse.Namespace) -> int:
                     flush=True,
                 )
                 async for signum in signals:
-                    print(f"distribute stopping ({signal.Signals(signum).name})", file=sys.stderr, flush=True)
+                    log.warning("distribute stopping (%s)", signal.Signals(signum).name)
                     nursery.cancel_scope.cancel()
                     break
 

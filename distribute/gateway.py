@@ -47,6 +47,7 @@ from .limits import (
     connection_cap,
     identity_keys,
 )
+from .logs import CONNECTION_ID
 from .models import Campaign, CampaignStatus, FailedTask, FinishedTask
 from .settings import Settings
 from .work.dispatcher import Dispatcher
@@ -150,19 +151,25 @@ class Gateway:
 
     async def serve(self, ws: WebSocketLike, remote: str) -> None:
         """Run one worker connection to its end; close it with a code if it breaks the protocol or a limit."""
-        address = self.addresses.admit(remote, trio.current_time())
-        if isinstance(address, str):
-            log.info("refused a connection from %s: %s", remote, address)
-            with contextlib.suppress(*PEER_GONE):
-                await ws.accept()
-                await ws.close(p.CLOSE_POLICY_VIOLATION, address)
-            return
+        connection = next(_connection_ids)
+        # Every log line of the connection, in this task and those it starts, names it.
+        token = CONNECTION_ID.set(str(connection))
         try:
-            await self._serve(ws, remote, limits_of(self.settings, address))
+            address = self.addresses.admit(remote, trio.current_time())
+            if isinstance(address, str):
+                log.info("refused a connection from %s: %s", remote, address)
+                with contextlib.suppress(*PEER_GONE):
+                    await ws.accept()
+                    await ws.close(p.CLOSE_POLICY_VIOLATION, address)
+                return
+            try:
+                await self._serve(ws, remote, limits_of(self.settings, address), connection)
+            finally:
+                self.addresses.leave(address)
         finally:
-            self.addresses.leave(address)
+            CONNECTION_ID.reset(token)
 
-    async def _serve(self, ws: WebSocketLike, remote: str, limits: ConnectionLimits) -> None:
+    async def _serve(self, ws: WebSocketLike, remote: str, limits: ConnectionLimits, connection: int) -> None:
         try:
             frame: str | bytes = b""
             with trio.move_on_after(self.settings.heartbeat_timeout) as waiting:
@@ -183,7 +190,8 @@ class Gateway:
             with contextlib.suppress(*PEER_GONE):
                 await ws.close(exc.code, exc.reason)
             return
-        session = Session(id=next(_connection_ids), remote=remote, hello=hello, have=set(hello.have))
+        session = Session(id=connection, remote=remote, hello=hello, have=set(hello.have))
+        log.debug("worker connected from %s: campaign %s, %d slots", remote, hello.campaign or "any", hello.slots)
         limits.keys = identity_keys(remote, hello.client)
         self.sessions[session.id] = session
         limits.address.wakers[session.id] = session.wake
@@ -202,6 +210,7 @@ class Gateway:
         except* PEER_GONE:
             log.debug("connection %d: the worker went away while we were sending", session.id)
         finally:
+            log.debug("worker left after %d tasks", session.tasks_done)
             self._watched.pop(session.id, None)
             self._left(session, limits)
             self.dispatcher.unlisten(session.id)

@@ -359,6 +359,15 @@ class Settings:
         Check("an e-mail address (with an @)", lambda v: "@" in v),
     )
     mail_outbox: str = setting("var/outbox", "path", "folder that receives mail when no SMTP server is set")
+    # Logs (distribute/logs.py): what `distribute serve` writes to stderr.
+    log_format: str = setting(
+        "text",
+        "",
+        "text: a line per event for people; json: one JSON object per line (time, level, logger, message, "
+        "request_id or connection_id) plus a JSON access log of every HTTP request",
+        _one_of("text", "json"),
+    )
+    log_level: str = setting("info", "", "least severe level written", _one_of("debug", "info", "warning", "error"))
 
     def replace(self, **changes: Any) -> Settings:
         return load_settings(overrides={**self.__dict__, **changes}, environ={})
