@@ -3,6 +3,7 @@ work that did not succeed (a paused campaign, one that paused itself, one that f
 
 from __future__ import annotations
 
+import httpx
 import pytest
 import trio
 
@@ -107,3 +108,17 @@ async def test_a_visitor_computing_to_the_end_of_a_campaign_with_failures_is_not
     campaign = await embedding.server.wait_complete(campaign_id)
     assert campaign["state"]["key"] == "finished_with_failures"
     assert "Some of this campaign's datasets failed" in shown["status"] and "Thank" not in shown["status"]
+
+
+async def test_the_cards_state_is_public_and_says_only_what_the_card_says(embedding: Embedding) -> None:
+    server = embedding.server
+    campaign_id = await server.create_campaign(name="Plain")
+    assert (await work(server.ws_url, campaign=campaign_id)).bye == "complete"
+    await server.wait_complete(campaign_id)
+    async with httpx.AsyncClient(base_url=server.url) as anyone:  # no session, no token
+        shown = await anyone.get(f"/embed/{campaign_id}/state")
+        assert shown.status_code == 200 and shown.json() == {"state": "complete"}
+        assert shown.headers["cache-control"] == "no-store"
+        assert (await server.client.delete(f"/api/campaigns/{campaign_id}")).status_code < 300
+        assert (await anyone.get(f"/embed/{campaign_id}/state")).status_code == 404
+        assert (await anyone.get("/embed/999999/state")).status_code == 404

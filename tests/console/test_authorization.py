@@ -50,7 +50,8 @@ API_ROUTES = [
     ("POST", "/api/campaigns/{c}/resume"),
 ]
 # Public by design: the consent card volunteers see shows a campaign's name and description.
-PUBLIC = {"/embed/<int:campaign_id>"}
+# The card and the state it shows are public: they say no more than the card itself.
+PUBLIC = {"/embed/<int:campaign_id>", "/embed/<int:campaign_id>/state"}
 
 
 def template_of(rule: str) -> str:
