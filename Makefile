@@ -16,7 +16,7 @@ HUGO_CURRENT := $(VENV)/hugo-current/hugo/binaries/hugo
 # load-balancer tests, systemd-analyze for deploy/).
 APT_PACKAGES := chromium postgresql nginx openssl php-cli php-codesniffer php-mysql mariadb-server wordpress hugo systemd
 
-.PHONY: run test setup system-packages python-packages embed snippets lint test-python test-js test-postgres bench clean
+.PHONY: run test setup system-packages python-packages embed snippets dist lint test-python test-js test-postgres bench clean
 
 run: setup
 	$(PY) -m distribute.demo
@@ -58,6 +58,20 @@ snippets: $(SNIPPET_COPIES)
 
 # The harness and the plugins' copies of the snippet it defines (the CMS tests read those).
 embed: $(EMBED_OUT) snippets
+
+# The distribution artefacts, into $(DIST) (emptied first): the sdist and the wheel (both carry the
+# built harness and snippet.json, as package data), the WordPress plugin zip (its `distribute/` folder
+# at the root, as WordPress's plugin upload expects) and the Hugo component (a folder to import as a
+# module or use as a theme, and the same as a .tar.gz). Independent of `make test`'s heavy steps.
+DIST    ?= dist
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+dist: python-packages embed snippets
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	$(PY) -m build --outdir $(abspath $(DIST)) .
+	cd plugins/wordpress && rm -f $(abspath $(DIST))/distribute-wordpress-$(VERSION).zip && \
+	  $(abspath $(PY)) -m zipfile -c $(abspath $(DIST))/distribute-wordpress-$(VERSION).zip distribute
+	cp -r plugins/hugo $(DIST)/distribute-hugo
+	tar -czf $(DIST)/distribute-hugo-$(VERSION).tar.gz -C $(DIST) distribute-hugo
 
 lint: python-packages
 	$(VENV)/bin/ruff check distribute tests benchmarks examples

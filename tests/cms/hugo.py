@@ -55,12 +55,15 @@ def build_site(
     use: str = THEME_CONFIG,
     title: str | None = None,
     hugo: str | None = None,
+    component: Path | None = COMPONENT,
 ) -> Build:
-    """Builds a site whose posts are `pages` (name -> Markdown body), with `params` under [params.distribute]."""
+    """Builds a site whose posts are `pages` (name -> Markdown body), with `params` under [params.distribute];
+    `component` is copied into its themes/ folder (None: the site has none, `use` says where it is)."""
     hugo = hugo or hugo_program()
     site = base / "site"
     shutil.copytree(SITE, site)
-    shutil.copytree(COMPONENT, site / "themes" / "distribute")
+    if component is not None:
+        shutil.copytree(component, site / "themes" / "distribute")
     config = (site / "hugo.toml").read_text() + use + "\n[params.distribute]\n" + params + "\n"
     (site / "hugo.toml").write_text(config)
     for name, body in pages.items():

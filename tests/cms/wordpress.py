@@ -4,7 +4,8 @@ MariaDB gets its own data directory and socket in a temporary directory and list
 (`--skip-networking`). WordPress is copied from /usr/share/wordpress with `cp -rL` (Debian symlinks
 its JavaScript libraries), gets its own wp-config.php (no external HTTP, no cron, debug log on),
 is installed by `wp-tools/install.php`, then gets the plugin (copied from plugins/wordpress/distribute,
-as a site owner would upload it) and a minimal theme (`wp-theme/`). `WordPress.php()` runs PHP code
+as a site owner would upload it, or installed from a plugin zip by WordPress's own `Plugin_Upgrader`,
+the code behind Plugins → Add New → Upload Plugin) and a minimal theme (`wp-theme/`). `WordPress.php()` runs PHP code
 inside it for setup and inspection. Everything comes from the Debian packages the Makefile
 installs (APT_PACKAGES); when one is missing or a server does not start, the fixture fails with why.
 """
@@ -175,6 +176,21 @@ KEYS = (
     "NONCE_SALT",
 )
 
+# What Plugins → Add New → Upload Plugin does once the zip is uploaded (wp-admin/update.php's
+# upload-plugin action), without the HTTP upload: Plugin_Upgrader unpacks the zip into wp-content/plugins.
+INSTALL_ZIP = """
+require_once ABSPATH . 'wp-admin/includes/admin.php';  // file, misc, plugin-install: what update.php has loaded
+require_once ABSPATH . 'wp-admin/includes/class-wp-upgrader.php';
+if ( ! defined( 'FS_METHOD' ) ) { define( 'FS_METHOD', 'direct' ); }
+$skin = new WP_Ajax_Upgrader_Skin();
+$upgrader = new Plugin_Upgrader( $skin );
+$installed = $upgrader->install( $args['zip'] );
+if ( true !== $installed ) {
+    return array( 'error' => is_wp_error( $installed ) ? $installed->get_error_message() : $skin->get_error_messages() );
+}
+return array( 'plugin' => $upgrader->plugin_info() );
+"""
+
 SETUP = """
 $activated = activate_plugin( 'distribute/distribute.php' );
 if ( is_wp_error( $activated ) ) { return $activated->get_error_message(); }
@@ -206,13 +222,15 @@ class WordPress:
     log: Path = field(default_factory=Path)
     editor_id: int = 0
     contributor_id: int = 0
+    plugin_zip: Path | None = None
 
     @property
     def host(self) -> str:
         return self.url.removeprefix("http://")
 
     @classmethod
-    def start(cls, base: Path) -> WordPress:
+    def start(cls, base: Path, *, plugin_zip: Path | None = None) -> WordPress:
+        """A fresh WordPress with the plugin, copied from the checkout or installed from `plugin_zip`."""
         php = require_program("php", "php-cli")
         if not (WORDPRESS_SOURCE / "wp-settings.php").exists():
             pytest.fail("/usr/share/wordpress is missing: `make test` installs the Debian package wordpress")
@@ -221,7 +239,7 @@ class WordPress:
             pytest.fail("PHP has no mysqli: `make test` installs the Debian package php-mysql")
         db = MariaDB.start(base / "mariadb")
         port = free_port()
-        wordpress = cls(base / "wordpress", f"http://localhost:{port}", db)
+        wordpress = cls(base / "wordpress", f"http://localhost:{port}", db, plugin_zip=plugin_zip)
         try:
             wordpress._install(php)
             wordpress._serve(php, port)
@@ -236,7 +254,8 @@ class WordPress:
         (self.root / "wp-config.php").write_text(
             WP_CONFIG.replace("{socket}", str(self.db.socket)).replace("{url}", self.url).replace("{keys}", keys)
         )
-        shutil.copytree(PLUGIN, self.root / "wp-content" / "plugins" / "distribute")
+        if self.plugin_zip is None:
+            shutil.copytree(PLUGIN, self.root / "wp-content" / "plugins" / "distribute")
         shutil.copytree(THEME, self.root / "wp-content" / "themes" / "distribute-test")
         installed = subprocess.run(
             [php, str(TOOLS / "install.php"), str(self.root), self.host, PASSWORD],
@@ -246,6 +265,8 @@ class WordPress:
         )
         if installed.returncode != 0 or '"user_id":1' not in installed.stdout:
             pytest.fail(f"installing WordPress failed:\n{installed.stdout[-3000:]}\n{installed.stderr[-3000:]}")
+        if self.plugin_zip is not None:
+            self.install_plugin_zip(self.plugin_zip)
         setup = self.php(SETUP, editor=EDITOR, contributor=CONTRIBUTOR, password=PASSWORD)
         if not isinstance(setup, dict) or not setup["active"]:
             pytest.fail(f"activating the plugin failed: {setup}")
@@ -301,6 +322,16 @@ class WordPress:
         if ran.returncode != 0 or not marker:
             raise AssertionError(f"PHP failed ({ran.returncode}):\n{ran.stdout[-3000:]}\n{ran.stderr[-3000:]}")
         return json.loads(result)
+
+    def install_plugin_zip(self, zip_path: Path) -> str:
+        """Installs a plugin zip as the upload path does; returns the plugin's file (e.g. distribute/distribute.php)."""
+        # The upgrader deletes the package it unpacked, as it deletes an uploaded one.
+        package = self.root.parent / zip_path.name
+        shutil.copy2(zip_path, package)
+        installed = self.php(INSTALL_ZIP, zip=str(package))
+        if not isinstance(installed, dict) or not installed.get("plugin"):
+            pytest.fail(f"installing the plugin zip {zip_path.name} failed: {installed}")
+        return str(installed["plugin"])
 
     def create_post(self, title: str, content: str, *, author: int = 1) -> Post:
         created = self.php(
