@@ -1,4 +1,4 @@
-"""The consent card as a visitor reads it, in headless Chromium at the snippet's default size.
+"""The consent card as a visitor reads it, in each browser engine at the snippet's default size.
 
 Every test embeds the plain-HTML snippet (220 px high by default, 480 px wide at most) in a host page
 on another origin, as a site owner would, and reads the card through the host page's frame.
@@ -11,7 +11,9 @@ from typing import Any
 
 from distribute.embed import DEFAULT_HEIGHT
 from distribute.models import DESCRIPTION_MAX_CHARS
-from tests.browser.conftest import Embedding, Visit, busy_kernel
+from tests.browser.conftest import Embedding, Visit, busy_kernel, in_every_engine
+
+pytestmark = in_every_engine
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 

@@ -1,4 +1,4 @@
-"""The browser harness in headless Chromium: consent, computing, controls, throttle, sandbox.
+"""The browser harness in headless Chromium (and, for the tests marked `in_every_engine`, Firefox ESR): consent, computing, controls, throttle, sandbox.
 
 Every test embeds the plain-HTML snippet in a host page on another origin (http://localhost:PORT,
 while the server is http://127.0.0.1:PORT), exactly as a site owner would, and computes against a
@@ -15,7 +15,15 @@ import pytest
 import trio
 
 from distribute.embed import runner_csp
-from tests.browser.conftest import Canary, Embedding, Visit, browser_cpu_seconds, busy_kernel, outcome
+from tests.browser.conftest import (
+    Canary,
+    Embedding,
+    Visit,
+    browser_cpu_seconds,
+    busy_kernel,
+    in_every_engine,
+    outcome,
+)
 from tests.conftest import SEED_ANSWER, LiveServer
 
 
@@ -58,6 +66,7 @@ async def watch_prefetch(server: LiveServer, seen: Prefetch) -> None:
 # --------------------------------------------------------------------------- consent and computing
 
 
+@in_every_engine
 async def test_clicking_contribute_computes_the_campaign_exactly(embedding: Embedding) -> None:
     browser, server = embedding.browser, embedding.server
     campaign = await server.create_campaign(name="Multiples of 123")
@@ -85,6 +94,7 @@ async def test_every_result_records_the_embedding_sites_origin(embedding: Embedd
     assert stored.hosts == {f"http://localhost:{embedding.host_site.port}"}
 
 
+@in_every_engine
 async def test_nothing_loads_or_runs_before_the_click(embedding: Embedding) -> None:
     browser, server = embedding.browser, embedding.server
     campaign = await embedding.campaign(busy_kernel(1), 10)
@@ -130,6 +140,7 @@ async def test_the_host_page_keeps_animating_while_the_campaign_computes(embeddi
         assert after["maxGap"] < 500  # no visible freeze (60 Hz is ~17 ms a frame)
 
 
+@in_every_engine
 async def test_hiding_the_page_pauses_work_and_showing_it_resumes(embedding: Embedding) -> None:
     browser, server = embedding.browser, embedding.server
     campaign = await embedding.campaign(busy_kernel(50), 40)
@@ -148,6 +159,7 @@ def pause_label(page: Visit) -> str:
     return str(page.broker().locator("#pause").inner_text())
 
 
+@in_every_engine
 async def test_pause_stops_work_and_resume_continues(embedding: Embedding) -> None:
     browser, server = embedding.browser, embedding.server
     campaign = await embedding.campaign(busy_kernel(50), 40, name="Doubling")
@@ -186,6 +198,7 @@ async def test_stop_ends_the_contribution_and_removes_the_sandbox(embedding: Emb
         assert await browser.run(page.runner_frames) == 0
 
 
+@in_every_engine
 async def test_throttle_low_uses_much_less_cpu_than_high(embedding: Embedding) -> None:
     browser = embedding.browser
     campaign = await embedding.campaign(busy_kernel(40), 2000)
