@@ -47,18 +47,20 @@ def launcher(directory: Path) -> Path:
 def launch(playwright: Any, workdir: Path) -> Any:
     """Firefox ESR over WebDriver BiDi ("moz-firefox" channel) from Playwright's sync API: headless,
     with a fresh profile that Playwright makes in a temporary directory; as root too (Firefox only
-    refuses when HOME is not owned by the user running it).
+    refuses when HOME is not owned by the user running it). Site isolation stays on, as in visitors'
+    Firefox, so the runner frame lives in a process of its own.
 
-    Firefox dispatches WebDriver BiDi input from the top-level page's process, so with site isolation
-    a click over a cross-origin iframe (the embed frame) reaches the host page's <iframe> element and
-    never the frame's button. Puppeteer turns isolation off for Firefox for the same reason; so do we.
-    The harness's walls (sandboxed frame, opaque origin, CSP, Worker) do not depend on it."""
+    By default Firefox dispatches WebDriver BiDi input from the top-level page's process, so a click
+    over a cross-origin (out-of-process) iframe, the embed frame, would reach the host page's <iframe>
+    element and never the frame's button. With `remote.events.async.mouse.enabled` the mouse events
+    go through the parent process like a real mouse's and reach the frame. Keys have no such switch
+    in Firefox 153: key presses cannot reach a focused element inside a cross-origin frame."""
     return playwright.firefox.launch(
         channel="moz-firefox",
         executable_path=str(launcher(workdir)),
         headless=True,
         env={**os.environ, "MOZ_HEADLESS": "1"},
-        firefox_user_prefs={"fission.webContentIsolationStrategy": 0},
+        firefox_user_prefs={"remote.events.async.mouse.enabled": True},
     )
 
 
