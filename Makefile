@@ -11,10 +11,10 @@ SNIPPET_COPIES := plugins/wordpress/distribute/snippet.json plugins/hugo/data/di
 # tests/cms/hugo.py knows this path and version.
 HUGO_CURRENT_VERSION := 0.168.0
 HUGO_CURRENT := $(VENV)/hugo-current/hugo/binaries/hugo
-# Debian packages the tests and the demo need (Chromium for browser tests, PostgreSQL for the
-# PostgreSQL backend, PHP/MariaDB/WordPress and Hugo for the CMS plugins, nginx and openssl for the
+# Debian packages the tests and the demo need (Chromium and Firefox ESR for browser tests, PostgreSQL for
+# the PostgreSQL backend, PHP/MariaDB/WordPress and Hugo for the CMS plugins, nginx and openssl for the
 # load-balancer tests, systemd-analyze for deploy/).
-APT_PACKAGES := chromium postgresql nginx openssl php-cli php-codesniffer php-mysql mariadb-server wordpress hugo systemd
+APT_PACKAGES := chromium firefox-esr postgresql nginx openssl php-cli php-codesniffer php-mysql mariadb-server wordpress hugo systemd
 
 .PHONY: run test setup system-packages python-packages embed snippets dist lint test-python test-js test-postgres bench clean
 

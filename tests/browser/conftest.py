@@ -1,8 +1,10 @@
-"""Fixtures for tests in a real browser: headless Chromium, a host site, and a canary server.
+"""Fixtures for tests in a real browser: headless Chromium or Firefox, a host site, and a canary server.
 
-- `browser`: one Chromium for the session, driven through Playwright's sync API on one dedicated
-  thread (Playwright's async API does not run under Trio, and its sync objects belong to the thread
-  that made them). Tests call `await browser.run(fn, ...)` to run `fn` on that thread.
+- `browser`: one browser per engine for the session, driven through Playwright's sync API on one
+  dedicated thread (Playwright's async API does not run under Trio, and its sync objects belong to
+  the thread that made them). Tests call `await browser.run(fn, ...)` to run `fn` on that thread.
+  It is Debian's Chromium unless a test is marked `in_every_engine`: such a test runs once in
+  Chromium and once in Debian's Firefox ESR (over WebDriver BiDi, see tests/browser/firefox_bidi.py).
 - `host_site`: a plain HTTP server for host pages on another origin (http://localhost:PORT, while
   the distribute server is http://127.0.0.1:PORT: a different site, as in production).
 - `canary`: an HTTP/WebSocket listener on yet another port. Malicious kernels aim at it; every TCP
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,11 +32,16 @@ import pytest
 import trio
 
 from distribute.embed import BUILD_DIR, embed_snippet
+from tests.browser import firefox_bidi
 from tests.conftest import LiveServer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+ENGINES = ("chromium", "firefox")
 T = TypeVar("T")
+
+# A test that must hold in every browser engine the harness supports, not only in Chromium.
+in_every_engine = pytest.mark.parametrize("browser", ENGINES, indirect=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -54,10 +60,12 @@ def _require(condition: bool, reason: str) -> None:
 
 
 class BrowserThread:
-    """Chromium driven by Playwright's sync API on a single thread of its own."""
+    """A browser (`engine`: "chromium" or "firefox") driven by Playwright's sync API on a thread of its own."""
 
-    def __init__(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="playwright")
+    def __init__(self, engine: str = "chromium", workdir: Path | None = None) -> None:
+        self.engine = engine
+        self._workdir = workdir
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"playwright-{engine}")
         self._playwright: Any = None
         self.browser: Any = None
 
@@ -74,7 +82,11 @@ class BrowserThread:
             from playwright.sync_api import sync_playwright
 
             self._playwright = sync_playwright().start()
-            self.browser = self._playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            if self.engine == "firefox":
+                assert self._workdir is not None, "Firefox needs a directory for its launcher"
+                self.browser = firefox_bidi.launch(self._playwright, self._workdir)
+            else:
+                self.browser = self._playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
         self.call(launch)
 
@@ -89,15 +101,44 @@ class BrowserThread:
         self._executor.shutdown()
 
 
+class Engines:
+    """The session's browsers, one per engine, each launched when a test first needs it."""
+
+    def __init__(self, workdir: Path) -> None:
+        self._workdir = workdir
+        self._running: dict[str, BrowserThread] = {}
+
+    def get(self, engine: str) -> BrowserThread:
+        if engine not in self._running:
+            if engine == "firefox":
+                _require(
+                    Path(firefox_bidi.FIREFOX).exists(),
+                    f"{firefox_bidi.FIREFOX} is missing (apt-get install firefox-esr)",
+                )
+            else:
+                _require(Path(CHROMIUM).exists(), f"{CHROMIUM} is missing (apt-get install chromium)")
+            thread = BrowserThread(engine, self._workdir)
+            thread.start()
+            self._running[engine] = thread
+        return self._running[engine]
+
+    def close(self) -> None:
+        for thread in self._running.values():
+            thread.close()
+
+
 @pytest.fixture(scope="session")
-def browser() -> Iterator[BrowserThread]:
-    _require(Path(CHROMIUM).exists(), f"{CHROMIUM} is missing (apt-get install chromium)")
+def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engines]:
     _require((BUILD_DIR / "runner.js").exists(), "the harness is not built (cd embed && npm ci && node build.mjs)")
-    _require(shutil.which("node") is not None or (BUILD_DIR / "runner.js").exists(), "node is missing")
-    thread = BrowserThread()
-    thread.start()
-    yield thread
-    thread.close()
+    running = Engines(tmp_path_factory.mktemp("engines"))
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def browser(engines: Engines, request: pytest.FixtureRequest) -> BrowserThread:
+    """Chromium, or the engine an `in_every_engine` test runs in."""
+    return engines.get(getattr(request, "param", "chromium"))
 
 
 # --------------------------------------------------------------------------- tiny HTTP servers

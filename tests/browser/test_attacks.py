@@ -1,4 +1,4 @@
-"""Malicious kernels, one per test, in a real browser (docs/harness-security.md explains each).
+"""Malicious kernels, one per test, in each browser engine (docs/harness-security.md explains each).
 
 Each kernel attacks from inside the sandbox while a host page on another origin embeds the harness
 and a canary server on another port listens. Every test checks the same four things:
@@ -30,6 +30,7 @@ from tests.browser.conftest import (
     Outcome,
     browser_cpu_seconds,
     busy_kernel,
+    in_every_engine,
     outcome,
 )
 from tests.conftest import LiveServer, StartServer
@@ -233,6 +234,7 @@ BLOCKED = [
 ]
 
 
+@in_every_engine
 @pytest.mark.parametrize(("attempt", "error", "secret"), BLOCKED)
 async def test_the_sandbox_blocks(attack: Attacker, attempt: str, error: str, secret: str | None) -> None:
     result = await attack(reporting_kernel(attempt))
@@ -259,6 +261,7 @@ FORGED_MESSAGES = """({
 })"""
 
 
+@in_every_engine
 @pytest.mark.parametrize(
     ("kernel", "task_timeout", "error"),
     [
@@ -298,6 +301,7 @@ async def test_one_bad_task_fails_alone(
     assert result.errors_of(3) == [error.format(max_result_bytes=live_server.settings.max_result_bytes)]
 
 
+@in_every_engine
 async def test_prototype_pollution_stays_inside_the_kernels_worker(attack: Attacker) -> None:
     """Pollution of the kernel's own realm changes neither its results (the bootstrap took the
     builtins it relies on before the kernel ran) nor any other realm: not the runner, the broker
@@ -322,6 +326,7 @@ async def test_prototype_pollution_stays_inside_the_kernels_worker(attack: Attac
     assert result.stored.errors == []
 
 
+@in_every_engine
 async def test_work_scheduled_after_returning_is_contained(attack: Attacker) -> None:
     kernel = """({
   main: function (d) {
@@ -341,20 +346,22 @@ async def test_work_scheduled_after_returning_is_contained(attack: Attacker) -> 
     assert result.stored.results == EXACT
 
 
-async def test_a_memory_bomb_crashes_only_the_sandbox(
-    browser: BrowserThread, start_server: StartServer, host_site: HostSite, canary: Canary
-) -> None:
-    """The bomb outgrows V8's heap and takes the runner's process down (a sandboxed frame has a
-    process of its own). The broker notices the silence, reports the task, starts a new runner and
-    finishes the campaign; the host page never stops animating. Playwright declares the whole page
-    crashed when any of its frames crashes, so the host page reports itself via beacons instead."""
-    server = await start_server(max_task_errors=1)
-    kernel = """({ main: function (d) {
+MEMORY_BOMB = """({ main: function (d) {
   if (d.i === 3) { var a = []; while (true) a.push(new Array(1e6).fill(d.i + 0.5)); }
   return d.i * 2;
 } })"""
+
+
+async def test_a_memory_bomb_crashes_only_the_sandbox(
+    browser: BrowserThread, start_server: StartServer, host_site: HostSite, canary: Canary
+) -> None:
+    """In Chromium the bomb outgrows V8's heap and takes the runner's process down (a sandboxed frame
+    has a process of its own). The broker notices the silence, reports the task, starts a new runner and
+    finishes the campaign; the host page never stops animating. Playwright declares the whole page
+    crashed when any of its frames crashes, so the host page reports itself via beacons instead."""
+    server = await start_server(max_task_errors=1)
     embedding = Embedding(browser, server, host_site)
-    campaign = await embedding.campaign(kernel, DATASETS, task_timeout=120)
+    campaign = await embedding.campaign(MEMORY_BOMB, DATASETS, task_timeout=120)
     async with embedding.visit(campaign, beacon=True) as page:
         await browser.run(page.reset_host_frames)
         await browser.run(page.click, "contribute")
@@ -374,12 +381,38 @@ async def test_a_memory_bomb_crashes_only_the_sandbox(
         assert max(b["gap"] for b in host_site.beacons) < 500
 
 
+@pytest.mark.parametrize("browser", ["firefox"], indirect=True)
+async def test_a_memory_bomb_in_firefox_is_ended_by_the_task_time_limit(
+    browser: BrowserThread, start_server: StartServer, host_site: HostSite, canary: Canary
+) -> None:
+    """Firefox puts no small cap on a worker's heap (this bomb grew past 12 GB in Firefox 153 ESR
+    without failing), so no crash ends it: the runner's watchdog terminates the worker at the task's
+    time limit, which frees its memory, and the task is reported like any task that ran too long."""
+    server = await start_server(max_task_errors=1)
+    embedding = Embedding(browser, server, host_site)
+    campaign = await embedding.campaign(MEMORY_BOMB, DATASETS, task_timeout=1)
+    async with embedding.visit(campaign, beacon=True) as page:
+        await browser.run(page.click, "contribute")
+        await server.wait_complete(campaign, timeout=90)
+        stored = await outcome(server, campaign)
+        assert {i: v for i, v in stored.results.items() if i != 3} == {i: v for i, v in EXACT.items() if i != 3}
+        assert [e["message"] for e in stored.errors] == ["task exceeded the time limit of 1 s"]
+        assert canary.hits == []
+        seen = len(host_site.beacons)
+        await trio.sleep(1.5)
+        fresh = host_site.beacons[seen:]
+        assert len(fresh) >= 3  # the host page is alive
+        assert fresh[-1]["frames"] > fresh[0]["frames"]  # and animating
+        assert max(b["gap"] for b in host_site.beacons) < 500
+
+
 # --------------------------------------------------------------------------- the visitor's CPU
 
 LOW_DUTY = 0.25  # the snippet's default level, "low": one worker computing a quarter of the time
 SPIN = "var end = Date.now() + 30; while (Date.now() < end) {}"
 
 
+@in_every_engine
 @pytest.mark.parametrize(
     "kernel",
     [

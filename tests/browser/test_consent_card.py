@@ -1,4 +1,4 @@
-"""The consent card as a visitor reads it, in headless Chromium at the snippet's default size.
+"""The consent card as a visitor reads it, at the snippet's default size, in Chromium and Firefox ESR.
 
 Every test embeds the plain-HTML snippet (220 px high by default, 480 px wide at most) in a host page
 on another origin, as a site owner would, and reads the card through the host page's frame.
@@ -11,7 +11,7 @@ from typing import Any
 
 from distribute.embed import DEFAULT_HEIGHT
 from distribute.models import DESCRIPTION_MAX_CHARS
-from tests.browser.conftest import Embedding, Visit, busy_kernel
+from tests.browser.conftest import Embedding, Visit, busy_kernel, in_every_engine
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -44,6 +44,7 @@ def frame_height(visit: Visit) -> float:
     return height
 
 
+@in_every_engine
 async def test_the_card_says_before_the_click_that_it_uses_spare_cpu_and_can_be_paused(
     embedding: Embedding,
 ) -> None:
@@ -65,6 +66,7 @@ def narrowed(visit: Visit, width: int) -> dict[str, Any]:
     return {"consent": fit(visit, "#consent"), "status": fit(visit, "#status"), "contribute": fit(visit, "#contribute")}
 
 
+@in_every_engine
 async def test_the_consent_and_status_lines_stay_inside_the_default_height_down_to_280_px_wide(
     embedding: Embedding,
 ) -> None:
@@ -87,6 +89,7 @@ def open_explanation(visit: Visit) -> dict[str, Any]:
     }
 
 
+@in_every_engine
 async def test_what_is_this_is_readable_whole_without_scrolling_at_the_default_height(embedding: Embedding) -> None:
     campaign = await embedding.campaign(busy_kernel(1), 5, name="A rather long campaign name for the card")
     async with embedding.visit(campaign) as visit:
@@ -110,6 +113,7 @@ def back_from_explanation(visit: Visit) -> dict[str, Any]:
     }
 
 
+@in_every_engine
 async def test_back_returns_from_the_explanation_to_the_card_and_its_link(embedding: Embedding) -> None:
     campaign = await embedding.campaign(busy_kernel(1), 5)
     async with embedding.visit(campaign) as visit:
@@ -119,6 +123,8 @@ async def test_back_returns_from_the_explanation_to_the_card_and_its_link(embedd
     assert seen["focused"] == "what"
 
 
+# The two keyboard tests run in Chromium only: Firefox 153 delivers WebDriver BiDi key presses in the
+# top-level page's process, which never forwards them into a cross-origin frame (see firefox_bidi.py).
 def contribute_by_keyboard(visit: Visit, key: str) -> dict[str, Any]:
     broker = visit.broker()
     broker.locator("#contribute").focus()
@@ -161,6 +167,7 @@ def read_more(visit: Visit) -> dict[str, Any]:
     }
 
 
+@in_every_engine
 async def test_a_long_description_opens_whole_from_more(embedding: Embedding) -> None:
     description = ("A sentence about the campaign. " * DESCRIPTION_MAX_CHARS)[: DESCRIPTION_MAX_CHARS - 4] + " END"
     campaign = await embedding.campaign(busy_kernel(1), 5, description=description)
@@ -174,6 +181,7 @@ async def test_a_long_description_opens_whole_from_more(embedding: Embedding) ->
     assert seen["back"]["visible"] and seen["back"]["bottom"] <= seen["back"]["viewport"]
 
 
+@in_every_engine
 async def test_a_short_description_needs_no_more(embedding: Embedding) -> None:
     campaign = await embedding.campaign(busy_kernel(1), 5, description="Finds primes.")
     async with embedding.visit(campaign) as visit:

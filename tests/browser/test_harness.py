@@ -1,4 +1,4 @@
-"""The browser harness in headless Chromium: consent, computing, controls, throttle, sandbox.
+"""The browser harness in headless Chromium and Firefox ESR: consent, computing, controls, throttle, sandbox.
 
 Every test embeds the plain-HTML snippet in a host page on another origin (http://localhost:PORT,
 while the server is http://127.0.0.1:PORT), exactly as a site owner would, and computes against a
@@ -15,7 +15,15 @@ import pytest
 import trio
 
 from distribute.embed import runner_csp
-from tests.browser.conftest import Canary, Embedding, Visit, browser_cpu_seconds, busy_kernel, outcome
+from tests.browser.conftest import (
+    Canary,
+    Embedding,
+    Visit,
+    browser_cpu_seconds,
+    busy_kernel,
+    in_every_engine,
+    outcome,
+)
 from tests.conftest import SEED_ANSWER, LiveServer
 
 
@@ -58,6 +66,7 @@ async def watch_prefetch(server: LiveServer, seen: Prefetch) -> None:
 # --------------------------------------------------------------------------- consent and computing
 
 
+@in_every_engine
 async def test_clicking_contribute_computes_the_campaign_exactly(embedding: Embedding) -> None:
     browser, server = embedding.browser, embedding.server
     campaign = await server.create_campaign(name="Multiples of 123")
@@ -80,11 +89,13 @@ async def test_clicking_contribute_computes_the_campaign_exactly(embedding: Embe
         assert finished["status"] == f"Finished: nothing left to compute · {finished['done']} tasks done. Thank you!"
 
 
+@in_every_engine
 async def test_every_result_records_the_embedding_sites_origin(embedding: Embedding) -> None:
     stored = await embedding.contribute(await embedding.campaign(busy_kernel(1), 10))
     assert stored.hosts == {f"http://localhost:{embedding.host_site.port}"}
 
 
+@in_every_engine
 async def test_nothing_loads_or_runs_before_the_click(embedding: Embedding) -> None:
     browser, server = embedding.browser, embedding.server
     campaign = await embedding.campaign(busy_kernel(1), 10)
@@ -105,6 +116,7 @@ async def test_nothing_loads_or_runs_before_the_click(embedding: Embedding) -> N
         await server.wait_complete(campaign, timeout=60)
 
 
+@in_every_engine
 async def test_a_snippet_for_any_campaign_computes_whatever_needs_work(embedding: Embedding) -> None:
     campaign = await embedding.campaign(busy_kernel(1), 20)
     stored = await embedding.contribute(campaign, snippet="any")
@@ -114,6 +126,7 @@ async def test_a_snippet_for_any_campaign_computes_whatever_needs_work(embedding
 # --------------------------------------------------------------------------- the host page and the controls
 
 
+@in_every_engine
 async def test_the_host_page_keeps_animating_while_the_campaign_computes(embedding: Embedding) -> None:
     browser, server = embedding.browser, embedding.server
     campaign = await embedding.campaign(busy_kernel(100), 30)
@@ -130,6 +143,7 @@ async def test_the_host_page_keeps_animating_while_the_campaign_computes(embeddi
         assert after["maxGap"] < 500  # no visible freeze (60 Hz is ~17 ms a frame)
 
 
+@in_every_engine
 async def test_hiding_the_page_pauses_work_and_showing_it_resumes(embedding: Embedding) -> None:
     browser, server = embedding.browser, embedding.server
     campaign = await embedding.campaign(busy_kernel(50), 40)
@@ -148,6 +162,7 @@ def pause_label(page: Visit) -> str:
     return str(page.broker().locator("#pause").inner_text())
 
 
+@in_every_engine
 async def test_pause_stops_work_and_resume_continues(embedding: Embedding) -> None:
     browser, server = embedding.browser, embedding.server
     campaign = await embedding.campaign(busy_kernel(50), 40, name="Doubling")
@@ -175,6 +190,7 @@ async def test_pause_stops_work_and_resume_continues(embedding: Embedding) -> No
         assert stored.results == {i: i * 2 for i in range(40)}
 
 
+@in_every_engine
 async def test_stop_ends_the_contribution_and_removes_the_sandbox(embedding: Embedding) -> None:
     browser = embedding.browser
     campaign = await embedding.campaign(busy_kernel(50), 40)
@@ -186,6 +202,7 @@ async def test_stop_ends_the_contribution_and_removes_the_sandbox(embedding: Emb
         assert await browser.run(page.runner_frames) == 0
 
 
+@in_every_engine
 async def test_throttle_low_uses_much_less_cpu_than_high(embedding: Embedding) -> None:
     browser = embedding.browser
     campaign = await embedding.campaign(busy_kernel(40), 2000)
@@ -209,6 +226,7 @@ async def test_throttle_low_uses_much_less_cpu_than_high(embedding: Embedding) -
 # --------------------------------------------------------------------------- the sandbox and the kernel
 
 
+@in_every_engine
 async def test_the_runner_is_an_opaque_origin_under_the_strict_policy(embedding: Embedding) -> None:
     campaign = await embedding.campaign(busy_kernel(20), 200)
     async with embedding.visit(campaign) as page:
@@ -238,9 +256,11 @@ async def test_the_runner_is_an_opaque_origin_under_the_strict_policy(embedding:
         assert policy.endswith(f"; frame-ancestors {embedding.server.url} {host}")
 
 
+@in_every_engine
 async def test_no_page_but_the_broker_and_its_ancestors_may_frame_the_runner(embedding: Embedding) -> None:
     """A page that frames /embed/runner itself (not through the broker) gets a blocked frame: the
-    runner's frame-ancestors names the broker's origin (and only the ancestors the broker names)."""
+    runner's frame-ancestors names the broker's origin (and only the ancestors the broker names).
+    Chromium says so on the console; Firefox shows its CSP error page in the frame instead."""
     browser, server, site = embedding.browser, embedding.server, embedding.host_site
     nonce = "0123456789abcdef0123456789abcdef"
     url = site.add("framer", f"<!doctype html><iframe src='{server.url}/embed/runner#{nonce}'></iframe>")
@@ -258,7 +278,7 @@ async def test_no_page_but_the_broker_and_its_ancestors_may_frame_the_runner(emb
             context.close()
 
     seen = await browser.run(framed)
-    assert any("frame-ancestors" in line for line in seen), seen
+    assert any("frame-ancestors" in line or line.startswith("about:neterror?e=cspBlocked") for line in seen), seen
     assert not any(u.startswith(f"{server.url}/embed/runner") for u in seen[:1]), seen
 
 
@@ -274,6 +294,7 @@ def strip_runner_policy(page: Visit) -> None:
     page.context.route("**/embed/runner*", without_policy)
 
 
+@in_every_engine
 async def test_the_runner_refuses_to_run_kernels_when_its_policy_is_not_in_force(
     embedding: Embedding, canary: Canary
 ) -> None:
@@ -296,6 +317,7 @@ async def test_the_runner_refuses_to_run_kernels_when_its_policy_is_not_in_force
         assert (await server.campaign(campaign))["datasets"]["done"] == 0
 
 
+@in_every_engine
 async def test_an_exception_in_main_is_reported_with_message_and_kernel_stack(embedding: Embedding) -> None:
     kernel = """({
   main: function (d) {
@@ -311,6 +333,7 @@ async def test_an_exception_in_main_is_reported_with_message_and_kernel_stack(em
     assert "blob:" not in error["stack"]
 
 
+@in_every_engine
 async def test_an_exception_in_load_static_dataset_is_reported_for_each_task(embedding: Embedding) -> None:
     kernel = """({
   loadStaticDataset: function (text) {
@@ -339,6 +362,7 @@ WASM_KERNEL = """({
 })"""
 
 
+@in_every_engine
 @pytest.mark.parametrize(
     ("kernel", "datasets", "expected"),
     [

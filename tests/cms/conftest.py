@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from distribute.embed import BUILD_DIR
-from tests.browser.conftest import CHROMIUM, BrowserThread, browser, host_site
+from tests.browser.conftest import CHROMIUM, BrowserThread, browser, engines, host_site
 from tests.cms.wordpress import WordPress
 
-__all__ = ["browser", "chromium", "host_site", "wordpress"]
+__all__ = ["browser", "chromium", "engines", "host_site", "wordpress"]
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 

@@ -21,7 +21,7 @@ import msgpack
 import pytest
 import trio
 
-from tests.browser.conftest import browser, embedding, host_site  # noqa: F401  (the shared Chromium, the card)
+from tests.browser.conftest import browser, embedding, engines, host_site  # noqa: F401  (the shared Chromium, the card)
 from tests.conftest import LiveServer, StartServer
 from tests.support.ports import free_port
 
