@@ -102,7 +102,7 @@ class BrowserThread:
 
 
 class Engines:
-    """The session's browsers, one per engine, each launched when a test first needs it."""
+    """The test run's browsers, one per engine, each launched when a test first needs it."""
 
     def __init__(self, workdir: Path) -> None:
         self._workdir = workdir
