@@ -183,6 +183,7 @@ class Dispatcher:
         queue = self.queues.get(campaign_id)
         if queue is None or queue.complete:
             return []
+        queue.asked = trio.current_time()
         if queue.campaign.replication > 1:
             return await self._take_copies(queue, n, holder, timeout, max_bytes, worker)
         if not queue.drained:
@@ -477,6 +478,8 @@ class Dispatcher:
         period = self.settings.lease_seconds / 3
         while True:
             await trio.sleep(period)
+            if idle := self.queues.give_back_idle(trio.current_time(), self.settings.lease_seconds):
+                await self.storage.release(self.owner, idle)  # before renewing: unwanted here
             await self.storage.renew_leases(self.owner, self.settings.lease_seconds)
             if await self.storage.expire_leases():
                 self.queues.undrain_all()

@@ -58,6 +58,7 @@ class CampaignQueue:
     batch: int = 0  # datasets the next refill leases: grows with demand (see Queues.begin_refill)
     taken: int = 0  # datasets handed out since the last refill started
     refill_started: float = -math.inf  # trio clock
+    asked: float = -math.inf  # when a connection of this process last asked it for work (trio clock)
 
 
 def has_work(queue: CampaignQueue) -> bool:
@@ -171,6 +172,22 @@ class Queues:
         queue = self._by_id.get(campaign_id)
         if queue is not None:
             queue.ready = deque(d for d in queue.ready if d.id != dataset_id)
+
+    def give_back_idle(self, now: float, idle_for: float) -> list[int]:
+        """Take the queued datasets out of every queue nobody here asked for work within `idle_for`.
+
+        A process leases ahead of demand; datasets it queues for a campaign that no connection of
+        its own serves must go back to storage, where another process's workers can lease them,
+        rather than wait here under leases renewed for ever. Replicated queues keep their copies:
+        the verifier tracks who holds which.
+        """
+        ids: list[int] = []
+        for queue in self._by_id.values():
+            if queue.ready and not queue.refilling and queue.campaign.replication <= 1 and now - queue.asked > idle_for:
+                ids += (d.id for d in queue.ready)
+                queue.ready.clear()
+                queue.drained = False
+        return ids
 
     def queued_ids(self) -> set[int]:
         return {d.id for q in self._by_id.values() for d in q.ready}

@@ -82,6 +82,29 @@ def test_take_skips_datasets_the_connection_let_expire_and_stops_at_the_byte_bud
     assert queue.taken == 3
 
 
+def test_queued_datasets_nobody_here_asked_for_go_back_and_the_queue_looks_in_storage_again() -> None:
+    queues = Queues()
+    for campaign_id in (1, 2, 3, 4):
+        queues.learn(campaign(campaign_id, replication=3 if campaign_id == 3 else 1))
+    for campaign_id, asked in ((1, 95.0), (2, 50.0), (3, 50.0), (4, 50.0)):
+        queue = queues.get(campaign_id)
+        assert queue is not None
+        queues.add_leased(
+            queue, datasets(campaign_id, 10 * campaign_id, 10 * campaign_id + 1), 9, set(), wake_any=False
+        )
+        queue.asked = asked
+    busy = queues.get(4)
+    assert busy is not None
+    busy.refilling = True  # a refill on its way: its datasets arrive after this look
+    assert sorted(queues.give_back_idle(now=100.0, idle_for=30.0)) == [20, 21]
+    given_back = queues.get(2)
+    assert given_back is not None and not given_back.ready and not given_back.drained and has_work(given_back)
+    assert ready_ids(queues, 1) == [10, 11]  # asked 5 s ago
+    assert ready_ids(queues, 3) == [30, 31]  # replicated: the verifier knows who holds which copy
+    assert ready_ids(queues, 4) == [40, 41]
+    assert queues.give_back_idle(now=100.0, idle_for=30.0) == []  # nothing twice
+
+
 def test_a_refill_grows_with_demand_and_only_one_runs_at_a_time() -> None:
     queues = Queues()
     queues.learn(campaign())
