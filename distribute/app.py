@@ -8,22 +8,21 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import importlib.util
 import logging
 import resource
 from dataclasses import dataclass
-from functools import cache, partial
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import hypercorn.trio
 import trio
 from quart import Response, abort, jsonify, request
 from quart.globals import websocket_ctx
-from quart_schema import QuartSchema, RequestSchemaValidationError, hide
+from quart_schema import QuartSchema, RequestSchemaValidationError
 from quart_trio import QuartTrio
 
 from .api import api_blueprint, error_status, schema_error
+from .api_docs import add_api_docs
 from .asgi import (
     DrainClosedWebSockets,
     ProxyHeaders,
@@ -115,90 +114,6 @@ def create_app(platform: Platform) -> QuartTrio:
         return response
 
     return app
-
-
-# --------------------------------------------------------------------------- the API's documentation page
-
-
-def swagger_ui_files() -> Path:
-    """The Swagger UI files the swagger-ui-py package ships (found without importing the package)."""
-    spec = importlib.util.find_spec("swagger_ui")
-    assert spec is not None and spec.submodule_search_locations, "the swagger-ui-py package is missing"
-    return Path(next(iter(spec.submodule_search_locations))) / "static"
-
-
-SWAGGER_UI = swagger_ui_files()
-API_DOCS_ASSETS = {  # name: MIME type; the Swagger UI files come from the swagger-ui-py package
-    "swagger-ui.css": "text/css",
-    "swagger-ui-bundle.js": "text/javascript",
-    "swagger-ui-standalone-preset.js": "text/javascript",
-    "start.js": "text/javascript",
-    "api-docs.css": "text/css",
-}
-API_DOCS_START = """window.ui = SwaggerUIBundle({
-  url: "/api/openapi.json",
-  dom_id: "#swagger-ui",
-  deepLinking: false,
-  presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
-  layout: "BaseLayout",
-});
-"""
-# Swagger UI's own colours fail WCAG AA contrast (white on light blue and green method labels); its
-# deep links put a link inside each operation's toggle button, and its top bar has an unlabelled
-# input: hence no deep links, the base layout (no top bar) and these colours.
-API_DOCS_CSS = """.swagger-ui .opblock .opblock-summary-method { color: #fff; }
-.swagger-ui .opblock.opblock-get .opblock-summary-method { background: #1d5fa7; }
-.swagger-ui .opblock.opblock-post .opblock-summary-method { background: #1b7a4f; }
-.swagger-ui .opblock.opblock-put .opblock-summary-method { background: #a35a00; }
-.swagger-ui .opblock.opblock-delete .opblock-summary-method { background: #b3261e; }
-.swagger-ui .opblock.opblock-patch .opblock-summary-method { background: #2e6e60; }
-.swagger-ui .opblock.opblock-head .opblock-summary-method,
-.swagger-ui .opblock.opblock-options .opblock-summary-method { background: #6a3fb5; }
-.swagger-ui .btn.authorize { color: #1b7a4f; border-color: #1b7a4f; }
-.swagger-ui .btn.authorize svg { fill: #1b7a4f; }
-.swagger-ui .info .title small.version-stamp { background-color: #3d6b00; }
-.swagger-ui .info a, .swagger-ui .url, .swagger-ui .info .link { color: #1d5fa7; }
-"""
-API_DOCS_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <title>distribute API</title>
-  <link rel="stylesheet" href="/api/docs/swagger-ui.css">
-  <link rel="stylesheet" href="/api/docs/api-docs.css">
-</head>
-<body>
-  <div id="swagger-ui"></div>
-  <script src="/api/docs/swagger-ui-bundle.js"></script>
-  <script src="/api/docs/swagger-ui-standalone-preset.js"></script>
-  <script src="/api/docs/start.js"></script>
-</body>
-</html>
-"""
-
-
-@cache
-def api_docs_asset(name: str) -> bytes:
-    own = {"start.js": API_DOCS_START, "api-docs.css": API_DOCS_CSS}
-    return own[name].encode() if name in own else (SWAGGER_UI / name).read_bytes()
-
-
-def add_api_docs(app: QuartTrio) -> None:
-    """/api/docs: Swagger UI over /api/openapi.json, every script and style served by this server."""
-
-    @app.get("/api/docs")
-    @hide
-    async def api_docs() -> Response:
-        return Response(API_DOCS_PAGE, mimetype="text/html")
-
-    @app.get("/api/docs/<name>")
-    @hide
-    async def api_docs_file(name: str) -> Response:
-        if name not in API_DOCS_ASSETS:
-            abort(404)
-        response = Response(api_docs_asset(name), mimetype=API_DOCS_ASSETS[name])
-        response.headers["Cache-Control"] = "no-cache"
-        return response
 
 
 @dataclass(frozen=True)
