@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from tests.conftest import SEED_ANSWER, SEED_GENERATOR, SEED_KERNEL, SEED_STATIC
 from tests.support.nginx import NGINX_CONF, Nginx, open_ws, start_nginx
 from tests.support.pg import fresh_database
 from tests.support.protocol_client import Outcome, receive, receive_tasks, seed_kernel, send, work_on
+from tests.support.serve_process import start_serve_process
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVERS = 3
 PASSWORD = "correct horse battery"
 OWNER = "owner@example.org"
-READY = re.compile(rb"distribute serving on (http://[^\s,]+)")
 SERVER_ENV = {
     "DISTRIBUTE_FORWARDED_ALLOW_IPS": "127.0.0.1",
     "DISTRIBUTE_LEASE_SECONDS": "3",
@@ -89,32 +88,8 @@ StartSite = Callable[..., Awaitable[Site]]
 
 
 async def _start_server(nursery: trio.Nursery, database: str, log: Path, env: dict[str, str]) -> Server:
-    command = [sys.executable, "-m", "distribute", "serve", "--port", "0", "--database", database]
-    with log.open("wb") as stderr:
-        run = partial(
-            trio.run_process,
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            env={**os.environ, **SERVER_ENV, **env},
-            check=False,  # a server killed on purpose exits with -9
-        )
-        process: trio.Process = await nursery.start(run)
-    assert process.stdout is not None
-    seen = b""
-    with trio.fail_after(60):
-        while (match := READY.search(seen)) is None:
-            chunk = await process.stdout.receive_some()
-            assert chunk, f"server exited before it was ready:\n{seen.decode()}\n{log.read_text()}"
-            seen += chunk
-    nursery.start_soon(_drain, process.stdout)
-    return Server(process, match.group(1).decode())
-
-
-async def _drain(stream: trio.abc.ReceiveStream) -> None:
-    while await stream.receive_some():
-        pass
+    process, url = await start_serve_process(nursery, database, log, {**SERVER_ENV, **env})
+    return Server(process, url)
 
 
 @pytest.fixture

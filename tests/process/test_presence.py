@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, closing
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +27,11 @@ from distribute import protocol as p
 from tests.conftest import SEED_GENERATOR, SEED_KERNEL, SEED_STATIC
 from tests.support.pg import fresh_database, stop_cluster
 from tests.support.protocol_client import receive, send
+from tests.support.serve_process import start_serve_process
 
 pytestmark = pytest.mark.slow
 
 PASSWORD = "correct horse battery"
-READY = re.compile(rb"distribute serving on (http://[^\s,]+)")
 CSRF = re.compile(r'name="csrf" value="([^"]*)"')
 
 
@@ -55,29 +53,6 @@ class Pair:
         return httpx.AsyncClient(base_url=self.urls[index], headers=headers, timeout=30)
 
 
-async def _serve(nursery: trio.Nursery, database: str, log: Path) -> tuple[trio.Process, str]:
-    command = [sys.executable, "-m", "distribute", "serve", "--port", "0", "--database", database]
-    with log.open("wb") as stderr:
-        run = partial(
-            trio.run_process, command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, check=False
-        )
-        process: trio.Process = await nursery.start(run)
-    assert process.stdout is not None
-    seen = b""
-    with trio.fail_after(60):
-        while (match := READY.search(seen)) is None:
-            chunk = await process.stdout.receive_some()
-            assert chunk, f"server exited before it was ready:\n{log.read_text()}"
-            seen += chunk
-    nursery.start_soon(_drain, process.stdout)
-    return process, match.group(1).decode()
-
-
-async def _drain(stream: trio.abc.ReceiveStream) -> None:
-    while await stream.receive_some():
-        pass
-
-
 @pytest.fixture
 async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
     database = fresh_database()
@@ -90,7 +65,7 @@ async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
     )
     token = created.stdout.decode().split()[-1]
     async with trio.open_nursery() as nursery:
-        started = [await _serve(nursery, database, tmp_path / f"server{i}.log") for i in range(2)]
+        started = [await start_serve_process(nursery, database, tmp_path / f"server{i}.log") for i in range(2)]
         yield Pair(database, [url for _, url in started], token, [process for process, _ in started])
         nursery.cancel_scope.cancel()
 

@@ -10,14 +10,10 @@ nobody will answer; they expire after `lease_seconds` (3 s here) and the survivo
 
 from __future__ import annotations
 
-import os
-import re
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +27,7 @@ from distribute import protocol as p
 from tests.conftest import SEED_ANSWER, SEED_GENERATOR, SEED_KERNEL, SEED_STATIC
 from tests.support.pg import fresh_database, stop_cluster
 from tests.support.protocol_client import Outcome, receive, receive_tasks, seed_kernel, send, work
+from tests.support.serve_process import start_serve_process
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +41,6 @@ SERVER_ENV = {
     "DISTRIBUTE_REFILL_BATCH": "8",
     "DISTRIBUTE_REFILL_GROWTH": "1",  # and no growth: a fast process must not lease half of them at once
 }
-READY = re.compile(rb"distribute serving on (http://[^\s,]+)")
 # What a worker sees when its server is SIGKILLed (trio-websocket may wrap it in an exception group).
 GONE = (OSError, HandshakeError, ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError)
 
@@ -83,32 +79,8 @@ class Cluster:
 
 
 async def _start_server(nursery: trio.Nursery, database: str, log: Path) -> Server:
-    command = [sys.executable, "-m", "distribute", "serve", "--port", "0", "--database", database]
-    with log.open("wb") as stderr:  # the child keeps its own descriptor
-        run = partial(
-            trio.run_process,
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            env={**os.environ, **SERVER_ENV},
-            check=False,  # a server killed on purpose exits with -9
-        )
-        process: trio.Process = await nursery.start(run)
-    assert process.stdout is not None
-    seen = b""
-    with trio.fail_after(60):
-        while (match := READY.search(seen)) is None:
-            chunk = await process.stdout.receive_some()
-            assert chunk, f"server exited before it was ready:\n{seen.decode()}\n{log.read_text()}"
-            seen += chunk
-    nursery.start_soon(_drain, process.stdout)
-    return Server(process, match.group(1).decode(), log)
-
-
-async def _drain(stream: trio.abc.ReceiveStream) -> None:
-    while await stream.receive_some():
-        pass
+    process, url = await start_serve_process(nursery, database, log, SERVER_ENV)
+    return Server(process, url, log)
 
 
 @pytest.fixture
