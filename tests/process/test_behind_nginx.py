@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg2
 import pytest
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, WebSocketConnection, open_websocket_url
 
 from distribute import protocol as p
 from tests.browser.conftest import BrowserThread, HostSite, host_page
-from tests.conftest import SEED_ANSWER, SEED_GENERATOR, SEED_KERNEL, SEED_STATIC
+from tests.conftest import SEED_GENERATOR, SEED_KERNEL, SEED_STATIC
+from tests.support.exactly_once import assert_seed_answered_exactly_once
 from tests.support.nginx import NGINX_CONF, Nginx, open_ws, start_nginx
 from tests.support.pg import fresh_database
 from tests.support.protocol_client import Outcome, receive, receive_tasks, seed_kernel, send, work_on
@@ -161,20 +161,11 @@ async def _results(site: Site, campaign_id: int) -> list[dict[str, Any]]:
 
 
 async def _check_exact(site: Site, campaign_id: int) -> list[dict[str, Any]]:
-    """Complete, every dataset answered exactly once (through the API and in the database itself)."""
+    """Complete, every dataset answered exactly once (see `assert_seed_answered_exactly_once`)."""
     async with site.api() as client:
         campaign = await _campaign(client, campaign_id)
     rows = await _results(site, campaign_id)
-    assert campaign["status"] == "complete", campaign
-    assert campaign["datasets"]["done"] == campaign["datasets"]["total"] == 100, campaign["datasets"]
-    assert sorted(n for row in rows for n in row["result"] or ()) == SEED_ANSWER
-    assert len(rows) == len({row["dataset_id"] for row in rows}) == 100
-    with psycopg2.connect(site.database) as connection, connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT dataset FROM result WHERE campaign = %s GROUP BY dataset HAVING COUNT(*) > 1", (campaign_id,)
-        )
-        assert cursor.fetchall() == []
-    connection.close()
+    assert_seed_answered_exactly_once(site.database, campaign_id, campaign, rows)
     return rows
 
 

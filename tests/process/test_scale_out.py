@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg2
 import pytest
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from distribute import protocol as p
 from tests.conftest import SEED_ANSWER, SEED_GENERATOR, SEED_KERNEL, SEED_STATIC
+from tests.support.exactly_once import assert_seed_answered_exactly_once
 from tests.support.pg import fresh_database, stop_cluster
 from tests.support.protocol_client import Outcome, receive, receive_tasks, seed_kernel, send, work
 from tests.support.serve_process import start_serve_process
@@ -170,19 +170,7 @@ async def _check_exact(cluster: Cluster, campaign_id: int) -> dict[str, Any]:
         )
     assert response.status_code == 200, response.text
     rows = response.json()
-    assert campaign["status"] == "complete", campaign
-    assert campaign["datasets"]["done"] == campaign["datasets"]["total"] == 100, campaign["datasets"]
-    assert sorted(n for row in rows for n in row["result"] or ()) == SEED_ANSWER
-    assert len(rows) == len({row["dataset_id"] for row in rows}) == 100
-    # The same from the database itself: no dataset with two result rows, none left open.
-    with psycopg2.connect(cluster.database) as connection, connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT dataset FROM result WHERE campaign = %s GROUP BY dataset HAVING COUNT(*) > 1", (campaign_id,)
-        )
-        assert cursor.fetchall() == []
-        cursor.execute("SELECT COUNT(*) FROM dataset WHERE campaign = %s AND state <> 'done'", (campaign_id,))
-        assert cursor.fetchone() == (0,)
-    connection.close()
+    assert_seed_answered_exactly_once(cluster.database, campaign_id, campaign, rows)
     assert campaign["results"] == len(SEED_ANSWER)  # one dataset per multiple of 123 (123 > 100)
     assert campaign["compute_seconds"] > 0  # summed in the database over all three processes
     return campaign
