@@ -73,6 +73,19 @@ class Stranger:
                 await trio.sleep(0.05)
         return campaign
 
+    async def the_one_mail(self, link: re.Pattern[str]) -> tuple[bytes, str]:
+        """The only mail in the outbox once it arrives: its raw bytes and the link in its plain text."""
+        with trio.fail_after(10):
+            while not (mails := sorted((self.folder / "outbox").glob("*.eml"))):
+                await trio.sleep(0.02)
+        (mail,) = mails
+        raw = mail.read_bytes()
+        body = email.message_from_bytes(raw, policy=email.policy.default).get_body(preferencelist=("plain",))
+        assert body is not None
+        found = link.search(body.get_content())
+        assert found, body.get_content()
+        return raw, found.group(0)
+
     async def serves_an_honest_worker(self) -> None:
         """After the attack: a small campaign of the stranger's is computed to the end by a protocol worker."""
         campaign_id = await self.upload(SEED_KERNEL, SMALL_GENERATOR, SEED_STATIC)
@@ -273,19 +286,9 @@ async def test_a_password_reset_with_a_forged_host_never_links_to_that_host(star
             "/reset", data={"csrf": match.group(1), "email": STRANGER}, headers={"Host": "evil.example"}
         )
     assert response.status_code == 200, response.text
-    outbox = stranger.folder / "outbox"
-    with trio.fail_after(10):
-        while not (mails := sorted(outbox.glob("*.eml"))):
-            await trio.sleep(0.02)
-    (mail,) = mails
-    raw = mail.read_bytes()
+    raw, link = await stranger.the_one_mail(_LINK)
     assert b"evil.example" not in raw
-    message = email.message_from_bytes(raw, policy=email.policy.default)
-    body = message.get_body(preferencelist=("plain",))
-    assert body is not None
-    link = _LINK.search(body.get_content())
-    assert link, body.get_content()
-    assert link.group(0).startswith(stranger.url.rstrip("/") + "/reset/")
+    assert link.startswith(stranger.url.rstrip("/") + "/reset/")
     await stranger.serves_an_honest_worker()
 
 
@@ -336,17 +339,9 @@ async def test_an_unverified_stranger_creates_no_campaign_until_following_the_ma
     refused = await stranger.api.post("/api/campaigns", files=files)
     assert refused.status_code == 403, refused.text
     assert "must be verified" in refused.json()["error"]
-    outbox = stranger.folder / "outbox"
-    with trio.fail_after(10):
-        while not (mails := sorted(outbox.glob("*.eml"))):
-            await trio.sleep(0.02)
-    (mail,) = mails
-    message = email.message_from_bytes(mail.read_bytes(), policy=email.policy.default)
-    body = message.get_body(preferencelist=("plain",))
-    assert body is not None
-    link = _VERIFY_LINK.search(body.get_content())
-    assert link and link.group(0).startswith(stranger.url.rstrip("/") + "/verify/"), body.get_content()
+    _, link = await stranger.the_one_mail(_VERIFY_LINK)
+    assert link.startswith(stranger.url.rstrip("/") + "/verify/"), link
     async with httpx.AsyncClient(timeout=30) as anyone:  # the link works without the session
-        followed = await anyone.get(link.group(0))
+        followed = await anyone.get(link)
     assert followed.status_code == 200, followed.text
     await stranger.serves_an_honest_worker()
