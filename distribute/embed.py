@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from quart import Blueprint, Response, request, send_from_directory
 
-from .models import FINISHED_WITH_FAILURES, CampaignStatus
+from .models import FINISHED_WITH_FAILURES, Campaign, CampaignStatus
 from .webstate import current_platform
 
 __all__ = [
@@ -349,8 +349,13 @@ async def broker_for_campaign(campaign_id: int) -> Response:
         byline=_byline(owner.display_name if owner else "", _server_url()),
         about=campaign.description or "A computation that anyone can help with from their browser.",
         explain=_explain(f"“{name}”", _server_url()),
-        state=CARD_STATES.get((await campaigns.state(campaign)).key, "idle"),
+        state=await _card_state(campaign),
     )
+
+
+async def _card_state(campaign: Campaign) -> str:
+    """What the card shows of a campaign's state: complete, ended (with failures), halted (paused) or idle."""
+    return CARD_STATES.get((await current_platform().campaigns.state(campaign)).key, "idle")
 
 
 @embed_blueprint.get("/embed/<int:campaign_id>/state")
@@ -361,8 +366,11 @@ async def card_state(campaign_id: int) -> Response:
     campaign = await campaigns.get(campaign_id)
     if campaign is None or campaign.deleted or campaign.status == CampaignStatus.FAILED:
         return Response('{"state": null}', status=404, mimetype="application/json")
-    state = CARD_STATES.get((await campaigns.state(campaign)).key, "idle")
-    return Response(json.dumps({"state": state}), mimetype="application/json", headers={"Cache-Control": "no-store"})
+    return Response(
+        json.dumps({"state": await _card_state(campaign)}),
+        mimetype="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 @embed_blueprint.get("/embed/any")
