@@ -319,14 +319,16 @@ async def test_headless_workers_complete_a_campaign_exactly_through_nginx(start_
 
 def _contribute(chromium: BrowserThread, url: str) -> Any:
     """On the browser thread: a fresh context trusting the test certificate, the host page, Contribute
-    clicked; returns once the page's worker has its first tasks (its WebSocket is open)."""
+    clicked; returns once the page's worker has its first tasks (its WebSocket is open), or has heard that
+    nothing is left: the tabs opened first may finish the seed campaign before the last one connects."""
     context = chromium.browser.new_context(ignore_https_errors=True)
     page = context.new_page()
     page.goto(url)
     page.frame_locator("iframe").first.locator("#contribute").click()
     broker = next(f for f in page.frames if "/embed/" in f.url and "/embed/runner" not in f.url)
     broker.wait_for_function(
-        "() => document.body.dataset.state === 'running' || Number(document.body.dataset.done) > 0", timeout=30_000
+        "() => ['running', 'done'].includes(document.body.dataset.state) || Number(document.body.dataset.done) > 0",
+        timeout=30_000,
     )
     return context
 
