@@ -103,3 +103,34 @@ async def test_a_checkpoint_for_a_task_the_connection_does_not_hold_is_ignored(l
             while (message := await receive(ws)) != p.Pong(5):
                 assert not isinstance(message, p.Bye), message
     assert 10**12 not in live_server.platform.dispatcher.checkpoints.latest
+
+
+RESUMING_KERNEL = """({
+  main: function (d, ctx) {
+    ctx.progress(0.5);
+    ctx.checkpoint({ step: 1 });
+    return { i: d.i, resumedFrom: ctx.resume ? ctx.resume.step : 0 };
+  }
+})"""
+COUNTING_GENERATOR = "({ main: function () { var a = []; for (var i = 0; i < 3; i++) a.push({ i: i }); return a; } })"
+
+
+async def test_the_headless_worker_gives_a_reissued_tasks_checkpoint_to_its_kernel_as_ctx_resume(
+    live_server: LiveServer,
+) -> None:
+    from distribute.worker import run_worker
+
+    campaign_id = await live_server.create_campaign(
+        kernel=RESUMING_KERNEL, generator=COUNTING_GENERATOR, static="", task_timeout=600
+    )
+    with trio.fail_after(60):
+        async with open_websocket_url(live_server.ws_url) as first:
+            _, (task,) = await hello(first, campaign_id)
+            await send(first, p.Checkpoint(task.id, msgpack.packb({"step": 6})))
+            while task.id not in live_server.platform.dispatcher.checkpoints.latest:
+                await trio.sleep(0.01)
+        await run_worker(live_server.url, campaign=campaign_id)
+    await live_server.wait_complete(campaign_id)
+    rows = {row["dataset_id"]: row["result"] for row in await live_server.results(campaign_id)}
+    assert rows[task.id]["resumedFrom"] == 6
+    assert sorted(r["resumedFrom"] for r in rows.values()) == [0, 0, 6]  # the others started afresh
