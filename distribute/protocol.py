@@ -444,7 +444,8 @@ def checkpoint_state(state: Any, limit: int = MAX_CHECKPOINT_BYTES) -> bytes:
             CLOSE_PROTOCOL_ERROR, f"checkpoint state is not one msgpack value: {type(exc).__name__}"
         ) from None
     if problem := not_plain(value):
-        raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"checkpoint state is not plain data: {problem}")
+        where = problem.replace(" at result", " at state", 1)
+        raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"checkpoint state is not plain data: {where}")
     return state
 
 

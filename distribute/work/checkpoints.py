@@ -81,6 +81,7 @@ class Checkpoints:
         computed them since this one last did)."""
         for dataset in datasets:
             self.latest.pop(dataset.id, None)
+            self.unsaved.pop(dataset.id, None)
 
     def answered(self, dataset_id: int, *, finished: bool) -> None:
         """The task's answer arrived. A result leaves nothing to resume (storage clears its copy when the

@@ -60,3 +60,9 @@ def test_the_campaign_frame_announces_progress_and_checkpoints_with_their_limits
     info = p.CampaignInfo(3, "n", "h", None, None, 60.0, 1024, p.FEATURES, 65536, 10.0)
     decoded = p.decode_server(p.encode(info))
     assert decoded == info and {p.FEATURE_PROGRESS, p.FEATURE_CHECKPOINT} <= set(info.features)
+
+
+def test_a_state_that_is_not_plain_data_says_where() -> None:
+    with pytest.raises(ProtocolError) as raised:
+        p.decode_client(msgpack.packb({"t": "checkpoint", "id": 7, "state": msgpack.packb({"a": [b"x"]})}))
+    assert raised.value.reason == "checkpoint state is not plain data: binary data (msgpack bin) at state['a'][0]"
