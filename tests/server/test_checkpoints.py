@@ -134,3 +134,20 @@ async def test_the_headless_worker_gives_a_reissued_tasks_checkpoint_to_its_kern
     rows = {row["dataset_id"]: row["result"] for row in await live_server.results(campaign_id)}
     assert rows[task.id]["resumedFrom"] == 6
     assert sorted(r["resumedFrom"] for r in rows.values()) == [0, 0, 6]  # the others started afresh
+
+
+async def test_the_latest_checkpoint_is_written_to_storage_for_whichever_process_leases_the_dataset_next(
+    live_server: LiveServer,
+) -> None:
+    campaign_id = await live_server.create_campaign(task_timeout=600)
+    dispatcher = live_server.platform.dispatcher
+    async with open_websocket_url(live_server.ws_url) as ws:
+        _, (task,) = await hello(ws, campaign_id)
+        await send(ws, p.Checkpoint(task.id, STATE))
+        with trio.fail_after(10):
+            while task.id not in dispatcher.checkpoints.latest or dispatcher.checkpoints.unsaved:
+                await trio.sleep(0.01)  # received, then written by the group commit loop
+        # As if this process had died: its lease ends, and another process leases the dataset.
+        await dispatcher.storage.release(dispatcher.owner, [task.id])
+        leased = await dispatcher.storage.lease(campaign_id, 1000, "another-process", 30)
+    assert {d.id: d.checkpoint for d in leased}[task.id] == STATE
