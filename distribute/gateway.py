@@ -16,6 +16,7 @@ client id whose tasks expired or were dropped unanswered, and grow back as it an
 
 A worker may hand tasks back unfinished (`release`, v1.1): they go back to the queue at once, count
 neither as answered nor as missed, and ids it does not hold are ignored; with `final` it gets no more.
+`progress` and `checkpoint` (v1.1) go to `work.checkpoints` for tasks the connection holds (others are ignored).
 
 Results are checked before anything else touches them (`protocol.not_plain`): a value that is not
 plain data (binary, extension types, non-string map keys, nesting deeper than protocol.MAX_DEPTH)
@@ -50,6 +51,7 @@ from .limits import (
 from .logs import CONNECTION_ID
 from .models import Campaign, CampaignStatus, FailedTask, FinishedTask
 from .settings import Settings
+from .work.checkpoints import features
 from .work.dispatcher import Dispatcher
 from .work.verification import canonical, worker_key
 
@@ -215,6 +217,7 @@ class Gateway:
             self._left(session, limits)
             self.dispatcher.unlisten(session.id)
             self.dispatcher.drop_connection(session.id, list(session.held))
+            self.dispatcher.checkpoints.left(session.held)
             del self.sessions[session.id]
 
     # ------------------------------------------------------------------ receiving
@@ -263,6 +266,10 @@ class Gateway:
                     )
                 session.pongs.append(message.nonce)
                 session.wake()
+            case p.Progress() if message.task in session.held:
+                self.dispatcher.checkpoints.progress(message.task, message.fraction)
+            case p.Checkpoint() if message.task in session.held:
+                self.dispatcher.checkpoints.checkpoint(message.task, message.state, session.campaign)
             case p.Hello():
                 raise ProtocolError(p.CLOSE_PROTOCOL_ERROR, "'hello' may only be the first frame")
 
@@ -274,6 +281,7 @@ class Gateway:
             limits.missed.discard(task)
         if tasks:
             self.dispatcher.release(session.id, tasks)
+            self.dispatcher.checkpoints.left(tasks)
             self._freed(limits, len(tasks))
             log.info("connection %d handed back %d task(s)", session.id, len(tasks))
         session.leaving |= message.final
@@ -331,6 +339,7 @@ class Gateway:
     def _record(self, session: Session, outcome: FinishedTask | FailedTask) -> None:
         if not self.dispatcher.finish(session.id, outcome):
             raise ProtocolError(p.CLOSE_POLICY_VIOLATION, f"task {outcome.dataset_id} is not held by this connection")
+        self.dispatcher.checkpoints.answered(outcome.dataset_id, finished=isinstance(outcome, FinishedTask))
 
     # ------------------------------------------------------------------ limits
 
@@ -422,7 +431,8 @@ class Gateway:
                             session.held[dataset.id] = (campaign.id, len(dataset.payload), now)
                             session.inflight_bytes += len(dataset.payload)
                         session.idle_sent = False
-                        await ws.send(p.encode_tasks([p.Task(d.id, d.payload) for d in tasks]))
+                        resume = self.dispatcher.checkpoints.handed_out
+                        await ws.send(p.encode_tasks([p.Task(d.id, d.payload, resume(d)) for d in tasks]))
                         continue
             if not session.held and not session.idle_sent:
                 session.idle_sent = True
@@ -473,7 +483,9 @@ class Gateway:
                     static=None if known else campaign.static_dataset,
                     task_timeout=campaign.task_timeout,
                     max_result_bytes=self.settings.max_result_bytes,
-                    features=p.FEATURES,
+                    features=features(campaign, p.FEATURES),
+                    checkpoint_max_bytes=self.settings.checkpoint_max_bytes,
+                    checkpoint_interval=self.settings.checkpoint_interval,
                 )
             )
         )

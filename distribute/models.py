@@ -125,6 +125,7 @@ class LeasedDataset:
     payload: bytes  # msgpack, exactly as the generator sandbox produced it
     votes: tuple[tuple[str, str], ...] = ()  # replicated: (worker key, address) of stored pending results
     expected: bytes | None = None  # spot checks: the known answer (canonical msgpack)
+    checkpoint: bytes | None = None  # the latest checkpointed state (msgpack) a reissued task resumes from
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import trio
 
@@ -83,6 +84,12 @@ class Platform:
         last heartbeat)."""
         here = sum(1 for s in self.gateway.sessions.values() if s.campaign and s.campaign.id == campaign_id)
         return here + self.elsewhere.get(campaign_id, 0)
+
+    def tasks_in_progress(self, campaign_id: int) -> dict[str, Any]:
+        """This process's tasks of the campaign held by workers, with the progress they reported
+        (`work.checkpoints`); other server processes' workers are not counted here."""
+        held = (t for s in self.gateway.sessions.values() for t, (c, _, _) in s.held.items() if c == campaign_id)
+        return self.dispatcher.checkpoints.in_progress(held)
 
     def workers_connected(self) -> int:
         """Workers connected to every server process (the others' as of their last heartbeat)."""

@@ -1,4 +1,8 @@
-"""Worker wire protocol v1 (with the additive v1.1 `release` frame): messages, encoding, decoding, validation.
+"""Worker wire protocol v1 (with the additive v1.1 frames): messages, encoding, decoding, validation.
+
+v1.1 adds `release`, `progress` and `checkpoint` (client to server), each used only when the server lists
+its feature in the `campaign` frame, and an optional third element of a `tasks` entry: the msgpack
+state a reissued task resumes from.
 
 Pure: no I/O, no clocks, no storage. The gateway (server) and the headless worker (client) both
 speak through this module; the browser harness implements the same rules in `embed/src/protocol.js`.
@@ -28,18 +32,23 @@ __all__ = [
     "CLOSE_TOO_BIG",
     "CLOSE_UNSUPPORTED_DATA",
     "FEATURES",
+    "FEATURE_CHECKPOINT",
+    "FEATURE_PROGRESS",
     "FEATURE_RELEASE",
+    "MAX_CHECKPOINT_BYTES",
     "MAX_CLIENT_TEXT",
     "MAX_DEPTH",
     "MAX_SLOTS",
     "VERSION",
     "Bye",
     "CampaignInfo",
+    "Checkpoint",
     "ClientMessage",
     "Hello",
     "Idle",
     "Ping",
     "Pong",
+    "Progress",
     "Release",
     "Result",
     "Results",
@@ -58,7 +67,9 @@ VERSION = 1
 # Additions to v1 a server supports, listed in its `campaign` frames (v1.1): a client uses one only
 # when its server lists it, so old servers never receive what they would not understand.
 FEATURE_RELEASE = "release"  # the client may hand tasks back unfinished (`Release`)
-FEATURES = (FEATURE_RELEASE,)
+FEATURE_PROGRESS = "progress"  # the client may report a task's progress (`Progress`)
+FEATURE_CHECKPOINT = "checkpoint"  # the client may checkpoint a task's state (`Checkpoint`); reissued tasks resume
+FEATURES = (FEATURE_RELEASE, FEATURE_PROGRESS, FEATURE_CHECKPOINT)
 
 # WebSocket close codes (RFC 6455 §7.4.1) used when a peer misbehaves.
 CLOSE_NORMAL = 1000
@@ -70,6 +81,9 @@ CLOSE_TOO_BIG = 1009  # a frame over the size limit
 MAX_SLOTS = 256  # most tasks one connection may ask to hold at once
 MAX_TEXT = 64 * 1024  # longest error message / stack trace kept
 MAX_FEATURES = 16  # most names in a `campaign` frame's `features` (each up to 64 characters)
+# The hard cap of a checkpoint's state, checked before the state is decoded; the server's setting
+# `checkpoint_max_bytes` (at most this) is the cap it announces and enforces.
+MAX_CHECKPOINT_BYTES = 16 * 1024 * 1024
 MAX_CLIENT_TEXT = 256  # longest string value of hello's `client` map kept (embed/src/protocol.js clips alike)
 
 
@@ -123,6 +137,25 @@ class Release:
 
 
 @dataclass(frozen=True, slots=True)
+class Progress:
+    """How far the kernel is with `task` (v1.1, FEATURE_PROGRESS): `fraction` in [0, 1]."""
+
+    task: int
+    fraction: float
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The kernel's state for `task` (v1.1, FEATURE_CHECKPOINT): plain data, msgpack-encoded.
+
+    A reissued task carries the latest one (`Task.resume`); decoding checked its size against
+    MAX_CHECKPOINT_BYTES before decoding it, and that it is plain data."""
+
+    task: int
+    state: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     nonce: int = 0
 
@@ -142,14 +175,19 @@ class CampaignInfo:
     task_timeout: float
     max_result_bytes: int
     features: tuple[str, ...] = ()  # v1.1: the additions to v1 this server supports (FEATURES)
+    checkpoint_max_bytes: int = 0  # v1.1 (FEATURE_CHECKPOINT): the largest state the server keeps
+    checkpoint_interval: float = 0.0  # v1.1 (FEATURE_CHECKPOINT): send at most one checkpoint per task this often
 
 
 @dataclass(frozen=True, slots=True)
 class Task:
-    """One dataset to compute; `dataset` is the dataset's msgpack encoding."""
+    """One dataset to compute; `dataset` is the dataset's msgpack encoding.
+
+    `resume` (v1.1): the msgpack state of the task's latest checkpoint, when it is handed out again."""
 
     id: int
     dataset: bytes
+    resume: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +209,7 @@ class Pong:
     nonce: int = 0
 
 
-ClientMessage = Hello | Result | Results | TaskError | Ping | Release
+ClientMessage = Hello | Result | Results | TaskError | Ping | Release | Progress | Checkpoint
 ServerMessage = CampaignInfo | Idle | Bye | Pong
 
 
@@ -206,6 +244,10 @@ def encode(message: ClientMessage | ServerMessage) -> bytes:
             body = {"t": "ping", "n": message.nonce}
         case Release():
             body = {"t": "release", "ids": list(message.tasks), "final": message.final}
+        case Progress():
+            body = {"t": "progress", "id": message.task, "f": message.fraction}
+        case Checkpoint():
+            body = {"t": "checkpoint", "id": message.task, "state": message.state}
         case CampaignInfo():
             body = {
                 "t": "campaign",
@@ -218,6 +260,9 @@ def encode(message: ClientMessage | ServerMessage) -> bytes:
                 "max_result_bytes": message.max_result_bytes,
                 "features": list(message.features),
             }
+            if message.checkpoint_max_bytes:
+                body["checkpoint_max_bytes"] = message.checkpoint_max_bytes
+                body["checkpoint_interval"] = message.checkpoint_interval
         case Idle():
             body = {"t": "idle", "reason": message.reason}
         case Bye():
@@ -238,13 +283,16 @@ def encode_tasks(tasks: Sequence[Task]) -> bytes:
 
     The frame is ``{"t": "tasks", "tasks": [[id, dataset], ...]}``; msgpack values are
     self-delimiting, so pre-encoded datasets can be concatenated into the array as they are.
+    A task with a resume state is ``[id, dataset, state]``, the state as msgpack binary (v1.1).
     """
     packer = msgpack.Packer()
     parts = [b"\x82", _TASKS_HEAD, packer.pack_array_header(len(tasks))]
     for task in tasks:
-        parts.append(b"\x92")  # fixarray of 2
+        parts.append(b"\x92" if task.resume is None else b"\x93")  # fixarray of 2 (3 with a resume state)
         parts.append(packer.pack(task.id))
         parts.append(task.dataset)
+        if task.resume is not None:
+            parts.append(packer.pack(task.resume))
     return b"".join(parts)
 
 
@@ -355,6 +403,13 @@ def decode_client(frame: bytes | str) -> ClientMessage:
         if not isinstance(ids, list) or len(ids) > MAX_SLOTS or not isinstance(final, bool):
             raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"'ids' must be a list of at most {MAX_SLOTS} task ids")
         return Release(tasks=tuple(_int({"id": task}, "id") for task in ids), final=final)
+    if kind == "progress":
+        fraction = body.get("f")
+        if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 <= fraction <= 1:
+            raise ProtocolError(CLOSE_PROTOCOL_ERROR, "'f' must be a number in [0, 1]")
+        return Progress(task=_int(body, "id"), fraction=float(fraction))
+    if kind == "checkpoint":
+        return Checkpoint(task=_int(body, "id"), state=checkpoint_state(body.get("state")))
     if kind == "hello":
         version = _int(body, "v", low=1, high=2**31)
         if version != VERSION:
@@ -373,6 +428,25 @@ def decode_client(frame: bytes | str) -> ClientMessage:
             version=version,
         )
     raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"unknown message type {kind[:32]!r}")
+
+
+def checkpoint_state(state: Any, limit: int = MAX_CHECKPOINT_BYTES) -> bytes:
+    """A checkpoint's state as received: binary of at most `limit` bytes (checked before anything decodes
+    it) holding one msgpack value of plain data; raises ProtocolError (1009 when too big, else 1002)."""
+    if not isinstance(state, bytes):
+        raise ProtocolError(CLOSE_PROTOCOL_ERROR, "'state' must be binary (the state's msgpack encoding)")
+    if len(state) > limit:
+        raise ProtocolError(CLOSE_TOO_BIG, f"checkpoint of {len(state)} bytes is over the limit of {limit}")
+    try:
+        value = msgpack.unpackb(state, raw=False, strict_map_key=True)
+    except Exception as exc:  # garbage, trailing bytes, odd map keys
+        raise ProtocolError(
+            CLOSE_PROTOCOL_ERROR, f"checkpoint state is not one msgpack value: {type(exc).__name__}"
+        ) from None
+    if problem := not_plain(value):
+        where = problem.replace(" at result", " at state", 1)
+        raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"checkpoint state is not plain data: {where}")
+    return state
 
 
 def _features(value: Any) -> tuple[str, ...]:
@@ -394,7 +468,10 @@ def decode_server(frame: bytes) -> ServerMessage | list[Task]:
         items = body.get("tasks")
         if not isinstance(items, list):
             raise ProtocolError(CLOSE_PROTOCOL_ERROR, "'tasks' must be a list")
-        return [Task(id=int(item[0]), dataset=msgpack.packb(item[1])) for item in items]
+        return [
+            Task(id=int(item[0]), dataset=msgpack.packb(item[1]), resume=item[2] if len(item) > 2 else None)
+            for item in items
+        ]
     if kind == "campaign":
         return CampaignInfo(
             id=_int(body, "id"),
@@ -405,6 +482,8 @@ def decode_server(frame: bytes) -> ServerMessage | list[Task]:
             task_timeout=_number(body, "task_timeout"),
             max_result_bytes=_int(body, "max_result_bytes"),
             features=_features(body.get("features", [])),
+            checkpoint_max_bytes=_int(body, "checkpoint_max_bytes", optional=True) or 0,
+            checkpoint_interval=_number(body, "checkpoint_interval"),
         )
     if kind == "idle":
         return Idle(reason=_text(body, "reason", default=""))

@@ -187,6 +187,18 @@ class Settings:
         60.0, "s", "default per-task deadline; a task not answered by then is handed out again", _positive
     )
     max_task_errors: int = setting(3, "errors", "kernel errors on one dataset before it is marked failed", _positive)
+    checkpoint_max_bytes: int = setting(
+        64 * 1024,
+        "bytes",
+        "largest state a kernel may checkpoint with ctx.checkpoint (msgpack; at most 16 MiB); a larger one is refused",
+        _between(1, 16 * 1024 * 1024),
+    )
+    checkpoint_interval: float = setting(
+        10.0,
+        "s",
+        "workers send at most one checkpoint per task this often (a newer one replaces the one waiting)",
+        _positive,
+    )
     # Auto-pause (distribute/work/early.py): a broken kernel stops after a handful of tasks, not thousands.
     pause_after_failures: int = setting(
         20,

@@ -1,6 +1,8 @@
 """The headless worker (`distribute worker`): computes tasks with the JavaScript sandbox.
 
-It speaks worker protocol v1 (`distribute.protocol`) over one WebSocket, like the browser harness:
+It speaks worker protocol v1 (`distribute.protocol`) over one WebSocket, like the browser harness
+(of v1.1: `release`, and a reissued task's resume state as the kernel's ctx.resume; its sandbox sends
+nothing while a kernel runs, so ctx.progress and ctx.checkpoint are accepted and not sent):
 `hello`, then `campaign` frames (the kernel is loaded with `open_kernel` into a child of the worker's
 own sandbox pool, kept while its content hash is unchanged) and `tasks` frames. Three tasks run per connection: the receive loop queues tasks as they
 arrive (several are in flight, so the next dataset is already here when one finishes), the compute
@@ -276,7 +278,7 @@ class _Session:
         try:
             if self.kernel is None:
                 raise self.kernel_error or KernelError("a task arrived before its campaign")
-            value, compute_ms = await self.kernel.run(task.dataset, timeout)
+            value, compute_ms = await self.kernel.run(task.dataset, timeout, task.resume)
         except KernelError as exc:
             ms = (time.perf_counter() - started) * 1000.0
             await self.ws.send_message(p.encode(p.TaskError(task.id, exc.message, exc.stack, ms)))

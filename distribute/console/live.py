@@ -1,7 +1,8 @@
 """The live view of a campaign: server-sent events, one snapshot per interval, until the page closes.
 
 Each event is the campaign as the API shows it (`CampaignService.describe`: counts, workers, compute
-time, generation and kernel errors) plus the contributions per host site and the server's clock;
+time, generation and kernel errors) plus the contributions per host site, the tasks in progress at
+this server process's workers with their kernels' progress (`in_progress`), and the server's clock;
 the first event also carries the throughput history: results per bucket of `BUCKET_SECONDS` over the
 live window (the last `WINDOW_SECONDS` up to now), empty buckets as 0, so that a reloaded page draws
 a pause as a pause. The page then extends the chart from the counts it receives. Server-sent events
@@ -85,6 +86,9 @@ async def events(campaign_id: int) -> Response:
                 {"host": h.host, "results": h.results, "compute_seconds": round(h.compute_seconds, 3)}
                 for h in await queries.hosts(campaign.id)
             ]
+            # Tasks held by workers of this server process, with their kernels' ctx.progress (other
+            # processes' workers report to those processes; the workers count above covers them all).
+            data["in_progress"] = current_platform().tasks_in_progress(campaign.id)
             data["t"] = time.time()
             if first:
                 data["history"] = await history(queries, campaign.id, data["t"])

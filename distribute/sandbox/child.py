@@ -300,8 +300,15 @@ def _kernel_run(job: Job, req: dict[str, Any]) -> dict[str, Any]:
         text = json.dumps(msgpack.unpackb(req["dataset"]), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (ValueError, TypeError) as exc:
         return _fail("dataset", f"the dataset cannot be passed to the kernel: {exc}")
+    call = f"__d.run({json.dumps(text, ensure_ascii=False)})"
+    if req.get("resume") is not None:  # a reissued task: its last checkpoint becomes ctx.resume
+        try:
+            resume = json.dumps(msgpack.unpackb(req["resume"]), ensure_ascii=False, allow_nan=False)
+        except (ValueError, TypeError) as exc:
+            return _fail("dataset", f"the checkpoint cannot be passed to the kernel: {exc}")
+        call = f"__d.run({json.dumps(text, ensure_ascii=False)}, {json.dumps(resume, ensure_ascii=False)})"
     started = time.perf_counter()
-    status, payload = job.call(f"__d.run({json.dumps(text, ensure_ascii=False)})", req["timeout"])
+    status, payload = job.call(call, req["timeout"])
     ms = (time.perf_counter() - started) * 1000.0
     if status == "N":
         return {"ok": True, "value": None, "ms": ms}

@@ -115,8 +115,10 @@ class KernelRun:
             raise KernelError(message, stack, kind)
         self._loaded = True
 
-    async def run(self, dataset: bytes, timeout: float) -> tuple[bytes | None, float]:
-        """Run main(dataset): (msgpack of the result or None for null/undefined, compute ms).
+    async def run(self, dataset: bytes, timeout: float, resume: bytes | None = None) -> tuple[bytes | None, float]:
+        """Run main(dataset, ctx): (msgpack of the result or None for null/undefined, compute ms).
+
+        `resume`: the msgpack state of the task's last checkpoint, the kernel's ctx.resume.
 
         Raises KernelError(message, stack); after a timeout or crash the next call reloads the kernel.
         """
@@ -125,6 +127,8 @@ class KernelRun:
                 await self._load()
             try:
                 request = {"op": "run", "dataset": dataset, "timeout": timeout}
+                if resume is not None:
+                    request["resume"] = resume
                 reply = await self._lease.call(request, timeout, self._max_result_bytes + REPLY_BYTES)
             except HardTimeout:
                 self._loaded = False

@@ -19,6 +19,7 @@ Object.defineProperty(globalThis, "__d", {value: (function () {
   const SyntaxErrorC = SyntaxError, MapC = Map, SetC = Set, ArrayBufferC = ArrayBuffer, DataViewC = DataView;
   const PromiseC = Promise, iterSym = Symbol.iterator, asyncIterSym = Symbol.asyncIterator;
   const getProto = Object.getPrototypeOf, objectProto = Object.prototype, arrayProto = Array.prototype;
+  const freeze = Object.freeze, RangeErrorC = RangeError;
   const MARK = Symbol("unserialisable");
   let target = null, items = null, iter = null, pos = 0, produced = 0, maxDatasets = 0;
 
@@ -244,9 +245,25 @@ Object.defineProperty(globalThis, "__d", {value: (function () {
         return errorReply(e, "static");
       }
     },
-    run(datasetJson) {
+    // main(dataset, ctx): here ctx.resume is the state a reissued task resumes from (JSON text, or
+    // undefined); the sandbox sends nothing out while a kernel runs, so progress and checkpoints are
+    // checked and dropped (the browser harness sends them to the server).
+    run(datasetJson, resumeJson) {
       const onValue = v => (v === null || v === undefined ? "N" : "R" + encode(v));
-      try { return settle(target.main(parse(datasetJson)), onValue, "throw"); } catch (e) {
+      const ctx = freeze({
+        progress(fraction) {
+          if (typeof fraction !== "number" || !(fraction >= 0 && fraction <= 1)) {
+            throw new RangeErrorC("ctx.progress takes a number from 0 to 1");
+          }
+        },
+        checkpoint(state) {
+          if (state === null || state === undefined) {
+            throw new RangeErrorC("ctx.checkpoint refused the state: it is null or undefined");
+          }
+        },
+        resume: resumeJson === undefined ? undefined : parse(resumeJson),
+      });
+      try { return settle(target.main(parse(datasetJson), ctx), onValue, "throw"); } catch (e) {
         return errorReply(e, "throw");
       }
     },

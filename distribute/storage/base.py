@@ -209,6 +209,16 @@ class DatasetStore(Protocol):
         """Return every leased dataset whose lease ended (holder stopped renewing) to pending; how many."""
         ...
 
+    async def save_checkpoints(self, owner: str, states: Mapping[int, bytes]) -> int:
+        """Store each dataset's latest checkpointed state (msgpack bytes, kept as given); returns how many.
+
+        Only datasets `owner` still leases take a state: one done, failed, pending or leased by another
+        process is left alone, so a late write never outlives its dataset. A later `lease` of the dataset
+        (by any process) returns the state in `LeasedDataset.checkpoint`; it is cleared when the dataset
+        is done. A kernel error or a released lease keeps it, so the next attempt resumes from it.
+        """
+        ...
+
     async def store_outcomes(
         self, finished: Sequence[FinishedTask], failed: Sequence[FailedTask], max_task_errors: int
     ) -> list[int]:

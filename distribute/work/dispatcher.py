@@ -15,8 +15,7 @@ Invariant: every dataset is either stored with its result, or leased in storage 
 that will hand it out again, or pending in storage. Nothing is lost; storage accepts only the first
 answer for a dataset, so nothing is counted twice.
 
-Decisions are synchronous (no awaits between reading and changing the in-memory state); only
-storage calls and waiting are async.
+Decisions are synchronous (no awaits between reading and changing the queues); only storage and waits are async.
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from ..models import Campaign, CampaignStatus, FailedTask, FinishedTask, LeasedD
 from ..scheduler.base import Candidate, Scheduler
 from ..settings import Settings
 from ..storage import Storage
+from .checkpoints import Checkpoints
 from .decisions import Judged, Refused, Store
 from .early import EarlyFailures
 from .queues import CampaignQueue, Queues, TaskLease, has_work, overdue
@@ -74,6 +74,7 @@ class Dispatcher:
         self.early = EarlyFailures(settings.pause_after_failures, settings.pause_failure_ratio)  # auto-pause
         self._unqueued: list[int] = []  # datasets of retired queues still leased here: released at the next flush
         self._pausing: set[int] = set()  # stopped here, not yet paused in storage: not to be learned again
+        self.checkpoints = Checkpoints(storage, settings, self.owner)  # tasks' states and progress (ctx)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -339,9 +340,9 @@ class Dispatcher:
             leased = await self.storage.lease(
                 queue.campaign.id, batch, self.owner, settings.lease_seconds, replicated=replicated
             )
+            self.checkpoints.leased(leased)
             if queue.complete:
-                await self.storage.release(self.owner, [d.id for d in leased])
-                return
+                return await self.storage.release(self.owner, [d.id for d in leased])
             if replicated:
                 leased = self.verifier.add_leased(queue.campaign.replication, leased)
             # Sessions waiting for work on this campaign are woken when it had none (or, replicated,
@@ -364,6 +365,7 @@ class Dispatcher:
             self._retire(queue)
 
     async def _flush(self) -> None:
+        await self.checkpoints.flush()  # first: a dataset released below keeps its latest state
         if self._unqueued:
             unqueued, self._unqueued = self._unqueued, []
             await self.storage.release(self.owner, unqueued)
@@ -377,8 +379,7 @@ class Dispatcher:
             # Nothing was committed and the datasets are still leased to this process: keep the
             # outcomes and try again on the next round rather than lose them.
             log.exception("group commit of %d outcomes failed; will retry", len(finished) + len(failed))
-            self._finished[:0] = finished
-            self._failed[:0] = failed
+            self._finished[:0], self._failed[:0] = finished, failed
             await trio.sleep(0.5)
             return
         self.tasks_completed += len(finished)

@@ -24,8 +24,10 @@ function plural(n) {
   return n === 1 ? "1 task done" : `${n} tasks done`;
 }
 
-function describe({ state, detail, done, campaign }) {
+function describe({ state, detail, done, campaign, progress = null }) {
   const count = plural(done);
+  // The kernel's own ctx.progress, for the tasks in hand (their mean), while they run.
+  const far = state === "running" && progress !== null ? ` · ${Math.floor(progress * 100)} % of the current task` : "";
   const what = campaign ? ` on “${campaign}”` : "";
   switch (state) {
     case "starting":
@@ -34,7 +36,7 @@ function describe({ state, detail, done, campaign }) {
     case "waiting":
       return `Waiting for work · ${count}`;
     case "running":
-      return `Running${what} · ${count}`;
+      return `Running${what} · ${count}${far}`;
     case "paused":
       return `Paused · ${count}`;
     case "hidden":
@@ -53,6 +55,7 @@ function describe({ state, detail, done, campaign }) {
 function render(status) {
   document.body.dataset.state = status.state;
   document.body.dataset.done = String(status.done);
+  document.body.dataset.progress = status.progress == null ? "" : String(status.progress);
   statusLine.textContent = describe(status);
   pause.textContent = status.state === "paused" ? "Resume" : "Pause";
   if (status.state === "done" && status.detail === "complete") tellHowItEnded(status.done);

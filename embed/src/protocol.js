@@ -2,8 +2,9 @@
 // module for the rules; docs/protocol.md for the prose).
 //
 // Every frame is one binary WebSocket message holding a msgpack map with a type key `t`.
-// Client → server: hello, result, results, error, ping. Server → client: campaign, tasks, idle,
-// bye, pong. Like the server, the hot path never re-encodes a dataset or a result: `tasks` frames
+// Client → server: hello, result, results, error, ping (v1.1: release, progress, checkpoint, each sent
+// only when the campaign frame lists its feature). Server → client: campaign, tasks, idle, bye, pong; a
+// `tasks` entry may carry a third element (v1.1): the msgpack state a reissued task resumes from. Like the server, the hot path never re-encodes a dataset or a result: `tasks` frames
 // are cut into per-dataset byte ranges (the worker decodes them), and results arrive here already
 // encoded by the worker (and checked by the runner), so they are spliced into `result(s)` frames.
 
@@ -46,6 +47,18 @@ export function encodeHello({ campaign = null, slots = 1, client = {}, have = []
   if (!Number.isInteger(slots) || slots < 1 || slots > MAX_SLOTS) throw new RangeError(`slots must be 1..${MAX_SLOTS}`);
   if (campaign !== null && !(Number.isInteger(campaign) && campaign >= 1)) throw new RangeError("campaign must be a positive integer or null");
   return encode({ t: "hello", v: VERSION, campaign, slots, client: clientInfo(client), have: have.slice(0, 16) });
+}
+
+export const FEATURE_PROGRESS = "progress";
+export const FEATURE_CHECKPOINT = "checkpoint";
+
+export function encodeProgress(id, fraction) {
+  return encode({ t: "progress", id, f: Math.min(1, Math.max(0, Number(fraction) || 0)) });
+}
+
+// `state` is the checkpoint's msgpack bytes (a Uint8Array): sent as binary, never re-encoded.
+export function encodeCheckpoint(id, state) {
+  return encode({ t: "checkpoint", id, state });
 }
 
 export function encodePing(nonce = 0) {
@@ -118,12 +131,19 @@ function parseTasks(bytes, pos) {
   let at = start;
   for (let i = 0; i < count; i++) {
     const [size, next] = readHeader(bytes, at, "array");
-    if (size !== 2) fail("each task must be [id, dataset]");
+    if (size !== 2 && size !== 3) fail("each task must be [id, dataset] or [id, dataset, resume state]");
     const [id, dataStart] = readInt(bytes, next);
     if (id < 0) fail("a task id must not be negative");
     const end = scanValue(bytes, dataStart, false);
-    tasks[i] = [id, bytes.subarray(dataStart, end)];
+    tasks[i] = [id, bytes.subarray(dataStart, end), null];
     at = end;
+    if (size === 3) {
+      const stateEnd = scanValue(bytes, at, false);
+      const state = decode(bytes.subarray(at, stateEnd));
+      if (!(state instanceof Uint8Array)) fail("a task's resume state must be binary");
+      tasks[i][2] = state;
+      at = stateEnd;
+    }
   }
   return [tasks, at];
 }
@@ -173,6 +193,7 @@ function checkServer(body) {
       return { t: kind, tasks: body.tasks };
     case "campaign": {
       const { id, name = "", hash, kernel = null, static: staticText = null, task_timeout: timeout, max_result_bytes: maxBytes } = body;
+      const { features = [], checkpoint_max_bytes: checkpointMaxBytes = 0, checkpoint_interval: checkpointInterval = 0 } = body;
       if (!isInt(id) || id < 1) fail("'id' must be a positive integer");
       if (!isText(name) || !isText(hash)) fail("'name' and 'hash' must be strings");
       if (!(kernel === null || isText(kernel)) || !(staticText === null || isText(staticText))) {
@@ -180,7 +201,25 @@ function checkServer(body) {
       }
       if (!isNumber(timeout) || timeout <= 0) fail("'task_timeout' must be a positive number");
       if (!isInt(maxBytes) || maxBytes <= 0) fail("'max_result_bytes' must be a positive integer");
-      return { t: kind, id, name, hash, kernel, static: staticText, taskTimeout: timeout, maxResultBytes: maxBytes };
+      if (!Array.isArray(features) || !features.every(isText)) fail("'features' must be a list of names");
+      if (!isInt(checkpointMaxBytes) || checkpointMaxBytes < 0 || !isNumber(checkpointInterval) || checkpointInterval < 0) {
+        fail("'checkpoint_max_bytes' and 'checkpoint_interval' must be non-negative numbers");
+      }
+      const checkpoints = features.includes(FEATURE_CHECKPOINT) ? checkpointMaxBytes : 0;
+      return {
+        t: kind,
+        id,
+        name,
+        hash,
+        kernel,
+        static: staticText,
+        taskTimeout: timeout,
+        maxResultBytes: maxBytes,
+        features,
+        progress: features.includes(FEATURE_PROGRESS),
+        checkpointMaxBytes: checkpoints,
+        checkpointInterval,
+      };
     }
     case "idle":
     case "bye":

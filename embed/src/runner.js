@@ -18,7 +18,7 @@
 
 import { kernelBlobParts } from "./blob.js";
 import { DutyCycle } from "./throttle.js";
-import { checkBrokerMessage, checkWorkerAnswer } from "./validate.js";
+import { checkBrokerMessage, checkWorkerAnswer, checkWorkerNote } from "./validate.js";
 
 /* global __WORKER_SOURCE__ */
 const WORKER_SOURCE = __WORKER_SOURCE__; // the bundled worker bootstrap (build.mjs inlines it)
@@ -60,6 +60,7 @@ class Slot {
 
 let outbox = [];
 let transfer = [];
+let notes = new Map(); // "kind:id" → [id, kind, payload]: a kernel's ctx notes, only the newest of each per report
 let startedSome = false; // a task started since the last report: the broker must learn of it
 let reportDue = false;
 const tick = new MessageChannel(); // a macrotask that timers cannot delay: one report per turn
@@ -74,13 +75,16 @@ function runningIds() {
 
 tick.port1.onmessage = () => {
   reportDue = false;
-  if (!outbox.length && !startedSome) return;
+  if (!outbox.length && !startedSome && !notes.size) return;
   const items = outbox;
   const buffers = transfer;
+  const noted = [...notes.values()];
+  for (const note of noted) if (note[2] instanceof ArrayBuffer) buffers.push(note[2]);
   outbox = [];
   transfer = [];
+  notes = new Map();
   startedSome = false;
-  send({ type: "report", gen, items, running: runningIds() }, buffers);
+  send({ type: "report", gen, items, running: runningIds(), notes: noted }, buffers);
 };
 
 function send(message, buffers = []) {
@@ -117,7 +121,8 @@ function spawn(slot) {
     const where = event.lineno ? ` (kernel.js:${event.lineno - lineOffset}:${event.colno})` : "";
     misbehaved(slot, worker, `${event.message || "the kernel's worker failed"}${where}`);
   };
-  worker.postMessage({ static: config.static, maxResultBytes: config.maxResultBytes, lineOffset });
+  const { maxResultBytes, checkpointMaxBytes } = config;
+  worker.postMessage({ static: config.static, maxResultBytes, checkpointMaxBytes, lineOffset });
   return "";
 }
 
@@ -182,6 +187,15 @@ function answered(slot, worker, data) {
   if (slot.worker !== worker) return;
   if (slot.tasks.length === 0) {
     misbehaved(slot, worker, "the kernel's worker sent a message while it had no task");
+    return;
+  }
+  const note = checkWorkerNote(data, slot.tasks[0], config.checkpointMaxBytes);
+  if (note) {
+    if (note.bad) misbehaved(slot, worker, note.bad);
+    else if (!note.drop) {
+      notes.set(`${note.kind}:${note.id}`, [note.id, note.kind, note.payload]);
+      report();
+    }
     return;
   }
   const answer = checkWorkerAnswer(data, slot.tasks[0], config.maxResultBytes);
@@ -256,6 +270,7 @@ function stopAll() {
   queue = [];
   outbox = [];
   transfer = [];
+  notes = new Map();
   startedSome = false;
   clearInterval(watchdog);
   if (blobUrl) URL.revokeObjectURL(blobUrl);

@@ -13,9 +13,11 @@ import {
   CLOSE_NORMAL,
   CLOSE_PROTOCOL_ERROR,
   decodeServer,
+  encodeCheckpoint,
   encodeError,
   encodeHello,
   encodePing,
+  encodeProgress,
   encodeResult,
   encodeResults,
   MAX_SLOTS,
@@ -30,6 +32,7 @@ const PING_MS = 25000; // keeps idle connections alive through proxies
 const RETRY_MS = [1000, 2000, 5000, 10000, 30000, 60000];
 const ANY_RETRY_MS = 60000; // "any" with nothing to do: ask again this much later
 const MAX_CACHED = 16; // kernels kept by hash, as many as `hello.have` may list
+const NOTES_MS = 250; // ctx notes go out at most this often: 4 progress frames per task and second
 const REFUSED =
   "This browser did not apply the sandbox's security policy, so nothing will run here. Thank you anyway!";
 
@@ -102,6 +105,8 @@ export class Session {
     this.pending = []; // {campaign} | {tasks}, in the order the server sent them
     this.inflight = new Set(); // task ids handed to the runner and not answered
     this.running = []; // of those, the ones the runner last said were computing
+    this.notes = new Map(); // task id → {fraction, sentFraction, state, sentAt}: its kernel's ctx, rate-limited
+    this.notesTimer = 0;
     this.heardFromRunner = 0;
     this.livenessTimer = 0;
     this.gen = 0;
@@ -121,7 +126,8 @@ export class Session {
   status(state, detail = "") {
     this.state = state;
     this.detail = detail;
-    this.onStatus({ state, detail, done: this.done, campaign: this.current?.name ?? "", level: this.plan.level });
+    const progress = this.progress();
+    this.onStatus({ state, detail, done: this.done, campaign: this.current?.name ?? "", level: this.plan.level, progress });
   }
 
   // ------------------------------------------------------------------------- lifecycle
@@ -271,6 +277,7 @@ export class Session {
     this.heardFromRunner = performance.now();
     if (msg.type !== "report" || msg.gen !== this.gen || !this.ws) return; // stale: before a reconnect or switch
     this.running = msg.running;
+    if (msg.notes.length) this.takeNotes(msg.notes);
     if (msg.items.length) this.sendAnswers(msg.items);
     this.drain();
   }
@@ -318,6 +325,7 @@ export class Session {
   sendAnswers(items) {
     const results = [];
     for (const [id, ok, payload, ms] of items) {
+      this.notes.delete(id); // answered: a checkpoint still waiting is of no use any more
       if (!this.inflight.delete(id)) continue; // not ours to answer
       this.done += 1;
       if (ok) results.push([id, payload && new Uint8Array(payload), ms]);
@@ -328,6 +336,60 @@ export class Session {
       this.send(batch.length === 1 ? encodeResult(...batch[0]) : encodeResults(batch));
     }
     if (items.length) this.status("running");
+  }
+
+  // ------------------------------------------------------------------------- ctx.progress, ctx.checkpoint
+
+  // The runner passes on its kernels' notes as they come; they leave for the server at most every
+  // NOTES_MS (progress) and every campaign's checkpoint_interval per task (a newer checkpoint replaces
+  // the one waiting, which goes out when the interval ends).
+  takeNotes(notes) {
+    for (const [id, kind, payload] of notes) {
+      if (!this.inflight.has(id)) continue;
+      let note = this.notes.get(id);
+      if (!note) this.notes.set(id, (note = { fraction: 0, sentFraction: 0, state: null, sentAt: -Infinity }));
+      if (kind === 2) note.fraction = payload;
+      else note.state = new Uint8Array(payload);
+    }
+    if (!this.notesTimer) this.notesTimer = setTimeout(() => this.sendNotes(), NOTES_MS);
+  }
+
+  sendNotes() {
+    this.notesTimer = 0;
+    const campaign = this.current;
+    if (!campaign || !this.ws) return;
+    const now = performance.now();
+    let waiting = false;
+    for (const [id, note] of this.notes) {
+      if (campaign.progress && note.fraction !== note.sentFraction) {
+        note.sentFraction = note.fraction;
+        this.send(encodeProgress(id, note.fraction));
+      }
+      if (note.state && campaign.checkpointMaxBytes) {
+        if (now - note.sentAt >= campaign.checkpointInterval * 1000) {
+          this.send(encodeCheckpoint(id, note.state));
+          note.state = null;
+          note.sentAt = now;
+        } else {
+          waiting = true;
+        }
+      }
+    }
+    if (waiting) this.notesTimer = setTimeout(() => this.sendNotes(), NOTES_MS);
+    this.status(this.state, this.detail); // the card shows the progress
+  }
+
+  // The mean progress of the tasks in hand that reported any, or null when none did.
+  progress() {
+    let sum = 0;
+    let count = 0;
+    for (const [id, note] of this.notes) {
+      if (this.inflight.has(id)) {
+        sum += note.fraction;
+        count += 1;
+      }
+    }
+    return count ? sum / count : null;
   }
 
   // ------------------------------------------------------------------------- connection
@@ -387,6 +449,7 @@ export class Session {
 
   reset() {
     this.pending = [];
+    this.notes.clear();
     this.inflight.clear();
     this.running = [];
     this.current = null;
@@ -481,9 +544,10 @@ export class Session {
         this.pending.shift();
         this.gen += 1;
         this.current = head.campaign;
-        const { kernel, static: staticText, taskTimeout, maxResultBytes } = head.campaign;
+        const { kernel, static: staticText, taskTimeout, maxResultBytes, checkpointMaxBytes } = head.campaign;
         const { workers, duty, depth } = this.plan;
-        this.post({ type: "start", gen: this.gen, kernel, static: staticText, timeout: taskTimeout, maxResultBytes, workers, duty, depth });
+        const timeout = taskTimeout;
+        this.post({ type: "start", gen: this.gen, kernel, static: staticText, timeout, maxResultBytes, checkpointMaxBytes, workers, duty, depth });
         this.status("running");
       } else {
         this.pending.shift();
@@ -492,7 +556,8 @@ export class Session {
           return;
         }
         // Each dataset gets its own buffer, so it can be transferred to the worker, not copied again.
-        const tasks = head.tasks.map(([id, bytes]) => [id, bytes.slice().buffer]);
+        // A reissued task brings the state its kernel checkpointed last (ctx.resume).
+        const tasks = head.tasks.map(([id, bytes, resume]) => (resume ? [id, bytes.slice().buffer, resume.slice().buffer] : [id, bytes.slice().buffer]));
         for (const [id] of tasks) this.inflight.add(id);
         this.post({ type: "tasks", gen: this.gen, tasks }, tasks.map((task) => task[1]));
       }

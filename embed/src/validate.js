@@ -30,15 +30,17 @@ export function checkBrokerMessage(msg) {
   switch (msg.type) {
     case "start": {
       const throttle = throttleOf(msg);
-      const { gen, kernel, timeout, maxResultBytes } = msg;
+      const { gen, kernel, timeout, maxResultBytes, checkpointMaxBytes = 0 } = msg;
       if (!throttle || !isGen(gen) || typeof kernel !== "string" || typeof msg.static !== "string") return null;
       if (typeof timeout !== "number" || !(timeout > 0) || !Number.isInteger(maxResultBytes) || maxResultBytes < 1) return null;
-      return { type: "start", gen, kernel, static: msg.static, timeout, maxResultBytes, ...throttle };
+      if (!Number.isInteger(checkpointMaxBytes) || checkpointMaxBytes < 0) return null;
+      return { type: "start", gen, kernel, static: msg.static, timeout, maxResultBytes, checkpointMaxBytes, ...throttle };
     }
     case "tasks": {
       if (!isGen(msg.gen) || !Array.isArray(msg.tasks)) return null;
       for (const task of msg.tasks) {
-        if (!Array.isArray(task) || task.length !== 2 || !isId(task[0]) || !(task[1] instanceof ArrayBuffer)) return null;
+        if (!Array.isArray(task) || task.length < 2 || task.length > 3 || !isId(task[0]) || !(task[1] instanceof ArrayBuffer)) return null;
+        if (task.length === 3 && !(task[2] instanceof ArrayBuffer)) return null; // the state it resumes from
       }
       return { type: "tasks", gen: msg.gen, tasks: msg.tasks };
     }
@@ -85,7 +87,33 @@ export function checkRunnerMessage(msg, maxResultBytes = Infinity) {
       return null;
     }
   }
-  return { type: "report", gen: msg.gen, items: msg.items, running: msg.running };
+  const notes = msg.notes ?? [];
+  if (!Array.isArray(notes) || !notes.every(isNote)) return null;
+  return { type: "report", gen: msg.gen, items: msg.items, running: msg.running, notes };
+}
+
+// [id, 2, fraction] (ctx.progress) or [id, 3, ArrayBuffer] (ctx.checkpoint's msgpack state).
+function isNote(note) {
+  if (!Array.isArray(note) || note.length !== 3 || !isId(note[0])) return false;
+  if (note[1] === 2) return typeof note[2] === "number" && note[2] >= 0 && note[2] <= 1;
+  return note[1] === 3 && note[2] instanceof ArrayBuffer;
+}
+
+// worker → runner, while a task runs: a ctx note ([id, 2, fraction, 0] or [id, 3, ArrayBuffer, 0]).
+// Returns null when `msg` is no note (it may be an answer), {bad: reason} for a malformed one, {drop}
+// for one about a task the worker is not computing (a kernel's timer outliving its task), else
+// {id, kind, payload}. A checkpoint must be valid msgpack of at most `maxBytes`.
+export function checkWorkerNote(msg, expectedId, maxBytes) {
+  if (!Array.isArray(msg) || msg.length !== 4 || (msg[1] !== 2 && msg[1] !== 3)) return null;
+  const [id, kind, payload] = msg;
+  if (kind === 2 && !(typeof payload === "number" && payload >= 0 && payload <= 1)) return { bad: "the kernel's worker sent a malformed progress" };
+  if (kind === 3) {
+    if (!(payload instanceof ArrayBuffer) || payload.byteLength > maxBytes) return { bad: "the kernel's worker sent a malformed checkpoint" };
+    const reason = checkEncoded(new Uint8Array(payload));
+    if (reason) return { bad: `checkpoint failed validation: ${reason}` };
+  }
+  if (id !== expectedId) return { drop: true };
+  return { id, kind, payload };
 }
 
 function isErrorPayload(payload) {

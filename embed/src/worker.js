@@ -7,8 +7,15 @@
 // returns a promise, and settles it before the next task. Everything in this thread is untrusted
 // once the kernel has run: the runner checks every message that comes out of it.
 //
-// Messages in: first {static, maxResultBytes, lineOffset}; then [taskId, ArrayBuffer] per task.
-// Messages out: [taskId, 1, ArrayBuffer | null, ms] or [taskId, 0, [message, stack], ms].
+// Messages in: first {static, maxResultBytes, checkpointMaxBytes, lineOffset}; then [taskId, ArrayBuffer,
+// resume ArrayBuffer?] per task. Messages out: [taskId, 1, ArrayBuffer | null, ms] or [taskId, 0, [message,
+// stack], ms]; while a task runs, its kernel's ctx notes: [taskId, 2, fraction, 0] (ctx.progress) and
+// [taskId, 3, ArrayBuffer, 0] (ctx.checkpoint; the runner coalesces them and the session rate-limits them).
+//
+// The kernel API: main(dataset, ctx). ctx.progress(fraction) with 0 <= fraction <= 1; ctx.checkpoint(state)
+// with plain data of at most checkpointMaxBytes as msgpack (else it throws a RangeError that says why, and
+// nothing is sent); ctx.resume is the state of the task's latest checkpoint when it is handed out again
+// (undefined the first time). A main(dataset) kernel never sees ctx.
 
 import { decode } from "@msgpack/msgpack";
 import { confine } from "./confine.js";
@@ -27,6 +34,7 @@ let kernel = null;
 let ready = null; // settles when the kernel and its static dataset are loaded
 let failure = null; // [message, stack] once loading failed: every task is answered with it
 let limit = 0;
+let checkpointLimit = 0; // 0: the server keeps no checkpoints, ctx.checkpoint does nothing
 let lineOffset = 0;
 let chain = null; // tasks run one after another, even when main returns a promise
 
@@ -60,6 +68,7 @@ function shape(value) {
 
 async function load(setup) {
   limit = setup.maxResultBytes;
+  checkpointLimit = setup.checkpointMaxBytes;
   lineOffset = setup.lineOffset;
   if (unconfined.length) {
     failure = [`this browser would not let the sandbox remove ${unconfined.join(", ")}, so the kernel does not run here`, ""];
@@ -102,7 +111,7 @@ async function run(task) {
   const started = now();
   let value;
   try {
-    value = kernel.main(decode(new Uint8Array(task[1])));
+    value = kernel.main(decode(new Uint8Array(task[1])), context(id, task[2]));
     if (isThenable(value)) value = await value;
   } catch (error) {
     post([id, 0, describe(error, ""), now() - started]);
@@ -119,6 +128,32 @@ async function run(task) {
   }
   if (bytes === null) post([id, 1, null, ms]);
   else post([id, 1, bytes.buffer, ms], [bytes.buffer]);
+}
+
+// The kernel's ctx for one task: its notes name the task, so a late call (a timer left running) names
+// a task the runner is no longer computing, and the runner drops it.
+function context(id, resume) {
+  const ctx = {
+    progress(fraction) {
+      if (typeof fraction !== "number" || !(fraction >= 0 && fraction <= 1)) {
+        throw new RangeError("ctx.progress takes a number from 0 to 1");
+      }
+      post([id, 2, fraction, 0]);
+    },
+    checkpoint(state) {
+      if (!checkpointLimit) return;
+      let bytes;
+      try {
+        bytes = encodeResultValue(state, checkpointLimit);
+      } catch (error) {
+        throw new RangeError(`ctx.checkpoint refused the state: ${String(error.message).replace("the result", "it")}`);
+      }
+      if (bytes === null) throw new RangeError("ctx.checkpoint refused the state: it is null or undefined");
+      post([id, 3, bytes.buffer, 0], [bytes.buffer]);
+    },
+    resume: resume instanceof ArrayBuffer ? decode(new Uint8Array(resume)) : undefined,
+  };
+  return Object.freeze(ctx);
 }
 
 // [message, stack] of anything a kernel may throw, with stack positions in kernel.js lines.

@@ -7,9 +7,11 @@ import {
   CLOSE_PROTOCOL_ERROR,
   CLOSE_UNSUPPORTED_DATA,
   decodeServer,
+  encodeCheckpoint,
   encodeError,
   encodeHello,
   encodePing,
+  encodeProgress,
   encodeResult,
   encodeResults,
   ProtocolError,
@@ -29,6 +31,10 @@ const GOLDEN = {
   idle: "82a174a469646c65a6726561736f6ea76e6f20776f726b",
   bye: "82a174a3627965a6726561736f6ea8636f6d706c657465",
   pong: "82a174a4706f6e67a16e05",
+  // v1.1: a reissued task with its resume state, and the kernel's ctx frames
+  resumed: "82a174a57461736b73a57461736b7391930581a16e01c40781a47374657006",
+  progress: "83a174a870726f6772657373a2696405a166cb3fe0000000000000",
+  checkpoint: "83a174aa636865636b706f696e74a2696405a57374617465c40781a47374657006",
 };
 const bytes = (hex) => Uint8Array.from(hex.match(/../g), (h) => parseInt(h, 16));
 const hex = (u8) => Buffer.from(u8).toString("hex");
@@ -109,6 +115,11 @@ describe("client frames", () => {
     assert.equal(decode(encodeResult(1, null, NaN)).ms, 0);
   });
 
+  test("progress and checkpoint frames match the server's", () => {
+    assert.equal(hex(encodeProgress(5, 0.5)), GOLDEN.progress);
+    assert.equal(hex(encodeCheckpoint(5, encode({ step: 6 }))), GOLDEN.checkpoint);
+  });
+
   test("ping matches the server's", () => {
     assert.equal(hex(encodePing(5)), GOLDEN.ping);
   });
@@ -142,7 +153,35 @@ describe("server frames", () => {
       static: "",
       taskTimeout: 30,
       maxResultBytes: 1048576,
+      features: [],
+      progress: false,
+      checkpointMaxBytes: 0,
+      checkpointInterval: 0,
     });
+  });
+
+  test("a reissued task carries the state it resumes from (v1.1)", () => {
+    const [[id, dataset, state]] = decodeServer(bytes(GOLDEN.resumed)).tasks;
+    assert.equal(id, 5);
+    assert.deepEqual(decode(dataset), { n: 1 });
+    assert.deepEqual(decode(state), { step: 6 });
+  });
+
+  test("a new task resumes from nothing", () => {
+    assert.equal(decodeServer(bytes(GOLDEN.tasks)).tasks[0][2], null);
+  });
+
+  test("a campaign frame announces progress and checkpoints with their limits", () => {
+    const frame = encode({ t: "campaign", id: 3, name: "P", hash: "h", kernel: null, static: null, task_timeout: 5, max_result_bytes: 10,
+      features: ["release", "progress", "checkpoint"], checkpoint_max_bytes: 65536, checkpoint_interval: 10 });
+    const msg = decodeServer(frame);
+    assert.deepEqual([msg.progress, msg.checkpointMaxBytes, msg.checkpointInterval], [true, 65536, 10]);
+  });
+
+  test("checkpoints are off when the server does not list them, whatever limit it names", () => {
+    const frame = encode({ t: "campaign", id: 3, name: "P", hash: "h", kernel: null, static: null, task_timeout: 5, max_result_bytes: 10,
+      features: ["release"], checkpoint_max_bytes: 65536 });
+    assert.equal(decodeServer(frame).checkpointMaxBytes, 0);
   });
 
   test("a campaign frame without kernel (the client has the hash)", () => {

@@ -3,10 +3,30 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { encode } from "@msgpack/msgpack";
-import { checkBrokerMessage, checkRunnerMessage, checkWorkerAnswer } from "../src/validate.js";
+import { checkBrokerMessage, checkRunnerMessage, checkWorkerAnswer, checkWorkerNote } from "../src/validate.js";
 
-const start = { type: "start", gen: 1, kernel: "({main(){}})", static: "", timeout: 5, maxResultBytes: 100, workers: 1, duty: 0.25, depth: 1 };
+const start = { type: "start", gen: 1, kernel: "({main(){}})", static: "", timeout: 5, maxResultBytes: 100, checkpointMaxBytes: 0, workers: 1, duty: 0.25, depth: 1 };
 const buffer = (value) => encode(value).slice().buffer;
+
+describe("worker → runner: ctx notes", () => {
+  test("a progress and a checkpoint of the task computing pass", () => {
+    const state = buffer({ step: 6 });
+    assert.deepEqual(checkWorkerNote([7, 2, 0.25, 0], 7, 100), { id: 7, kind: 2, payload: 0.25 });
+    assert.deepEqual(checkWorkerNote([7, 3, state, 0], 7, 100), { id: 7, kind: 3, payload: state });
+  });
+
+  test("an answer is no note", () => assert.equal(checkWorkerNote([7, 1, null, 0], 7, 100), null));
+
+  test("a note about another task is dropped, not held against the worker", () => {
+    assert.deepEqual(checkWorkerNote([8, 2, 0.5, 0], 7, 100), { drop: true });
+  });
+
+  test("a checkpoint over the limit or not msgpack is misbehaviour", () => {
+    assert.match(checkWorkerNote([7, 3, new ArrayBuffer(101), 0], 7, 100).bad, /malformed checkpoint/);
+    assert.match(checkWorkerNote([7, 3, Uint8Array.of(0x92, 0x01).buffer, 0], 7, 100).bad, /failed validation/);
+    assert.match(checkWorkerNote([7, 2, 2, 0], 7, 100).bad, /malformed progress/);
+  });
+});
 
 describe("broker → runner", () => {
   test("a start message passes", () => assert.deepEqual(checkBrokerMessage(start), start));
@@ -23,6 +43,11 @@ describe("broker → runner", () => {
   for (const [name, msg] of Object.entries(badStarts)) {
     test(`a start message with ${name} is dropped`, () => assert.equal(checkBrokerMessage(msg), null));
   }
+
+  test("a reissued task carries its resume state as a third ArrayBuffer", () => {
+    assert.ok(checkBrokerMessage({ type: "tasks", gen: 1, tasks: [[1, new ArrayBuffer(1), new ArrayBuffer(2)]] }));
+    assert.equal(checkBrokerMessage({ type: "tasks", gen: 1, tasks: [[1, new ArrayBuffer(1), "state"]] }), null);
+  });
 
   test("tasks carry [id, ArrayBuffer] pairs", () => {
     assert.ok(checkBrokerMessage({ type: "tasks", gen: 1, tasks: [[1, new ArrayBuffer(1)]] }));
@@ -47,8 +72,15 @@ describe("runner → broker", () => {
   });
 
   test("a report with values, no values and errors, and the tasks computing", () => {
-    const msg = { type: "report", gen: 2, items: [[1, true, buffer(5), 1.5], [2, true, null, 0], [3, false, ["boom", "at main"], 2]], running: [4] };
+    const msg = { type: "report", gen: 2, items: [[1, true, buffer(5), 1.5], [2, true, null, 0], [3, false, ["boom", "at main"], 2]], running: [4], notes: [] };
     assert.deepEqual(checkRunnerMessage(msg, 100), msg);
+  });
+
+  test("a report carries its kernels' progress and checkpoints", () => {
+    const msg = { type: "report", gen: 2, items: [], running: [4], notes: [[4, 2, 0.5], [4, 3, buffer({ step: 6 })]] };
+    assert.deepEqual(checkRunnerMessage(msg, 100), msg);
+    assert.equal(checkRunnerMessage({ ...msg, notes: [[4, 2, 1.5]] }, 100), null);
+    assert.equal(checkRunnerMessage({ ...msg, notes: [[4, 3, "state"]] }, 100), null);
   });
 
   test("a report of only the tasks computing", () => {

@@ -192,3 +192,25 @@ async def test_the_stream_of_another_device_ends_when_the_password_changes(
     # An EventSource reconnecting with the old cookie is refused.
     reconnect = await phone.get(f"/campaigns/{campaign_id}/live", headers={"Accept": "text/event-stream"})
     assert reconnect.status_code == 401
+
+
+async def test_an_event_shows_the_tasks_in_progress_with_their_kernels_progress(
+    people: People, api_of: Any, console_server: LiveServer
+) -> None:
+    from trio_websocket import open_websocket_url
+
+    from distribute import protocol as p
+    from tests.support.protocol_client import receive, receive_tasks, send
+
+    alice, _, campaign_id = await running_campaign(people, api_of, 10)
+    async with open_websocket_url(console_server.ws_url) as ws:
+        await send(ws, p.Hello(campaign=campaign_id, slots=2, client={"kind": "test"}))
+        assert isinstance(await receive(ws), p.CampaignInfo)
+        tasks = await receive_tasks(ws)
+        await send(ws, p.Progress(tasks[0].id, 0.75))
+        with trio.fail_after(10):
+            async with stream(alice, campaign_id) as response:
+                async for event in events(response):
+                    if event["in_progress"]["each"] == [0.75, 0.0]:
+                        break
+    assert event["in_progress"] == {"tasks": 2, "mean": 0.375, "each": [0.75, 0.0]}

@@ -198,7 +198,16 @@ async def test_a_known_kernel_is_not_sent_again(live_server: LiveServer) -> None
         await send(ws, p.Hello(campaign=campaign_id, slots=1, have=(info.hash,)))
         again = await receive(ws)
     assert again == p.CampaignInfo(
-        info.id, info.name, info.hash, None, None, info.task_timeout, info.max_result_bytes, p.FEATURES
+        info.id,
+        info.name,
+        info.hash,
+        None,
+        None,
+        info.task_timeout,
+        info.max_result_bytes,
+        p.FEATURES,
+        info.checkpoint_max_bytes,
+        info.checkpoint_interval,
     )
 
 

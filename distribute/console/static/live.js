@@ -139,6 +139,14 @@ function addSample(t, finished) {
   return rate;
 }
 
+// Tasks held by this server process's workers: how many, and their kernels' mean ctx.progress.
+function renderInProgress(running) {
+  if (!running) return;
+  const mean = Math.round(running.mean * 100);
+  text("stat-running", running.tasks ? `${running.tasks} · ${mean} % on average` : "0");
+  $("stat-running").title = running.each.map((f) => `${Math.round(f * 100)} %`).join(", ");
+}
+
 function update(data) {
   const d = data.datasets;
   const pct = d.total ? Math.round((1000 * settled(d)) / d.total) / 10 : 0;
@@ -163,6 +171,7 @@ function update(data) {
   renderErrors(data.kernel_error_groups);
   if (data.t === undefined) return; // the snapshot rendered with the page: no clock, no hosts
   renderHosts(data.hosts);
+  renderInProgress(data.in_progress);
   if (data.history) addHistory(data.history);
   const rate = addSample(data.t, settled(d));
   if (rate !== null) text("stat-rate", rateText(rate));

@@ -12,7 +12,7 @@ accounts and reads, `generator_leases` the generator leases, `presence` the serv
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,7 +31,7 @@ from .verdicts import MemoryVerification
 __all__ = ["SCHEMA_VERSION", "MemoryStorage"]
 
 # The version of the data model: the same as the SQL schema's, since both store the same things.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _ACTIVE = (CampaignStatus.GENERATING, CampaignStatus.RUNNING)
 _SETTLED = (ResultStatus.CANONICAL, ResultStatus.TRUSTED)
@@ -153,7 +153,7 @@ class MemoryStorage(MemoryUsers, MemoryResults, MemoryVerification):
             t.drop_results(row)
             for dataset in row.datasets:
                 if dataset.state != DatasetState.SPOT:
-                    dataset.errors = 0
+                    dataset.errors, dataset.checkpoint = 0, None
                     t.set_state(dataset, DatasetState.PENDING)
             row.pending = [dataset.id for dataset in row.datasets if dataset.state == DatasetState.PENDING]  # sorted
             row.compute_ms = 0.0
@@ -250,7 +250,10 @@ class MemoryStorage(MemoryUsers, MemoryResults, MemoryVerification):
             for dataset in t.pop_pending(row, n):
                 t.set_state(dataset, DatasetState.LEASED)
                 dataset.lease_owner, dataset.lease_until = owner, until
-                leased.append(LeasedDataset(dataset.id, campaign_id, dataset.payload, _votes(dataset, replicated)))
+                votes = _votes(dataset, replicated)
+                leased.append(
+                    LeasedDataset(dataset.id, campaign_id, dataset.payload, votes, checkpoint=dataset.checkpoint)
+                )
             return leased
 
     async def renew_leases(self, owner: str, seconds: float) -> None:
@@ -259,6 +262,15 @@ class MemoryStorage(MemoryUsers, MemoryResults, MemoryVerification):
             for dataset in t.leased.values():
                 if dataset.lease_owner == owner:
                     dataset.lease_until = until
+
+    async def save_checkpoints(self, owner: str, states: Mapping[int, bytes]) -> int:
+        async with self.tables.session() as t:
+            stored = 0
+            for dataset_id, state in states.items():
+                dataset = t.leased.get(dataset_id)
+                if dataset is not None and dataset.lease_owner == owner:
+                    dataset.checkpoint, stored = state, stored + 1
+            return stored
 
     async def release(self, owner: str, dataset_ids: Sequence[int]) -> None:
         """Give datasets back to the pool (a server shutting down, a campaign reset)."""

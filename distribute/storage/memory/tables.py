@@ -105,6 +105,7 @@ class DatasetRow:
     lease_owner: str | None = None
     lease_until: float | None = None
     expected: bytes | None = None
+    checkpoint: bytes | None = None  # the latest state a reissued task resumes from; cleared when done
     results: list[ResultRow] = field(default_factory=list)  # in id order
 
 
@@ -231,6 +232,8 @@ class Tables:
         row.state = state
         if clear_lease:
             row.lease_owner = row.lease_until = None
+        if state == DatasetState.DONE:
+            row.checkpoint = None
         if state == DatasetState.PENDING:
             heapq.heappush(campaign.pending, row.id)
         elif state == DatasetState.LEASED:

@@ -116,7 +116,7 @@ def reset_campaign(sql: SqlDialect, campaign_id: int) -> None:
     sql.execute("DELETE FROM result WHERE campaign = ?", (campaign_id,))
     sql.execute("DELETE FROM kernel_error WHERE campaign = ?", (campaign_id,))
     sql.execute(
-        "UPDATE dataset SET state = ?, errors = 0, lease_owner = NULL, lease_until = NULL"
+        "UPDATE dataset SET state = ?, errors = 0, lease_owner = NULL, lease_until = NULL, checkpoint = NULL"
         " WHERE campaign = ? AND state <> ?",
         (DatasetState.PENDING, campaign_id, DatasetState.SPOT),
     )

@@ -16,7 +16,7 @@ from pony.orm import Database, LongStr, Optional, PrimaryKey, Required, Set
 
 __all__ = ["EXTRA_INDEXES", "MIGRATIONS", "SCHEMA_VERSION", "define_entities"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Schema steps for databases made by an older version, by the version they start from. New tables
 # are created by Pony (generate_mapping); new columns of existing tables are added here.
@@ -28,6 +28,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE result ADD COLUMN identity TEXT",
     ),
     2: ("ALTER TABLE account ADD COLUMN display_name TEXT NOT NULL DEFAULT ''",),
+    3: ("ALTER TABLE dataset ADD COLUMN checkpoint {bytes}",),
 }
 
 # Pony cannot express an index with the primary key in it; leasing needs (campaign, state, id) so
@@ -104,6 +105,7 @@ def define_entities(db: Database) -> dict[str, Any]:
         lease_until = Optional(float, nullable=True)
         errors = Required(int, default=0)
         expected = Optional(bytes, nullable=True)
+        checkpoint = Optional(bytes, nullable=True)  # the latest state a reissued task resumes from
         results = Set("Result")
         kernel_errors = Set("KernelError")
 

@@ -8,7 +8,7 @@ functions are synchronous and must be called from a storage thread.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pony.orm import Database
@@ -188,18 +188,27 @@ def lease(
     rows = sql.query(
         "UPDATE dataset SET state = ?, lease_owner = ?, lease_until = ? WHERE id IN ("
         f" SELECT id FROM dataset WHERE campaign = ? AND state = ? ORDER BY id LIMIT ?{lock}"
-        ") RETURNING id, payload",
+        ") RETURNING id, payload, checkpoint",
         (DatasetState.LEASED, owner, time.time() + seconds, campaign_id, DatasetState.PENDING, n),
     )
     rows.sort()  # RETURNING order is unspecified; hand datasets out oldest first
     if not replicated or not rows:
-        return [LeasedDataset(id=row[0], campaign_id=campaign_id, payload=bytes(row[1])) for row in rows]
+        return [
+            LeasedDataset(row[0], campaign_id, bytes(row[1]), checkpoint=None if row[2] is None else bytes(row[2]))
+            for row in rows
+        ]
     votes: dict[int, list[tuple[str, str]]] = {}
     for dataset_id, identity, worker in _pending_votes(sql, [row[0] for row in rows]):
         address = worker.partition("@")[2]
         votes.setdefault(dataset_id, []).append((identity or f"ip:{address}", address))
     return [
-        LeasedDataset(id=row[0], campaign_id=campaign_id, payload=bytes(row[1]), votes=tuple(votes.get(row[0], ())))
+        LeasedDataset(
+            row[0],
+            campaign_id,
+            bytes(row[1]),
+            votes=tuple(votes.get(row[0], ())),
+            checkpoint=None if row[2] is None else bytes(row[2]),
+        )
         for row in rows
     ]
 
@@ -249,6 +258,18 @@ def release(sql: SqlDialect, owner: str, dataset_ids: Sequence[int]) -> None:
         "UPDATE dataset SET state = ?, lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ? AND state = ?",
         [(DatasetState.PENDING, dataset_id, owner, DatasetState.LEASED) for dataset_id in dataset_ids],
     )
+
+
+def save_checkpoints(sql: SqlDialect, owner: str, states: Mapping[int, bytes]) -> int:
+    """Each dataset's latest checkpointed state, for datasets `owner` still leases (in id order, as
+    store_outcomes locks rows, so the two cannot deadlock on PostgreSQL)."""
+    stored = 0
+    for dataset_id in sorted(states):
+        stored += sql.execute(
+            "UPDATE dataset SET checkpoint = ? WHERE id = ? AND lease_owner = ? AND state = ?",
+            (states[dataset_id], dataset_id, owner, DatasetState.LEASED),
+        )
+    return stored
 
 
 def expire_leases(sql: SqlDialect) -> int:
@@ -305,7 +326,7 @@ def store_outcomes(
             accepted.append(task)
     replicas = [task for task in replicas if task.dataset_id in open_ids]
     sql.for_ids(
-        "UPDATE dataset SET state = ?, lease_owner = NULL, lease_until = NULL WHERE id = ?",
+        "UPDATE dataset SET state = ?, lease_owner = NULL, lease_until = NULL, checkpoint = NULL WHERE id = ?",
         (DatasetState.DONE,),
         [task.dataset_id for task in accepted],
     )

@@ -10,7 +10,7 @@ documented once, on the protocols in `distribute.storage.base`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from functools import partial
 from typing import Any, TypeVar
@@ -209,6 +209,9 @@ class PonyStorage:
 
     async def expire_leases(self) -> int:
         return await self._sessions.run_immediate(hot.expire_leases)
+
+    async def save_checkpoints(self, owner: str, states: Mapping[int, bytes]) -> int:
+        return await self._sessions.run_immediate(hot.save_checkpoints, owner, states) if states else 0
 
     async def store_outcomes(
         self, finished: Sequence[FinishedTask], failed: Sequence[FailedTask], max_task_errors: int
