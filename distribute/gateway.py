@@ -12,7 +12,8 @@ received frame is metered per connection and per address (1008 when over); a con
 sends pings without reading its pongs is closed once MAX_PENDING_PONGS wait (1008); the
 heartbeat sweep (`Gateway.run`, one task for all connections) closes a connection that holds
 tasks and has been silent for `heartbeat_timeout`; and the slots granted shrink for an address or
-client id whose tasks expired or were dropped unanswered, and grow back as it answers.
+client id whose tasks expired or were dropped unanswered, and grow back as it answers. A browser
+holds no more than it can expect to finish before its visit likely ends (`work.dwell`).
 
 A worker may hand tasks back unfinished (`release`, v1.1): they go back to the queue at once, count
 neither as answered nor as missed, and ids it does not hold are ignored; with `final` it gets no more.
@@ -53,6 +54,7 @@ from .models import Campaign, CampaignStatus, FailedTask, FinishedTask
 from .settings import Settings
 from .work.checkpoints import features
 from .work.dispatcher import Dispatcher
+from .work.dwell import Dwell, EndedBy
 from .work.verification import canonical, worker_key
 
 __all__ = ["Gateway", "WebSocketLike"]
@@ -128,6 +130,7 @@ class Gateway:
             )
         self.addresses = Addresses(settings, cap)
         self.allowance = SlotAllowance(settings.max_tasks_per_connection, settings.missed_task_memory)
+        self.dwell = Dwell(settings.dwell_min_samples)  # task durations and visit lengths, this process's
         # connection id -> what the heartbeat sweep needs; one sweep task costs less than a
         # watchdog task per connection (that cost ~4 KiB of RSS per idle connection)
         self._watched: dict[int, tuple[Session, ConnectionLimits, trio.CancelScope]] = {}
@@ -198,6 +201,8 @@ class Gateway:
         self.sessions[session.id] = session
         limits.address.wakers[session.id] = session.wake
         self.dispatcher.listen(session.id, session.wake)
+        self.dwell.joined(session.id, hello.client, trio.current_time())
+        reason = ""
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._receive_loop, ws, session, limits, nursery.cancel_scope)
@@ -215,6 +220,8 @@ class Gateway:
             log.debug("worker left after %d tasks", session.tasks_done)
             self._watched.pop(session.id, None)
             self._left(session, limits)
+            ended_by: EndedBy = "server" if reason or session.close else "leaving" if session.leaving else "visitor"
+            self.dwell.left(session.id, trio.current_time(), ended_by)
             self.dispatcher.unlisten(session.id)
             self.dispatcher.drop_connection(session.id, list(session.held))
             self.dispatcher.checkpoints.left(session.held)
@@ -300,7 +307,9 @@ class Gateway:
         session.inflight_bytes -= size
         session.tasks_done += 1
         session.wake()
-        return campaign_id, min(compute_ms, (now - sent_at) * 1000.0)
+        compute_ms = min(compute_ms, (now - sent_at) * 1000.0)
+        self.dwell.task_done(campaign_id, compute_ms / 1000.0, now)
+        return campaign_id, compute_ms
 
     def _accept(self, session: Session, task: int, value: Any, compute_ms: float, now: float) -> None:
         campaign_id, compute_ms = self._release(session, task, compute_ms, now)
@@ -412,6 +421,7 @@ class Gateway:
                 if session.held:
                     self._scan_expired(session, limits, now)
                 slots = self.allowance.granted(session.hello.slots, limits.keys, now)
+                slots = self.dwell.slots(session.id, campaign.id, slots, now)  # a browser: what its visit allows
                 free = slots - len(session.held)
                 room = self.addresses.room(limits.address)
                 budget = self.settings.max_inflight_bytes - session.inflight_bytes

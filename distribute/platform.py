@@ -45,7 +45,9 @@ class Platform:
         self.dispatcher = Dispatcher(MeteredStorage.wrap(storage, self.metrics), settings, self.scheduler)
         self.generation = GenerationService(storage, settings, self.dispatcher)
         self.gateway = Gateway(self.dispatcher, settings)
-        self.campaigns = CampaignService(storage, settings, self.dispatcher, self.generation, self._workers_on)
+        self.campaigns = CampaignService(
+            storage, settings, self.dispatcher, self.generation, self._workers_on, advice=self.gateway.dwell.advice
+        )
         self.elsewhere: dict[int, int] = {}  # workers per campaign of the other server processes (presence rows)
         self.gateway.on_dispatch = self.metrics.dispatch_seconds.observe
         self.metrics.workers.set_function(lambda: len(self.gateway.sessions))

@@ -296,6 +296,12 @@ class Settings:
     missed_task_memory: float = setting(
         3600.0, "s", "how long tasks a worker let expire or dropped count against its address and client id", _positive
     )
+    dwell_min_samples: int = setting(
+        20,
+        "observations",
+        "answered tasks of a campaign and ended browser visits needed before they size browsers' prefetch and advise",
+        _positive,
+    )
     lease_seconds: float = setting(
         30.0, "s", "how long a server process holds datasets it took from storage (renewed while alive)", _positive
     )

@@ -41,6 +41,7 @@ class CampaignService:
 
     `workers_on(campaign_id)` counts the workers that serve the campaign, connected to any server
     process (the platform adds the other processes' presence rows to its gateway's count).
+    `advice(campaign_id)` compares its task durations with its browser visits (this process's figures).
     """
 
     def __init__(
@@ -50,12 +51,14 @@ class CampaignService:
         dispatcher: Dispatcher,
         generation: GenerationService,
         workers_on: Callable[[int], int],
+        advice: Callable[[int], str | None] = lambda campaign_id: None,
     ) -> None:
         self.storage = storage
         self.settings = settings
         self.dispatcher = dispatcher
         self.generation = generation
         self.workers_on = workers_on
+        self.advice = advice
         self.trials = TrialLimiter(settings.quota_checks_per_hour)
 
     # ----------------------------------------------------------------------- reading
@@ -140,6 +143,7 @@ class CampaignService:
                 }
                 for g in groups
             ],
+            "advice": self.advice(campaign.id),
         }
 
     def export(

@@ -168,6 +168,9 @@ function update(data) {
   const generation = $("generation-error");
   generation.hidden = !data.generation_error;
   generation.querySelector(".message").textContent = data.generation_error || "";
+  const advice = $("advice");
+  advice.hidden = !data.advice;
+  advice.querySelector(".message").textContent = data.advice || "";
   renderErrors(data.kernel_error_groups);
   if (data.t === undefined) return; // the snapshot rendered with the page: no clock, no hosts
   renderHosts(data.hosts);
