@@ -1,9 +1,9 @@
-// Worker wire protocol v1, browser side: the same frames as distribute/protocol.py (read that
-// module for the rules; docs/protocol.md for the prose).
+// Worker wire protocol v1 (and the v1.1 `release` frame), browser side: the same frames as
+// distribute/protocol.py (read that module for the rules; docs/protocol.md for the prose).
 //
 // Every frame is one binary WebSocket message holding a msgpack map with a type key `t`.
-// Client → server: hello, result, results, error, ping. Server → client: campaign, tasks, idle,
-// bye, pong. Like the server, the hot path never re-encodes a dataset or a result: `tasks` frames
+// Client → server: hello, result, results, error, ping, release (only to a server that lists
+// FEATURE_RELEASE in its `campaign` frame). Server → client: campaign, tasks, idle, bye, pong. Like the server, the hot path never re-encodes a dataset or a result: `tasks` frames
 // are cut into per-dataset byte ranges (the worker decodes them), and results arrive here already
 // encoded by the worker (and checked by the runner), so they are spliced into `result(s)` frames.
 
@@ -13,6 +13,8 @@ import { readHeader, readInt, readStr, ScanError, scanValue } from "./scan.js";
 export const VERSION = 1;
 export const MAX_SLOTS = 256; // most tasks one connection may hold, and most items in a `results` frame
 export const MAX_TEXT = 64 * 1024; // the server keeps no longer error message or stack
+export const FEATURE_RELEASE = "release"; // v1.1: the server takes tasks back unfinished
+const MAX_FEATURES = 16;
 
 // WebSocket close codes (RFC 6455 §7.4.1), as in protocol.py.
 export const CLOSE_NORMAL = 1000;
@@ -46,6 +48,12 @@ export function encodeHello({ campaign = null, slots = 1, client = {}, have = []
   if (!Number.isInteger(slots) || slots < 1 || slots > MAX_SLOTS) throw new RangeError(`slots must be 1..${MAX_SLOTS}`);
   if (campaign !== null && !(Number.isInteger(campaign) && campaign >= 1)) throw new RangeError("campaign must be a positive integer or null");
   return encode({ t: "hello", v: VERSION, campaign, slots, client: clientInfo(client), have: have.slice(0, 16) });
+}
+
+// Tasks handed back unfinished (v1.1); `final`: send this connection no more tasks. At most MAX_SLOTS ids.
+export function encodeRelease(ids, final = false) {
+  if (ids.length > MAX_SLOTS) throw new RangeError(`a release frame holds at most ${MAX_SLOTS} ids`);
+  return encode({ t: "release", ids: [...ids], final: Boolean(final) });
 }
 
 export function encodePing(nonce = 0) {
@@ -129,6 +137,13 @@ function parseTasks(bytes, pos) {
 }
 
 const isInt = (v) => Number.isInteger(v);
+
+// v1.1 `features` (absent from a v1 server: none). A v1 client ignores what it does not know, so
+// this one does too: only short strings are kept.
+function featuresOf(value) {
+  if (!Array.isArray(value)) return [];
+  return value.slice(0, MAX_FEATURES).filter((name) => typeof name === "string" && name.length <= 64);
+}
 const isText = (v) => typeof v === "string";
 const isNumber = (v) => typeof v === "number" && Number.isFinite(v);
 
@@ -180,7 +195,7 @@ function checkServer(body) {
       }
       if (!isNumber(timeout) || timeout <= 0) fail("'task_timeout' must be a positive number");
       if (!isInt(maxBytes) || maxBytes <= 0) fail("'max_result_bytes' must be a positive integer");
-      return { t: kind, id, name, hash, kernel, static: staticText, taskTimeout: timeout, maxResultBytes: maxBytes };
+      return { t: kind, id, name, hash, kernel, static: staticText, taskTimeout: timeout, maxResultBytes: maxBytes, features: featuresOf(body.features) };
     }
     case "idle":
     case "bye":
