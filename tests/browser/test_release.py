@@ -148,6 +148,7 @@ LEAVING: dict[str, Callable[[Visit], Any]] = {
 }
 
 
+@in_every_engine
 @pytest.mark.parametrize("how", LEAVING)
 async def test_a_page_that_goes_away_hands_its_tasks_to_another_worker_at_once(
     embedding: Embedding, monkeypatch: pytest.MonkeyPatch, how: str
