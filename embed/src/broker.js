@@ -56,6 +56,7 @@ function render(status) {
   document.body.dataset.state = status.state;
   document.body.dataset.done = String(status.done);
   document.body.dataset.progress = status.progress == null ? "" : String(status.progress);
+  document.body.dataset.computing = String(status.computing ?? 0); // tasks computing right now
   statusLine.textContent = describe(status);
   pause.textContent = status.state === "paused" ? "Resume" : "Pause";
   if (status.state === "done" && status.detail === "complete") tellHowItEnded(status.done);

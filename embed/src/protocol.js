@@ -1,5 +1,5 @@
-// Worker wire protocol v1, browser side: the same frames as distribute/protocol.py (read that
-// module for the rules; docs/protocol.md for the prose).
+// Worker wire protocol v1 (and the v1.1 `release` frame), browser side: the same frames as
+// distribute/protocol.py (read that module for the rules; docs/protocol.md for the prose).
 //
 // Every frame is one binary WebSocket message holding a msgpack map with a type key `t`.
 // Client → server: hello, result, results, error, ping (v1.1: release, progress, checkpoint, each sent
@@ -14,6 +14,8 @@ import { readHeader, readInt, readStr, ScanError, scanValue } from "./scan.js";
 export const VERSION = 1;
 export const MAX_SLOTS = 256; // most tasks one connection may hold, and most items in a `results` frame
 export const MAX_TEXT = 64 * 1024; // the server keeps no longer error message or stack
+export const FEATURE_RELEASE = "release"; // v1.1: the server takes tasks back unfinished
+const MAX_FEATURES = 16;
 
 // WebSocket close codes (RFC 6455 §7.4.1), as in protocol.py.
 export const CLOSE_NORMAL = 1000;
@@ -59,6 +61,12 @@ export function encodeProgress(id, fraction) {
 // `state` is the checkpoint's msgpack bytes (a Uint8Array): sent as binary, never re-encoded.
 export function encodeCheckpoint(id, state) {
   return encode({ t: "checkpoint", id, state });
+}
+
+// Tasks handed back unfinished (v1.1); `final`: send this connection no more tasks. At most MAX_SLOTS ids.
+export function encodeRelease(ids, final = false) {
+  if (ids.length > MAX_SLOTS) throw new RangeError(`a release frame holds at most ${MAX_SLOTS} ids`);
+  return encode({ t: "release", ids: [...ids], final: Boolean(final) });
 }
 
 export function encodePing(nonce = 0) {
@@ -149,6 +157,13 @@ function parseTasks(bytes, pos) {
 }
 
 const isInt = (v) => Number.isInteger(v);
+
+// v1.1 `features` (absent from a v1 server: none). A v1 client ignores what it does not know, so
+// this one does too: only short strings are kept.
+function featuresOf(value) {
+  if (!Array.isArray(value)) return [];
+  return value.slice(0, MAX_FEATURES).filter((name) => typeof name === "string" && name.length <= 64);
+}
 const isText = (v) => typeof v === "string";
 const isNumber = (v) => typeof v === "number" && Number.isFinite(v);
 
@@ -201,11 +216,11 @@ function checkServer(body) {
       }
       if (!isNumber(timeout) || timeout <= 0) fail("'task_timeout' must be a positive number");
       if (!isInt(maxBytes) || maxBytes <= 0) fail("'max_result_bytes' must be a positive integer");
-      if (!Array.isArray(features) || !features.every(isText)) fail("'features' must be a list of names");
+      const names = featuresOf(features); // unknown or malformed names are left out: later servers may add more
       if (!isInt(checkpointMaxBytes) || checkpointMaxBytes < 0 || !isNumber(checkpointInterval) || checkpointInterval < 0) {
         fail("'checkpoint_max_bytes' and 'checkpoint_interval' must be non-negative numbers");
       }
-      const checkpoints = features.includes(FEATURE_CHECKPOINT) ? checkpointMaxBytes : 0;
+      const checkpoints = names.includes(FEATURE_CHECKPOINT) ? checkpointMaxBytes : 0;
       return {
         t: kind,
         id,
@@ -215,8 +230,8 @@ function checkServer(body) {
         static: staticText,
         taskTimeout: timeout,
         maxResultBytes: maxBytes,
-        features,
-        progress: features.includes(FEATURE_PROGRESS),
+        features: names,
+        progress: names.includes(FEATURE_PROGRESS),
         checkpointMaxBytes: checkpoints,
         checkpointInterval,
       };

@@ -53,6 +53,7 @@ class Slot {
     this.idleTimer = 0;
     this.duty = new DutyCycle(config.duty, REST_QUANTUM_MS);
     this.backups = new Map(); // id → task, for tasks queued inside the worker behind another
+    this.last = false; // stop the worker after its current task (the ones behind it were handed back)
   }
 }
 
@@ -208,6 +209,14 @@ function answered(slot, worker, data) {
   slot.tasks.shift();
   slot.backups.delete(answer.id);
   slot.since = now;
+  if (slot.last) {
+    // The tasks queued inside this worker were handed back: it must not start them.
+    slot.last = false;
+    worker.terminate();
+    slot.worker = null;
+    slot.tasks = [];
+    slot.backups.clear();
+  }
   if (slot.tasks.length) startedSome = true; // the one waiting inside the worker starts now
   // The worker's own timing is precise, but it is the kernel's word: never more than we saw.
   emit(answer.id, answer.ok, answer.payload, Math.min(answer.ms, busy));
@@ -278,9 +287,33 @@ function stopAll() {
   config = null;
 }
 
-// Only ever grows: the broker reconnects (stop, start) when the number of workers goes down.
+// Only ever grows, but for `keep` below.
 function makeSlots(count) {
   while (slots.length < count) slots.push(new Slot());
+}
+
+// The broker handed back every task it gave us but those in `keep` (the ones computing in the
+// workers that stay, at most `workers`): the others are dropped, computing or not, and their workers
+// stopped. The kept ones finish; then the broker reconnects (stop, start) with the new size.
+function keepOnly(keep, workers) {
+  const kept = new Set(keep);
+  queue = [];
+  const stay = [];
+  const gone = [];
+  for (const slot of slots) {
+    if (slot.worker && slot.tasks.length && kept.has(slot.tasks[0])) {
+      for (const id of slot.tasks.slice(1)) slot.backups.delete(id);
+      slot.last = slot.tasks.length > 1;
+      slot.tasks.length = 1;
+      stay.push(slot);
+    } else {
+      if (slot.worker) slot.worker.terminate();
+      clearTimeout(slot.restTimer);
+      clearTimeout(slot.idleTimer);
+      gone.push(slot);
+    }
+  }
+  slots = stay.concat(gone.slice(0, Math.max(0, workers - stay.length)).map(() => new Slot()));
 }
 
 function start(msg) {
@@ -312,6 +345,7 @@ function command(event) {
     case "throttle":
       if (config) {
         Object.assign(config, { workers: msg.workers, duty: msg.duty, depth: msg.depth });
+        if (msg.keep) keepOnly(msg.keep, msg.workers);
         for (const slot of slots) slot.duty = new DutyCycle(msg.duty, REST_QUANTUM_MS);
         makeSlots(msg.workers);
         pump();

@@ -8,6 +8,12 @@
 // Pausing (button or hidden page) closes the socket and stops the workers: the server hands the
 // unfinished tasks to somebody else at once, and the visitor's CPU is free immediately. Resuming
 // reconnects; kernels already received are kept by content hash (`have`), so they are not resent.
+//
+// Every deliberate close (Pause, Stop, a hidden page, the page going away, a new sandbox) first
+// hands back all the tasks held, with a final `release` frame, where the server supports it
+// (release.js): they reach the next worker at once, and the visitor's address is not charged with
+// tasks it dropped. A throttle change that needs a new connection keeps the tasks computing in the
+// workers that stay, hands back the rest, and reconnects once those are answered.
 
 import {
   CLOSE_NORMAL,
@@ -23,6 +29,7 @@ import {
   MAX_SLOTS,
   ProtocolError,
 } from "./protocol.js";
+import { canRelease, heldIds, releaseFrames, surplus } from "./release.js";
 import { plan } from "./throttle.js";
 import { carriesNonce, checkRunnerMessage, makeNonce } from "./validate.js";
 
@@ -121,13 +128,18 @@ export class Session {
     this.pingTimer = 0;
     this.onMessage = (event) => this.fromWindow(event);
     this.onVisibility = () => this.visibilityChanged();
+    this.onPageHide = () => this.pageHidden();
+    this.onPageShow = (event) => event.persisted && this.visibilityChanged();
+    this.releasable = false; // this connection's server takes tasks back (`release`)
+    this.draining = false; // handed back all but the kept tasks: reconnect once they are answered
   }
 
   status(state, detail = "") {
     this.state = state;
     this.detail = detail;
     const progress = this.progress();
-    this.onStatus({ state, detail, done: this.done, campaign: this.current?.name ?? "", level: this.plan.level, progress });
+    const computing = this.running.length;
+    this.onStatus({ state, detail, done: this.done, computing, campaign: this.current?.name ?? "", level: this.plan.level, progress });
   }
 
   // ------------------------------------------------------------------------- lifecycle
@@ -136,6 +148,8 @@ export class Session {
     this.userPaused = false;
     window.addEventListener("message", this.onMessage);
     document.addEventListener("visibilitychange", this.onVisibility);
+    window.addEventListener("pagehide", this.onPageHide);
+    window.addEventListener("pageshow", this.onPageShow);
     this.livenessTimer = setInterval(() => this.checkRunner(), 1000);
     this.status("starting", "Starting the sandbox…");
     if (!(await this.startRunner())) return;
@@ -147,6 +161,8 @@ export class Session {
     this.disconnect();
     window.removeEventListener("message", this.onMessage);
     document.removeEventListener("visibilitychange", this.onVisibility);
+    window.removeEventListener("pagehide", this.onPageHide);
+    window.removeEventListener("pageshow", this.onPageShow);
     clearInterval(this.livenessTimer);
     this.dropRunner();
     this.status("stopped");
@@ -171,14 +187,30 @@ export class Session {
     this.plan = next;
     if (this.ws && reconnect) {
       // The server sized this connection by `slots`: ask again with the new size.
-      this.disconnect();
-      this.connect();
+      if (!this.regroup()) {
+        this.disconnect();
+        this.connect();
+      }
     } else if (this.ws && this.current) {
       this.post({ type: "throttle", workers: next.workers, duty: next.duty, depth: next.depth });
     }
     this.status(this.state, this.detail);
   }
 
+  // The page is being unloaded (its tab closed, the host page navigated away, or this frame removed),
+  // or stored in the back/forward cache. The release is sent right here, synchronously, on the open
+  // socket: nothing later in this document is sure to run. A page restored from the cache becomes
+  // visible again and reconnects (visibilityChanged).
+  pageHidden() {
+    if (this.ws || this.retryTimer) {
+      this.disconnect(CLOSE_NORMAL, "left the page");
+      this.status("hidden");
+    }
+  }
+
+  // A hidden page stops computing (it is paused, not merely in the background): its tasks are
+  // handed back like on Pause. On mobile, hidden is often the last event a page gets before it is
+  // discarded, so nothing is left to a pagehide that may never come.
   visibilityChanged() {
     if (document.visibilityState === "hidden") {
       if (this.ws || this.retryTimer) {
@@ -276,9 +308,15 @@ export class Session {
     if (!msg) return;
     this.heardFromRunner = performance.now();
     if (msg.type !== "report" || msg.gen !== this.gen || !this.ws) return; // stale: before a reconnect or switch
+    const counted = this.running.length;
     this.running = msg.running;
     if (msg.notes.length) this.takeNotes(msg.notes);
     if (msg.items.length) this.sendAnswers(msg.items);
+    else if (counted !== this.running.length) this.status(this.state, this.detail);
+    if (this.draining) {
+      if (!this.inflight.size) this.reconnect();
+      return;
+    }
     this.drain();
   }
 
@@ -320,6 +358,41 @@ export class Session {
     if (this.userPaused) this.status("paused");
     else if (document.visibilityState === "hidden") this.status("hidden");
     else this.connect();
+  }
+
+  // ------------------------------------------------------------------------- handing back
+
+  // Sends a final `release` for `ids` (at once, on the open socket) and forgets them: answers the
+  // runner still sends for them are dropped, as the server no longer counts on this connection for
+  // them. False when the server does not take tasks back (or the socket is not open).
+  handBack(ids) {
+    if (!this.releasable || this.ws?.readyState !== WebSocket.OPEN) return false;
+    for (const frame of releaseFrames(ids, true)) this.ws.send(frame);
+    for (const id of ids) this.inflight.delete(id);
+    return true;
+  }
+
+  // The throttle changed the number of tasks this browser should hold, and a live connection cannot
+  // be resized. The tasks computing in the workers that stay are finished; all others are handed
+  // back now (the ones computing in workers that stop, and every prefetched one); the final release
+  // keeps the server from sending more; once the kept tasks are answered, the session reconnects
+  // with the new size. False when the server does not take tasks back: then reconnect at once.
+  regroup() {
+    if (!this.current) return false;
+    const { keep, release } = surplus(heldIds(this.inflight, this.pending), this.running, this.plan.workers);
+    if (!this.handBack(release)) return false;
+    this.pending = [];
+    this.draining = true;
+    this.running = keep;
+    const { workers, duty, depth } = this.plan;
+    this.post({ type: "throttle", workers, duty, depth, keep });
+    if (!this.inflight.size) this.reconnect();
+    return true;
+  }
+
+  reconnect() {
+    this.disconnect();
+    this.connect();
   }
 
   sendAnswers(items) {
@@ -430,11 +503,14 @@ export class Session {
     this.ws = ws;
   }
 
-  // Closes the socket and forgets all work in hand: the server requeues what we held.
+  // Closes the socket and forgets all work in hand, handing it back first: the server requeues
+  // what we held (without the release feature, when it sees the socket close).
   disconnect(code = CLOSE_NORMAL, reason = "paused") {
     clearTimeout(this.retryTimer);
     this.retryTimer = 0;
     clearInterval(this.pingTimer);
+    const held = heldIds(this.inflight, this.pending);
+    if (held.length) this.handBack(held);
     if (this.ws) {
       this.ws.onclose = this.ws.onmessage = this.ws.onopen = null;
       try {
@@ -453,6 +529,8 @@ export class Session {
     this.inflight.clear();
     this.running = [];
     this.current = null;
+    this.releasable = false;
+    this.draining = false;
     this.gen += 1;
     this.post({ type: "stop" });
   }
@@ -505,6 +583,10 @@ export class Session {
         break;
       case "tasks":
         this.retries = 0;
+        if (this.draining) {
+          this.handBack(msg.tasks.map(([id]) => id)); // sent before the server read our final release
+          break;
+        }
         this.pending.push({ tasks: msg.tasks });
         this.drain();
         break;
@@ -520,6 +602,7 @@ export class Session {
   }
 
   campaignFrame(msg) {
+    this.releasable = canRelease(msg.features);
     let code = msg.kernel !== null && msg.static !== null ? { kernel: msg.kernel, static: msg.static } : this.cache.get(msg.hash);
     if (!code) {
       // The server thinks we hold a kernel we do not: start over without claiming any.

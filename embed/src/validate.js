@@ -45,8 +45,12 @@ export function checkBrokerMessage(msg) {
       return { type: "tasks", gen: msg.gen, tasks: msg.tasks };
     }
     case "throttle": {
+      // `keep` (optional): the tasks to finish; every other one was handed back (see runner.js).
       const throttle = throttleOf(msg);
-      return throttle && { type: "throttle", ...throttle };
+      if (!throttle) return null;
+      if (msg.keep === undefined) return { type: "throttle", ...throttle };
+      if (!Array.isArray(msg.keep) || msg.keep.length > throttle.workers || !msg.keep.every(isId)) return null;
+      return { type: "throttle", ...throttle, keep: msg.keep };
     }
     case "stop":
       return { type: "stop" };

@@ -12,6 +12,7 @@ import {
   encodeHello,
   encodePing,
   encodeProgress,
+  encodeRelease,
   encodeResult,
   encodeResults,
   ProtocolError,
@@ -26,6 +27,8 @@ const GOLDEN = {
   results: "82a174a7726573756c7473a56974656d73929301920102cb3fe00000000000009302c0cb0000000000000000",
   error: "85a174a56572726f72a2696409a76d657373616765ac547970654572726f723a2078a5737461636ba76174206d61696ea26d73cb4000000000000000",
   ping: "82a174a470696e67a16e05",
+  release: "83a174a772656c65617365a3696473920709a566696e616cc3", // Release(tasks=(7, 9), final=True)
+  campaignFeatures: "89a174a863616d706169676ea2696403a46e616d65a65072696d6573a468617368a26831a66b65726e656cc0a6737461746963c0ac7461736b5f74696d656f7574cb403e000000000000b06d61785f726573756c745f6279746573ce00100000a8666561747572657391a772656c65617365",
   campaign: "88a174a863616d706169676ea2696403a46e616d65a65072696d6573a468617368a26831a66b65726e656cb5287b6d61696e2864297b72657475726e20647d7d29a6737461746963a0ac7461736b5f74696d656f7574cb403e000000000000b06d61785f726573756c745f6279746573ce00100000",
   tasks: "82a174a57461736b73a57461736b7392920a82a36d696e00a36d61786492cf00000100000000009301a161c0",
   idle: "82a174a469646c65a6726561736f6ea76e6f20776f726b",
@@ -125,6 +128,20 @@ describe("client frames", () => {
   });
 });
 
+describe("release (v1.1)", () => {
+  test("a release frame matches the server's", () => {
+    assert.equal(hex(encodeRelease([7, 9], true)), GOLDEN.release);
+  });
+
+  test("a release is not final unless said", () => {
+    assert.deepEqual(decode(encodeRelease([1])), { t: "release", ids: [1], final: false });
+  });
+
+  test("a release frame refuses more than 256 ids", () => {
+    assert.throws(() => encodeRelease(Array.from({ length: 257 }, (_, i) => i)), RangeError);
+  });
+});
+
 describe("server frames", () => {
   test("a tasks frame gives each dataset's bytes without decoding them", () => {
     const msg = decodeServer(bytes(GOLDEN.tasks));
@@ -153,7 +170,7 @@ describe("server frames", () => {
       static: "",
       taskTimeout: 30,
       maxResultBytes: 1048576,
-      features: [],
+      features: [], // a v1 server lists none
       progress: false,
       checkpointMaxBytes: 0,
       checkpointInterval: 0,
@@ -182,6 +199,16 @@ describe("server frames", () => {
     const frame = encode({ t: "campaign", id: 3, name: "P", hash: "h", kernel: null, static: null, task_timeout: 5, max_result_bytes: 10,
       features: ["release"], checkpoint_max_bytes: 65536 });
     assert.equal(decodeServer(frame).checkpointMaxBytes, 0);
+  });
+
+  test("a v1.1 campaign frame lists the server's features", () => {
+    assert.deepEqual(decodeServer(bytes(GOLDEN.campaignFeatures)).features, ["release"]);
+  });
+
+  test("features that are not short strings are left out, not a protocol error", () => {
+    const base = { t: "campaign", id: 3, name: "P", hash: "h", kernel: null, static: null, task_timeout: 5, max_result_bytes: 10 };
+    assert.deepEqual(decodeServer(encode({ ...base, features: "release" })).features, []);
+    assert.deepEqual(decodeServer(encode({ ...base, features: [1, "release", "x".repeat(65)] })).features, ["release"]);
   });
 
   test("a campaign frame without kernel (the client has the hash)", () => {

@@ -60,6 +60,14 @@ describe("broker → runner", () => {
     assert.deepEqual(checkBrokerMessage({ type: "stop" }), { type: "stop" });
   });
 
+  test("a throttle may name the tasks to keep, at most one per worker", () => {
+    const throttle = { type: "throttle", workers: 1, duty: 0.25, depth: 1 };
+    assert.deepEqual(checkBrokerMessage({ ...throttle, keep: [4] }), { ...throttle, keep: [4] });
+    assert.equal(checkBrokerMessage({ ...throttle, keep: [4, 5] }), null);
+    assert.equal(checkBrokerMessage({ ...throttle, keep: ["4"] }), null);
+    assert.equal(checkBrokerMessage({ ...throttle, keep: 4 }), null);
+  });
+
   test("anything else is dropped", () => {
     for (const msg of [null, "start", [start], { type: "eval", code: "x" }]) assert.equal(checkBrokerMessage(msg), null);
   });
