@@ -41,6 +41,9 @@ NOTICES = {
     "restored": "The campaign is restored.",
     "reset": "Every result and error was discarded; all datasets are pending again.",
     "resumed": "The campaign is resumed: workers receive its tasks again.",
+    "paused": "The campaign is paused: no worker receives its tasks until you resume it.",
+    "cancelled": "The campaign is cancelled: no worker receives its tasks any more. Its results are kept.",
+    "closed": "The campaign is closed: it takes no more datasets and completes once every one is answered.",
 }
 
 
@@ -193,12 +196,16 @@ CHANGES: dict[str, tuple[Callable[[CampaignService, int, User], Awaitable[object
     "restore": (CampaignService.restore, "restored"),
     "reset": (CampaignService.reset, "reset"),
     "resume": (CampaignService.resume, "resumed"),
+    "pause": (CampaignService.pause, "paused"),
+    "cancel": (CampaignService.cancel, "cancelled"),
+    "close": (CampaignService.close, "closed"),
 }
 
 
 @login_required
 async def change(campaign_id: int, action: str) -> ResponseTypes:
-    """Delete, restore, reset or resume a campaign (POST /campaigns/ID/ACTION), then back to its page."""
+    """Delete, restore, reset, resume, pause, cancel or close a campaign (POST /campaigns/ID/ACTION), then back
+    to its page."""
     method, notice = CHANGES[action]
     await method(current_platform().campaigns, campaign_id, g.user)
     return redirect(url_for("console.campaigns.show", campaign_id=campaign_id, done=notice), 303)
