@@ -42,7 +42,7 @@ DISPLAY_NAME_MAX_CHARS = 60  # an account's display name, as the card names the 
 
 
 class CampaignStatus:
-    GENERATING = "generating"  # the generator is still producing datasets (workers may already compute)
+    GENERATING = "generating"  # the generator (or an open campaign's owner) may still add datasets
     RUNNING = "running"  # every dataset is generated; work remains
     COMPLETE = "complete"  # every dataset has its result (or failed for good)
     FAILED = "failed"  # the generator failed; see generation_error
