@@ -28,7 +28,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE result ADD COLUMN identity TEXT",
     ),
     2: ("ALTER TABLE account ADD COLUMN display_name TEXT NOT NULL DEFAULT ''",),
-    3: ("ALTER TABLE dataset ADD COLUMN checkpoint {bytes}",),
+    3: (
+        "ALTER TABLE dataset ADD COLUMN checkpoint {bytes}",
+        "ALTER TABLE campaign ADD COLUMN is_open BOOLEAN NOT NULL DEFAULT FALSE",
+    ),
 }
 
 # Pony cannot express an index with the primary key in it; leasing needs (campaign, state, id) so
@@ -78,7 +81,7 @@ def define_entities(db: Database) -> dict[str, Any]:
         description = Optional(LongStr)
         kernel = Required(LongStr)
         static_dataset = Optional(LongStr)
-        generator = Required(LongStr)
+        generator = Optional(LongStr)  # "" for an open campaign: its owner sends the datasets
         priority = Required(int, default=0)
         weight = Required(float, default=1.0)
         replication = Required(int, default=1)
@@ -91,6 +94,7 @@ def define_entities(db: Database) -> dict[str, Any]:
         generated = Required(int, size=64, default=0)
         compute_ms = Required(float, default=0.0)
         comparator = Optional(LongStr, nullable=True)
+        is_open = Required(bool, default=False)  # an open campaign still taking its owner's datasets
         datasets = Set("Dataset")
         results = Set("Result")
         kernel_errors = Set("KernelError")
