@@ -56,7 +56,8 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def _to_version_2(storage: PonyStorage) -> None:
     with db_session:
         storage.sql.execute("ALTER TABLE account DROP COLUMN display_name")
-        storage.sql.execute("ALTER TABLE campaign DROP COLUMN is_open")  # a later version's column
+        storage.sql.execute("ALTER TABLE campaign DROP COLUMN is_open")  # a later version's columns
+        storage.sql.execute("ALTER TABLE dataset DROP COLUMN checkpoint")
         storage.sql.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
 
 

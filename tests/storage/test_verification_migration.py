@@ -24,6 +24,7 @@ TO_VERSION_1 = (
     "DROP TABLE worker_record",
     "ALTER TABLE account DROP COLUMN display_name",  # added by version 3, which migrates it from 2
     "ALTER TABLE campaign DROP COLUMN is_open",  # added by version 4
+    "ALTER TABLE dataset DROP COLUMN checkpoint",  # added by version 4
     "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
 )
 
