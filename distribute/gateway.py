@@ -55,13 +55,13 @@ from .settings import Settings
 from .work.checkpoints import features
 from .work.dispatcher import Dispatcher
 from .work.dwell import Dwell, EndedBy
+from .work.placement import Placements
 from .work.verification import canonical, worker_key
 
 __all__ = ["Gateway", "WebSocketLike"]
 
 log = logging.getLogger(__name__)
 _connection_ids = itertools.count(1)
-RESCHEDULE_SECONDS = 10.0  # how often a worker serving "any" campaign may be moved to another
 # Pongs owed to a connection that sends pings faster than it reads: past this many it is closed
 # (an honest worker pings every 20-25 s and reads all the time).
 MAX_PENDING_PONGS = 16
@@ -85,7 +85,6 @@ class Session:
     hello: p.Hello
     have: set[str]
     campaign: Campaign | None = None
-    assigned_at: float = 0.0
     held: dict[int, tuple[int, int, float]] = field(default_factory=dict)  # dataset id -> (campaign, bytes, sent at)
     inflight_bytes: int = 0
     idle_sent: bool = False
@@ -117,6 +116,7 @@ class Gateway:
         self.dispatcher = dispatcher
         self.settings = settings
         self.sessions: dict[int, Session] = {}
+        self.placements = Placements(dispatcher, settings.reschedule_seconds)  # workers that accept any campaign
         self.frames_received = 0  # every frame read from a worker, well-formed or not (/-/health)
         self.on_dispatch: Callable[[float], None] = lambda seconds: None  # the platform's dispatch-latency metric
         open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -223,6 +223,7 @@ class Gateway:
             ended_by: EndedBy = "server" if reason or session.close else "leaving" if session.leaving else "visitor"
             self.dwell.left(session.id, trio.current_time(), ended_by)
             self.dispatcher.unlisten(session.id)
+            self.placements.leave(session.id)
             self.dispatcher.drop_connection(session.id, list(session.held))
             self.dispatcher.checkpoints.left(session.held)
             del self.sessions[session.id]
@@ -467,21 +468,9 @@ class Gateway:
                     else "complete"
                 )
             return queue.campaign, ""
-        current = self.dispatcher.queue(session.campaign.id) if session.campaign else None
-        # The campaign the session serves, if it still has work.
-        usable = current.campaign if current and not current.complete and self.dispatcher.has_work(current) else None
-        if session.held:
-            # Never switch kernels under tasks in flight: let them drain first.
-            return usable, ""
-        stale = trio.current_time() - session.assigned_at > RESCHEDULE_SECONDS
-        if usable is not None and not stale:
-            return usable, ""
-        chosen = self.dispatcher.choose_campaign()
-        if chosen is None:
-            # Nothing anywhere: a headless worker exits, the browser harness retries later.
-            return (usable, "") if usable is not None else (None, "no work")
-        session.assigned_at = trio.current_time()
-        return chosen, ""
+        # Placed again periodically even while it holds tasks; never switched under tasks in flight.
+        campaign, no_work = self.placements.place(session.id, session.campaign, bool(session.held), trio.current_time())
+        return campaign, "no work" if no_work else ""
 
     async def _send_campaign(self, ws: WebSocketLike, session: Session, campaign: Campaign) -> None:
         known = campaign.content_hash in session.have
@@ -503,6 +492,7 @@ class Gateway:
         )
         session.have.add(campaign.content_hash)
         session.campaign = campaign
+        self.placements.pin(session.id, campaign)  # counted on it (a no-op when it was placed there)
 
 
 def limits_of(settings: Settings, address: Address) -> ConnectionLimits:

@@ -105,6 +105,12 @@ class Settings:
         Check("empty or an http:// or https:// URL", lambda v: v == "" or v.startswith(("http://", "https://"))),
     )
     scheduler: str = setting("round-robin", "name", "campaign scheduling policy for workers that accept any campaign")
+    reschedule_seconds: float = setting(
+        10.0,
+        "s",
+        "how often the scheduler re-places a worker that accepts any campaign (each worker's period is staggered by up to half of this either way)",
+        _positive,
+    )
     metrics_token: str = setting(
         "",
         "",

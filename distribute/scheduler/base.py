@@ -1,7 +1,8 @@
 """The scheduler contract: `Candidate` (what the dispatcher offers) and `Scheduler` (the policy).
 
-A scheduler decides which campaign the next idle worker that accepts "any" campaign serves. It is
-pure policy: no I/O, no clocks, no randomness unless seeded, so every decision is reproducible from
+A scheduler decides which campaign a worker that accepts "any" campaign serves: when it arrives or
+its campaign runs dry, and again every `reschedule_seconds` (a setting) while it works, when choosing
+the campaign it serves keeps it there. It is pure policy: no I/O, no clocks, no randomness unless seeded, so every decision is reproducible from
 the sequence of calls it received. The dispatcher owns all state that must survive a restart or be
 shared between server processes (stored compute time, priorities, weights) and hands it in through
 `Candidate`; a scheduler keeps only what it learns from its own calls.
@@ -23,15 +24,22 @@ __all__ = ["Candidate", "Scheduler", "next_in_rotation"]
 class Candidate:
     """A campaign that has work right now, as the dispatcher sees it.
 
-    Raises `ValueError` on construction if `weight` is not a finite number > 0 or
-    `compute_seconds` is not a finite number >= 0: such a value would make fair sharing meaningless,
-    so it is refused where it enters rather than deep inside a policy.
+    Raises `ValueError` on construction if `weight` is not a finite number > 0, `compute_seconds` or
+    `placement_seconds` is not a finite number >= 0, or `workers` is not an integer >= 0: such a value
+    would make fair sharing meaningless, so it is refused where it enters rather than deep inside a policy.
     """
 
     campaign_id: int
     priority: int  # higher first
     weight: float  # share for compute-time
     compute_seconds: float  # measured compute time delivered so far (from storage; shared across processes)
+    # What a choice commits. The live path places a worker on a campaign for a while (it serves the
+    # chosen campaign until it is placed again), not for one task: `workers` is how many other
+    # connections of this process serve this campaign now (the one being placed not counted), and
+    # `placement_seconds` how long the worker being placed will serve the chosen one before it is
+    # placed again. Both 0 (the defaults) for a caller that asks once per task.
+    workers: int = 0
+    placement_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.weight, (int, float)) and math.isfinite(self.weight) and self.weight > 0):
@@ -45,6 +53,13 @@ class Candidate:
                 f"campaign {self.campaign_id}: compute_seconds must be a finite number >= 0, "
                 f"got {self.compute_seconds!r}"
             )
+        if not (isinstance(self.workers, int) and self.workers >= 0):
+            raise ValueError(f"campaign {self.campaign_id}: workers must be an integer >= 0, got {self.workers!r}")
+        seconds = self.placement_seconds
+        if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds >= 0):
+            raise ValueError(
+                f"campaign {self.campaign_id}: placement_seconds must be a finite number >= 0, got {seconds!r}"
+            )
 
 
 @runtime_checkable
@@ -53,7 +68,9 @@ class Scheduler(Protocol):
 
     - `choose(candidates)`: `candidates` are the campaigns that have work now, in any order, each
       `campaign_id` at most once. Return one of them, or `None` only when `candidates` is empty. The
-      set may change freely between calls (campaigns join, run dry, come back).
+      set may change freely between calls (campaigns join, run dry, come back). A call places one
+      worker, which may be serving one of the candidates already (it is then not counted in that
+      candidate's `workers`); choosing that candidate keeps it there.
     - `task_finished(campaign_id, compute_seconds)`: a worker reported the compute time of one task
       (a result or a kernel error). Ids the scheduler never saw must be accepted; values that are
       negative or not finite must be ignored, never raise.

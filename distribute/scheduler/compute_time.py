@@ -3,7 +3,7 @@
 Each campaign should receive worker compute time in proportion to its `weight`. The policy picks the
 candidate with the smallest *pass*, its normalised usage::
 
-    pass = (usage + in_flight) / weight + offset          ties -> lowest campaign id
+    pass = (usage + in_flight + committed) / weight + offset          ties -> lowest campaign id
 
 - ``usage`` is the compute time delivered so far: the stored ``compute_seconds`` (shared by every
   server process) plus what workers reported to *this* process through `task_finished` that storage
@@ -14,6 +14,20 @@ candidate with the smallest *pass*, its normalised usage::
   without it, a burst of idle workers arriving together would all be sent to the one campaign that
   is behind. A report cancels the oldest charge of its campaign; a charge that is never answered (a
   worker vanished) expires after `charge_horizon` further choices.
+- ``committed`` is what the placement would commit: ``(workers + 1) x placement_seconds`` of the
+  candidate, the compute time its other workers and the worker being placed will deliver before that
+  worker is placed again (a worker delivers about one second of compute time per second). So the
+  pass is the campaign's normalised usage at the next placement if it gets the worker (a *virtual
+  finish time*, as in weighted fair queueing), and the worker goes where that is lowest.
+  The live path places a worker for a whole interval and re-places it while it works. Charging such
+  a choice one task time would let workers placed together, or one after another before their first
+  reports, all go to the campaign that is behind, and then stay there. With the commitment, workers
+  placed together spread in proportion to the weights, and a re-placement keeps a worker where it is
+  unless its campaign is ahead of its share by a fraction of an interval (about the interval times
+  its weight over the weight of the campaign it would go to). Counting the worker being placed,
+  rather than only the others, puts the first workers on the heaviest campaigns and makes that dead
+  band proportional to the campaign's weight: the same relative error whatever the weight. A
+  per-task caller leaves both fields 0, and then only ``usage`` and ``in_flight`` count.
 - ``offset`` handles campaigns that join late: a campaign that appears for the first time starts at
   the current minimum pass of the campaigns already present, so a newcomer shares the workers
   instead of monopolising them until its usage catches up. A campaign that left (ran dry) and comes
@@ -90,6 +104,7 @@ class ComputeTime:
             while state.charges and state.charges[0] <= expired_before:
                 state.charges.popleft()
             usage = max(state.stored, state.local) + len(state.charges) * self._charge(state)
+            usage += (candidate.workers + 1) * candidate.placement_seconds
             passes[candidate.campaign_id] = usage / candidate.weight + state.offset
 
         self._settle_joiners(joining, passes)

@@ -24,7 +24,7 @@ import itertools
 import logging
 import math
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from functools import partial
 
@@ -160,13 +160,13 @@ class Dispatcher:
     def queue(self, campaign_id: int) -> CampaignQueue | None:
         return self.queues.get(campaign_id)
 
-    def choose_campaign(self, exclude: Iterable[int] = ()) -> Campaign | None:
-        """For a worker that serves any campaign: ask the scheduler among campaigns with work now."""
-        excluded = set(exclude)
+    def choose_campaign(self, exclude: Iterable[int] = (), serving: Mapping[int, int] | None = None) -> Campaign | None:
+        """For a worker that serves any campaign: ask the scheduler (`serving`: campaign -> its other workers)."""
+        excluded, serving, horizon = set(exclude), serving or {}, self.settings.reschedule_seconds
         candidates = [
-            Candidate(q.campaign.id, q.campaign.priority, q.campaign.weight, q.campaign.compute_seconds)
+            Candidate(c.id, c.priority, c.weight, c.compute_seconds, serving.get(c.id, 0), horizon)
             for q in self.queues
-            if not q.complete and q.campaign.id not in excluded and has_work(q)
+            if not q.complete and (c := q.campaign).id not in excluded and has_work(q)
         ]
         chosen = self.scheduler.choose(candidates)
         return self.queues.campaign(chosen.campaign_id) if chosen else None

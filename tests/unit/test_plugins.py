@@ -350,6 +350,15 @@ def test_example_lottery_is_reproducible_with_a_seed(monkeypatch: pytest.MonkeyP
         assert abs(draws.count(cid) - expected) <= 0.05 * expected
 
 
+def test_example_lottery_sends_a_worker_being_placed_where_a_worker_is_missing() -> None:
+    lottery = make_scheduler("lottery")
+    serving = {1: 1, 2: 2, 3: 3}  # weights 1:2:4 and seven workers: the weight-4 campaign is one short
+    candidates = [
+        Candidate(cid, 0, weight, 0.0, serving[cid], 10.0) for cid, weight in {1: 1.0, 2: 2.0, 3: 4.0}.items()
+    ]
+    assert {lottery.choose(candidates).campaign_id for _ in range(200)} == {3}  # type: ignore[union-attr]
+
+
 def test_example_lottery_rejects_a_bad_seed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DISTRIBUTE_LOTTERY_SEED", "forty-two")
     with pytest.raises(SettingsError, match="DISTRIBUTE_LOTTERY_SEED must be an integer"):

@@ -21,8 +21,15 @@ def make(name: str) -> Scheduler:
         return make_scheduler(name)
 
 
-def c(campaign_id: int, priority: int = 0, weight: float = 1.0, compute_seconds: float = 0.0) -> Candidate:
-    return Candidate(campaign_id, priority, weight, compute_seconds)
+def c(
+    campaign_id: int,
+    priority: int = 0,
+    weight: float = 1.0,
+    compute_seconds: float = 0.0,
+    workers: int = 0,
+    placement_seconds: float = 0.0,
+) -> Candidate:
+    return Candidate(campaign_id, priority, weight, compute_seconds, workers, placement_seconds)
 
 
 def test_the_built_ins_and_the_example_plugin_are_covered() -> None:
@@ -118,7 +125,9 @@ operations = st.lists(
             st.just("choose"),
             st.dictionaries(
                 st.integers(1, 12),
-                st.tuples(st.integers(-3, 3), st.floats(0.01, 100), st.floats(0, 1e6)),
+                st.tuples(
+                    st.integers(-3, 3), st.floats(0.01, 100), st.floats(0, 1e6), st.integers(0, 50), st.floats(0, 100)
+                ),
                 max_size=8,
             ),
         ),
@@ -136,7 +145,7 @@ def test_any_sequence_of_calls_keeps_the_contract(name: str, ops: list[tuple[str
     for kind, data in ops:
         if kind == "choose":
             assert isinstance(data, dict)
-            candidates = [c(cid, p, w, s) for cid, (p, w, s) in data.items()]
+            candidates = [c(cid, p, w, s, n, h) for cid, (p, w, s, n, h) in data.items()]
             chosen = scheduler.choose(candidates)
             assert (chosen is None) == (not candidates)
             assert chosen is None or chosen in candidates

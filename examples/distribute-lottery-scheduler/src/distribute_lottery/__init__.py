@@ -5,6 +5,14 @@ to its weight, and the next idle worker serves the campaign whose ticket is draw
 each campaign gets a share of *tasks* proportional to its weight (unlike `compute-time`, which
 shares measured compute *time*), without keeping any per-campaign state.
 
+A draw places a worker for a while (distribute re-places it periodically), so the tickets are given
+where workers are missing: a campaign holds tickets for the share of all workers its weight is due,
+less the workers already serving it (`Candidate.workers`), never below zero (Waldspurger's
+compensation tickets, counted in workers). A campaign at its share then draws nothing, a worker being
+re-placed stays where it is when that campaign is not over its share, and the draws are random only
+among campaigns short of a fractional share. A caller that passes no workers (each 0) gets the
+plain lottery: tickets in proportion to weight.
+
 Set ``DISTRIBUTE_LOTTERY_SEED`` to an integer for reproducible draws, or construct
 ``LotteryScheduler(seed=...)`` directly.
 """
@@ -46,16 +54,26 @@ class LotteryScheduler:
         if not candidates:
             return None
         ordered = sorted(candidates, key=lambda c: c.campaign_id)  # the draw must not depend on input order
-        total = sum(c.weight for c in ordered)
-        ticket = self._random.uniform(0.0, total)
-        for candidate in ordered:
-            ticket -= candidate.weight
+        tickets = _tickets(ordered)
+        ticket = self._random.uniform(0.0, sum(tickets))
+        for candidate, held in zip(ordered, tickets, strict=True):
+            ticket -= held
             if ticket < 0:
                 return candidate
-        return ordered[-1]  # ticket == total exactly (or rounding): the last holder wins
+        return [c for c, held in zip(ordered, tickets, strict=True) if held > 0][-1]  # ticket == total (rounding)
 
     def task_finished(self, campaign_id: int, compute_seconds: float) -> None:
         """A lottery has no memory: reported compute time does not change the odds."""
+
+
+def _tickets(candidates: Sequence[Candidate]) -> list[float]:
+    """Each candidate's due share of all workers (the one being placed included), less those it has.
+
+    They sum to at least one worker, so some candidate always holds tickets.
+    """
+    weights = sum(c.weight for c in candidates)
+    workers = sum(c.workers for c in candidates) + 1
+    return [max(0.0, c.weight / weights * workers - c.workers) for c in candidates]
 
 
 @hookimpl
