@@ -52,6 +52,7 @@ from .models import Campaign, CampaignStatus, FailedTask, FinishedTask
 from .settings import Settings
 from .work.dispatcher import Dispatcher
 from .work.verification import canonical, worker_key
+from .work.versions import needs_frame, version_run
 
 __all__ = ["Gateway", "WebSocketLike"]
 
@@ -320,7 +321,10 @@ class Gateway:
                 ),
             )
             return
-        self._record(session, FinishedTask(task, campaign_id, payload, compute_ms, session.worker, session.host))
+        # Tagged with the version this connection runs (its last campaign frame), not the newest one.
+        version = version_run(session.campaign)
+        self._record(session, FinishedTask(task, campaign_id, payload, compute_ms, session.worker, session.host,
+                                           kernel_version=version))  # fmt: skip
 
     def _fail(self, session: Session, task: int, message: str, stack: str, compute_ms: float, now: float) -> None:
         campaign_id, compute_ms = self._release(session, task, compute_ms, now)
@@ -396,9 +400,12 @@ class Gateway:
             campaign, reason = self._assign(session)
             if reason:
                 return reason
-            if campaign is not None:
-                if session.campaign is None or session.campaign.id != campaign.id:
+            if campaign is not None and needs_frame(session.campaign, campaign):
+                if session.held:  # a new kernel version: the tasks of the one the worker runs finish first
+                    campaign = None
+                else:
                     await self._send_campaign(ws, session, campaign)
+            if campaign is not None:
                 now = trio.current_time()
                 if session.held:
                     self._scan_expired(session, limits, now)

@@ -97,6 +97,7 @@ class Campaign:
     generated: int  # datasets produced so far by the generator
     compute_seconds: float  # compute time workers reported for it (all server processes)
     comparator: str = ""  # owner's JS compare(a, b) for results (empty: byte equality)
+    kernel_version: int = 1  # 1 at creation, N+1 after each kernel update (its content_hash changes with it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +140,7 @@ class FinishedTask:
     host: str  # the embedding site, when the browser harness reports it
     status: str = ResultStatus.ACCEPTED  # pending for a replica, trusted for an unreplicated trusted answer
     identity: str = ""  # worker key (verification.worker_key), stored with replicas
+    kernel_version: int = 1  # the campaign's kernel version the connection was running (its campaign frame's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +168,7 @@ class StoredResult:
     created: datetime
     status: str = ResultStatus.ACCEPTED
     dataset_number: int = 0  # the dataset's place in its campaign's generation order, 1..N (0: unknown)
+    kernel_version: int = 1  # the campaign's kernel version it was computed with
 
 
 @dataclass(frozen=True, slots=True)

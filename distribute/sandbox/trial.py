@@ -23,7 +23,7 @@ from .generators import GeneratorRun
 from .kernels import KernelRun
 from .pool import GRACE, ChildDied, HardTimeout, Lease, SandboxPool, lease
 
-__all__ = ["TrialLimits", "TrialProblem", "check_generator", "trial_run"]
+__all__ = ["TrialLimits", "TrialProblem", "check_generator", "trial_kernel", "trial_run"]
 
 # Kinds of kernel failure that would fail in every browser too; the rest (timeouts, memory, crashes) may be ours.
 _LOAD_FAILURES = {"evaluate": "kernel", "shape": "kernel", "syntax": "kernel", "static": "static_dataset"}
@@ -100,6 +100,18 @@ async def trial_run(
     return None  # the trial ran out of time: no verdict
 
 
+async def trial_kernel(
+    kernel: str, static: str, datasets: list[bytes], limits: TrialLimits, *, pool: SandboxPool | None = None
+) -> TrialProblem | None:
+    """A new kernel version of a running campaign, tried like a new campaign's kernel but on datasets the
+    campaign has stored already (msgpack, up to `limits.datasets` of them): loaded with its static dataset,
+    then run on them. No datasets: only loaded. The problem that refuses it, or None."""
+    with trio.move_on_after(limits.wall + 2 * GRACE):
+        async with lease(pool) as held:
+            return await _try_kernel(held, kernel, static, datasets[: limits.datasets], limits)
+    return None  # the trial ran out of time: no verdict
+
+
 async def _first_datasets(run: GeneratorRun, generator: str, count: int) -> list[bytes] | TrialProblem:
     """Up to `count` datasets, pulled no further (at most `count` pulls: each brings one or ends it)."""
     datasets: list[bytes] = []
@@ -139,6 +151,8 @@ async def _try_kernel(
             match = _JSON_POSITION.search(exc.message)
             where = (int(match.group(1)), int(match.group(2))) if match else (None, None)
         return TrialProblem(field, exc.message, *where)
+    if not datasets:
+        return None  # nothing to run it on: it loads, and that is all that can be said
     first: KernelError | None = None
     for dataset in datasets:
         remaining = deadline - trio.current_time()

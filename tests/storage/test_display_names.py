@@ -12,6 +12,7 @@ from distribute.errors import NotFound
 from distribute.storage import Storage
 from distribute.storage.pony.entities import SCHEMA_VERSION
 from distribute.storage.pony.store import PonyStorage
+from tests.storage.test_kernel_versions import KERNEL_VERSION_COLUMNS
 from tests.support.pg import fresh_database
 
 
@@ -56,6 +57,8 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def _to_version_2(storage: PonyStorage) -> None:
     with db_session:
         storage.sql.execute("ALTER TABLE account DROP COLUMN display_name")
+        for table, column in KERNEL_VERSION_COLUMNS:  # added by version 4, which migrates them from 3
+            storage.sql.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         storage.sql.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
 
 
@@ -67,7 +70,7 @@ async def test_a_version_2_database_gains_display_names_and_keeps_its_accounts(u
 
     migrated = await PonyStorage.open(url)
     try:
-        assert await migrated.schema_version() == SCHEMA_VERSION == 3
+        assert await migrated.schema_version() == SCHEMA_VERSION == 4
         old = await migrated.get_user(user.id)
         assert old is not None and old.email == "old@example.org" and old.display_name == ""
         assert (await migrated.accounts.set_display_name(user.id, "Old Timer")).display_name == "Old Timer"

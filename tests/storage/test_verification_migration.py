@@ -12,6 +12,7 @@ from pony.orm import db_session
 from distribute.models import FinishedTask
 from distribute.storage.pony.entities import SCHEMA_VERSION
 from distribute.storage.pony.store import PonyStorage
+from tests.storage.test_kernel_versions import KERNEL_VERSION_COLUMNS
 from tests.support.pg import fresh_database
 
 # What version 2 added, taken away again: the database is then what version 1 created.
@@ -23,6 +24,7 @@ TO_VERSION_1 = (
     "ALTER TABLE campaign DROP COLUMN comparator",
     "DROP TABLE worker_record",
     "ALTER TABLE account DROP COLUMN display_name",  # added by version 3, which migrates it from 2
+    *(f"ALTER TABLE {table} DROP COLUMN {column}" for table, column in KERNEL_VERSION_COLUMNS),  # version 4
     "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
 )
 
@@ -50,7 +52,7 @@ def _columns(storage: PonyStorage, table: str) -> set[str]:
 
 
 async def test_a_version_1_database_is_migrated_and_keeps_its_results(url: str) -> None:
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     storage = await PonyStorage.open(url)
     user = await storage.create_user("old@example.org")
     campaign = await storage.create_campaign(

@@ -16,7 +16,7 @@ from pony.orm import Database, LongStr, Optional, PrimaryKey, Required, Set
 
 __all__ = ["EXTRA_INDEXES", "MIGRATIONS", "SCHEMA_VERSION", "define_entities"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Schema steps for databases made by an older version, by the version they start from. New tables
 # are created by Pony (generate_mapping); new columns of existing tables are added here.
@@ -28,6 +28,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE result ADD COLUMN identity TEXT",
     ),
     2: ("ALTER TABLE account ADD COLUMN display_name TEXT NOT NULL DEFAULT ''",),
+    3: (
+        "ALTER TABLE campaign ADD COLUMN kernel_version INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE campaign ADD COLUMN kernel_floor INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE result ADD COLUMN kernel_version INTEGER NOT NULL DEFAULT 1",
+    ),
 }
 
 # Pony cannot express an index with the primary key in it; leasing needs (campaign, state, id) so
@@ -90,6 +95,8 @@ def define_entities(db: Database) -> dict[str, Any]:
         generated = Required(int, size=64, default=0)
         compute_ms = Required(float, default=0.0)
         comparator = Optional(LongStr, nullable=True)
+        kernel_version = Required(int, default=1)
+        kernel_floor = Required(int, default=1)  # results of an older kernel version leave their dataset pending
         datasets = Set("Dataset")
         results = Set("Result")
         kernel_errors = Set("KernelError")
@@ -118,6 +125,7 @@ def define_entities(db: Database) -> dict[str, Any]:
         created = Required(float)
         status = Required(str, default="accepted")
         identity = Optional(str, nullable=True)
+        kernel_version = Required(int, default=1)
 
     class WorkerRecord(db.Entity):
         _table_ = "worker_record"
