@@ -29,7 +29,7 @@ import itertools
 import logging
 import resource
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import msgpack
@@ -333,6 +333,8 @@ class Gateway:
         )
 
     def _record(self, session: Session, outcome: FinishedTask | FailedTask) -> None:
+        if isinstance(outcome, FailedTask):  # made on three paths; tagged like results (`_accept`)
+            outcome = replace(outcome, kernel_version=version_run(session.campaign))
         if not self.dispatcher.finish(session.id, outcome):
             raise ProtocolError(p.CLOSE_POLICY_VIOLATION, f"task {outcome.dataset_id} is not held by this connection")
 

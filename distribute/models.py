@@ -154,6 +154,7 @@ class FailedTask:
     compute_ms: float
     worker: str
     replica: bool = False  # of a replicated dataset: other copies may still be out
+    kernel_version: int = 1  # as FinishedTask's: the kernel version the connection was running
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,9 @@ The new sources are checked exactly as at creation (`sources`): bounded UTF-8 te
 the sandbox, then, unless the owner skips it, a trial that loads the kernel with its static dataset and
 runs it on a few datasets the campaign has stored already (its first `check_datasets`), so a kernel that
 cannot start or fails on all of them is refused with a `SourceError` naming the upload at fault. A
-replicated campaign is refused: its quorums compare results byte for byte, and results of two kernel
-versions must not be compared with each other.
+replicated campaign is refused (its quorums compare results byte for byte, and results of two kernel
+versions must not be compared with each other), and so is one with spot checks (their known answers
+are the current kernel's).
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ async def checked_update(
             f"campaign {campaign.id} is replicated ({campaign.replication} copies of each dataset): its kernel cannot"
             " be updated, since the votes of two kernel versions would be compared with each other in its quorums;"
             " create a new campaign with the new kernel instead"
+        )
+    if await storage.spot_checks(campaign.id):
+        raise ValidationError(
+            f"campaign {campaign.id} has spot checks: their known answers belong to its current kernel, and workers"
+            " whose results under a new kernel disagree with them would be flagged; create a new campaign instead"
         )
     limit = settings.max_source_bytes
     kernel = decode_source("kernel", update.kernel, limit)

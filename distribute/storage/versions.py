@@ -28,7 +28,9 @@ class KernelVersionStore(Protocol):
         by one; stored results keep their version. `recompute`: every done or failed (non-spot) dataset
         goes back to pending with no error counted and no lease, a complete campaign becomes running, and
         from then on `store_outcomes` stores a result of an older version (tagged with it) without
-        accepting it: its dataset goes back to pending (lease cleared), to be computed with the new kernel.
+        accepting it: its dataset goes back to pending (lease cleared), to be computed with the new kernel;
+        a failure of an older version (`FailedTask.kernel_version`, not a replica) only sends its dataset
+        back to pending, with no kernel error recorded or counted.
         Without `recompute` only the campaign row changes. Raises `NotFound` for an unknown campaign.
         """
         ...

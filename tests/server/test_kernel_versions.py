@@ -13,14 +13,17 @@ import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from distribute import protocol as p
-from tests.conftest import SEED_KERNEL, LiveServer, StartServer
+from distribute.worker import run_worker
+from tests.conftest import SEED_GENERATOR, SEED_KERNEL, SEED_STATIC, LiveServer, StartServer, slow_seed_kernel
 from tests.process.test_cli import client_options, distribute
 from tests.support.protocol_client import receive, receive_tasks, seed_kernel, send, work
 
 # Version 2 answers every dataset (version 1 answers null where no multiple of 123 is in range).
 KERNEL_2 = SEED_KERNEL.replace("return results.length > 0 ? results : null;", "return results;")
 BROKEN_SYNTAX = "(function() { function main(dataset) { return dataset; }"  # the closing of the IIFE is missing
-THROWS_ALWAYS = "(function() { function main(dataset) { throw new Error('version 2 is broken'); } return { main: main }; })()"
+THROWS_ALWAYS = (
+    "(function() { function main(dataset) { throw new Error('version 2 is broken'); } return { main: main }; })()"
+)
 
 
 async def update(
@@ -163,6 +166,20 @@ async def test_a_replicated_campaign_refuses_an_update_with_a_400_saying_why(liv
     assert (await live_server.campaign(campaign_id))["kernel_version"] == 1
 
 
+async def test_a_campaign_with_spot_checks_refuses_an_update_with_a_400_saying_why(live_server: LiveServer) -> None:
+    files = {
+        "kernel": ("kernel.js", SEED_KERNEL.encode()),
+        "generator": ("generator.js", SEED_GENERATOR.encode()),
+        "static_dataset": ("static.json", SEED_STATIC.encode()),
+        "spot_checks": ("spots.json", b'[{"dataset": {"min": 0, "max": 100}, "result": [0]}]'),
+    }
+    created = await live_server.client.post("/api/campaigns", files=files)
+    assert created.status_code == 201, created.text
+    response = await update(live_server, created.json()["id"])
+    assert response.status_code == 400 and "spot checks" in response.json()["error"]
+    assert (await live_server.campaign(created.json()["id"]))["kernel_version"] == 1
+
+
 async def test_a_worker_on_another_server_process_gets_the_new_kernel_after_its_refresh(
     start_server: StartServer,
 ) -> None:
@@ -184,6 +201,29 @@ async def test_a_worker_on_another_server_process_gets_the_new_kernel_after_its_
             while isinstance(message := await receive(ws), p.Idle):
                 pass
         assert isinstance(message, p.CampaignInfo) and message.kernel == KERNEL_2
+
+
+async def test_a_headless_worker_computes_with_the_new_kernel_after_an_update_mid_run(
+    live_server: LiveServer, nursery: trio.Nursery
+) -> None:
+    slow = slow_seed_kernel(20)
+    campaign_id = await live_server.create_campaign(kernel=slow)
+    finished = trio.Event()
+
+    async def worker() -> None:
+        await run_worker(live_server.url, campaign=campaign_id)
+        finished.set()
+
+    nursery.start_soon(worker)
+    await live_server.wait_for(campaign_id, lambda c: c["datasets"]["done"] >= 10)
+    new = slow.replace("return results.length > 0 ? results : null;", "return results;")
+    assert (await update(live_server, campaign_id, new, recompute=True)).status_code == 200
+    with trio.fail_after(120):
+        await finished.wait()
+    await live_server.wait_complete(campaign_id)
+    rows = await results(live_server, campaign_id)
+    assert len(rows) == 100 and {row["kernel_version"] for row in rows} == {2}
+    assert all(isinstance(row["result"], list) for row in rows)  # version 1 answered null where none was found
 
 
 async def test_the_cli_updates_the_kernel_and_prints_the_new_version(live_server: LiveServer, tmp_path: Path) -> None:

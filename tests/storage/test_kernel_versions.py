@@ -11,7 +11,7 @@ import trio
 from pony.orm import db_session
 
 from distribute.errors import NotFound
-from distribute.models import CampaignStatus, FinishedTask
+from distribute.models import CampaignStatus, FailedTask, FinishedTask
 from distribute.storage import Storage
 from distribute.storage.hashing import content_hash
 from distribute.storage.pony.entities import SCHEMA_VERSION
@@ -112,6 +112,26 @@ async def test_a_late_answer_of_the_old_version_without_recompute_is_accepted(st
     accepted = await storage.store_outcomes([computed(finished(d.id, campaign_id), 1) for d in leased], [], 3)
     assert sorted(accepted) == sorted(d.id for d in leased)
     assert [r.kernel_version for r in await storage.results(campaign_id)] == [1, 1]
+
+
+async def test_a_late_failure_of_the_old_version_after_a_recompute_counts_no_error(storage: Storage) -> None:
+    campaign_id = await make_campaign(storage, n=1)
+    (leased,) = await storage.lease(campaign_id, 1, "p", 30)  # handed out under version 1
+    await storage.update_kernel(campaign_id, "k2", "", recompute=True)
+    failure = FailedTask(leased.id, campaign_id, "old kernel", "", 1.0, "w", kernel_version=1)
+    await storage.store_outcomes([], [failure], 1)  # one error would fail the dataset for good
+    counts = await storage.counts(campaign_id)
+    assert (counts.pending, counts.failed, counts.errors) == (1, 0, 0)
+
+
+async def test_a_failure_of_the_new_version_counts_as_usual(storage: Storage) -> None:
+    campaign_id = await make_campaign(storage, n=1)
+    await storage.update_kernel(campaign_id, "k2", "", recompute=True)
+    (leased,) = await storage.lease(campaign_id, 1, "p", 30)
+    failure = FailedTask(leased.id, campaign_id, "new kernel", "", 1.0, "w", kernel_version=2)
+    await storage.store_outcomes([], [failure], 1)
+    counts = await storage.counts(campaign_id)
+    assert (counts.pending, counts.failed, counts.errors) == (0, 1, 1)
 
 
 async def test_an_update_of_an_unknown_campaign_is_not_found(storage: Storage) -> None:

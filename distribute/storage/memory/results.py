@@ -138,6 +138,13 @@ def _store_outcomes(
     open_ids -= accepted.keys()
     replicas = [task for task in finished if task.status == ResultStatus.PENDING and task.dataset_id in open_ids]
     errored = [task for task in failed if task.dataset_id in open_ids]
+    # An older kernel version's failure after a recomputing update counts nothing: its dataset goes round again.
+    outdated = {
+        e.dataset_id
+        for e in errored
+        if not e.replica and (c := t.campaigns.get(e.campaign_id)) is not None and e.kernel_version < c.kernel_floor
+    }
+    errored = [task for task in errored if task.dataset_id not in outdated]
     # Check before the first write, so that a bad batch changes nothing (as a rolled-back transaction).
     for campaign_id in {task.campaign_id for task in (*accepted.values(), *replicas)} | {
         e.campaign_id for e in errored
@@ -147,7 +154,7 @@ def _store_outcomes(
 
     for task in accepted.values():
         t.set_state(t.datasets[task.dataset_id], DatasetState.DONE)
-    for dataset_id in sorted(reopened):
+    for dataset_id in sorted(reopened | outdated):
         t.set_state(t.datasets[dataset_id], DatasetState.PENDING)
     for task in (*accepted.values(), *stale, *replicas):
         identity = task.identity or None

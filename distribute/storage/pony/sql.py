@@ -303,7 +303,8 @@ def store_outcomes(
             )
             open_ids.update(row[0] for row in rows)
 
-    floors = _kernel_floors(sql, {task.campaign_id for task in finished if task.dataset_id in open_ids})
+    outcomes: tuple[FinishedTask | FailedTask, ...] = (*finished, *failed)
+    floors = _kernel_floors(sql, {task.campaign_id for task in outcomes if task.dataset_id in open_ids})
     accepted: list[FinishedTask] = []
     replicas: list[FinishedTask] = []
     stale: list[FinishedTask] = []
@@ -342,6 +343,14 @@ def store_outcomes(
     )  # fmt: skip
 
     errored = [task for task in failed if task.dataset_id in open_ids]
+    # An older kernel version's failure after a recomputing update counts nothing: its dataset goes round again.
+    outdated = {t.dataset_id for t in errored if not t.replica and t.kernel_version < floors.get(t.campaign_id, 1)}
+    errored = [task for task in errored if task.dataset_id not in outdated]
+    sql.for_ids(
+        "UPDATE dataset SET state = ?, lease_owner = NULL, lease_until = NULL WHERE id = ?",
+        (DatasetState.PENDING,),
+        sorted(outdated),
+    )
     for error in errored:
         _record_kernel_error(sql, error, now)
     # A dataset that failed too often is given up (state failed); otherwise it goes back to the pool,
@@ -357,7 +366,6 @@ def store_outcomes(
     )
 
     compute: dict[int, float] = {}
-    outcomes: tuple[FinishedTask | FailedTask, ...] = (*finished, *failed)
     for outcome in outcomes:
         compute[outcome.campaign_id] = compute.get(outcome.campaign_id, 0.0) + outcome.compute_ms
     sql.many("UPDATE campaign SET compute_ms = compute_ms + ? WHERE id = ?", [(ms, cid) for cid, ms in compute.items()])
