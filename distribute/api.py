@@ -12,9 +12,15 @@ from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from quart import Blueprint, Response, g, request
-from quart_schema import DataSource, RequestSchemaValidationError, validate_querystring, validate_request
+from quart_schema import (
+    DataSource,
+    RequestSchemaValidationError,
+    document_request,
+    validate_querystring,
+    validate_request,
+)
 from quart_schema.pydantic import File
 from werkzeug.datastructures import FileStorage
 
@@ -167,18 +173,23 @@ async def resume_campaign(campaign_id: int) -> dict[str, Any]:
 
 
 @api_blueprint.post("/campaigns/<int:campaign_id>/kernel")
-@validate_request(KernelForm, source=DataSource.FORM_MULTIPART)
+@document_request(KernelForm, source=DataSource.FORM_MULTIPART)
 @require_user
-async def update_kernel(campaign_id: int, data: KernelForm) -> dict[str, Any]:
+async def update_kernel(campaign_id: int) -> dict[str, Any]:
     """A new kernel version (N+1), checked like at creation (400 naming the upload, and nothing changes);
     answers the campaign as `GET` does."""
+    campaigns = current_platform().campaigns
+    await campaigns.owned(campaign_id, g.user)  # before the body: another user's campaign is a 404, never a 400
+    try:
+        data = KernelForm.model_validate({**(await request.form).to_dict(), **(await request.files).to_dict()})
+    except ValidationError as exc:
+        raise RequestSchemaValidationError(exc) from None
     update = KernelUpdate(
         kernel=data.kernel.read(),
         static_dataset=data.static.read() if data.static else None,
         recompute=data.recompute,
         skip_check=data.skip_check,
     )
-    campaigns = current_platform().campaigns
     return await campaigns.describe(await campaigns.update_kernel(campaign_id, g.user, update))
 
 

@@ -144,6 +144,7 @@ async def test_results_as_csv_hold_the_rows_of_the_json_download(live_server: Li
         "dataset": json.loads,
         "result": json.loads,
         "compute_ms": float,
+        "kernel_version": int,
     }
     rows = [{k: decode.get(k, str)(v) for k, v in row.items()} for row in csv.DictReader(io.StringIO(as_csv))]
     assert len(as_json) == 82  # the datasets that hold a multiple of 123

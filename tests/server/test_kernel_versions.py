@@ -148,6 +148,19 @@ async def test_a_new_kernel_failing_on_the_campaigns_stored_datasets_is_a_400(li
     assert (await live_server.campaign(campaign_id))["kernel_version"] == 1
 
 
+async def test_an_update_without_a_kernel_is_a_400_naming_the_field(live_server: LiveServer) -> None:
+    campaign_id = await live_server.create_campaign()
+    response = await live_server.client.post(f"/api/campaigns/{campaign_id}/kernel", data={"recompute": "true"})
+    assert response.status_code == 400
+    assert [detail["loc"] for detail in response.json()["details"]] == [["kernel"]]
+
+
+async def test_the_update_route_and_its_form_are_in_the_openapi_document(live_server: LiveServer) -> None:
+    document = (await live_server.client.get("/api/openapi.json")).json()
+    body = document["paths"]["/api/campaigns/{campaign_id}/kernel"]["post"]["requestBody"]["content"]
+    assert {"kernel", "static", "recompute"} <= set(body["multipart/form-data"]["schema"]["properties"])
+
+
 async def test_another_users_campaign_is_404(start_server: StartServer) -> None:
     owner = await start_server()
     campaign_id = await owner.create_campaign()
