@@ -2,11 +2,11 @@
 
 The new sources are checked exactly as at creation (`sources`): bounded UTF-8 text, the kernel parsed in
 the sandbox, then, unless the owner skips it, a trial that loads the kernel with its static dataset and
-runs it on a few datasets the campaign has stored already (its first `check_datasets`), so a kernel that
-cannot start or fails on all of them is refused with a `SourceError` naming the upload at fault. A
-replicated campaign is refused (its quorums compare results byte for byte, and results of two kernel
-versions must not be compared with each other), and so is one with spot checks (their known answers
-are the current kernel's).
+runs it on a few datasets the campaign has stored already (its first `check_datasets`; while it has none
+yet, the generator's first ones, as at creation), so a kernel that cannot start or fails on all of them is
+refused with a `SourceError` naming the upload at fault. A replicated campaign is refused (its quorums
+compare results byte for byte, and results of two kernel versions must not be compared with each other),
+and so is one with spot checks (their known answers are the current kernel's).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ..errors import SourceError, ValidationError
 from ..models import Campaign
 from ..sandbox.kernels import check_kernel
-from ..sandbox.trial import TrialLimits, TrialProblem, trial_kernel
+from ..sandbox.trial import TrialLimits, TrialProblem, trial_kernel, trial_run
 from ..settings import Settings
 from ..storage import Storage
 from .sources import SKIP_HINT, _refused, decode_source
@@ -73,7 +73,10 @@ async def checked_update(
             max_result_bytes=settings.max_result_bytes,
             task_timeout=campaign.task_timeout,
         )
-        tried = await trial_kernel(kernel, static, [payload for _, payload in stored], limits)
-        if tried is not None:
+        if stored:
+            tried = await trial_kernel(kernel, static, [payload for _, payload in stored], limits)
+        else:  # none stored yet (its generator has only just started): its first datasets, as at creation
+            tried = await trial_run(kernel, static, campaign.generator, limits)
+        if tried is not None and tried.field != "generator":  # the generator was judged at creation
             raise _refused(tried, SKIP_HINT)
     return kernel, static

@@ -9,10 +9,13 @@ from typing import Any
 
 import httpx
 import msgpack
+import pytest
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from distribute import protocol as p
+from distribute.campaigns.versions import KernelUpdate, checked_update
+from distribute.errors import SourceError
 from distribute.worker import run_worker
 from tests.conftest import SEED_GENERATOR, SEED_KERNEL, SEED_STATIC, LiveServer, StartServer, slow_seed_kernel
 from tests.process.test_cli import client_options, distribute
@@ -142,10 +145,23 @@ async def test_a_new_kernel_that_does_not_parse_is_a_400_and_the_campaign_keeps_
 
 async def test_a_new_kernel_failing_on_the_campaigns_stored_datasets_is_a_400(live_server: LiveServer) -> None:
     campaign_id = await live_server.create_campaign()
+    await live_server.wait_for(campaign_id, lambda c: c["datasets"]["total"] == 100)  # its datasets are stored
     response = await update(live_server, campaign_id, THROWS_ALWAYS)
     assert response.status_code == 400, response.text
     assert response.json()["field"] == "kernel" and "version 2 is broken" in response.json()["error"]
     assert (await live_server.campaign(campaign_id))["kernel_version"] == 1
+
+
+async def test_without_stored_datasets_the_new_kernel_is_tried_on_the_generators_first_ones(
+    live_server: LiveServer,
+) -> None:
+    storage = live_server.platform.storage
+    owner = await storage.create_user("early@example.org")
+    fields = {"kernel": SEED_KERNEL, "generator": SEED_GENERATOR, "static_dataset": SEED_STATIC}
+    campaign = await storage.create_campaign(owner.id, name="early", task_timeout=5.0, **fields)  # nothing generated
+    with pytest.raises(SourceError, match="version 2 is broken") as refused:
+        await checked_update(storage, live_server.settings, campaign, KernelUpdate(THROWS_ALWAYS.encode()))
+    assert refused.value.field == "kernel"
 
 
 async def test_an_update_without_a_kernel_is_a_400_naming_the_field(live_server: LiveServer) -> None:
