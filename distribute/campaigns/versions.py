@@ -73,7 +73,7 @@ async def checked_update(
             max_result_bytes=settings.max_result_bytes,
             task_timeout=campaign.task_timeout,
         )
-        if stored:
+        if stored or not campaign.generator.strip():  # (a campaign without a generator: loaded, at least)
             tried = await trial_kernel(kernel, static, [payload for _, payload in stored], limits)
         else:  # none stored yet (its generator has only just started): its first datasets, as at creation
             tried = await trial_run(kernel, static, campaign.generator, limits)
