@@ -81,3 +81,6 @@ async def test_recompute_from_the_form_shows_each_datasets_newest_result(
     assert "every_version=true" in table
     every = json.loads((await alice.get(f"/campaigns/{campaign_id}/download/json?every_version=true")).text)
     assert sorted(row["kernel_version"] for row in every) == [1] * 20 + [2] * 20
+    result_id = table.split('data-result-id="', 1)[1].split('"', 1)[0]
+    detail = (await alice.get(f"/campaigns/{campaign_id}/results/{result_id}")).text
+    assert 'id="result-kernel-version">2<' in detail
