@@ -12,13 +12,19 @@ from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 from quart import Blueprint, Response, g, request
-from quart_schema import DataSource, RequestSchemaValidationError, validate_querystring, validate_request
+from quart_schema import (
+    DataSource,
+    RequestSchemaValidationError,
+    document_request,
+    validate_querystring,
+    validate_request,
+)
 from quart_schema.pydantic import File
 from werkzeug.datastructures import FileStorage
 
-from .campaigns import CampaignFields, QuotaExceeded, ResultFormat, Uploads
+from .campaigns import CampaignFields, KernelUpdate, QuotaExceeded, ResultFormat, Uploads
 from .campaigns.batches import BatchTooLarge, UnsupportedBatch
 from .errors import Busy, Conflict, SourceError, Unauthorized
 from .webstate import current_platform
@@ -50,10 +56,24 @@ class CampaignForm(CampaignFields):
         return generator
 
 
+class KernelForm(BaseModel):
+    kernel: File
+    static: File | None = Field(default=None, description="a new static dataset (absent: the current one is kept)")
+    recompute: bool = Field(
+        default=False,
+        description="true: datasets done under an older kernel version are computed again (their old results are"
+        " kept); false: only datasets not yet done use the new kernel",
+    )
+    skip_check: bool = Field(default=False, description="true: no trial run on the campaign's stored datasets")
+
+
 class ResultsQuery(BaseModel):
     format: ResultFormat = "json"
     include_empty: bool = False
     verified: bool = False
+    every_version: bool = Field(
+        default=False, description="true: also the results of older kernel versions (default: each dataset's newest)"
+    )
 
 
 def error_status(status: int) -> Callable[[Exception], tuple[dict[str, str], int]]:
@@ -241,6 +261,27 @@ async def _capped_body(limit: int) -> bytes:
     return b"".join(chunks)
 
 
+@api_blueprint.post("/campaigns/<int:campaign_id>/kernel")
+@document_request(KernelForm, source=DataSource.FORM_MULTIPART)
+@require_user
+async def update_kernel(campaign_id: int) -> dict[str, Any]:
+    """A new kernel version (N+1), checked like at creation (400 naming the upload, and nothing changes);
+    answers the campaign as `GET` does."""
+    campaigns = current_platform().campaigns
+    await campaigns.owned(campaign_id, g.user)  # before the body: another user's campaign is a 404, never a 400
+    try:
+        data = KernelForm.model_validate({**(await request.form).to_dict(), **(await request.files).to_dict()})
+    except ValidationError as exc:
+        raise RequestSchemaValidationError(exc) from None
+    update = KernelUpdate(
+        kernel=data.kernel.read(),
+        static_dataset=data.static.read() if data.static else None,
+        recompute=data.recompute,
+        skip_check=data.skip_check,
+    )
+    return await campaigns.describe(await campaigns.update_kernel(campaign_id, g.user, update))
+
+
 @api_blueprint.delete("/campaigns/<int:campaign_id>")
 @require_user
 async def delete_campaign(campaign_id: int) -> dict[str, Any]:
@@ -265,5 +306,6 @@ async def campaign_results(campaign_id: int, query_args: ResultsQuery) -> Respon
         query_args.format,
         include_empty=query_args.include_empty,
         verified=query_args.verified,
+        every_version=query_args.every_version,
     )
     return Response(export.chunks, mimetype=export.mimetype, headers=export.headers)

@@ -67,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no trial run in the server's sandbox before the campaign goes live (a kernel needing browser-only APIs)",
     )
+    update = campaign.add_parser("update", help="a new kernel version (N+1) for a campaign; prints the version")
+    update.add_argument("id", type=int)
+    update.add_argument("--kernel", required=True, type=Path)
+    update.add_argument("--static", type=Path, help="a new static dataset (default: the current one is kept)")
+    update.add_argument("--recompute", action="store_true", help="compute the datasets done under older versions again")
+    update.add_argument("--skip-check", action="store_true", help="no trial run on the campaign's stored datasets")
     for name in ("show", "reset", "delete", "resume", "pause", "cancel", "close"):
         sub = campaign.add_parser(name, help=f"{name} a campaign")
         sub.add_argument("id", type=int)
@@ -91,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     results.add_argument("--format", choices=("json", "msgpack", "csv"), default="json")
     results.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
     results.add_argument("--verified", action="store_true", help="only results a quorum (or trusted worker) settled")
+    results.add_argument(
+        "--every-version", action="store_true", help="also results of older kernel versions (default: the newest)"
+    )
     _client_options(results)
 
     worker = commands.add_parser(
@@ -317,6 +326,17 @@ def _campaign(args: argparse.Namespace) -> int:
         elif args.action == "show":
             campaign = _checked(client.get(f"/api/campaigns/{args.id}"))
             print(json.dumps(campaign, indent=2) if args.json else _describe(campaign, args.server))
+        elif args.action == "update":
+            files = {"kernel": (args.kernel.name, args.kernel.read_bytes())}
+            if args.static:
+                files["static"] = (args.static.name, args.static.read_bytes())
+            form = {"recompute": str(args.recompute).lower(), "skip_check": str(args.skip_check).lower()}
+            campaign = _checked(client.post(f"/api/campaigns/{args.id}/kernel", data=form, files=files))
+            print(
+                json.dumps(campaign, indent=2)
+                if args.json
+                else f"campaign {args.id} runs kernel version {campaign['kernel_version']}"
+            )
         elif args.action == "reset":
             _checked(client.post(f"/api/campaigns/{args.id}/reset"))
             print(f"reset campaign {args.id}")
@@ -349,6 +369,8 @@ def _describe(c: dict[str, Any], server: str) -> str:
             f"  verified  {v['verified']} ({v['trusted']} trusted)   pending verification {v['pending']}"
             f"   conflict {v['conflict']}   flagged workers {v['flagged_workers']}"
         )
+    if c.get("kernel_version", 1) > 1:
+        lines.append(f"  kernel    version {c['kernel_version']}")
     if c["generation_error"]:
         lines.append(f"  generator failed: {c['generation_error']}")
     if c.get("open"):
@@ -377,7 +399,11 @@ def _results(args: argparse.Namespace) -> int:
         client.stream(
             "GET",
             f"/api/campaigns/{args.id}/results",
-            params={"format": args.format, "verified": str(args.verified).lower()},
+            params={
+                "format": args.format,
+                "verified": str(args.verified).lower(),
+                "every_version": str(args.every_version).lower(),
+            },
         ) as response,
     ):
         if response.status_code >= 400:

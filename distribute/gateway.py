@@ -31,7 +31,7 @@ import itertools
 import logging
 import resource
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import msgpack
@@ -57,6 +57,7 @@ from .work.dispatcher import Dispatcher
 from .work.dwell import Dwell, EndedBy
 from .work.placement import Placements
 from .work.verification import canonical, worker_key
+from .work.versions import needs_frame, version_run
 
 __all__ = ["Gateway", "WebSocketLike"]
 
@@ -338,7 +339,10 @@ class Gateway:
                 ),
             )
             return
-        self._record(session, FinishedTask(task, campaign_id, payload, compute_ms, session.worker, session.host))
+        # Tagged with the version this connection runs (its last campaign frame), not the newest one.
+        version = version_run(session.campaign)
+        self._record(session, FinishedTask(task, campaign_id, payload, compute_ms, session.worker, session.host,
+                                           kernel_version=version))  # fmt: skip
 
     def _fail(self, session: Session, task: int, message: str, stack: str, compute_ms: float, now: float) -> None:
         campaign_id, compute_ms = self._release(session, task, compute_ms, now)
@@ -347,6 +351,8 @@ class Gateway:
         )
 
     def _record(self, session: Session, outcome: FinishedTask | FailedTask) -> None:
+        if isinstance(outcome, FailedTask):  # made on three paths; tagged like results (`_accept`)
+            outcome = replace(outcome, kernel_version=version_run(session.campaign))
         if not self.dispatcher.finish(session.id, outcome):
             raise ProtocolError(p.CLOSE_POLICY_VIOLATION, f"task {outcome.dataset_id} is not held by this connection")
         self.dispatcher.checkpoints.answered(outcome.dataset_id, finished=isinstance(outcome, FinishedTask))
@@ -415,9 +421,12 @@ class Gateway:
             campaign, reason = self._assign(session)
             if reason:
                 return reason
-            if campaign is not None:
-                if session.campaign is None or session.campaign.id != campaign.id:
+            if campaign is not None and needs_frame(session.campaign, campaign):
+                if session.held:  # a new kernel version: the tasks of the one the worker runs finish first
+                    campaign = None
+                else:
                     await self._send_campaign(ws, session, campaign)
+            if campaign is not None:
                 now = trio.current_time()
                 if session.held:
                     self._scan_expired(session, limits, now)

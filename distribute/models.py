@@ -100,6 +100,7 @@ class Campaign:
     compute_seconds: float  # compute time workers reported for it (all server processes)
     comparator: str = ""  # owner's JS compare(a, b) for results (empty: byte equality)
     is_open: bool = False  # an open campaign (no generator) its owner may still add datasets to, until closed
+    kernel_version: int = 1  # 1 at creation, N+1 after each kernel update (its content_hash changes with it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +144,7 @@ class FinishedTask:
     host: str  # the embedding site, when the browser harness reports it
     status: str = ResultStatus.ACCEPTED  # pending for a replica, trusted for an unreplicated trusted answer
     identity: str = ""  # worker key (verification.worker_key), stored with replicas
+    kernel_version: int = 1  # the campaign's kernel version the connection was running (its campaign frame's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +158,7 @@ class FailedTask:
     compute_ms: float
     worker: str
     replica: bool = False  # of a replicated dataset: other copies may still be out
+    kernel_version: int = 1  # as FinishedTask's: the kernel version the connection was running
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +173,7 @@ class StoredResult:
     created: datetime
     status: str = ResultStatus.ACCEPTED
     dataset_number: int = 0  # the dataset's place in its campaign's generation order, 1..N (0: unknown)
+    kernel_version: int = 1  # the campaign's kernel version it was computed with
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@
 | `sources.py` | the uploads of a new campaign and their checks (encoding, syntax, spot checks) |
 | `export.py` | results as a streamed json, msgpack or csv download |
 | `quotas.py` | the per-account quotas checked before a campaign is created (`QuotaExceeded`) |
+| `versions.py` | a new kernel version for a campaign and its checks (`KernelUpdate`) |
 
 The running `Platform` holds the one `CampaignService` (`platform.campaigns`); the web adapters
 only translate requests into its calls and its answers into responses.
@@ -17,11 +18,13 @@ from .export import RESULT_FORMATS, ResultFormat, ResultsExport
 from .quotas import QuotaExceeded
 from .service import CampaignService
 from .sources import CampaignFields, Uploads
+from .versions import KernelUpdate
 
 __all__ = [
     "RESULT_FORMATS",
     "CampaignFields",
     "CampaignService",
+    "KernelUpdate",
     "QuotaExceeded",
     "ResultFormat",
     "ResultsExport",

@@ -39,6 +39,7 @@ CSV_COLUMNS = (
     "host",
     "created",
     "verification",
+    "kernel_version",
 )
 MAX_RESULT_COLUMNS = 200  # more distinct keys than this and results stay JSON in one "result" column
 
@@ -59,23 +60,34 @@ class ResultsExport:
 
 
 def export_results(
-    storage: Storage, campaign_id: int, fmt: ResultFormat, *, include_empty: bool = False, verified: bool = False
+    storage: Storage,
+    campaign_id: int,
+    fmt: ResultFormat,
+    *,
+    include_empty: bool = False,
+    verified: bool = False,
+    every_version: bool = False,
 ) -> ResultsExport:
-    """The campaign's results in `fmt`; `verified`: only results settled by a quorum (or a trusted worker)."""
+    """The campaign's results in `fmt`; `verified`: only results settled by a quorum (or a trusted worker).
+
+    Each dataset shows the result of its newest kernel version; `every_version` adds the older versions' too.
+    """
     encode, mimetype = ENCODERS[fmt]
 
     def rows() -> AsyncIterator[Row]:
-        return _result_rows(storage, campaign_id, include_empty, verified)
+        return _result_rows(storage, campaign_id, include_empty, verified, every_version)
 
     return ResultsExport(encode(rows), mimetype, f"campaign-{campaign_id}-results.{fmt}")
 
 
 async def _result_rows(
-    storage: Storage, campaign_id: int, include_empty: bool, verified: bool, page: int = 2000
+    storage: Storage, campaign_id: int, include_empty: bool, verified: bool, every_version: bool, page: int = 2000
 ) -> AsyncIterator[Row]:
     after = (0, 0)
     while True:
-        batch = await storage.results(campaign_id, after=after, limit=page, verified=verified)
+        batch = await storage.results(
+            campaign_id, after=after, limit=page, verified=verified, every_version=every_version
+        )
         for row in batch:
             if row.value is None and not include_empty:
                 continue
@@ -89,6 +101,7 @@ async def _result_rows(
                 "host": row.host,
                 "created": row.created.isoformat(),
                 "verification": row.status,
+                "kernel_version": row.kernel_version,
             }
         if len(batch) < page:
             return
@@ -194,7 +207,8 @@ class CsvLayout:
         result = [("" if flat else json.dumps(value))] if self.json_column else []
         result += [_cell(value[key]) if flat and key in value else "" for key in self.keys]
         fixed = [row["dataset_id"], row["dataset_number"], json.dumps(row["dataset"])]
-        rest = [round(row["compute_ms"], 1), row["worker"], row["host"], row["created"], row["verification"]]
+        rest = [round(row["compute_ms"], 1), row["worker"], row["host"], row["created"], row["verification"],
+                row["kernel_version"]]  # fmt: skip
         return [_inert(cell) for cell in (*fixed, *result, *rest)]
 
 

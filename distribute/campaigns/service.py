@@ -24,6 +24,7 @@ from .batches import packed_batch
 from .export import ResultFormat, ResultsExport, export_results
 from .quotas import QuotaExceeded, TrialLimiter, check_quotas
 from .sources import CampaignFields, Uploads, checked_sources
+from .versions import KernelUpdate, checked_update
 
 __all__ = ["PAUSED_BY_OWNER", "AddressNotVerified", "CampaignService"]
 
@@ -150,13 +151,22 @@ class CampaignService:
             ],
             "advice": self.advice(campaign.id),
             "open": campaign.is_open,
+            "kernel_version": campaign.kernel_version,
         }
 
     def export(
-        self, campaign: Campaign, fmt: ResultFormat, *, include_empty: bool = False, verified: bool = False
+        self,
+        campaign: Campaign,
+        fmt: ResultFormat,
+        *,
+        include_empty: bool = False,
+        verified: bool = False,
+        every_version: bool = False,
     ) -> ResultsExport:
         """The streamed download of the campaign's results (the API's and the console's, byte for byte)."""
-        return export_results(self.storage, campaign.id, fmt, include_empty=include_empty, verified=verified)
+        return export_results(
+            self.storage, campaign.id, fmt, include_empty=include_empty, verified=verified, every_version=every_version
+        )
 
     # ----------------------------------------------------------------------- changing
 
@@ -200,6 +210,21 @@ class CampaignService:
         await self.dispatcher.refresh_campaigns()
         self.dispatcher.notify_new_datasets(campaign.id)
         return await self.owned(campaign_id, user)
+
+    async def update_kernel(self, campaign_id: int, user: User, update: KernelUpdate) -> Campaign:
+        """Make the user's campaign's kernel (and static dataset) version N+1, once checked like at creation
+        (`versions.checked_update`; refused: nothing changes). Workers get the new campaign frame before
+        their next task (this process now, the others at their next refresh); `recompute` sends the
+        datasets done under older versions round again."""
+        campaign = await self.owned(campaign_id, user)
+        if not update.skip_check and self.settings.check_datasets > 0:
+            self.trials.count(user)
+        kernel, static = await checked_update(self.storage, self.settings, campaign, update)
+        updated = await self.storage.update_kernel(campaign.id, kernel, static, recompute=update.recompute)
+        await self.dispatcher.refresh_campaigns()
+        if update.recompute:
+            self.dispatcher.notify_new_datasets(campaign.id)
+        return updated
 
     async def resume(self, campaign_id: int, user: User) -> Campaign:
         """Resume the user's paused campaign: its early-failure watch starts afresh (so it does not

@@ -17,7 +17,7 @@ from quart import Response, g, redirect, request, url_for
 from quart.datastructures import FileStorage
 from quart.typing import ResponseTypes
 
-from ..campaigns import CampaignFields, CampaignService, Uploads
+from ..campaigns import CampaignFields, CampaignService, KernelUpdate, Uploads
 from ..embed import SNIPPET, embed_snippet
 from ..errors import SourceError, ValidationError
 from ..models import DESCRIPTION_MAX_CHARS, User
@@ -44,6 +44,7 @@ NOTICES = {
     "paused": "The campaign is paused: no worker receives its tasks until you resume it.",
     "cancelled": "The campaign is cancelled: no worker receives its tasks any more. Its results are kept.",
     "closed": "The campaign is closed: it takes no more datasets and completes once every one is answered.",
+    "updated": "The new kernel version is live: every worker loads it before its next task of this campaign.",
 }
 
 
@@ -179,19 +180,46 @@ async def new() -> ResponseTypes:
 @blueprint.get("/campaigns/<int:campaign_id>")
 @login_required
 async def show(campaign_id: int) -> Response:
+    return await campaign_page(campaign_id, notice=NOTICES.get(request.args.get("done", "")))
+
+
+async def campaign_page(campaign_id: int, status: int = 200, **context: Any) -> Response:
     service = current_platform().campaigns
     campaign = await service.owned(campaign_id, g.user)
     queries = console().queries
     return await page(
         "console/campaign.html",
+        status,
         campaign=campaign,
         data=await service.describe(campaign),
         hosts=await queries.hosts(campaign.id),
         snippets=cms_snippets(server_url(), campaign.id),
         preview_snippet=embed_snippet(server_url(), campaign.id),  # the real card, as a host page frames it
         preview_style=next(a["value"] for a in SNIPPET["attributes"] if a["name"] == "style"),
-        notice=NOTICES.get(request.args.get("done", "")),
+        **context,
     )
+
+
+@blueprint.post("/campaigns/<int:campaign_id>/kernel")
+@login_required
+async def update_kernel(campaign_id: int) -> ResponseTypes:
+    """A new kernel version from the campaign page's form (checked as `POST /api/campaigns/ID/kernel` checks it)."""
+    form = await request.form
+    files = await request.files
+    kernel, _ = chosen_source(files, form, "kernel")
+    static, _ = chosen_source(files, form, "static_dataset")
+    if kernel is None:
+        return await campaign_page(campaign_id, 400, update_error="Upload a new kernel or paste its text.")
+    update = KernelUpdate(
+        kernel, static, recompute=bool(form.get("recompute")), skip_check=bool(form.get("skip_check"))
+    )
+    try:
+        await current_platform().campaigns.update_kernel(campaign_id, g.user, update)
+    except SourceError as exc:
+        return await campaign_page(campaign_id, 400, update_error=f"{exc.field} refused: {exc}")
+    except ValidationError as exc:
+        return await campaign_page(campaign_id, 400, update_error=str(exc))
+    return redirect(url_for("console.campaigns.show", campaign_id=campaign_id, done="updated"), 303)
 
 
 # The buttons of a campaign's page: action -> (the change, the notice the page then shows).

@@ -62,6 +62,7 @@ def row_view(row: StoredResult) -> dict[str, Any]:
         "worker": row.worker,
         "host": row.host or "(headless or unknown)",
         "created": row.created,
+        "kernel_version": row.kernel_version,
     }
 
 
@@ -115,6 +116,7 @@ async def download(campaign_id: int, fmt: str) -> Response:
         chosen,
         include_empty=request.args.get("include_empty") == "true",
         verified=request.args.get("verified") == "true",
+        every_version=request.args.get("every_version") == "true",
     )
     return Response(export.chunks, mimetype=export.mimetype, headers=export.headers)
 

@@ -24,7 +24,7 @@ from .generators import GeneratorRun
 from .kernels import KernelRun
 from .pool import GRACE, ChildDied, HardTimeout, Lease, SandboxPool, lease
 
-__all__ = ["TrialLimits", "TrialProblem", "check_generator", "trial_run"]
+__all__ = ["TrialLimits", "TrialProblem", "check_generator", "trial_kernel", "trial_run"]
 
 # Kinds of kernel failure that would fail in every browser too; the rest (timeouts, memory, crashes) may be ours.
 _LOAD_FAILURES = {"evaluate": "kernel", "shape": "kernel", "syntax": "kernel", "static": "static_dataset"}
@@ -100,6 +100,18 @@ async def trial_run(
             if not datasets:
                 return None  # nothing to try the kernel on
             return await _try_kernel(held, kernel, static, datasets, limits)
+    return None  # the trial ran out of time: no verdict
+
+
+async def trial_kernel(
+    kernel: str, static: str, datasets: list[bytes], limits: TrialLimits, *, pool: SandboxPool | None = None
+) -> TrialProblem | None:
+    """A new kernel version of a running campaign, tried like a new campaign's kernel but on datasets the
+    campaign has stored already (msgpack, up to `limits.datasets` of them): loaded with its static dataset,
+    then run on them. No datasets: only loaded. The problem that refuses it, or None."""
+    with trio.move_on_after(limits.wall + 2 * GRACE):
+        async with lease(pool) as held:
+            return await _try_kernel(held, kernel, static, datasets[: limits.datasets], limits)
     return None  # the trial ran out of time: no verdict
 
 

@@ -36,6 +36,7 @@ from ..models import (
     WebSessionInfo,
     WorkerRecord,
 )
+from .versions import KernelVersionStore
 
 __all__ = [
     "PRESENCE_FORGET_SECONDS",
@@ -139,7 +140,7 @@ class CampaignStore(Protocol):
     async def counts(self, campaign_id: int) -> CampaignCounts:
         """Dataset and result counts of a campaign; spot datasets are never counted.
 
-        results: stored results with a value, except agreed and invalid ones; errors: kernel errors
+        results: stored results with a value, except agreed, invalid and superseded ones (`versions`); errors: kernel errors
         (each repetition counted); verified: canonical + trusted results; trusted: trusted results;
         pending_verification: open (pending/leased) datasets that have pending replicas; conflict:
         datasets in state conflict; flagged_workers: distinct identities of invalid results.
@@ -244,6 +245,7 @@ class DatasetStore(Protocol):
         open. A failure on an open dataset records a kernel error (counted per dataset and message)
         and adds one error: at `max_task_errors` the dataset fails; otherwise it goes back to pending,
         except a replica's, which keeps its state. Every task's compute time adds to its campaign's.
+        Results keep their task's `kernel_version` (`versions`: recomputing updates).
         Concurrent group commits (also of other processes) never store two answers for one dataset.
         """
         ...
@@ -253,10 +255,17 @@ class ResultStore(Protocol):
     """Reading results and kernel errors."""
 
     async def results(
-        self, campaign_id: int, *, after: tuple[int, int] = (0, 0), limit: int = 1000, verified: bool = False
+        self,
+        campaign_id: int,
+        *,
+        after: tuple[int, int] = (0, 0),
+        limit: int = 1000,
+        verified: bool = False,
+        every_version: bool = False,
     ) -> list[StoredResult]:
         """Results in (dataset id, result id) order after `after`, with their dataset; at most `limit`.
 
+        Superseded results of older kernel versions are left out unless `every_version` (`versions`).
         Every result (here and in `ConsoleQueries`) carries its dataset's `dataset_number`: its place in
         the campaign's generation order, 1..N, given when `add_datasets` stored it and never changed.
 
@@ -407,11 +416,12 @@ class ConsoleQueries(Protocol):
     """The reads only the console needs."""
 
     async def result_count(self, campaign_id: int) -> int:
-        """Every stored result of the campaign, whatever its status."""
+        """Every stored result of the campaign, whatever its status, except superseded ones (`versions`)."""
         ...
 
     async def results_page(self, campaign_id: int, offset: int, limit: int) -> list[StoredResult]:
-        """Results of every status (each with its real `status`) in (dataset id, result id) order, OFFSET paging."""
+        """Results of every status (each with its real `status`) in (dataset id, result id) order, OFFSET paging
+        (superseded ones left out, `versions`)."""
         ...
 
     async def result(self, campaign_id: int, result_id: int) -> StoredResult | None:
@@ -475,7 +485,7 @@ class PresenceStore(Protocol):
 PRESENCE_FORGET_SECONDS = 3600.0
 
 
-class Storage(UserStore, CampaignStore, DatasetStore, ResultStore, VerificationStore, Protocol):
+class Storage(UserStore, CampaignStore, DatasetStore, ResultStore, VerificationStore, KernelVersionStore, Protocol):
     """A whole storage backend; `open_storage(url)` returns one."""
 
     @property

@@ -43,6 +43,7 @@ CONSOLE_ROUTES = [
     ("POST", "/campaigns/{c}/pause"),
     ("POST", "/campaigns/{c}/cancel"),
     ("POST", "/campaigns/{c}/close"),
+    ("POST", "/campaigns/{c}/kernel"),
 ]
 API_ROUTES = [
     ("GET", "/api/campaigns/{c}"),
@@ -55,6 +56,7 @@ API_ROUTES = [
     ("POST", "/api/campaigns/{c}/cancel"),
     ("POST", "/api/campaigns/{c}/close"),
     ("POST", "/api/campaigns/{c}/datasets"),
+    ("POST", "/api/campaigns/{c}/kernel"),
 ]
 # Public by design: the consent card volunteers see shows a campaign's name and description.
 # The card and the state it shows are public: they say no more than the card itself.

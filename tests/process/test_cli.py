@@ -134,13 +134,17 @@ async def test_results_as_csv_hold_the_rows_of_the_json_download(live_server: Li
     as_json = json.loads(await results_as(live_server, campaign_id, "json"))
     as_csv = (await results_as(live_server, campaign_id, "csv")).decode()
     lines = as_csv.splitlines()
-    assert lines[0] == "dataset_id,dataset_number,dataset,result,compute_ms,worker,host,created,verification"
+    assert (
+        lines[0]
+        == "dataset_id,dataset_number,dataset,result,compute_ms,worker,host,created,verification,kernel_version"
+    )
     decode: dict[str, Any] = {
         "dataset_id": int,
         "dataset_number": int,
         "dataset": json.loads,
         "result": json.loads,
         "compute_ms": float,
+        "kernel_version": int,
     }
     rows = [{k: decode.get(k, str)(v) for k, v in row.items()} for row in csv.DictReader(io.StringIO(as_csv))]
     assert len(as_json) == 82  # the datasets that hold a multiple of 123

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import msgpack
+
 from distribute.sandbox.pool import PoolLimits, open_sandbox_pool
-from distribute.sandbox.trial import TrialLimits, TrialProblem, check_generator, trial_run
+from distribute.sandbox.trial import TrialLimits, TrialProblem, check_generator, trial_kernel, trial_run
 from tests.conftest import SEED_GENERATOR, SEED_KERNEL, SEED_STATIC
 
 LIMITS = TrialLimits(
@@ -93,3 +95,22 @@ async def test_a_kernel_that_never_returns_is_stopped_at_the_trials_wall_clock_a
     async with open_sandbox_pool(PoolLimits(max_children=2)) as pool:
         assert await trial_run("({main: function () { for (;;) {} }})", "", COUNTING, short, pool=pool) is None
         assert pool.live <= 1
+
+
+# --------------------------------------------------------------------------- a new kernel version
+
+
+async def test_a_new_kernel_version_is_tried_on_stored_datasets() -> None:
+    stored = [msgpack.packb({"i": i}) for i in range(3)]
+    problem = await trial_kernel("({main: function (d) { throw new Error('v2 ' + d.i); }})", "", stored, LIMITS)
+    assert problem is not None and problem.field == "kernel" and "v2 0" in problem.message
+
+
+async def test_a_new_kernel_version_that_computes_a_stored_dataset_passes() -> None:
+    stored = [msgpack.packb({"min": 0, "max": 100})]
+    assert await trial_kernel(SEED_KERNEL, SEED_STATIC, stored, LIMITS) is None
+
+
+async def test_without_stored_datasets_a_new_kernel_version_is_still_loaded() -> None:
+    problem = await trial_kernel(SEED_KERNEL, '{"divisor":\n 123', [], LIMITS)
+    assert problem is not None and problem.field == "static_dataset"

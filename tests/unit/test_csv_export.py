@@ -22,6 +22,7 @@ def row(result: Any, number: int = 1, compute_ms: float = 1.0, host: str = "") -
         "host": host,
         "created": "2026-01-01T00:00:00+00:00",
         "verification": "accepted",
+        "kernel_version": 1,
     }
 
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from ...errors import NotFound, SettingsError
 from ...models import ApiTokenInfo, HostShare, StoredResult, User, WebSessionInfo
 from ..hashing import hash_token
-from .tables import SecretRow, Tables, TokenRow, UserRow, stored_result
+from .tables import DatasetRow, ResultRow, SecretRow, Tables, TokenRow, UserRow, stored_result, superseded
 
 __all__ = ["MemoryAccounts", "MemoryConsoleQueries", "MemoryUsers"]
 
@@ -240,6 +240,11 @@ def _revoke_tokens(t: Tables, user_id: int) -> int:
     return len(live)
 
 
+def _newest(dataset: DatasetRow) -> list[ResultRow]:
+    """The dataset's results a newer kernel version's result did not supersede."""
+    return [result for result in dataset.results if not superseded(result, dataset)]
+
+
 class MemoryConsoleQueries:
     """The reads only the console needs: one result, pages of results, hosts, throughput, samples."""
 
@@ -249,7 +254,11 @@ class MemoryConsoleQueries:
     async def result_count(self, campaign_id: int) -> int:
         async with self.tables.session() as t:
             campaign = t.campaigns.get(campaign_id)
-            return 0 if campaign is None else campaign.result_count
+            if campaign is None:
+                return 0
+            if campaign.fixed.kernel_version <= 1:
+                return campaign.result_count
+            return sum(len(_newest(t.datasets[dataset_id])) for dataset_id in campaign.result_datasets)
 
     async def results_page(self, campaign_id: int, offset: int, limit: int) -> list[StoredResult]:
         """Results in dataset order; offset paging is fine for a human paging through a table."""
@@ -259,12 +268,14 @@ class MemoryConsoleQueries:
             if campaign is None or limit <= 0:
                 return page
             skip = max(offset, 0)
+            updated = campaign.fixed.kernel_version > 1
             for dataset_id in campaign.result_datasets:
                 dataset = t.datasets[dataset_id]
-                if skip >= len(dataset.results):  # whole datasets at a time: O(datasets), not O(results)
-                    skip -= len(dataset.results)
+                results = _newest(dataset) if updated else dataset.results
+                if skip >= len(results):  # whole datasets at a time: O(datasets), not O(results)
+                    skip -= len(results)
                     continue
-                for result in dataset.results[skip:]:
+                for result in results[skip:]:
                     page.append(stored_result(result, dataset))
                     if len(page) == limit:
                         return page

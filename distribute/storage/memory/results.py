@@ -22,7 +22,7 @@ from ...models import (
     ResultStatus,
     StoredResult,
 )
-from .tables import CampaignRow, KernelErrorRow, ResultRow, Tables, stored_result
+from .tables import CampaignRow, KernelErrorRow, ResultRow, Tables, stored_result, superseded
 
 __all__ = ["MemoryResults"]
 
@@ -48,7 +48,13 @@ class MemoryResults:
             return _store_outcomes(t, finished, failed, max_task_errors)
 
     async def results(
-        self, campaign_id: int, *, after: tuple[int, int] = (0, 0), limit: int = 1000, verified: bool = False
+        self,
+        campaign_id: int,
+        *,
+        after: tuple[int, int] = (0, 0),
+        limit: int = 1000,
+        verified: bool = False,
+        every_version: bool = False,
     ) -> list[StoredResult]:
         """Stored results in dataset order, with the dataset each was computed from.
 
@@ -62,10 +68,13 @@ class MemoryResults:
             if row is None or limit <= 0:
                 return []
             found: list[StoredResult] = []
+            newest_only = not every_version and row.fixed.kernel_version > 1
             for dataset_id in row.result_datasets[bisect_left(row.result_datasets, after[0]) :]:
                 dataset = t.datasets[dataset_id]
                 for result in dataset.results:
                     if (dataset_id, result.id) > after and result.status in wanted:
+                        if newest_only and superseded(result, dataset):
+                            continue
                         found.append(stored_result(result, dataset))
                         if len(found) == limit:
                             return found
@@ -117,12 +126,25 @@ def _store_outcomes(
     # The first answer that is not a replica wins its dataset (also within one batch); replicas of a
     # dataset nobody won are kept, and it stays open for its quorum.
     accepted: dict[int, FinishedTask] = {}
+    stale: list[FinishedTask] = []  # of a kernel version older than a recomputing update: kept, not accepted
     for task in finished:
         if task.status != ResultStatus.PENDING and task.dataset_id in open_ids:
-            accepted.setdefault(task.dataset_id, task)
+            campaign = t.campaigns.get(task.campaign_id)
+            if campaign is not None and task.kernel_version < campaign.kernel_floor:
+                stale.append(task)
+            else:
+                accepted.setdefault(task.dataset_id, task)
+    reopened = {task.dataset_id for task in stale} - accepted.keys()
     open_ids -= accepted.keys()
     replicas = [task for task in finished if task.status == ResultStatus.PENDING and task.dataset_id in open_ids]
     errored = [task for task in failed if task.dataset_id in open_ids]
+    # An older kernel version's failure after a recomputing update counts nothing: its dataset goes round again.
+    outdated = {
+        e.dataset_id
+        for e in errored
+        if not e.replica and (c := t.campaigns.get(e.campaign_id)) is not None and e.kernel_version < c.kernel_floor
+    }
+    errored = [task for task in errored if task.dataset_id not in outdated]
     # Check before the first write, so that a bad batch changes nothing (as a rolled-back transaction).
     for campaign_id in {task.campaign_id for task in (*accepted.values(), *replicas)} | {
         e.campaign_id for e in errored
@@ -132,10 +154,12 @@ def _store_outcomes(
 
     for task in accepted.values():
         t.set_state(t.datasets[task.dataset_id], DatasetState.DONE)
-    for task in (*accepted.values(), *replicas):
+    for dataset_id in sorted(reopened | outdated):
+        t.set_state(t.datasets[dataset_id], DatasetState.PENDING)
+    for task in (*accepted.values(), *stale, *replicas):
         identity = task.identity or None
         result = ResultRow(t.next_id("result"), task.dataset_id, task.campaign_id, task.value, task.compute_ms,
-                        task.worker, task.host, now, task.status, identity)  # fmt: skip
+                        task.worker, task.host, now, task.status, identity, task.kernel_version)  # fmt: skip
         t.add_result(result)
     for error in errored:
         _record_kernel_error(t.campaigns[error.campaign_id], error, now)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,7 +26,7 @@ from .accounts import MemoryAccounts, MemoryConsoleQueries, MemoryUsers
 from .generator_leases import MemoryGeneratorLeases, holds
 from .presence import MemoryPresence
 from .results import MemoryResults
-from .tables import CampaignRow, DatasetRow, Tables
+from .tables import CampaignRow, DatasetRow, Tables, superseded
 from .verdicts import MemoryVerification
 
 __all__ = ["SCHEMA_VERSION", "MemoryStorage"]
@@ -161,6 +162,29 @@ class MemoryStorage(MemoryUsers, MemoryResults, MemoryVerification):
             if row.status == CampaignStatus.COMPLETE:
                 row.status = CampaignStatus.RUNNING
 
+    async def update_kernel(
+        self, campaign_id: int, kernel: str, static_dataset: str, *, recompute: bool = False
+    ) -> Campaign:
+        async with self.tables.session() as t:
+            row = _campaign_row(t, campaign_id)
+            version = row.fixed.kernel_version + 1
+            row.fixed = replace(
+                row.fixed,
+                kernel=kernel,
+                static_dataset=static_dataset,
+                content_hash=content_hash(kernel, static_dataset),
+                kernel_version=version,
+            )
+            if recompute:
+                row.kernel_floor = version
+                for dataset in row.datasets:
+                    if dataset.state in (DatasetState.DONE, DatasetState.FAILED):
+                        dataset.errors = 0
+                        t.set_state(dataset, DatasetState.PENDING)
+                if row.status == CampaignStatus.COMPLETE:
+                    row.status = CampaignStatus.RUNNING
+            return row.campaign()
+
     async def account_usage(self, owner_id: int, *, result_bytes: bool = True) -> AccountUsage:
         async with self.tables.session() as t:
             rows = [row for row in t.campaigns.values() if row.fixed.owner_id == owner_id]
@@ -191,7 +215,8 @@ class MemoryStorage(MemoryUsers, MemoryResults, MemoryVerification):
                 failed=states[DatasetState.FAILED],
                 results=sum(
                     n for status, n in row.answered.items() if status not in (ResultStatus.AGREED, ResultStatus.INVALID)
-                ),
+                )
+                - _superseded(t, row),
                 errors=row.error_total,
                 compute_seconds=row.compute_ms / 1000.0,
                 verified=sum(row.statuses[status] for status in _SETTLED),
@@ -330,6 +355,19 @@ def _campaign_row(t: Tables, campaign_id: int) -> CampaignRow:
     if row is None:
         raise NotFound(f"campaign {campaign_id} does not exist")
     return row
+
+
+def _superseded(t: Tables, row: CampaignRow) -> int:
+    """Answered results a newer kernel version's result of their dataset superseded (none before an update)."""
+    if row.fixed.kernel_version <= 1:
+        return 0
+    return sum(
+        1
+        for result in t.campaign_results(row)
+        if result.payload is not None
+        and result.status not in (ResultStatus.AGREED, ResultStatus.INVALID)
+        and superseded(result, t.datasets[result.dataset_id])
+    )
 
 
 def _votes(dataset: DatasetRow, replicated: bool) -> tuple[tuple[str, str], ...]:

@@ -35,6 +35,7 @@ __all__ = [
     "UserRow",
     "WorkerRow",
     "stored_result",
+    "superseded",
 ]
 
 _OPEN = (DatasetState.PENDING, DatasetState.LEASED)
@@ -90,6 +91,7 @@ class ResultRow:
     created: float  # epoch seconds, as the SQL backends store it
     status: str
     identity: str | None
+    kernel_version: int = 1
 
 
 @dataclass(slots=True, eq=False)
@@ -142,6 +144,7 @@ class CampaignRow:
     deleted: bool = False
     generated: int = 0
     compute_ms: float = 0.0
+    kernel_floor: int = 1  # results of an older kernel version leave their dataset pending (a recomputing update)
     datasets: list[DatasetRow] = field(default_factory=list)  # in id order, spot checks included
     spots: list[DatasetRow] = field(default_factory=list)
     # Ids of pending datasets, smallest first. Lazy: an id whose dataset has left `pending` (or that is
@@ -335,4 +338,13 @@ def stored_result(result: ResultRow, dataset: DatasetRow) -> StoredResult:
     """A result as callers see it, with the dataset it was computed from."""
     created = datetime.fromtimestamp(result.created, UTC)
     return StoredResult(result.id, result.dataset_id, dataset.payload, result.payload, result.compute_ms,
-                        result.worker, result.host, created, result.status, max(0, dataset.seq + 1))  # fmt: skip
+                        result.worker, result.host, created, result.status, max(0, dataset.seq + 1),
+                        result.kernel_version)  # fmt: skip
+
+
+_UNSHOWN = (ResultStatus.AGREED, ResultStatus.INVALID)
+
+
+def superseded(result: ResultRow, dataset: DatasetRow) -> bool:
+    """A shown result of a newer kernel version of the same dataset exists (the SQL backends' NOT EXISTS)."""
+    return any(n.kernel_version > result.kernel_version and n.status not in _UNSHOWN for n in dataset.results)

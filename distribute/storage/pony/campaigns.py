@@ -34,6 +34,7 @@ __all__ = [
     "reset_campaign",
     "set_deleted",
     "set_status",
+    "update_kernel",
 ]
 
 _ACTIVE = (CampaignStatus.GENERATING, CampaignStatus.RUNNING)
@@ -61,6 +62,7 @@ def _campaign(row: Any) -> Campaign:
         compute_seconds=row.compute_ms / 1000.0,
         comparator=row.comparator or "",
         is_open=bool(row.is_open),
+        kernel_version=row.kernel_version,
     )
 
 
@@ -128,6 +130,30 @@ def reset_campaign(sql: SqlDialect, campaign_id: int) -> None:
         "UPDATE campaign SET compute_ms = 0, status = CASE WHEN status = ? THEN ? ELSE status END WHERE id = ?",
         (CampaignStatus.COMPLETE, CampaignStatus.RUNNING, campaign_id),
     )
+
+
+def update_kernel(sql: SqlDialect, campaign_id: int, kernel: str, static_dataset: str, recompute: bool) -> Campaign:
+    # Like reset_campaign: raw SQL (the ORM reads the row only afterwards, so it sees the changes), and
+    # the campaign row is not locked before the datasets. The version is raised in the statement itself,
+    # so two concurrent updates make two versions.
+    if not sql.query("SELECT id FROM campaign WHERE id = ?", (campaign_id,)):
+        raise NotFound(f"campaign {campaign_id} does not exist")
+    sql.execute(
+        "UPDATE campaign SET kernel = ?, static_dataset = ?, content_hash = ?, kernel_version = kernel_version + 1,"
+        " kernel_floor = CASE WHEN ? THEN kernel_version + 1 ELSE kernel_floor END WHERE id = ?",
+        (kernel, static_dataset, content_hash(kernel, static_dataset), recompute, campaign_id),
+    )
+    if recompute:
+        sql.execute(
+            "UPDATE dataset SET state = ?, errors = 0, lease_owner = NULL, lease_until = NULL"
+            " WHERE campaign = ? AND state IN (?, ?)",
+            (DatasetState.PENDING, campaign_id, DatasetState.DONE, DatasetState.FAILED),
+        )
+        sql.execute(
+            "UPDATE campaign SET status = ? WHERE id = ? AND status = ?",
+            (CampaignStatus.RUNNING, campaign_id, CampaignStatus.COMPLETE),
+        )
+    return _campaign(sql.e["Campaign"][campaign_id])
 
 
 def complete_if_done(sql: SqlDialect, campaign_id: int) -> bool:

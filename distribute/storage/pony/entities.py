@@ -31,6 +31,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     3: (
         "ALTER TABLE dataset ADD COLUMN checkpoint {bytes}",
         "ALTER TABLE campaign ADD COLUMN is_open BOOLEAN NOT NULL DEFAULT FALSE",
+        "ALTER TABLE campaign ADD COLUMN kernel_version INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE campaign ADD COLUMN kernel_floor INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE result ADD COLUMN kernel_version INTEGER NOT NULL DEFAULT 1",
     ),
 }
 
@@ -95,6 +98,8 @@ def define_entities(db: Database) -> dict[str, Any]:
         compute_ms = Required(float, default=0.0)
         comparator = Optional(LongStr, nullable=True)
         is_open = Required(bool, default=False)  # an open campaign still taking its owner's datasets
+        kernel_version = Required(int, default=1)
+        kernel_floor = Required(int, default=1)  # results of an older kernel version leave their dataset pending
         datasets = Set("Dataset")
         results = Set("Result")
         kernel_errors = Set("KernelError")
@@ -124,6 +129,7 @@ def define_entities(db: Database) -> dict[str, Any]:
         created = Required(float)
         status = Required(str, default="accepted")
         identity = Optional(str, nullable=True)
+        kernel_version = Required(int, default=1)
 
     class WorkerRecord(db.Entity):
         _table_ = "worker_record"

@@ -12,11 +12,11 @@ from ...models import HostShare, KernelErrorGroup, KernelErrorSummary, ResultSta
 from .connect import Sessions
 from .sql import SqlDialect
 
-__all__ = ["PonyConsoleQueries", "kernel_error_groups", "kernel_errors", "results"]
+__all__ = ["PonyConsoleQueries", "kernel_error_groups", "kernel_errors", "results", "superseded"]
 
 _RESULTS = (
-    "SELECT r.id, r.dataset, d.payload, r.payload, r.compute_ms, r.worker, r.host, r.created, r.status, d.seq"
-    " FROM result r JOIN dataset d ON d.id = r.dataset"
+    "SELECT r.id, r.dataset, d.payload, r.payload, r.compute_ms, r.worker, r.host, r.created, r.status, d.seq,"
+    " r.kernel_version FROM result r JOIN dataset d ON d.id = r.dataset"
 )
 _SETTLED = (ResultStatus.CANONICAL, ResultStatus.TRUSTED)
 _SHOWN = (ResultStatus.ACCEPTED, *_SETTLED, ResultStatus.PENDING, ResultStatus.CONFLICT)
@@ -36,22 +36,37 @@ def _stored(row: tuple[Any, ...]) -> StoredResult:
         # `seq` counts a campaign's datasets from 0 in generation order (spot checks below 0): so it has
         # since the first schema, and an older database needs no migration to number its datasets.
         dataset_number=max(0, row[9] + 1),
+        kernel_version=row[10],
     )
 
 
+def superseded(sql: SqlDialect, campaign_id: int) -> tuple[str, tuple[Any, ...]]:
+    """The condition (and its arguments) that leaves out results a newer kernel version's result of the same
+    dataset superseded; nothing for a campaign whose kernel was never updated (the usual case costs nothing)."""
+    version = sql.query("SELECT kernel_version FROM campaign WHERE id = ?", (campaign_id,))
+    if not version or version[0][0] <= 1:
+        return "", ()
+    condition = (
+        " AND NOT EXISTS (SELECT 1 FROM result n WHERE n.dataset = r.dataset AND n.kernel_version > r.kernel_version"
+        f" AND n.status IN ({', '.join('?' * len(_SHOWN))}))"
+    )
+    return condition, _SHOWN
+
+
 def results(
-    sql: SqlDialect, campaign_id: int, after: tuple[int, int], limit: int, verified: bool
+    sql: SqlDialect, campaign_id: int, after: tuple[int, int], limit: int, verified: bool, every_version: bool = False
 ) -> list[StoredResult]:
     wanted = _SETTLED if verified else _SHOWN
+    newest, newest_args = ("", ()) if every_version else superseded(sql, campaign_id)
     rows = sql.query(
         _RESULTS
         # A row-value comparison, unlike the equivalent OR, is an index range condition on
         # (campaign, dataset, id) in both SQLite and PostgreSQL; the redundant `d.id >= ?` lets
         # PostgreSQL's merge join start there too. Page k then costs what page 1 costs.
         + " WHERE r.campaign = ? AND (r.dataset, r.id) > (?, ?) AND d.id >= ?"
-        f" AND r.status IN ({', '.join('?' * len(wanted))})"
+        f" AND r.status IN ({', '.join('?' * len(wanted))}){newest}"
         " ORDER BY r.dataset, r.id LIMIT ?",
-        (campaign_id, after[0], after[1], after[0], *wanted, limit),
+        (campaign_id, after[0], after[1], after[0], *wanted, *newest_args, limit),
     )
     return [_stored(row) for row in rows]
 
@@ -110,14 +125,17 @@ def kernel_error_groups(sql: SqlDialect, campaign_id: int, limit: int, examples:
 
 
 def _result_count(sql: SqlDialect, campaign_id: int) -> int:
-    count: int = sql.query("SELECT COUNT(*) FROM result WHERE campaign = ?", (campaign_id,))[0][0]
+    newest, args = superseded(sql, campaign_id)
+    count: int = sql.query(f"SELECT COUNT(*) FROM result r WHERE r.campaign = ?{newest}", (campaign_id, *args))[0][0]
     return count
 
 
 def _results_page(sql: SqlDialect, campaign_id: int, offset: int, limit: int) -> list[StoredResult]:
     # OFFSET paging is fine for a human paging through a table.
+    newest, args = superseded(sql, campaign_id)
     rows = sql.query(
-        _RESULTS + " WHERE r.campaign = ? ORDER BY r.dataset, r.id LIMIT ? OFFSET ?", (campaign_id, limit, offset)
+        _RESULTS + f" WHERE r.campaign = ?{newest} ORDER BY r.dataset, r.id LIMIT ? OFFSET ?",
+        (campaign_id, *args, limit, offset),
     )
     return [_stored(row) for row in rows]
 

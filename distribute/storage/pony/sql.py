@@ -135,7 +135,16 @@ def counts(sql: SqlDialect, campaign_id: int) -> CampaignCounts:
             (campaign_id, ResultStatus.INVALID),
         )
     errors = sql.query("SELECT COALESCE(SUM(count), 0) FROM kernel_error WHERE campaign = ?", (campaign_id,))
-    compute = sql.query("SELECT compute_ms FROM campaign WHERE id = ?", (campaign_id,))
+    compute = sql.query("SELECT compute_ms, kernel_version FROM campaign WHERE id = ?", (campaign_id,))
+    if compute and compute[0][1] > 1:  # a newer kernel version's answer supersedes the older ones of its dataset
+        hidden = (ResultStatus.AGREED, ResultStatus.INVALID)
+        superseded = sql.query(
+            "SELECT COUNT(*) FROM result r WHERE r.campaign = ? AND r.payload IS NOT NULL AND r.status NOT IN (?, ?)"
+            " AND EXISTS (SELECT 1 FROM result n WHERE n.dataset = r.dataset AND n.kernel_version > r.kernel_version"
+            " AND n.status NOT IN (?, ?))",
+            (campaign_id, *hidden, *hidden),
+        )
+        results = [(results[0][0] - superseded[0][0],)]
     return CampaignCounts(
         total=sum(by_state.values()),
         pending=by_state.get(DatasetState.PENDING, 0),
@@ -330,12 +339,18 @@ def store_outcomes(
             )
             open_ids.update(row[0] for row in rows)
 
+    outcomes: tuple[FinishedTask | FailedTask, ...] = (*finished, *failed)
+    floors = _kernel_floors(sql, {task.campaign_id for task in outcomes if task.dataset_id in open_ids})
     accepted: list[FinishedTask] = []
     replicas: list[FinishedTask] = []
+    stale: list[FinishedTask] = []
     for task in finished:
         if task.dataset_id in open_ids:
             if task.status == ResultStatus.PENDING:
                 replicas.append(task)  # one of several copies: the dataset stays open for its quorum
+                continue
+            if task.kernel_version < floors.get(task.campaign_id, 1):
+                stale.append(task)  # kept with its version, but its dataset is computed again with the new kernel
                 continue
             open_ids.discard(task.dataset_id)  # first answer wins, also within one batch
             accepted.append(task)
@@ -345,16 +360,33 @@ def store_outcomes(
         (DatasetState.DONE,),
         [task.dataset_id for task in accepted],
     )
+    sql.for_ids(
+        "UPDATE dataset SET state = ?, lease_owner = NULL, lease_until = NULL WHERE id = ?",
+        (DatasetState.PENDING,),
+        sorted({task.dataset_id for task in stale if task.dataset_id in open_ids}),
+    )
     sql.insert(
         "result",
-        ("dataset", "campaign", "payload", "compute_ms", "worker", "host", "created", "status", "identity"),
+        (
+            "dataset", "campaign", "payload", "compute_ms", "worker", "host", "created", "status", "identity",
+            "kernel_version",
+        ),
         [
-            (t.dataset_id, t.campaign_id, t.value, t.compute_ms, t.worker, t.host, now, t.status, t.identity or None)
-            for t in (*accepted, *replicas)
+            (t.dataset_id, t.campaign_id, t.value, t.compute_ms, t.worker, t.host, now, t.status, t.identity or None,
+             t.kernel_version)
+            for t in (*accepted, *stale, *replicas)
         ],
-    )
+    )  # fmt: skip
 
     errored = [task for task in failed if task.dataset_id in open_ids]
+    # An older kernel version's failure after a recomputing update counts nothing: its dataset goes round again.
+    outdated = {t.dataset_id for t in errored if not t.replica and t.kernel_version < floors.get(t.campaign_id, 1)}
+    errored = [task for task in errored if task.dataset_id not in outdated]
+    sql.for_ids(
+        "UPDATE dataset SET state = ?, lease_owner = NULL, lease_until = NULL WHERE id = ?",
+        (DatasetState.PENDING,),
+        sorted(outdated),
+    )
     for error in errored:
         _record_kernel_error(sql, error, now)
     # A dataset that failed too often is given up (state failed); otherwise it goes back to the pool,
@@ -370,11 +402,19 @@ def store_outcomes(
     )
 
     compute: dict[int, float] = {}
-    outcomes: tuple[FinishedTask | FailedTask, ...] = (*finished, *failed)
     for outcome in outcomes:
         compute[outcome.campaign_id] = compute.get(outcome.campaign_id, 0.0) + outcome.compute_ms
     sql.many("UPDATE campaign SET compute_ms = compute_ms + ? WHERE id = ?", [(ms, cid) for cid, ms in compute.items()])
     return [task.dataset_id for task in accepted]
+
+
+def _kernel_floors(sql: SqlDialect, campaign_ids: set[int]) -> dict[int, int]:
+    """The oldest kernel version each campaign still accepts results of (1 until a recomputing update)."""
+    if not campaign_ids:
+        return {}
+    ids = sorted(campaign_ids)
+    rows = sql.query(f"SELECT id, kernel_floor FROM campaign WHERE id IN ({','.join('?' * len(ids))})", ids)
+    return {row[0]: row[1] for row in rows}
 
 
 def _record_kernel_error(sql: SqlDialect, task: FailedTask, now: float) -> None:

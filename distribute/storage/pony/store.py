@@ -177,6 +177,13 @@ class PonyStorage:
     async def reset_campaign(self, campaign_id: int) -> None:
         await self._sessions.run_immediate(campaigns.reset_campaign, campaign_id)
 
+    async def update_kernel(
+        self, campaign_id: int, kernel: str, static_dataset: str, *, recompute: bool = False
+    ) -> Campaign:
+        return await self._sessions.run_immediate(
+            campaigns.update_kernel, campaign_id, kernel, static_dataset, recompute
+        )
+
     async def counts(self, campaign_id: int) -> CampaignCounts:
         return await self._sessions.run(hot.counts, campaign_id)
 
@@ -232,9 +239,15 @@ class PonyStorage:
     # ------------------------------------------------------------------ results and errors
 
     async def results(
-        self, campaign_id: int, *, after: tuple[int, int] = (0, 0), limit: int = 1000, verified: bool = False
+        self,
+        campaign_id: int,
+        *,
+        after: tuple[int, int] = (0, 0),
+        limit: int = 1000,
+        verified: bool = False,
+        every_version: bool = False,
     ) -> list[StoredResult]:
-        return await self._sessions.run(queries.results, campaign_id, after, limit, verified)
+        return await self._sessions.run(queries.results, campaign_id, after, limit, verified, every_version)
 
     async def kernel_errors(self, campaign_id: int, limit: int = 100) -> list[KernelErrorSummary]:
         return await self._sessions.run(queries.kernel_errors, campaign_id, limit)
