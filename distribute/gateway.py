@@ -31,8 +31,8 @@ import itertools
 import logging
 import resource
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import Any
 
 import msgpack
 import trio
@@ -40,23 +40,21 @@ import trio
 from . import protocol as p
 from .errors import ProtocolError
 from .limits import (
-    Address,
     Addresses,
     ConnectionLimits,
-    Meter,
     SlotAllowance,
-    address_group,
     connection_cap,
     identity_keys,
 )
 from .logs import CONNECTION_ID
 from .models import Campaign, CampaignStatus, FailedTask, FinishedTask
+from .sessions import PEER_GONE, Session, WebSocketLike, limits_of
 from .settings import Settings
 from .work.checkpoints import features
 from .work.dispatcher import Dispatcher
 from .work.dwell import Dwell, EndedBy
 from .work.placement import Placements
-from .work.verification import canonical, worker_key
+from .work.verification import canonical
 from .work.versions import needs_frame, version_run
 
 __all__ = ["Gateway", "WebSocketLike"]
@@ -66,50 +64,6 @@ _connection_ids = itertools.count(1)
 # Pongs owed to a connection that sends pings faster than it reads: past this many it is closed
 # (an honest worker pings every 20-25 s and reads all the time).
 MAX_PENDING_PONGS = 16
-# What a send raises when the worker has gone: the stream is broken or closed, or Hypercorn's own
-# task is busy writing the close handshake the worker just started (Hypercorn answers a close frame
-# itself, concurrently with our handler). Either way there is nobody left to talk to.
-PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError)
-
-
-class WebSocketLike(Protocol):
-    async def accept(self) -> None: ...
-    async def receive(self) -> str | bytes: ...
-    async def send(self, data: bytes) -> None: ...
-    async def close(self, code: int, reason: str = "") -> None: ...
-
-
-@dataclass(eq=False, slots=True)
-class Session:
-    id: int
-    remote: str
-    hello: p.Hello
-    have: set[str]
-    campaign: Campaign | None = None
-    held: dict[int, tuple[int, int, float]] = field(default_factory=dict)  # dataset id -> (campaign, bytes, sent at)
-    inflight_bytes: int = 0
-    idle_sent: bool = False
-    leaving: bool = False  # the worker said it is leaving (a final `release`): send it no more tasks
-    pongs: list[int] = field(default_factory=list)
-    event: trio.Event = field(default_factory=trio.Event)
-    close: ProtocolError | None = None
-    tasks_done: int = 0
-    looked_up: bool = False  # storage was asked once about a campaign this process did not know
-    worker: str = ""  # "connection@address", stored with every result
-    host: str = ""  # the embedding site the results are credited to
-    key: tuple[str, str] = ("", "")  # (worker identity or "ip:ADDRESS", address): who gets replicas
-
-    def __post_init__(self) -> None:
-        # Computed once, not once per result: both are stored with every outcome.
-        self.worker = f"{self.id}@{self.remote}"
-        self.host = str(self.hello.client.get("host", ""))[:200]
-        # The identity a worker sends ("id" in hello's client map) is only a hint: the address
-        # constrains replicas too (verify_distinct_addresses), an IPv6 address as its /64.
-        group = address_group(self.remote)
-        self.key = (worker_key(str(self.hello.client.get("id", ""))[:64], group), group)
-
-    def wake(self) -> None:
-        self.event.set()
 
 
 class Gateway:
@@ -502,10 +456,3 @@ class Gateway:
         session.have.add(campaign.content_hash)
         session.campaign = campaign
         self.placements.pin(session.id, campaign)  # counted on it (a no-op when it was placed there)
-
-
-def limits_of(settings: Settings, address: Address) -> ConnectionLimits:
-    """A new connection's limits: its own meter, its address's shared state; keys follow its hello."""
-    now = trio.current_time()
-    meter = Meter(settings.max_frames_per_second, settings.max_bytes_per_second, settings.max_frame_bytes, now)
-    return ConnectionLimits(address, meter, (), heard=now)

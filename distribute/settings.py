@@ -13,18 +13,28 @@ fails before the server accepts a connection.
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import logging
 import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import SettingsError
+from .setting_fields import (
+    ANY_VALUE,
+    DATABASE_URL,
+    NON_NEGATIVE,
+    POSITIVE,
+    Check,
+    between,
+    is_proxy_list,
+    one_of,
+    setting,
+)
 
 __all__ = ["SETTINGS", "Check", "Setting", "Settings", "load_settings", "setting", "settings_table"]
 
@@ -33,62 +43,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Check:
-    """What values a setting allows: the test, and how the error message describes it."""
-
-    allowed: str
-    test: Callable[[Any], bool]
-
-    def __call__(self, value: Any) -> bool:
-        return self.test(value)
-
-
-def _between(low: float, high: float) -> Check:
-    return Check(f"from {low} to {high}", lambda v: low <= v <= high)
-
-
-def _one_of(*choices: Any) -> Check:
-    return Check("one of " + ", ".join(map(str, choices)), lambda v: v in choices)
-
-
-_any = Check("any value", lambda v: True)
-_positive = Check("greater than 0", lambda v: v > 0)
-_non_negative = Check("0 or more", lambda v: v >= 0)
-# Any scheme: storage plugins register their own (docs/plugins.md); an unknown one fails at startup
-# with the list of known schemes (plugins.storage_factory).
-_database_url = Check(
-    "a URL such as sqlite:///PATH or postgres://USER:PASS@HOST:PORT/DB",
-    lambda v: re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", v) is not None,
-)
-
-
-def _is_proxy_list(value: str) -> bool:
-    """forwarded_allow_ips: each item \"*\" or an IP address or network."""
-    for item in (i.strip() for i in value.split(",")):
-        if item and item != "*":
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                return False
-    return True
-
-
-def setting(default: T, unit: str, help: str, check: Check = _any) -> T:
-    """Declare one field of `Settings`: its default, the unit and help shown in the table, what it allows.
-
-    Typed as the default's type so that type checkers see `port: int = setting(8000, ...)` as an int
-    field with a default; at run time it is a dataclass field carrying the rest as metadata.
-    """
-    return field(default=default, metadata={"unit": unit, "help": help, "check": check})
-
-
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Every setting's value. The field order is the order of the table and of docs/settings.md."""
 
     database: str = setting(
-        "sqlite:///distribute.db", "URL", "sqlite:///PATH or postgres://USER:PASS@HOST:PORT/DB", _database_url
+        "sqlite:///distribute.db", "URL", "sqlite:///PATH or postgres://USER:PASS@HOST:PORT/DB", DATABASE_URL
     )
     # An empty host would listen on every interface: that must be asked for (0.0.0.0, ::).
     host: str = setting(
@@ -97,7 +57,7 @@ class Settings:
         "address the server listens on",
         Check("not empty (0.0.0.0 listens on every interface)", lambda v: v.strip() != ""),
     )
-    port: int = setting(8000, "", "TCP port the server listens on (0 = any free port)", _between(0, 65535))
+    port: int = setting(8000, "", "TCP port the server listens on (0 = any free port)", between(0, 65535))
     public_url: str = setting(
         "",
         "URL",
@@ -109,7 +69,7 @@ class Settings:
         10.0,
         "s",
         "how often the scheduler re-places a worker that accepts any campaign (each worker's period is staggered by up to half of this either way)",
-        _positive,
+        POSITIVE,
     )
     metrics_token: str = setting(
         "",
@@ -117,13 +77,13 @@ class Settings:
         "bearer token a scraper must send for /-/metrics (empty: the metrics are public; docs/security.md says what they show)",
     )
     db_threads: int = setting(
-        4, "threads", "most storage calls running at once (PostgreSQL connections per process)", _positive
+        4, "threads", "most storage calls running at once (PostgreSQL connections per process)", POSITIVE
     )
-    generator_timeout: float = setting(5.0, "s", "wall-clock limit of one generator run (or one lazy batch)", _positive)
-    generator_heap: int = setting(256, "MiB", "V8 heap limit of the generator sandbox", _positive)
-    generator_batch: int = setting(2000, "datasets", "datasets pulled from a lazy generator at a time", _positive)
+    generator_timeout: float = setting(5.0, "s", "wall-clock limit of one generator run (or one lazy batch)", POSITIVE)
+    generator_heap: int = setting(256, "MiB", "V8 heap limit of the generator sandbox", POSITIVE)
+    generator_batch: int = setting(2000, "datasets", "datasets pulled from a lazy generator at a time", POSITIVE)
     generator_low_water: int = setting(
-        20000, "datasets", "pull more from a lazy generator when fewer are waiting", _positive
+        20000, "datasets", "pull more from a lazy generator when fewer are waiting", POSITIVE
     )
     sandbox_max_children: int = setting(
         8,
@@ -135,7 +95,7 @@ class Settings:
         1,
         "",
         "1: the server's JavaScript sandbox runs V8 without its JIT compilers (smaller attack surface, no WebAssembly); 0: with",
-        _one_of(0, 1),
+        one_of(0, 1),
     )
     check_datasets: int = setting(
         3,
@@ -144,81 +104,79 @@ class Settings:
         Check("0 or more", lambda v: v >= 0),
     )
     check_seconds: float = setting(
-        10.0, "s", "wall-clock limit of that trial's kernel part (the generator has generator_timeout)", _positive
+        10.0, "s", "wall-clock limit of that trial's kernel part (the generator has generator_timeout)", POSITIVE
     )
-    max_datasets: int = setting(10_000_000, "datasets", "most datasets one campaign may generate", _positive)
-    max_dataset_bytes: int = setting(1024 * 1024, "bytes", "largest single dataset (msgpack)", _positive)
+    max_datasets: int = setting(10_000_000, "datasets", "most datasets one campaign may generate", POSITIVE)
+    max_dataset_bytes: int = setting(1024 * 1024, "bytes", "largest single dataset (msgpack)", POSITIVE)
     max_source_bytes: int = setting(
-        4 * 1024 * 1024, "bytes", "largest kernel, generator or static dataset upload", _positive
+        4 * 1024 * 1024, "bytes", "largest kernel, generator or static dataset upload", POSITIVE
     )
-    max_result_bytes: int = setting(1024 * 1024, "bytes", "largest single result (msgpack)", _positive)
+    max_result_bytes: int = setting(1024 * 1024, "bytes", "largest single result (msgpack)", POSITIVE)
     max_upload_batch_bytes: int = setting(
         16 * 1024 * 1024,
         "bytes",
         "largest body of one batch of datasets sent to an open campaign (a body is also within 5 x max_source_bytes)",
-        _positive,
+        POSITIVE,
     )
-    max_upload_batch: int = setting(
-        10_000, "datasets", "most datasets in one batch sent to an open campaign", _positive
-    )
+    max_upload_batch: int = setting(10_000, "datasets", "most datasets in one batch sent to an open campaign", POSITIVE)
     open_backlog: int = setting(
         100_000,
         "datasets",
         "an open campaign takes no more datasets (429, Retry-After) while more than this many wait unanswered",
-        _positive,
+        POSITIVE,
     )
     quota_campaigns: int = setting(
         1000,
         "campaigns",
         "most campaigns one account may have, deleted ones too (0 = no limit); far above what one team runs",
-        _non_negative,
+        NON_NEGATIVE,
     )
     quota_datasets: int = setting(
         100_000_000,
         "datasets",
         "most datasets one account's campaigns may generate in all (0 = no limit); ten full max_datasets campaigns",
-        _non_negative,
+        NON_NEGATIVE,
     )
     quota_result_bytes: int = setting(
         100 * 1024**3,
         "bytes",
         "result bytes one account may store before it may create no more campaigns (0 = no limit); 100 GiB",
-        _non_negative,
+        NON_NEGATIVE,
     )
     quota_generators: int = setting(
         16,
         "campaigns",
         "campaigns of one account generating at once (0 = no limit); more would crowd out others' generators",
-        _non_negative,
+        NON_NEGATIVE,
     )
     quota_checks_per_hour: int = setting(
         120,
         "trials",
         "trial runs of new campaigns one account may start per hour in this process, refused ones too (0 = no limit)",
-        _non_negative,
+        NON_NEGATIVE,
     )
-    max_frame_bytes: int = setting(4 * 1024 * 1024, "bytes", "largest WebSocket frame a worker may send", _positive)
+    max_frame_bytes: int = setting(4 * 1024 * 1024, "bytes", "largest WebSocket frame a worker may send", POSITIVE)
     max_inflight_bytes: int = setting(
         4 * 1024 * 1024,
         "bytes",
         "dataset bytes in flight to one connection, past which it gets no more tasks (one dataset may cross it)",
-        _positive,
+        POSITIVE,
     )
     task_timeout: float = setting(
-        60.0, "s", "default per-task deadline; a task not answered by then is handed out again", _positive
+        60.0, "s", "default per-task deadline; a task not answered by then is handed out again", POSITIVE
     )
-    max_task_errors: int = setting(3, "errors", "kernel errors on one dataset before it is marked failed", _positive)
+    max_task_errors: int = setting(3, "errors", "kernel errors on one dataset before it is marked failed", POSITIVE)
     checkpoint_max_bytes: int = setting(
         64 * 1024,
         "bytes",
         "largest state a kernel may checkpoint with ctx.checkpoint (msgpack; at most 16 MiB); a larger one is refused",
-        _between(1, 16 * 1024 * 1024),
+        between(1, 16 * 1024 * 1024),
     )
     checkpoint_interval: float = setting(
         10.0,
         "s",
         "workers send at most one checkpoint per task this often (a newer one replaces the one waiting)",
-        _positive,
+        POSITIVE,
     )
     # Auto-pause (distribute/work/early.py): a broken kernel stops after a handful of tasks, not thousands.
     pause_after_failures: int = setting(
@@ -226,7 +184,7 @@ class Settings:
         "tasks",
         "a campaign's first this many task outcomes (results and kernel errors) are watched: if too many of them"
         " failed it pauses itself; 0 turns auto-pause off",
-        _non_negative,
+        NON_NEGATIVE,
     )
     pause_failure_ratio: float = setting(
         0.9,
@@ -239,19 +197,19 @@ class Settings:
         120.0,
         "s",
         "a connection holding tasks that sends no frame for this long is closed and its tasks handed out again",
-        _positive,
+        POSITIVE,
     )
     tcp_keepalive: float = setting(
         60.0,
         "s",
         "idle time before TCP probes a silent peer (then every 10 s, 6 probes): a dead one is dropped; 0 = off",
-        _non_negative,
+        NON_NEGATIVE,
     )
     ws_ping_interval: float = setting(
         0.0,
         "s",
         "WebSocket ping to every connection this often, for proxies that close idle sockets (0 = never)",
-        _non_negative,
+        NON_NEGATIVE,
     )
     allowed_ws_origins: str = setting(
         "",
@@ -268,90 +226,88 @@ class Settings:
         "comma-separated addresses or CIDR networks of the reverse proxies whose forwarding headers name the "
         'client (empty: the socket\'s peer is the client); "*" trusts every peer, which lets anyone forge '
         "its address",
-        Check('empty, "*", or comma-separated IP addresses or CIDR networks', _is_proxy_list),
+        Check('empty, "*", or comma-separated IP addresses or CIDR networks', is_proxy_list),
     )
     forwarded_header: str = setting(
         "x-forwarded-for",
         "",
         "what the trusted proxies write: x-forwarded-for (with X-Forwarded-Proto) or forwarded (RFC 7239)",
-        _one_of("x-forwarded-for", "forwarded"),
+        one_of("x-forwarded-for", "forwarded"),
     )
     max_connections_per_ip: int = setting(
         64,
         "connections",
         "open worker connections from one address (an IPv6 address counts as its /64); raise it for a large NAT "
         "or a campus (each browser tab with the harness is one connection; a proxy in front: forwarded_allow_ips)",
-        _positive,
+        POSITIVE,
     )
     max_connections: int = setting(
         0,
         "connections",
         "open worker connections in all (0 = the open-files limit, raised to its hard limit at start, less a tenth "
         "and at least 256 kept for the rest; a higher value is lowered to that)",
-        _non_negative,
+        NON_NEGATIVE,
     )
     max_hello_bytes: int = setting(
-        4096, "bytes", "largest `hello` frame (a larger one is closed with 1009)", _between(256, 1024 * 1024)
+        4096, "bytes", "largest `hello` frame (a larger one is closed with 1009)", between(256, 1024 * 1024)
     )
     max_tasks_per_connection: int = setting(
-        256, "tasks", "most tasks one connection holds (caps `slots`)", _between(1, 256)
+        256, "tasks", "most tasks one connection holds (caps `slots`)", between(1, 256)
     )
     max_tasks_per_ip: int = setting(
-        100_000, "tasks", "most tasks the connections of one address hold together", _positive
+        100_000, "tasks", "most tasks the connections of one address hold together", POSITIVE
     )
-    max_frames_per_second: float = setting(
-        10_000.0, "frames/s", "frames one connection may send (2 s burst)", _positive
-    )
+    max_frames_per_second: float = setting(10_000.0, "frames/s", "frames one connection may send (2 s burst)", POSITIVE)
     max_frames_per_second_per_ip: float = setting(
-        50_000.0, "frames/s", "frames the connections of one address may send", _positive
+        50_000.0, "frames/s", "frames the connections of one address may send", POSITIVE
     )
     max_bytes_per_second: int = setting(
         16 * 1024 * 1024,
         "bytes/s",
         "bytes one connection may send (2 s burst, at least one max_frame_bytes frame)",
-        _positive,
+        POSITIVE,
     )
     max_bytes_per_second_per_ip: int = setting(
-        64 * 1024 * 1024, "bytes/s", "bytes the connections of one address may send", _positive
+        64 * 1024 * 1024, "bytes/s", "bytes the connections of one address may send", POSITIVE
     )
     missed_task_memory: float = setting(
-        3600.0, "s", "how long tasks a worker let expire or dropped count against its address and client id", _positive
+        3600.0, "s", "how long tasks a worker let expire or dropped count against its address and client id", POSITIVE
     )
     dwell_min_samples: int = setting(
         20,
         "observations",
         "answered tasks of a campaign and ended browser visits needed before they size browsers' prefetch and advise",
-        _positive,
+        POSITIVE,
     )
     lease_seconds: float = setting(
-        30.0, "s", "how long a server process holds datasets it took from storage (renewed while alive)", _positive
+        30.0, "s", "how long a server process holds datasets it took from storage (renewed while alive)", POSITIVE
     )
     refill_batch: int = setting(
-        512, "datasets", "datasets leased from storage into a campaign's in-memory queue at once", _positive
+        512, "datasets", "datasets leased from storage into a campaign's in-memory queue at once", POSITIVE
     )
     refill_growth: int = setting(
         8,
         "x refill_batch",
         "largest refill at high task rates (1: always refill_batch, for several processes sharing small campaigns)",
-        _positive,
+        POSITIVE,
     )
-    flush_interval: float = setting(0.02, "s", "longest a received result waits for its group commit", _positive)
-    flush_batch: int = setting(2000, "results", "results written in one transaction at most", _positive)
+    flush_interval: float = setting(0.02, "s", "longest a received result waits for its group commit", POSITIVE)
+    flush_batch: int = setting(2000, "results", "results written in one transaction at most", POSITIVE)
     # Result verification (docs/verification.md).
     verify_max_copies: int = setting(
-        6, "results", "results of one replicated dataset without a quorum before it is marked a conflict", _positive
+        6, "results", "results of one replicated dataset without a quorum before it is marked a conflict", POSITIVE
     )
     verify_distinct_addresses: int = setting(
         1,
         "",
         "1: copies of one dataset go to different IP addresses (not only identities); 0: identities only",
-        _one_of(0, 1),
+        one_of(0, 1),
     )
     trust_threshold: int = setting(
         20,
         "results",
         "agreeing results in a row before a worker gets unreplicated tasks at all (0: never)",
-        _non_negative,
+        NON_NEGATIVE,
     )
     trust_ceiling: float = setting(
         0.9,
@@ -359,36 +315,34 @@ class Settings:
         "highest share of a trusted worker's tasks handed out without replicas",
         Check("at least 0 and below 1", lambda v: 0 <= v < 1),
     )
-    spot_check_rate: float = setting(
-        0.05, "", "share of tasks that come with a known-answer spot check", _between(0, 1)
-    )
+    spot_check_rate: float = setting(0.05, "", "share of tasks that come with a known-answer spot check", between(0, 1))
     flush_interval_low_rate: float = setting(
         0.2,
         "s",
         "longest a received result waits for its group commit while results trickle in (fewer commits)",
-        _positive,
+        POSITIVE,
     )
     # The console: accounts, their protection, and the mail that resets passwords.
-    session_days: float = setting(14.0, "days", "how long a console sign-in lasts", _positive)
-    reset_minutes: float = setting(60.0, "min", "how long an e-mailed password-reset link stays valid", _positive)
-    rate_window: float = setting(900.0, "s", "window of the sign-in, reset and sign-up rate limits", _positive)
-    signin_limit: int = setting(5, "attempts", "failed sign-ins per address or e-mail in the window", _positive)
-    reset_limit: int = setting(3, "requests", "password-reset requests per address or e-mail in the window", _positive)
-    signup_limit: int = setting(5, "accounts", "sign-ups from one address in the window", _positive)
+    session_days: float = setting(14.0, "days", "how long a console sign-in lasts", POSITIVE)
+    reset_minutes: float = setting(60.0, "min", "how long an e-mailed password-reset link stays valid", POSITIVE)
+    rate_window: float = setting(900.0, "s", "window of the sign-in, reset and sign-up rate limits", POSITIVE)
+    signin_limit: int = setting(5, "attempts", "failed sign-ins per address or e-mail in the window", POSITIVE)
+    reset_limit: int = setting(3, "requests", "password-reset requests per address or e-mail in the window", POSITIVE)
+    signup_limit: int = setting(5, "accounts", "sign-ups from one address in the window", POSITIVE)
     signup_min_seconds: float = setting(
-        1.5, "s", "fewest seconds between showing the sign-up form and submitting it (bots are quicker)", _non_negative
+        1.5, "s", "fewest seconds between showing the sign-up form and submitting it (bots are quicker)", NON_NEGATIVE
     )
     email_verification: str = setting(
         "auto",
         "",
         "whether a new console account must verify its e-mail address before it creates campaigns: "
         "on, off, or auto (on when smtp_host is set)",
-        _one_of("auto", "on", "off"),
+        one_of("auto", "on", "off"),
     )
-    verify_hours: float = setting(48.0, "h", "how long an e-mailed address-verification link stays valid", _positive)
+    verify_hours: float = setting(48.0, "h", "how long an e-mailed address-verification link stays valid", POSITIVE)
     smtp_host: str = setting("", "", "SMTP server for mail (empty: write each mail to mail_outbox and log it)")
-    smtp_port: int = setting(587, "", "SMTP port", _between(1, 65535))
-    smtp_security: str = setting("starttls", "", "starttls, tls (implicit) or none", _one_of("starttls", "tls", "none"))
+    smtp_port: int = setting(587, "", "SMTP port", between(1, 65535))
+    smtp_security: str = setting("starttls", "", "starttls, tls (implicit) or none", one_of("starttls", "tls", "none"))
     smtp_user: str = setting("", "", "SMTP user name (empty: no login)")
     smtp_password: str = setting("", "", "SMTP password")
     mail_from: str = setting(
@@ -404,9 +358,9 @@ class Settings:
         "",
         "text: a line per event for people; json: one JSON object per line (time, level, logger, message, "
         "request_id or connection_id) plus a JSON access log of every HTTP request",
-        _one_of("text", "json"),
+        one_of("text", "json"),
     )
-    log_level: str = setting("info", "", "least severe level written", _one_of("debug", "info", "warning", "error"))
+    log_level: str = setting("info", "", "least severe level written", one_of("debug", "info", "warning", "error"))
 
     def replace(self, **changes: Any) -> Settings:
         return load_settings(overrides={**self.__dict__, **changes}, environ={})
@@ -425,7 +379,7 @@ class Setting:
     default: Any
     unit: str
     help: str
-    check: Check = _any
+    check: Check = ANY_VALUE
 
 
 SETTINGS: tuple[Setting, ...] = tuple(
@@ -493,10 +447,10 @@ def load_settings(
                 raise SettingsError(f"unknown setting {name!r} in {file}; known: {', '.join(_BY_NAME)}")
             values[name] = _coerce(_BY_NAME[name], raw, str(file))
     _warn_about_typos(environ)
-    for setting in SETTINGS:
-        key = "DISTRIBUTE_" + setting.name.upper()
+    for declared in SETTINGS:
+        key = "DISTRIBUTE_" + declared.name.upper()
         if key in environ:
-            values[setting.name] = _coerce(setting, environ[key], key)
+            values[declared.name] = _coerce(declared, environ[key], key)
     for name, raw in (overrides or {}).items():
         if raw is None:
             continue

@@ -37,6 +37,7 @@ from ..storage import Storage
 from .checkpoints import Checkpoints
 from .decisions import Judged, Refused, Store
 from .early import EarlyFailures
+from .pacing import FlushPacing
 from .queues import CampaignQueue, Queues, TaskLease, has_work, overdue
 from .replicas import WorkerKey
 from .verifier import Verifier
@@ -419,27 +420,18 @@ class Dispatcher:
         return changed
 
     async def _flush_loop(self) -> None:
-        """Group commits: at once when `flush_batch` outcomes wait, else after a wait set by the rate.
-
-        A commit costs a transaction and a thread hop however few results it carries: at ~100
-        results/s a commit every `flush_interval` (20 ms) wrote two results each, 50 times a second.
-        So the next wait aims at commits of `flush_batch` / 20 results at the rate just seen, between
-        `flush_interval` (high rates) and `flush_interval_low_rate` (results trickle in, or none):
-        a received result is still durable within that bound (plus the commit itself).
-        """
-        shortest = self.settings.flush_interval
-        longest = max(shortest, self.settings.flush_interval_low_rate)
-        aim = max(1, self.settings.flush_batch // 20)
-        interval = shortest
+        """Group commits: at once when `flush_batch` outcomes wait, else after a wait set by the rate (`pacing`)."""
+        pacing = FlushPacing.from_settings(self.settings)
+        interval = pacing.shortest
         while True:
             started = trio.current_time()
             with trio.move_on_after(interval):
                 await self._flush_now.wait()
             self._flush_now = trio.Event()
             arrived = len(self._finished) + len(self._failed)
-            rate = arrived / max(trio.current_time() - started, 1e-3)
+            elapsed = trio.current_time() - started
             await self._flush()
-            interval = min(longest, max(shortest, aim / rate)) if rate else longest
+            interval = pacing.next_wait(arrived, elapsed)
 
     async def _verification_loop(self) -> None:
         """Apply each verification round to the queues: copies offered again, re-opened work, completion."""
