@@ -1,8 +1,9 @@
 """The headless worker (`distribute worker`): computes tasks with the JavaScript sandbox.
 
 It speaks worker protocol v1 (`distribute.protocol`) over one WebSocket, like the browser harness
-(of v1.1: `release`, and a reissued task's resume state as the kernel's ctx.resume; its sandbox sends
-nothing while a kernel runs, so ctx.progress and ctx.checkpoint are accepted and not sent):
+(of v1.1: `release`; `progress` and `checkpoint` frames from the kernel's ctx.progress and
+ctx.checkpoint while it runs, which the sandbox child paces and this worker paces again; and a
+reissued task's resume state as the kernel's ctx.resume):
 `hello`, then `campaign` frames (the kernel is loaded with `open_kernel` into a child of the worker's
 own sandbox pool, kept while its content hash is unchanged) and `tasks` frames. Three tasks run per connection: the receive loop queues tasks as they
 arrive (several are in flight, so the next dataset is already here when one finishes), the compute
@@ -36,6 +37,7 @@ from . import protocol as p
 from .errors import DistributeError, KernelError, ProtocolError, ValidationError
 from .sandbox.kernels import KernelRun, open_kernel
 from .sandbox.pool import SandboxPool, open_sandbox_pool
+from .sandbox.process import NoteHandler
 
 __all__ = [
     "KERNEL_HEAP_MIB",
@@ -56,6 +58,10 @@ MAX_CACHED_KERNELS = 16  # the protocol's limit on `have`
 PING_SECONDS = 20.0  # well inside the server's heartbeat_timeout (120 s by default)
 GOODBYE_NONCE = 0  # the ping loop's nonces start at 1
 STOP_SECONDS = 5.0  # the longest a stopping worker spends handing back its tasks and closing
+# Notes closer together than these are dropped: the child already paces them (progress every 0.25 s,
+# checkpoints every checkpoint_interval), so only a child that broke its pacing loses any.
+PROGRESS_GAP = 0.2
+CHECKPOINT_GAP = 0.5  # of the campaign's checkpoint_interval
 
 
 class WorkerConnectionError(DistributeError):
@@ -263,9 +269,17 @@ class _Session:
             return
         try:
             kernel, static = source
+            checkpoints = info.checkpoint_max_bytes if p.FEATURE_CHECKPOINT in info.features else 0
             self.kernel = await stack.enter_async_context(
                 open_kernel(
-                    kernel, static, heap_mib=KERNEL_HEAP_MIB, max_result_bytes=info.max_result_bytes, pool=self.sandbox
+                    kernel,
+                    static,
+                    heap_mib=KERNEL_HEAP_MIB,
+                    max_result_bytes=info.max_result_bytes,
+                    pool=self.sandbox,
+                    checkpoint_max_bytes=checkpoints,
+                    checkpoint_interval=info.checkpoint_interval,
+                    progress=p.FEATURE_PROGRESS in info.features,
                 )
             )
         except KernelError as exc:
@@ -278,7 +292,7 @@ class _Session:
         try:
             if self.kernel is None:
                 raise self.kernel_error or KernelError("a task arrived before its campaign")
-            value, compute_ms = await self.kernel.run(task.dataset, timeout, task.resume)
+            value, compute_ms = await self.kernel.run(task.dataset, timeout, task.resume, self._notes(task.id))
         except KernelError as exc:
             ms = (time.perf_counter() - started) * 1000.0
             await self.ws.send_message(p.encode(p.TaskError(task.id, exc.message, exc.stack, ms)))
@@ -290,6 +304,26 @@ class _Session:
         self.pending.discard(task.id)
         self.state.done += 1
         self.state.view.done += 1
+
+    def _notes(self, task: int) -> NoteHandler | None:
+        """Sends a task's progress and checkpoints as they come, if the server takes either."""
+        info = self.info
+        if info is None or not {p.FEATURE_PROGRESS, p.FEATURE_CHECKPOINT} & set(info.features):
+            return None
+        sent = {"progress": -math.inf, "checkpoint": -math.inf}
+        gaps = {"progress": PROGRESS_GAP, "checkpoint": CHECKPOINT_GAP * info.checkpoint_interval}
+        features = set(info.features)  # the notes' kinds are the features' names
+
+        async def send(kind: str, value: float | bytes) -> None:
+            now = time.monotonic()
+            if kind not in features or now - sent[kind] < gaps[kind]:
+                return
+            sent[kind] = now
+            frame = p.Progress(task, value) if isinstance(value, float) else p.Checkpoint(task, value)
+            with contextlib.suppress(ConnectionClosed):  # the receive loop reports why
+                await self.ws.send_message(p.encode(frame))
+
+        return send
 
     def hello(self, slots: int, host: str) -> p.Hello:
         client = {"kind": "headless", "id": _IDENTITY, "version": __version__, "python": platform.python_version()}

@@ -9,6 +9,15 @@ length-prefixed (4-byte big-endian) msgpack maps on stdin/stdout, one reply per 
 JS. Values cross the V8 boundary as one JSON string per call (a whole batch of datasets at a time),
 checked inside V8 by a strict replacer and re-encoded here as msgpack.
 
+The one exception to "one reply per request": a ``run`` that asks for ``notes`` may be preceded by
+note frames, ``{"note": "progress", "f": x}`` and ``{"note": "checkpoint", "state": msgpack}``, from
+the kernel's ctx.progress and ctx.checkpoint. They come from a `distribute.sandbox.mailbox.Mailbox`,
+a SharedArrayBuffer the prelude made for the job before any owner code ran: the kernel runs on a thread
+of this process while the main thread reads the buffer (bounded, re-checked, paced) and writes the
+notes, all before the reply. Still no Python is callable from JS: mini-racer's `wrap_py_function`
+would expose an async Python function, but its Python side reads the call's arguments through the
+isolate, so a long synchronous kernel's calls would only arrive after it returned.
+
 V8 runs with its JIT compilers unless the pool asks for ``--jitless`` (measured in BENCHMARKS.md, "V8
 without its JIT"): most V8 exploits go through the JIT, but jitless V8 has no WebAssembly.
 
@@ -18,7 +27,8 @@ The JavaScript side of every job is the prelude, `prelude.js` beside this module
 with importlib.resources), installed in each fresh isolate as `__d`.
 
 Ops: ``gen`` (evaluate a generator and call its main), ``pull``, ``skip``, ``kernel`` (evaluate a
-kernel and call loadStaticDataset), ``run`` (one task), ``end`` (drop the job), ``check`` (compile a
+kernel and call loadStaticDataset; with ``checkpoint_max_bytes``, ``checkpoint_interval`` and
+``progress`` it gets a mailbox), ``run`` (one task), ``end`` (drop the job), ``check`` (compile a
 kernel, or with ``"what": "generator"`` a generator, without running it: ``{"ok": True, "error": None |
 {"message", "line", "column"}}``).
 Failures come back as ``{"ok": False, "kind": ..., "message": ...}`` with an owner-readable message.
@@ -40,6 +50,8 @@ import re  # noqa: E402
 import struct  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor, wait  # noqa: E402
 from typing import Any, BinaryIO  # noqa: E402
 
 import msgpack  # noqa: E402
@@ -55,6 +67,7 @@ from py_mini_racer import (  # noqa: E402
 )
 
 from .confine import applied, renew_cpu_limit  # noqa: E402
+from .mailbox import MAILBOX_DATA, POLL_SECONDS, Mailbox, Note  # noqa: E402
 
 __all__ = ["BASE_DATA_MIB", "PRELUDE", "data_limit_mib", "data_mib", "main", "prepare"]
 
@@ -91,6 +104,7 @@ _GUARD = "throw 0;"
 _INTERNAL_FRAME = re.compile(r"distribute-(prelude|call)\.js|^\s*at <anonymous>")
 JSON_PER_MSGPACK_BYTE = 6  # JSON text is at most ~6x its msgpack ("\u0001" is 6 chars, 1 byte)
 MAX_STACK = 16 * 1024
+_runner: ThreadPoolExecutor | None = None  # runs a kernel while the main thread reads its mailbox
 
 
 # --------------------------------------------------------------------------- conversions
@@ -182,6 +196,7 @@ class Job:
         self.heap_mib = heap_mib
         self.max_bytes = max_bytes  # largest dataset (generator) or result (kernel), msgpack
         self.max_json = JSON_PER_MSGPACK_BYTE * max_bytes  # JSON longer than this is surely over max_bytes
+        self.mailbox: Mailbox | None = None
         _set_data_limit(heap_mib)
         self.mr = MiniRacer()
         self.mr.set_hard_memory_limit(heap_mib << 20)
@@ -196,15 +211,49 @@ class Job:
             raise
 
     def close(self) -> None:
+        if self.mailbox is not None:
+            self.mailbox.close()
+            self.mailbox = None
         self.mr.close()
 
-    def call(self, code: str, timeout: float) -> tuple[str, str]:
-        """Evaluate a prelude call; returns (status char, payload) or raises _Stop with a failure."""
+    def open_mailbox(self, limit: int, interval: float, progress: bool) -> None:
+        """Give this isolate's kernel a mailbox; called before any owner code runs in it."""
+        view = self.mr.eval(f"__d.mailbox({int(limit)})")
+        if not isinstance(view, memoryview) or len(view) != MAILBOX_DATA + limit:
+            raise _Stop(_fail("internal", "the sandbox harness made no mailbox", reset=True))
+        self.mailbox = Mailbox(view, limit, interval, progress)
+
+    def _evaluate(self, code: str, timeout: float) -> Any:
         started = time.monotonic()
+        value = self.mr.eval(code + _CALL_TAG, timeout_sec=timeout)
+        if isinstance(value, JSPromise):  # an async kernel: wait for it on the same budget
+            value = value.get(timeout=max(0.001, timeout - (time.monotonic() - started)))
+        return value
+
+    def _evaluate_reading_notes(self, code: str, timeout: float, emit: Callable[[Note], None]) -> Any:
+        """`_evaluate` on another thread while this one reads the mailbox; notes go out before the reply."""
+        global _runner
+        assert self.mailbox is not None
+        if _runner is None:
+            _runner = ThreadPoolExecutor(1, thread_name_prefix="kernel")
+        self.mailbox.start()
+        running = _runner.submit(self._evaluate, code, timeout)
+        while not wait([running], timeout=POLL_SECONDS).done:
+            for note in self.mailbox.poll(time.monotonic()):
+                emit(note)
+        return running.result()
+
+    def call(self, code: str, timeout: float, emit: Callable[[Note], None] | None = None) -> tuple[str, str]:
+        """Evaluate a prelude call; returns (status char, payload) or raises _Stop with a failure.
+
+        With `emit` (a kernel's task, when the job has a mailbox) its progress and checkpoints are
+        passed to `emit` while it runs.
+        """
         try:
-            value = self.mr.eval(code + _CALL_TAG, timeout_sec=timeout)
-            if isinstance(value, JSPromise):  # an async kernel: wait for it on the same budget
-                value = value.get(timeout=max(0.001, timeout - (time.monotonic() - started)))
+            if emit is not None and self.mailbox is not None:
+                value = self._evaluate_reading_notes(code, timeout, emit)
+            else:
+                value = self._evaluate(code, timeout)
         except JSTimeoutException:
             raise _Stop(_fail("timeout", "", reset=True, heap_used_mib=self._heap_used_mib())) from None
         except JSOOMException:
@@ -291,11 +340,18 @@ def _gen_skip(job: Job, req: dict[str, Any]) -> dict[str, Any]:
 
 def _kernel_open(req: dict[str, Any]) -> tuple[Job, dict[str, Any]]:
     job = Job("kernel", req["kernel"], req["heap_mib"], req["max_result_bytes"])
+    limit, progress = int(req.get("checkpoint_max_bytes") or 0), bool(req.get("progress"))
+    if limit or progress:
+        try:
+            job.open_mailbox(limit, float(req.get("checkpoint_interval") or 0), progress)
+        except BaseException:
+            job.close()
+            raise
     job.start(f"__d.kernelOpen({json.dumps(job.source)}, {json.dumps(req['static'])})", req["timeout"])
     return job, {"ok": True}
 
 
-def _kernel_run(job: Job, req: dict[str, Any]) -> dict[str, Any]:
+def _kernel_run(job: Job, req: dict[str, Any], emit: Callable[[Note], None] | None) -> dict[str, Any]:
     try:
         text = json.dumps(msgpack.unpackb(req["dataset"]), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (ValueError, TypeError) as exc:
@@ -308,7 +364,7 @@ def _kernel_run(job: Job, req: dict[str, Any]) -> dict[str, Any]:
             return _fail("dataset", f"the checkpoint cannot be passed to the kernel: {exc}")
         call = f"__d.run({json.dumps(text, ensure_ascii=False)}, {json.dumps(resume, ensure_ascii=False)})"
     started = time.perf_counter()
-    status, payload = job.call(call, req["timeout"])
+    status, payload = job.call(call, req["timeout"], emit)
     ms = (time.perf_counter() - started) * 1000.0
     if status == "N":
         return {"ok": True, "value": None, "ms": ms}
@@ -429,7 +485,7 @@ def main() -> None:
             elif op == "skip":
                 reply = _gen_skip(job, req)
             elif op == "run":
-                reply = _kernel_run(job, req)
+                reply = _kernel_run(job, req, (lambda note: _write_frame(out, note)) if req.get("notes") else None)
             else:
                 reply = _fail("internal", f"unknown op {op!r}")
         except _Stop as stop:

@@ -1,8 +1,10 @@
 """Kernels in the JavaScript sandbox: loading one, running tasks through it, and syntax checks.
 
 `open_kernel` loads an owner's kernel into a sandbox child and calls its loadStaticDataset once; the
-resulting `KernelRun` runs main(dataset) per task (the headless worker's computation, and the
-verifier's comparators), reloading itself after a timeout or crash. `check_kernel` compiles a kernel
+resulting `KernelRun` runs main(dataset, ctx) per task (the headless worker's computation, and the
+verifier's comparators), reloading itself after a timeout or crash; when opened with a checkpoint
+limit or progress, the kernel's ctx.progress and ctx.checkpoint reach the caller's `on_note` while a
+task runs. `check_kernel` compiles a kernel
 without running it, for the upload checks, and `kernel_syntax_error` words its result. The children,
 their pool and the wall-clock limits are `distribute.sandbox.pool`'s; failures here surface as
 `KernelError`.
@@ -19,7 +21,7 @@ import trio
 from ..errors import KernelError
 from .messages import heap_note, seconds, too_large
 from .pool import ChildDied, HardTimeout, Lease, SandboxPool, lease
-from .process import REPLY_BYTES
+from .process import REPLY_BYTES, NoteHandler
 
 __all__ = [
     "KernelRun",
@@ -78,7 +80,17 @@ class KernelRun:
     """A kernel loaded in a child (loadStaticDataset done); reloads itself after a timeout or crash."""
 
     def __init__(
-        self, held: Lease, kernel: str, static: str, *, heap_mib: int, max_result_bytes: int, load_timeout: float
+        self,
+        held: Lease,
+        kernel: str,
+        static: str,
+        *,
+        heap_mib: int,
+        max_result_bytes: int,
+        load_timeout: float,
+        checkpoint_max_bytes: int = 0,
+        checkpoint_interval: float = 0.0,
+        progress: bool = False,
     ) -> None:
         self._lease = held
         self._request = {
@@ -88,7 +100,11 @@ class KernelRun:
             "heap_mib": heap_mib,
             "max_result_bytes": max_result_bytes,
             "timeout": load_timeout,
+            "checkpoint_max_bytes": checkpoint_max_bytes,
+            "checkpoint_interval": checkpoint_interval,
+            "progress": progress,
         }
+        self._checkpoint_max_bytes = checkpoint_max_bytes
         self._load_timeout = load_timeout
         self._heap_mib = heap_mib
         self._max_result_bytes = max_result_bytes
@@ -115,10 +131,14 @@ class KernelRun:
             raise KernelError(message, stack, kind)
         self._loaded = True
 
-    async def run(self, dataset: bytes, timeout: float, resume: bytes | None = None) -> tuple[bytes | None, float]:
+    async def run(
+        self, dataset: bytes, timeout: float, resume: bytes | None = None, on_note: NoteHandler | None = None
+    ) -> tuple[bytes | None, float]:
         """Run main(dataset, ctx): (msgpack of the result or None for null/undefined, compute ms).
 
-        `resume`: the msgpack state of the task's last checkpoint, the kernel's ctx.resume.
+        `resume`: the msgpack state of the task's last checkpoint, the kernel's ctx.resume. `on_note`
+        gets ("progress", fraction) and ("checkpoint", msgpack state) while the task runs, paced by the
+        child and checked by `distribute.sandbox.process.check_note`; without it the child sends none.
 
         Raises KernelError(message, stack); after a timeout or crash the next call reloads the kernel.
         """
@@ -126,10 +146,11 @@ class KernelRun:
             if not self._loaded:
                 await self._load()
             try:
-                request = {"op": "run", "dataset": dataset, "timeout": timeout}
+                request = {"op": "run", "dataset": dataset, "timeout": timeout, "notes": on_note is not None}
                 if resume is not None:
                     request["resume"] = resume
-                reply = await self._lease.call(request, timeout, self._max_result_bytes + REPLY_BYTES)
+                max_reply = max(self._max_result_bytes, self._checkpoint_max_bytes) + REPLY_BYTES
+                reply = await self._lease.call(request, timeout, max_reply, on_note, self._checkpoint_max_bytes)
             except HardTimeout:
                 self._loaded = False
                 raise KernelError(f"task exceeded the time limit of {seconds(timeout)} s") from None
@@ -166,14 +187,27 @@ async def open_kernel(
     max_result_bytes: int,
     load_timeout: float = 30.0,
     pool: SandboxPool | None = None,
+    checkpoint_max_bytes: int = 0,
+    checkpoint_interval: float = 0.0,
+    progress: bool = False,
 ) -> AsyncIterator[KernelRun]:
     """Load a kernel and call loadStaticDataset(static) once; raises KernelError if either fails.
 
     The child comes from `pool`, else from the current pool (see `distribute.sandbox.pool`).
+    `checkpoint_max_bytes` (0: ctx.checkpoint keeps nothing) and `checkpoint_interval` (seconds between
+    two checkpoints of one task), and `progress`, decide which notes `KernelRun.run` may pass on.
     """
     async with lease(pool) as held:
         run = KernelRun(
-            held, kernel, static, heap_mib=heap_mib, max_result_bytes=max_result_bytes, load_timeout=load_timeout
+            held,
+            kernel,
+            static,
+            heap_mib=heap_mib,
+            max_result_bytes=max_result_bytes,
+            load_timeout=load_timeout,
+            checkpoint_max_bytes=checkpoint_max_bytes,
+            checkpoint_interval=checkpoint_interval,
+            progress=progress,
         )
         await run._load()
         yield run

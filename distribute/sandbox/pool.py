@@ -31,7 +31,7 @@ from typing import Any
 import trio
 
 from ..errors import SandboxError
-from .process import CHILD_MODULE, REPLY_BYTES, ChildDied, HardTimeout, SandboxProcess
+from .process import CHILD_MODULE, REPLY_BYTES, ChildDied, HardTimeout, NoteHandler, SandboxProcess
 
 __all__ = [
     "GRACE",
@@ -174,17 +174,26 @@ class Lease:
         self._child: SandboxProcess | None = None
         self._task: trio.lowlevel.Task | None = None
 
-    async def call(self, request: dict[str, Any], timeout: float, max_reply: int = REPLY_BYTES) -> dict[str, Any]:
+    async def call(
+        self,
+        request: dict[str, Any],
+        timeout: float,
+        max_reply: int = REPLY_BYTES,
+        on_note: NoteHandler | None = None,
+        max_note_bytes: int = 0,
+    ) -> dict[str, Any]:
         """Send one request to the job's child (started or replaced if needed); wall clock timeout + GRACE.
 
-        Raises HardTimeout (the child was killed) or ChildDied (also for a reply over `max_reply` bytes);
-        the next call starts a fresh child.
+        Raises HardTimeout (the child was killed) or ChildDied (also for a reply over `max_reply` bytes,
+        or a note `SandboxProcess.call` refuses); the next call starts a fresh child.
         """
         if self._child is None or not self._child.alive:
             await self.drop()
             self._child = await self.pool.acquire(self.long)
             self._task = trio.lowlevel.current_task()
-        return await self._child.call(request, wall=timeout + GRACE, max_reply=max_reply)
+        return await self._child.call(
+            request, wall=timeout + GRACE, max_reply=max_reply, on_note=on_note, max_note_bytes=max_note_bytes
+        )
 
     async def drop(self) -> None:
         """Kill the job's child (its isolate is in an unknown state, or it broke the protocol)."""

@@ -19,9 +19,16 @@ Object.defineProperty(globalThis, "__d", {value: (function () {
   const SyntaxErrorC = SyntaxError, MapC = Map, SetC = Set, ArrayBufferC = ArrayBuffer, DataViewC = DataView;
   const PromiseC = Promise, iterSym = Symbol.iterator, asyncIterSym = Symbol.asyncIterator;
   const getProto = Object.getPrototypeOf, objectProto = Object.prototype, arrayProto = Array.prototype;
-  const freeze = Object.freeze, RangeErrorC = RangeError;
-  const MARK = Symbol("unserialisable");
+  const freeze = Object.freeze, RangeErrorC = RangeError, keys = Object.keys, floor = Math.floor;
+  const SharedArrayBufferC = SharedArrayBuffer, Uint8ArrayC = Uint8Array, Int32ArrayC = Int32Array;
+  const Float64ArrayC = Float64Array, atomicAdd = Atomics.add, isInteger = Number.isInteger;
+  const MARK = Symbol("unserialisable"), TOO_BIG = Symbol("too big"), TOO_DEEP = Symbol("too deep");
+  const MAX_DEPTH = 100;  // as results: distribute/plain.py, embed/src/scan.js
   let target = null, items = null, iter = null, pos = 0, produced = 0, maxDatasets = 0;
+  // The mailbox of ctx.progress and ctx.checkpoint (see `mailbox` below); null until the child asks for it.
+  let box = null, boxSeq = null, boxFraction = null, boxBytes = null, scratch = null, checkpointLimit = 0;
+  let runs = 0;  // counts run(): a ctx left behind by an earlier task (a timer, a promise) writes nothing
+  const f64 = new Float64ArrayC(1), f64Bytes = new Uint8ArrayC(f64.buffer);
 
   function describe(value) {
     if (value === null) return "null";
@@ -91,6 +98,115 @@ Object.defineProperty(globalThis, "__d", {value: (function () {
       if (isObject(e) && e[MARK]) throw {serialise: e.message};
       throw {serialise: String(isObject(e) && e.message !== undefined ? e.message : e)};
     }
+  }
+  // msgpack of a plain JSON value (what JSON.parse returns) into `out` from `at`; returns the end, or
+  // throws TOO_BIG once it would pass out.length (TOO_DEEP past MAX_DEPTH nested arrays and objects).
+  // Bytes go in by index: no prototype method is called.
+  function pack(value, out, at, depth) {
+    const room = n => { if (at + n > out.length) throw TOO_BIG; };
+    const bytes = (n, v) => {  // v as n big-endian bytes (n <= 4, v >= 0)
+      room(n);
+      for (let i = n - 1; i >= 0; i--) { out[at + i] = v & 255; v = floor(v / 256); }
+      at += n;
+    };
+    if (value === null) { bytes(1, 0xc0); return at; }
+    switch (typeof value) {
+      case "boolean": bytes(1, value ? 0xc3 : 0xc2); return at;
+      case "number":
+        if (isInteger(value) && value >= -9223372036854775808 && value < 18446744073709551616) {
+          if (value >= 0 && value < 128) bytes(1, value);
+          else if (value < 0 && value >= -32) bytes(1, 256 + value);
+          else if (value >= 0 && value < 65536) { bytes(1, value < 256 ? 0xcc : 0xcd); bytes(value < 256 ? 1 : 2, value); }
+          else if (value >= 0 && value < 4294967296) { bytes(1, 0xce); bytes(4, value); }
+          else if (value >= -2147483648 && value < 0) { bytes(1, 0xd2); bytes(4, value + 4294967296); }
+          else {  // 64 bits: the high word in two's complement, then the low word
+            const high = floor(value / 4294967296);
+            bytes(1, value >= 0 ? 0xcf : 0xd3); bytes(4, high < 0 ? high + 4294967296 : high);
+            bytes(4, value - high * 4294967296);
+          }
+          return at;
+        }
+        f64[0] = value; bytes(1, 0xcb); room(8);
+        for (let i = 0; i < 8; i++) out[at + i] = f64Bytes[7 - i];  // V8 runs little-endian here
+        return at + 8;
+      case "string": {
+        let size = 0;  // UTF-8 length (the string is well formed: encode() checked it)
+        for (let i = 0; i < value.length; i++) {
+          const c = value.charCodeAt(i);
+          size += c < 0x80 ? 1 : c < 0x800 ? 2 : c >= 0xd800 && c < 0xdc00 ? (i++, 4) : 3;
+        }
+        if (size < 32) bytes(1, 0xa0 + size);
+        else if (size < 256) { bytes(1, 0xd9); bytes(1, size); }
+        else if (size < 65536) { bytes(1, 0xda); bytes(2, size); }
+        else { bytes(1, 0xdb); bytes(4, size); }
+        room(size);
+        for (let i = 0; i < value.length; i++) {
+          let c = value.charCodeAt(i);
+          if (c < 0x80) out[at++] = c;
+          else if (c < 0x800) { out[at++] = 0xc0 | (c >> 6); out[at++] = 0x80 | (c & 63); }
+          else if (c >= 0xd800 && c < 0xdc00) {
+            c = 0x10000 + ((c - 0xd800) << 10) + (value.charCodeAt(++i) - 0xdc00);
+            out[at++] = 0xf0 | (c >> 18); out[at++] = 0x80 | ((c >> 12) & 63);
+            out[at++] = 0x80 | ((c >> 6) & 63); out[at++] = 0x80 | (c & 63);
+          } else { out[at++] = 0xe0 | (c >> 12); out[at++] = 0x80 | ((c >> 6) & 63); out[at++] = 0x80 | (c & 63); }
+        }
+        return at;
+      }
+    }
+    if (depth > MAX_DEPTH) throw TOO_DEEP;
+    const array = isArray(value), names = array ? null : keys(value), n = array ? value.length : names.length;
+    if (n < 16) bytes(1, (array ? 0x90 : 0x80) + n);
+    else if (n < 65536) { bytes(1, array ? 0xdc : 0xde); bytes(2, n); }
+    else { bytes(1, array ? 0xdd : 0xdf); bytes(4, n); }
+    for (let i = 0; i < n; i++) {
+      if (!array) at = pack(names[i], out, at, depth);
+      at = pack(array ? value[i] : value[names[i]], out, at, depth + 1);
+    }
+    return at;
+  }
+  function thousands(n) {  // 65536 as "65,536", as the browser harness words its limit
+    let text = "" + n, out = "";
+    for (let i = 0; i < text.length; i++) out += (i > 0 && (text.length - i) % 3 === 0 ? "," : "") + text[i];
+    return out;
+  }
+  // ctx for one task. The mailbox is one SharedArrayBuffer the child reads while the kernel runs:
+  // Int32 [0] checkpoint count (odd while one is being written), [1] its length, [2] progress count;
+  // Float64 at byte 16: the fraction; from byte 24: the latest checkpoint's msgpack. Nothing is called back: the child polls it and decides
+  // what leaves (and the parent re-checks all of it).
+  function context(resumeJson) {
+    const run = ++runs;
+    return freeze({
+      progress(fraction) {
+        if (typeof fraction !== "number" || !(fraction >= 0 && fraction <= 1)) {
+          throw new RangeErrorC("ctx.progress takes a number from 0 to 1");
+        }
+        if (box !== null && run === runs) { boxFraction[0] = fraction; atomicAdd(boxSeq, 2, 1); }
+      },
+      checkpoint(state) {
+        if (state === null || state === undefined) {
+          throw new RangeErrorC("ctx.checkpoint refused the state: it is null or undefined");
+        }
+        if (box === null || checkpointLimit === 0 || run !== runs) return;  // kept by no server, or too late
+        let end;
+        try { end = pack(parse(encode(state)), scratch, 0, 1); } catch (e) {
+          if (e === TOO_BIG) {
+            throw new RangeErrorC("ctx.checkpoint refused the state: it is too large: it is over the limit of " +
+                                  thousands(checkpointLimit) + " bytes");
+          }
+          if (e === TOO_DEEP) {
+            throw new RangeErrorC("ctx.checkpoint refused the state: it cannot be serialised: it is nested deeper " +
+                                  "than " + MAX_DEPTH + " levels (is it circular?)");
+          }
+          const why = isObject(e) && typeof e.serialise === "string" ? e.serialise : String(e);
+          throw new RangeErrorC("ctx.checkpoint refused the state: " + why);
+        }
+        atomicAdd(boxSeq, 0, 1);  // odd while the copy is written: a reader that sees it waits
+        boxSeq[1] = end;
+        for (let i = 0; i < end; i++) boxBytes[i] = scratch[i];
+        atomicAdd(boxSeq, 0, 1);
+      },
+      resume: resumeJson === undefined ? undefined : parse(resumeJson),
+    });
   }
   function reply(fields) { return "E" + stringify(fields); }
   function errorReply(e, kind) {
@@ -245,27 +361,25 @@ Object.defineProperty(globalThis, "__d", {value: (function () {
         return errorReply(e, "static");
       }
     },
-    // main(dataset, ctx): here ctx.resume is the state a reissued task resumes from (JSON text, or
-    // undefined); the sandbox sends nothing out while a kernel runs, so progress and checkpoints are
-    // checked and dropped (the browser harness sends them to the server).
+    // main(dataset, ctx): ctx.resume is the state a reissued task resumes from (JSON text, or undefined);
+    // ctx.progress and ctx.checkpoint write into the mailbox, when the child made one.
     run(datasetJson, resumeJson) {
       const onValue = v => (v === null || v === undefined ? "N" : "R" + encode(v));
-      const ctx = freeze({
-        progress(fraction) {
-          if (typeof fraction !== "number" || !(fraction >= 0 && fraction <= 1)) {
-            throw new RangeErrorC("ctx.progress takes a number from 0 to 1");
-          }
-        },
-        checkpoint(state) {
-          if (state === null || state === undefined) {
-            throw new RangeErrorC("ctx.checkpoint refused the state: it is null or undefined");
-          }
-        },
-        resume: resumeJson === undefined ? undefined : parse(resumeJson),
-      });
-      try { return settle(target.main(parse(datasetJson), ctx), onValue, "throw"); } catch (e) {
+      try { return settle(target.main(parse(datasetJson), context(resumeJson)), onValue, "throw"); } catch (e) {
         return errorReply(e, "throw");
       }
+    },
+    // The mailbox of this isolate's kernels, made once, before any owner code runs (a second call, which
+    // only owner code could make, gets null): checkpoints of at most `limit` bytes of msgpack (0: none).
+    mailbox(limit) {
+      if (box !== null) return null;
+      checkpointLimit = limit;
+      scratch = new Uint8ArrayC(limit);
+      box = new SharedArrayBufferC(24 + limit);
+      boxSeq = new Int32ArrayC(box, 0, 4);
+      boxFraction = new Float64ArrayC(box, 16, 1);
+      boxBytes = new Uint8ArrayC(box, 24, limit);
+      return box;
     },
     // Whether a function body compiles, never running it (the upload check of kernels and comparators):
     // {"error": null} or {"error": "SyntaxError: ..."}, the text a browser would report.

@@ -6,7 +6,10 @@ killed, and a child that dies (crash, fatal V8 out-of-memory, the system's OOM k
 from the tail of its stderr. Which child serves which job is `distribute.sandbox.pool`'s business.
 
 A child is never trusted: every reply frame has a length limit chosen by the caller, checked on the
-header before the body is read (a longer one kills the child). Every child starts through one path,
+header before the body is read (a longer one kills the child). While a kernel runs, the child may send
+"note" frames before its reply (the kernel's ctx.progress and ctx.checkpoint): `call` accepts them only
+from a caller that asked for them, re-checks each one's kind, shape and size (`check_note`; a bad one
+kills the child) and hands it to the caller. Every child starts through one path,
 `SandboxProcess.start`: an empty environment, ``/`` as working directory, ``python -I`` and
 `distribute.sandbox.confine` first (rlimits, no network, an unprivileged user when we are root, a
 seccomp filter). The layers in force are logged once per process, when the first child is ready.
@@ -23,6 +26,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,6 +34,7 @@ import msgpack
 import trio
 
 from ..errors import SandboxError
+from ..plain import not_plain
 
 __all__ = [
     "CHILD_MODULE",
@@ -37,7 +42,9 @@ __all__ = [
     "START_TIMEOUT",
     "ChildDied",
     "HardTimeout",
+    "NoteHandler",
     "SandboxProcess",
+    "check_note",
     "spawn_command",
 ]
 
@@ -50,6 +57,34 @@ _HEADER = struct.Struct(">I")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 _BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from distribute.sandbox.confine import main; main(sys.argv[2:])"
 _logged_isolation = False
+NoteHandler = Callable[[str, float | bytes], Awaitable[None]]  # ("progress", fraction) or ("checkpoint", state)
+
+
+def check_note(frame: dict[str, Any], max_state_bytes: int) -> tuple[str, float | bytes]:
+    """A note frame from a child as (kind, value), or ValueError saying what is wrong with it.
+
+    ``{"note": "progress", "f": 0..1}`` or ``{"note": "checkpoint", "state": bytes}``, where the state is
+    at most `max_state_bytes` (0: checkpoints were not asked for) and one msgpack value of plain data.
+    """
+    kind = frame.get("note")
+    if kind == "progress" and set(frame) == {"note", "f"}:
+        fraction = frame["f"]
+        if isinstance(fraction, int | float) and not isinstance(fraction, bool) and 0 <= fraction <= 1:
+            return kind, float(fraction)
+        raise ValueError("a progress note that is not a number from 0 to 1")
+    if kind == "checkpoint" and set(frame) == {"note", "state"}:
+        state = frame["state"]
+        if not isinstance(state, bytes) or not 0 < len(state) <= max_state_bytes:
+            size = len(state) if isinstance(state, bytes) else 0
+            raise ValueError(f"a checkpoint note of {size:,} bytes, over the limit of {max_state_bytes:,}")
+        try:
+            value = msgpack.unpackb(state, raw=False, strict_map_key=True)
+        except Exception as exc:  # garbage, trailing bytes, odd map keys
+            raise ValueError(f"a checkpoint note that is not one msgpack value ({type(exc).__name__})") from None
+        if problem := not_plain(value):
+            raise ValueError(f"a checkpoint note that is not plain data ({problem})")
+        return kind, state
+    raise ValueError("a note of an unknown kind")
 
 
 def _unprivileged() -> tuple[int, int]:
@@ -149,10 +184,20 @@ class SandboxProcess:
     def alive(self) -> bool:
         return not self.broken and self.process.returncode is None
 
-    async def call(self, request: dict[str, Any], wall: float, max_reply: int = REPLY_BYTES) -> dict[str, Any]:
+    async def call(
+        self,
+        request: dict[str, Any],
+        wall: float,
+        max_reply: int = REPLY_BYTES,
+        on_note: NoteHandler | None = None,
+        max_note_bytes: int = 0,
+    ) -> dict[str, Any]:
         """One request/reply; kills the child if it is silent for `wall` seconds or the call is cancelled.
 
-        A reply longer than `max_reply` bytes kills the child (ChildDied) before its body is read.
+        A reply longer than `max_reply` bytes kills the child (ChildDied) before its body is read. Note
+        frames before the reply go to `on_note` once `check_note` (with `max_note_bytes`) passes them;
+        without `on_note`, or when one fails the check, the child is killed (ChildDied). The wall clock
+        runs on across notes.
         """
         body = msgpack.packb(request)
         self.broken = True  # until the reply is in: a cancelled call leaves the stream mid-frame
@@ -161,12 +206,23 @@ class SandboxProcess:
                 await self._stdin().send_all(_HEADER.pack(len(body)) + body)
             except trio.BrokenResourceError:
                 raise ChildDied(await self._death_reason()) from None
-            reply = await self._receive(max_reply)
+            while "note" in (reply := await self._receive(max_reply)):
+                await self._note(reply, on_note, max_note_bytes)
         if scope.cancelled_caught:
             await self.kill()
             raise HardTimeout("it did not answer in time and was killed")
         self.broken = False
         return reply
+
+    async def _note(self, frame: dict[str, Any], on_note: NoteHandler | None, max_note_bytes: int) -> None:
+        try:
+            if on_note is None:
+                raise ValueError("a note nobody asked for")
+            kind, value = check_note(frame, max_note_bytes)
+        except ValueError as exc:
+            await self.kill()
+            raise ChildDied(f"it sent {exc} and was killed") from None
+        await on_note(kind, value)
 
     def _stdin(self) -> trio.abc.SendStream:
         assert self.process.stdin is not None  # opened with stdin=PIPE
