@@ -16,7 +16,7 @@ from pony.orm import Database, LongStr, Optional, PrimaryKey, Required, Set
 
 __all__ = ["EXTRA_INDEXES", "MIGRATIONS", "SCHEMA_VERSION", "define_entities"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Schema steps for databases made by an older version, by the version they start from. New tables
 # are created by Pony (generate_mapping); new columns of existing tables are added here.
@@ -28,6 +28,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE result ADD COLUMN identity TEXT",
     ),
     2: ("ALTER TABLE account ADD COLUMN display_name TEXT NOT NULL DEFAULT ''",),
+    # Results stored before the result stream existed get seq 0: they come first in it.
+    3: ("ALTER TABLE result ADD COLUMN stream_seq BIGINT NOT NULL DEFAULT 0",),
 }
 
 # Pony cannot express an index with the primary key in it; leasing needs (campaign, state, id) so
@@ -36,6 +38,8 @@ EXTRA_INDEXES = (
     "CREATE INDEX IF NOT EXISTS dataset_lease ON dataset (campaign, state, id)",
     "CREATE INDEX IF NOT EXISTS dataset_expiry ON dataset (state, lease_until)",
     "CREATE INDEX IF NOT EXISTS result_by_campaign ON result (campaign, dataset, id)",
+    # The result stream pages by (stream_seq, id) within a campaign (see `queries.result_stream`).
+    "CREATE INDEX IF NOT EXISTS result_stream ON result (campaign, stream_seq, id)",
     # Only trusted (unreplicated) results are looked up by worker, to re-check them when it is flagged:
     # a partial index costs nothing on the hot path of replication 1.
     "CREATE INDEX IF NOT EXISTS result_trusted ON result (identity) WHERE status = 'trusted'",
@@ -118,6 +122,9 @@ def define_entities(db: Database) -> dict[str, Any]:
         created = Required(float)
         status = Required(str, default="accepted")
         identity = Optional(str, nullable=True)
+        # Its place in the result stream: the writing transaction's id on PostgreSQL, a commit counter on
+        # SQLite (see `storage.stream.ResultStreamStore`).
+        stream_seq = Required(int, size=64, default=0, sql_default="0")
 
     class WorkerRecord(db.Entity):
         _table_ = "worker_record"
