@@ -100,6 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     results.add_argument(
         "--every-version", action="store_true", help="also results of older kernel versions (default: the newest)"
     )
+    results.add_argument(
+        "--follow", action="store_true", help="print each result as a JSON line as it is stored; exit when complete"
+    )
     _client_options(results)
 
     worker = commands.add_parser(
@@ -394,6 +397,13 @@ def _describe(c: dict[str, Any], server: str) -> str:
 
 
 def _results(args: argparse.Namespace) -> int:
+    if args.follow:
+        if args.format != "json" or args.output or args.verified:
+            raise DistributeError("--follow prints JSON lines on stdout: no --format other than json, -o or --verified")
+        from .follow import follow
+
+        with _client(args) as client:
+            return follow(client, args.id)
     with (
         _client(args) as client,
         client.stream(

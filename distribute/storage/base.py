@@ -33,6 +33,7 @@ from ..models import (
     WorkerRecord,
 )
 from .console import AccountStore, ConsoleQueries
+from .stream import ResultStreamStore
 from .versions import KernelVersionStore
 
 __all__ = [
@@ -357,7 +358,16 @@ class PresenceStore(Protocol):
 PRESENCE_FORGET_SECONDS = 3600.0
 
 
-class Storage(UserStore, CampaignStore, DatasetStore, ResultStore, VerificationStore, KernelVersionStore, Protocol):
+class Storage(
+    UserStore,
+    CampaignStore,
+    DatasetStore,
+    ResultStore,
+    ResultStreamStore,
+    VerificationStore,
+    KernelVersionStore,
+    Protocol,
+):
     """A whole storage backend; `open_storage(url)` returns one."""
 
     @property

@@ -13,7 +13,7 @@ from distribute.storage import Storage
 from distribute.storage.pony.entities import SCHEMA_VERSION
 from distribute.storage.pony.store import PonyStorage
 from tests.support.pg import fresh_database
-from tests.support.schema import SCHEMA_4_COLUMNS, drop_statements
+from tests.support.schema import BACK_TO_VERSION_3
 
 
 async def test_a_new_user_has_no_display_name(storage: Storage) -> None:
@@ -57,7 +57,7 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def _to_version_2(storage: PonyStorage) -> None:
     with db_session:
         storage.sql.execute("ALTER TABLE account DROP COLUMN display_name")
-        for statement in drop_statements(SCHEMA_4_COLUMNS):  # a later version's columns
+        for statement in BACK_TO_VERSION_3:  # a later version's indexes and columns
             storage.sql.execute(statement)
         storage.sql.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
 

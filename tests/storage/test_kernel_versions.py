@@ -18,7 +18,7 @@ from distribute.storage.pony.entities import SCHEMA_VERSION
 from distribute.storage.pony.store import PonyStorage
 from tests.storage.conftest import finished, make_campaign
 from tests.support.pg import fresh_database
-from tests.support.schema import SCHEMA_4_COLUMNS, drop_statements
+from tests.support.schema import BACK_TO_VERSION_3
 
 # What version 4 added (the migration tests of older versions take them away too).
 
@@ -145,7 +145,7 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 def _to_version_3(storage: PonyStorage) -> None:
     with db_session:
-        for statement in drop_statements(SCHEMA_4_COLUMNS):  # every column of version 4, not only this feature's
+        for statement in BACK_TO_VERSION_3:  # every column of version 4, not only this feature's
             storage.sql.execute(statement)
         storage.sql.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
 

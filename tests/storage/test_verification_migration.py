@@ -13,7 +13,7 @@ from distribute.models import FinishedTask
 from distribute.storage.pony.entities import SCHEMA_VERSION
 from distribute.storage.pony.store import PonyStorage
 from tests.support.pg import fresh_database
-from tests.support.schema import SCHEMA_4_COLUMNS, drop_statements
+from tests.support.schema import BACK_TO_VERSION_3
 
 # What version 2 added, taken away again: the database is then what version 1 created.
 TO_VERSION_1 = (
@@ -24,7 +24,7 @@ TO_VERSION_1 = (
     "ALTER TABLE campaign DROP COLUMN comparator",
     "DROP TABLE worker_record",
     "ALTER TABLE account DROP COLUMN display_name",  # added by version 3, which migrates it from 2
-    *drop_statements(SCHEMA_4_COLUMNS),  # added by version 4
+    *BACK_TO_VERSION_3,  # added by version 4
     "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
 )
 

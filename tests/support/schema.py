@@ -1,23 +1,26 @@
-"""The columns each schema version added to existing tables, for the tests that rebuild an older database.
+"""What each schema version added to existing tables, for the tests that rebuild an older database.
 
 A migration test takes a fresh database back to an older version by dropping what later versions added,
-so every later column must be listed here, or the migration under test would find it already there.
+so everything later must be listed here, or the migration under test would find it already there.
 """
 
 from __future__ import annotations
 
-__all__ = ["SCHEMA_4_COLUMNS", "drop_statements"]
+__all__ = ["BACK_TO_VERSION_3"]
 
-# Version 4: open campaigns, checkpoints, kernel versions.
-SCHEMA_4_COLUMNS: tuple[tuple[str, str], ...] = (
+# Version 4: open campaigns, checkpoints, kernel versions, the result stream.
+_SCHEMA_4_INDEXES = ("result_stream",)
+_SCHEMA_4_COLUMNS = (
     ("campaign", "is_open"),
     ("dataset", "checkpoint"),
     ("campaign", "kernel_version"),
     ("campaign", "kernel_floor"),
     ("result", "kernel_version"),
+    ("result", "stream_seq"),
 )
 
-
-def drop_statements(columns: tuple[tuple[str, str], ...]) -> list[str]:
-    """The statements that take `columns` (table, column) away again."""
-    return [f"ALTER TABLE {table} DROP COLUMN {column}" for table, column in columns]
+# The statements that take a version-4 database back to version 3 (the schema version row aside).
+BACK_TO_VERSION_3: tuple[str, ...] = (
+    *(f"DROP INDEX {index}" for index in _SCHEMA_4_INDEXES),
+    *(f"ALTER TABLE {table} DROP COLUMN {column}" for table, column in _SCHEMA_4_COLUMNS),
+)
