@@ -59,7 +59,7 @@ KEEPALIVE_SECONDS = 15.0  # a comment line at least this often, so proxies keep 
 EVENT_PAGE = 500  # results read per round of the event stream
 PAGE_SECONDS = 1.0  # how long an encoded page is shared between streams
 PAGES = 256  # encoded pages kept at most (about 100 KB each for small results)
-CANCELLED = "cancelled"  # the owner stopped the campaign for good (a status of the campaign lifecycle)
+CANCELLED = CampaignStatus.CANCELLED  # the owner stopped the campaign for good
 FINISHED = (CampaignStatus.COMPLETE, CANCELLED)  # no result comes after these
 
 _CURSOR = re.compile(r"c(\d{1,19})\.(\d{1,19})")

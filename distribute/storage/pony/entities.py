@@ -133,7 +133,7 @@ def define_entities(db: Database) -> dict[str, Any]:
         created = Required(float)
         status = Required(str, default="accepted")
         identity = Optional(str, nullable=True)
-        kernel_version = Required(int, default=1)
+        kernel_version = Required(int, default=1, sql_default="1")  # as the migration's column
         # Its place in the result stream: the writing transaction's id on PostgreSQL, a commit counter on
         # SQLite (see `storage.stream.ResultStreamStore`).
         stream_seq = Required(int, size=64, default=0, sql_default="0")
