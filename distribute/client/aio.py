@@ -95,19 +95,27 @@ class AsyncClient:
         send, receive = trio.open_memory_channel[Result](window)
         finished = False
 
+        async def feed(into: trio.MemorySendChannel[Any]) -> None:
+            async with into:
+                async for dataset in _aiter(datasets):
+                    await into.send(dataset)
+
         async def push() -> None:
-            batch: list[Any] = []
-            async for dataset in _aiter(datasets):
-                batch.append(dataset)
-                if len(batch) >= batch_size:
+            # A batch is whatever the input has ready, up to batch_size: full batches from a fast
+            # iterable, and no dataset kept waiting for a batch to fill from a slow one.
+            into, ready = trio.open_memory_channel[Any](batch_size)
+            nursery.start_soon(feed, into)
+            async with ready:
+                async for first in ready:
+                    batch = [first]
+                    while len(batch) < batch_size:
+                        try:
+                            batch.append(ready.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
                     await upload(batch)
-                    batch = []
-            if batch:
-                await upload(batch)
             await campaign.close()
-            book.closed = True
-            if book.done():
-                send.close()
+            book.closed = True  # pull ends once every result came (or the campaign completes)
 
         async def upload(batch: list[Any]) -> None:
             async with room:
