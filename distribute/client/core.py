@@ -18,7 +18,7 @@ import httpx
 import msgpack
 
 from .. import __version__
-from .errors import BY_STATUS, ClientError, ConnectionFailed, ServerError, TooManyRequests
+from .errors import BY_STATUS, ClientError, ConnectionFailed, NotFound, ServerError, TooManyRequests
 
 __all__ = [
     "FINISHED",
@@ -307,6 +307,10 @@ class ResultCursor:
         if event.name in ("complete", "cancelled"):
             self.info = event.data
             self.ended = True
+        elif event.name == "error":  # the server refused the stream (e.g. too many open for the account)
+            raise TooManyRequests(str((event.data or {}).get("error", "the event stream was refused")), 429, event.data)
+        elif event.name == "gone":
+            raise NotFound(f"campaign {(event.data or {}).get('id')} was deleted", 404, event.data)
         elif event.name in ("paused", "resumed"):
             self.info = event.data
         return None

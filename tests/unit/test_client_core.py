@@ -90,3 +90,9 @@ def test_sources_go_up_as_text_paths_or_json_and_options_as_form_fields(tmp_path
     assert call.files["generator"][1] == b"generator text"
     assert call.files["static_dataset"][1] == b'{"k": 1}'
     assert call.data == {"open": "true", "priority": "2", "name": "sum"}
+
+
+def test_a_refused_stream_raises_with_the_servers_words() -> None:
+    cursor = ResultCursor(None)
+    with pytest.raises(TooManyRequests, match="too many open event streams"):
+        cursor.event(ServerEvent("error", {"error": "too many open event streams for this account"}, None))
