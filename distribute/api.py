@@ -19,7 +19,8 @@ from quart_schema.pydantic import File
 from werkzeug.datastructures import FileStorage
 
 from .campaigns import CampaignFields, QuotaExceeded, ResultFormat, Uploads
-from .errors import SourceError, Unauthorized
+from .campaigns.batches import BatchTooLarge, UnsupportedBatch
+from .errors import Busy, Conflict, SourceError, Unauthorized
 from .webstate import current_platform
 
 __all__ = ["CampaignForm", "api_blueprint", "error_status", "schema_error"]
@@ -29,7 +30,7 @@ api_blueprint = Blueprint("api", __name__, url_prefix="/api")
 
 class CampaignForm(CampaignFields):
     kernel: File
-    generator: File
+    generator: File | None = None  # required, except for an open campaign (which must have none)
     static_dataset: File | None = None
     comparator: File | None = None
     spot_checks: File | None = None
@@ -59,6 +60,28 @@ def error_status(status: int) -> Callable[[Exception], tuple[dict[str, str], int
 async def quota_exceeded(exc: QuotaExceeded) -> tuple[dict[str, str], int]:
     """403 (or 429 for what runs at once) naming the quota and its setting, not the 400 of bad input."""
     return {"error": str(exc)}, exc.status
+
+
+@api_blueprint.errorhandler(Conflict)
+async def conflict(exc: Conflict) -> tuple[dict[str, str], int]:
+    """409: the campaign's state does not allow it (not open, not paused, cancelled, complete)."""
+    return {"error": str(exc)}, 409
+
+
+@api_blueprint.errorhandler(Busy)
+async def busy(exc: Busy) -> tuple[dict[str, str], int, dict[str, str]]:
+    """429 with Retry-After (seconds): an open campaign's backlog is full; the client sends again later."""
+    return {"error": str(exc)}, 429, {"Retry-After": str(exc.retry_after)}
+
+
+@api_blueprint.errorhandler(BatchTooLarge)
+async def batch_too_large(exc: BatchTooLarge) -> tuple[dict[str, str], int]:
+    return {"error": str(exc)}, 413
+
+
+@api_blueprint.errorhandler(UnsupportedBatch)
+async def unsupported_batch(exc: UnsupportedBatch) -> tuple[dict[str, str], int]:
+    return {"error": str(exc)}, 415
 
 
 @api_blueprint.errorhandler(SourceError)
@@ -112,7 +135,7 @@ def require_user(view: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable
 async def create_campaign(data: CampaignForm) -> tuple[dict[str, Any], int]:
     uploads = Uploads(
         kernel=data.kernel.read(),
-        generator=data.generator.read(),
+        generator=data.generator.read() if data.generator else b"",
         static_dataset=data.static_dataset.read() if data.static_dataset else None,
         comparator=data.comparator.read() if data.comparator else None,
         spot_checks=data.spot_checks.read() if data.spot_checks else None,
@@ -147,9 +170,66 @@ async def reset_campaign(campaign_id: int) -> dict[str, Any]:
 @api_blueprint.post("/campaigns/<int:campaign_id>/resume")
 @require_user
 async def resume_campaign(campaign_id: int) -> dict[str, Any]:
-    """Resume a paused campaign (400 if it is not paused); answers the campaign as `GET` does."""
+    """Resume a paused campaign (409 if it is not paused); answers the campaign as `GET` does."""
     campaigns = current_platform().campaigns
     return await campaigns.describe(await campaigns.resume(campaign_id, g.user))
+
+
+@api_blueprint.post("/campaigns/<int:campaign_id>/pause")
+@require_user
+async def pause_campaign(campaign_id: int) -> dict[str, Any]:
+    """The owner pauses a generating or running campaign (409 otherwise); answers the campaign."""
+    campaigns = current_platform().campaigns
+    return await campaigns.describe(await campaigns.pause(campaign_id, g.user))
+
+
+@api_blueprint.post("/campaigns/<int:campaign_id>/cancel")
+@require_user
+async def cancel_campaign(campaign_id: int) -> dict[str, Any]:
+    """Stop a campaign for good, keeping its results (409 for a finished one); answers the campaign."""
+    campaigns = current_platform().campaigns
+    return await campaigns.describe(await campaigns.cancel(campaign_id, g.user))
+
+
+@api_blueprint.post("/campaigns/<int:campaign_id>/close")
+@require_user
+async def close_campaign(campaign_id: int) -> dict[str, Any]:
+    """No more datasets will come to this open campaign (idempotent; 409 for one never open)."""
+    campaigns = current_platform().campaigns
+    return await campaigns.describe(await campaigns.close(campaign_id, g.user))
+
+
+@api_blueprint.post("/campaigns/<int:campaign_id>/datasets")
+@require_user
+async def add_datasets(campaign_id: int) -> tuple[dict[str, int], int]:
+    """A batch of datasets for an open campaign: JSON `{"datasets": [...]}` or a msgpack array.
+
+    201 `{"added", "first", "last", "total"}` (first..last: the datasets' numbers, in the order sent);
+    413 over `max_upload_batch_bytes` (checked before the body is read whole), 400 for a malformed
+    batch, 409 for a campaign that is not open, 429 with Retry-After while its backlog is full.
+    """
+    platform = current_platform()
+    campaigns = platform.campaigns
+    await campaigns.owned(campaign_id, g.user)  # another user's campaign: 404 before its body is read
+    body = await _capped_body(platform.settings.max_upload_batch_bytes)
+    added = await campaigns.add_datasets(campaign_id, g.user, body, request.headers.get("Content-Type", ""))
+    return added, 201
+
+
+async def _capped_body(limit: int) -> bytes:
+    """The request body, refused (BatchTooLarge) as soon as it is known to be over `limit` bytes."""
+    too_large = f"the batch is over {limit} bytes (setting max_upload_batch_bytes): send smaller batches"
+    length = request.content_length
+    if length is not None and length > limit:
+        raise BatchTooLarge(too_large)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.body:
+        size += len(chunk)
+        if size > limit:
+            raise BatchTooLarge(too_large)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 @api_blueprint.delete("/campaigns/<int:campaign_id>")

@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     campaign = commands.add_parser("campaign", help="manage campaigns").add_subparsers(dest="action", required=True)
     create = campaign.add_parser("create", help="upload a campaign; prints its id")
     create.add_argument("--kernel", required=True, type=Path)
-    create.add_argument("--generator", required=True, type=Path)
+    create.add_argument("--generator", type=Path, help="JS file (required unless --open)")
+    create.add_argument("--open", action="store_true", help="an open campaign: no generator, add datasets later")
     create.add_argument("--static", type=Path)
     create.add_argument("--name", default="")
     create.add_argument("--description", default="")
@@ -66,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no trial run in the server's sandbox before the campaign goes live (a kernel needing browser-only APIs)",
     )
-    for name in ("show", "reset", "delete", "resume"):
+    for name in ("show", "reset", "delete", "resume", "pause", "cancel", "close"):
         sub = campaign.add_parser(name, help=f"{name} a campaign")
         sub.add_argument("id", type=int)
     listing = campaign.add_parser("list", help="list your campaigns")
@@ -74,6 +75,16 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--json", action="store_true", help="print JSON")
         _client_options(sub)
     del listing
+
+    datasets = commands.add_parser("datasets", help="add datasets to an open campaign").add_subparsers(
+        dest="action", required=True
+    )
+    add = datasets.add_parser("add", help="send JSON lines (one dataset a line) to an open campaign")
+    add.add_argument("id", type=int)
+    add.add_argument("file", help="file of JSON lines, or - for stdin")
+    add.add_argument("--batch", type=int, default=1000, help="datasets sent per request")
+    add.add_argument("--quiet", action="store_true", help="no progress bar")
+    _client_options(add)
 
     results = commands.add_parser("results", help="download a campaign's results")
     results.add_argument("id", type=int)
@@ -144,6 +155,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _worker(args)
     if args.command == "results":
         return _results(args)
+    if args.command == "datasets":
+        from .cli_datasets import add_datasets
+
+        with _client(args) as client:
+            return add_datasets(client, args.id, args.file, batch=args.batch, quiet=args.quiet)
     return _campaign(args)
 
 
@@ -265,10 +281,11 @@ def _checked(response: httpx.Response) -> Any:
 def _campaign(args: argparse.Namespace) -> int:
     with _client(args) as client:
         if args.action == "create":
-            files = {
-                "kernel": (args.kernel.name, args.kernel.read_bytes()),
-                "generator": (args.generator.name, args.generator.read_bytes()),
-            }
+            if bool(args.generator) == args.open:
+                raise DistributeError("give --generator, or --open for a campaign whose datasets you add later")
+            files = {"kernel": (args.kernel.name, args.kernel.read_bytes())}
+            if args.generator:
+                files["generator"] = (args.generator.name, args.generator.read_bytes())
             if args.static:
                 files["static_dataset"] = (args.static.name, args.static.read_bytes())
             if args.comparator:
@@ -286,6 +303,8 @@ def _campaign(args: argparse.Namespace) -> int:
                 form["task_timeout"] = str(args.task_timeout)
             if args.skip_check:
                 form["skip_check"] = "true"
+            if args.open:
+                form["open"] = "true"
             campaign = _checked(client.post("/api/campaigns", data=form, files=files))
             print(json.dumps(campaign, indent=2) if args.json else f"created campaign {campaign['id']}")
         elif args.action == "list":
@@ -301,9 +320,10 @@ def _campaign(args: argparse.Namespace) -> int:
         elif args.action == "reset":
             _checked(client.post(f"/api/campaigns/{args.id}/reset"))
             print(f"reset campaign {args.id}")
-        elif args.action == "resume":
-            _checked(client.post(f"/api/campaigns/{args.id}/resume"))
-            print(f"resumed campaign {args.id}")
+        elif args.action in ("resume", "pause", "cancel", "close"):
+            campaign = _checked(client.post(f"/api/campaigns/{args.id}/{args.action}"))
+            done = {"resume": "resumed", "pause": "paused", "cancel": "cancelled", "close": "closed"}[args.action]
+            print(json.dumps(campaign, indent=2) if args.json else f"{done} campaign {args.id}")
         elif args.action == "delete":
             _checked(client.delete(f"/api/campaigns/{args.id}"))
             print(f"deleted campaign {args.id}")

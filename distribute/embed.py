@@ -306,7 +306,12 @@ def _broker_page(*, campaign: str, title: str, byline: str, about: str, explain:
 
 # The card of a campaign with no work to give: its body's data-state (models.campaign_state key ->
 # card state) and its status line. Only a campaign whose every dataset has its result thanks anyone.
-CARD_STATES = {"complete": "complete", FINISHED_WITH_FAILURES: "ended", CampaignStatus.PAUSED: "halted"}
+CARD_STATES = {
+    "complete": "complete",
+    FINISHED_WITH_FAILURES: "ended",
+    CampaignStatus.CANCELLED: "ended",  # stopped for good by its owner: nothing left to compute, no thanks
+    CampaignStatus.PAUSED: "halted",
+}
 CARD_STATUS = {
     "complete": "This campaign is complete. Thank you!",
     "ended": "This campaign has ended: there is nothing left to compute.",

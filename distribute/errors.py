@@ -7,6 +7,8 @@ Every error that the platform raises on purpose derives from `DistributeError`, 
 from __future__ import annotations
 
 __all__ = [
+    "Busy",
+    "Conflict",
     "DistributeError",
     "GenerationError",
     "KernelError",
@@ -39,6 +41,18 @@ class Unauthorized(DistributeError):
 
 class ValidationError(DistributeError):
     """User input (an upload, an API body, a CLI argument) is malformed."""
+
+
+class Conflict(ValidationError):
+    """A well-formed request the object's state does not allow now (a closed campaign, a cancelled one): 409."""
+
+
+class Busy(ValidationError):
+    """Valid, but not now: try again after `retry_after` seconds (the API answers 429 with Retry-After)."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class SourceError(ValidationError):

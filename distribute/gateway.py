@@ -442,7 +442,9 @@ class Gateway:
                 return None, "" if session.held else "unavailable"
             if queue.complete:  # finished, or stopped: paused (by its owner or by auto-pause)
                 return None, "" if session.held else (
-                    "paused" if queue.campaign.status == CampaignStatus.PAUSED else "complete"
+                    queue.campaign.status
+                    if queue.campaign.status in (CampaignStatus.PAUSED, CampaignStatus.CANCELLED)
+                    else "complete"
                 )
             return queue.campaign, ""
         current = self.dispatcher.queue(session.campaign.id) if session.campaign else None

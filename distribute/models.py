@@ -13,6 +13,7 @@ __all__ = [
     "DESCRIPTION_MAX_CHARS",
     "DISPLAY_NAME_MAX_CHARS",
     "FINISHED_WITH_FAILURES",
+    "WAITING_FOR_DATASETS",
     "ApiTokenInfo",
     "Campaign",
     "CampaignCounts",
@@ -41,11 +42,12 @@ DISPLAY_NAME_MAX_CHARS = 60  # an account's display name, as the card names the 
 
 
 class CampaignStatus:
-    GENERATING = "generating"  # the generator is still producing datasets (workers may already compute)
+    GENERATING = "generating"  # the generator (or an open campaign's owner) may still add datasets
     RUNNING = "running"  # every dataset is generated; work remains
     COMPLETE = "complete"  # every dataset has its result (or failed for good)
     FAILED = "failed"  # the generator failed; see generation_error
     PAUSED = "paused"  # hands out no task until resumed; generation_error says why (any reason, not only errors)
+    CANCELLED = "cancelled"  # stopped for good by its owner: keeps its results, never served or resumed again
 
 
 class DatasetState:
@@ -97,6 +99,7 @@ class Campaign:
     generated: int  # datasets produced so far by the generator
     compute_seconds: float  # compute time workers reported for it (all server processes)
     comparator: str = ""  # owner's JS compare(a, b) for results (empty: byte equality)
+    is_open: bool = False  # an open campaign (no generator) its owner may still add datasets to, until closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +276,9 @@ _TONES = {
     CampaignStatus.COMPLETE: "ok",
     CampaignStatus.PAUSED: "warning",
     CampaignStatus.FAILED: "error",
+    CampaignStatus.CANCELLED: "warning",
 }
+WAITING_FOR_DATASETS = "waiting for datasets"  # the label of an open campaign with nothing to hand out
 
 
 def campaign_state(campaign: Campaign, counts: CampaignCounts) -> CampaignState:
@@ -283,9 +288,12 @@ def campaign_state(campaign: Campaign, counts: CampaignCounts) -> CampaignState:
     nothing is left to hand out); whether that is a success is decided here, once, for every surface.
     """
     status = campaign.status
-    reason = campaign.generation_error if status in (CampaignStatus.PAUSED, CampaignStatus.FAILED) else None
+    stopped = (CampaignStatus.PAUSED, CampaignStatus.FAILED, CampaignStatus.CANCELLED)
+    reason = campaign.generation_error if status in stopped else None
     if status == CampaignStatus.COMPLETE and counts.failed:
         return CampaignState(
             FINISHED_WITH_FAILURES, f"finished with {counts.failed} failed", "warning", counts.failed, None
         )
+    if status == CampaignStatus.GENERATING and campaign.is_open and not counts.pending and not counts.leased:
+        return CampaignState(status, WAITING_FOR_DATASETS, "active", counts.failed, None)
     return CampaignState(status, status, _TONES.get(status, "active"), counts.failed, reason)

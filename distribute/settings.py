@@ -146,6 +146,18 @@ class Settings:
         4 * 1024 * 1024, "bytes", "largest kernel, generator or static dataset upload", _positive
     )
     max_result_bytes: int = setting(1024 * 1024, "bytes", "largest single result (msgpack)", _positive)
+    max_upload_batch_bytes: int = setting(
+        16 * 1024 * 1024, "bytes", "largest body of one batch of datasets sent to an open campaign", _positive
+    )
+    max_upload_batch: int = setting(
+        10_000, "datasets", "most datasets in one batch sent to an open campaign", _positive
+    )
+    open_backlog: int = setting(
+        100_000,
+        "datasets",
+        "an open campaign takes no more datasets (429, Retry-After) while more than this many wait unanswered",
+        _positive,
+    )
     quota_campaigns: int = setting(
         1000,
         "campaigns",

@@ -3,7 +3,8 @@
 An account may have at most `quota_campaigns` campaigns (deleted ones too: they can be restored),
 may create none once its results take `quota_result_bytes` or its campaigns have generated
 `quota_datasets` datasets, and may have at most `quota_generators` campaigns generating at once.
-The dataset quota is also enforced while generating (`distribute.work.generation`), and the trial
+The dataset quota is also enforced while generating (`distribute.work.generation`) and on each batch an
+owner sends to an open campaign (`CampaignService.add_datasets`), and the trial
 runs an account may start are counted per hour (`TrialLimiter`). A setting of 0 means no limit. Going over a quota raises `QuotaExceeded`, which names the quota and its setting.
 """
 

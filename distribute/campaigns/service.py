@@ -14,23 +14,28 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from ..errors import NotFound, ValidationError
+from ..errors import Busy, Conflict, NotFound
 from ..models import Campaign, CampaignState, CampaignStatus, User, campaign_state
 from ..settings import Settings
 from ..storage import Storage
 from ..work.dispatcher import Dispatcher
 from ..work.generation import GenerationService
+from .batches import packed_batch
 from .export import ResultFormat, ResultsExport, export_results
 from .quotas import QuotaExceeded, TrialLimiter, check_quotas
 from .sources import CampaignFields, Uploads, checked_sources
 
-__all__ = ["AddressNotVerified", "CampaignService"]
+__all__ = ["PAUSED_BY_OWNER", "AddressNotVerified", "CampaignService"]
 
 
 class AddressNotVerified(QuotaExceeded):
     """The owner's e-mail address is not verified yet: a 403, a state of the account like a quota's."""
 
 
+PAUSED_BY_OWNER = "paused by its owner"
+CANCELLED_BY_OWNER = "cancelled by its owner"
+BACKLOG_RETRY_SECONDS = 2  # Retry-After of a batch refused while the open campaign's backlog is full
+_ACTIVE = (CampaignStatus.GENERATING, CampaignStatus.RUNNING)
 KERNEL_ERRORS_SHOWN = 20
 ERROR_GROUPS_SHOWN = 20  # messages; each with up to ERROR_EXAMPLES example datasets
 ERROR_EXAMPLES = 5
@@ -140,6 +145,7 @@ class CampaignService:
                 }
                 for g in groups
             ],
+            "open": campaign.is_open,
         }
 
     def export(
@@ -163,11 +169,14 @@ class CampaignService:
         await check_quotas(self.storage, self.settings, owner)
         if not skip_check and self.settings.check_datasets > 0:
             self.trials.count(owner)
-        sources = await checked_sources(uploads, self.settings, skip_check=skip_check, task_timeout=fields.task_timeout)
+        sources = await checked_sources(
+            uploads, self.settings, skip_check=skip_check, task_timeout=fields.task_timeout, open_campaign=fields.open
+        )
         chosen = {name: getattr(fields, name) for name in CampaignFields.model_fields}  # not a form's files
         chosen |= {
             "name": fields.name or default_name,
             "task_timeout": fields.task_timeout or self.settings.task_timeout,
+            "is_open": chosen.pop("open"),
         }
         return await self.store(owner, **asdict(sources), **chosen)
 
@@ -189,14 +198,95 @@ class CampaignService:
     async def resume(self, campaign_id: int, user: User) -> Campaign:
         """Resume the user's paused campaign: its early-failure watch starts afresh (so it does not
         pause again at once), and its generator runs on from where it stopped, as after a restart
-        (it then becomes running once the generator is exhausted). ValidationError if not paused."""
+        (it then becomes running once the generator is exhausted). An open campaign is generating
+        again (its owner's datasets, no generator), a closed one running. `Conflict` if not paused."""
         campaign = await self.owned(campaign_id, user)
-        if campaign.status != CampaignStatus.PAUSED:
-            raise ValidationError(f"campaign {campaign_id} is {campaign.status}, not paused")
-        await self.storage.set_status(campaign.id, CampaignStatus.GENERATING)
+        has_more = bool(campaign.generator) or campaign.is_open
+        status = CampaignStatus.GENERATING if has_more else CampaignStatus.RUNNING
+        resumed = await self.storage.change_status(campaign.id, (CampaignStatus.PAUSED,), status)
+        if resumed is None:
+            raise Conflict(f"campaign {campaign_id} is {campaign.status}, not paused")
         await self.dispatcher.refresh_campaigns()
-        self.generation.start(await self.owned(campaign_id, user))
+        if resumed.generator:
+            self.generation.start(resumed)
         self.dispatcher.notify_new_datasets(campaign.id)
+        return await self.owned(campaign_id, user)
+
+    async def pause(self, campaign_id: int, user: User) -> Campaign:
+        """The owner pauses a generating or running campaign: no task of it is handed out any more
+        (here at once, in other server processes from their next refill), its workers hear "paused"
+        and move on; it keeps everything and `resume` serves it again. `Conflict` otherwise."""
+        campaign = await self.owned(campaign_id, user)
+        if campaign.status not in _ACTIVE or not await self.dispatcher.pause(campaign.id, PAUSED_BY_OWNER):
+            raise Conflict(f"campaign {campaign_id} is {campaign.status}: only a generating or running one pauses")
+        return await self.owned(campaign_id, user)
+
+    async def cancel(self, campaign_id: int, user: User) -> Campaign:
+        """The owner stops a campaign for good: it keeps its results but is never served (nor resumed,
+        nor open) again; its workers hear "cancelled" and move on. `Conflict` for a finished one."""
+        campaign = await self.owned(campaign_id, user)
+        stopped = CampaignStatus.CANCELLED
+        if campaign.status in _ACTIVE and await self.dispatcher.pause(campaign.id, CANCELLED_BY_OWNER, stopped):
+            return await self.owned(campaign_id, user)
+        cancelled = await self.storage.change_status(campaign.id, (CampaignStatus.PAUSED,), stopped, CANCELLED_BY_OWNER)
+        if cancelled is None:
+            raise Conflict(f"campaign {campaign_id} is {campaign.status}: it cannot be cancelled")
+        await self.dispatcher.refresh_campaigns()
+        if (queue := self.dispatcher.queue(campaign.id)) is not None and queue.complete:
+            queue.campaign = cancelled  # its workers hear "cancelled" now, no longer "paused"
+        return cancelled
+
+    async def add_datasets(self, campaign_id: int, user: User, body: bytes, content_type: str) -> dict[str, int]:
+        """Add a batch (JSON or msgpack, see `batches`) to the user's open campaign; the dispatcher
+        learns of it at once. Answers `{"added", "first", "last", "total"}` (the datasets' numbers).
+
+        `Conflict` if the campaign is not open, `Busy` while more than `open_backlog` of its datasets
+        wait to be handed out, `QuotaExceeded` over `max_datasets` or `quota_datasets`,
+        `ValidationError` for a batch that is not well-formed: a refused batch stores nothing."""
+        campaign = await self.owned(campaign_id, user)
+        if not campaign.is_open:
+            raise Conflict(f"campaign {campaign_id} is not open: it takes no datasets ({campaign.status})")
+        settings = self.settings
+        payloads = packed_batch(
+            body, content_type, max_datasets=settings.max_upload_batch, max_dataset_bytes=settings.max_dataset_bytes
+        )
+        backlog = await self.storage.pending_count(campaign.id, at_most=settings.open_backlog + 1)
+        if backlog > settings.open_backlog:
+            raise Busy(
+                f"campaign {campaign_id} has more than {settings.open_backlog} datasets waiting for workers"
+                f" (setting open_backlog); send more in {BACKLOG_RETRY_SECONDS} s",
+                BACKLOG_RETRY_SECONDS,
+            )
+        await self._check_dataset_limits(campaign, len(payloads))
+        total = await self.storage.add_open_datasets(campaign.id, payloads)
+        if total is None:
+            raise Conflict(f"campaign {campaign_id} was closed or stopped: it takes no more datasets")
+        self.dispatcher.notify_new_datasets(campaign.id)
+        return {"added": len(payloads), "first": total - len(payloads) + 1, "last": total, "total": total}
+
+    async def _check_dataset_limits(self, campaign: Campaign, adding: int) -> None:
+        if campaign.generated + adding > self.settings.max_datasets:
+            raise QuotaExceeded(
+                f"campaign {campaign.id} has {campaign.generated} datasets; {adding} more would pass the limit of"
+                f" {self.settings.max_datasets} per campaign (setting max_datasets)"
+            )
+        quota = self.settings.quota_datasets
+        if quota:
+            usage = await self.storage.account_usage(campaign.owner_id, result_bytes=False)
+            if usage.datasets + adding > quota:
+                raise QuotaExceeded(
+                    f"dataset quota exceeded: this account's campaigns have {usage.datasets} datasets, this batch"
+                    f" would add {adding} more, and at most {quota} are allowed (setting quota_datasets)"
+                )
+
+    async def close(self, campaign_id: int, user: User) -> Campaign:
+        """No more datasets will come: the open campaign is running (then complete once every dataset is
+        answered). Closing a closed one changes nothing; a campaign that never was open is a `Conflict`."""
+        campaign = await self.owned(campaign_id, user)
+        if campaign.generator or campaign.status == CampaignStatus.CANCELLED:
+            raise Conflict(f"campaign {campaign_id} is not an open campaign ({campaign.status})")
+        await self.storage.close_campaign(campaign.id)
+        await self.dispatcher.refresh_campaigns()  # a campaign with everything answered completes here
         return await self.owned(campaign_id, user)
 
     async def delete(self, campaign_id: int, user: User) -> None:

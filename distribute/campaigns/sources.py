@@ -54,6 +54,11 @@ class CampaignFields(BaseModel):
     weight: float = Field(default=1.0, gt=0, le=1e6)
     replication: int = Field(default=1, ge=1, le=10)
     task_timeout: float | None = Field(default=None, gt=0, le=86400)
+    open: bool = Field(
+        default=False,
+        description="true: an open campaign with no generator; its owner adds datasets"
+        " (POST /api/campaigns/ID/datasets) until closing it (POST /api/campaigns/ID/close)",
+    )
 
 
 @dataclass(frozen=True)
@@ -168,27 +173,36 @@ def _refused(problem: TrialProblem, hint: str = "") -> SourceError:
 
 
 async def checked_sources(
-    uploads: Uploads, settings: Settings, *, skip_check: bool = False, task_timeout: float | None = None
+    uploads: Uploads,
+    settings: Settings,
+    *,
+    skip_check: bool = False,
+    task_timeout: float | None = None,
+    open_campaign: bool = False,
 ) -> CheckedSources:
     """Decode and check every upload, then try the campaign (unless `skip_check`); the first problem raises.
 
-    `task_timeout` is the campaign's own limit per task (the setting's default when None)."""
+    `task_timeout` is the campaign's own limit per task (the setting's default when None). An
+    `open_campaign` has no generator (its owner sends the datasets): one uploaded is refused, and its
+    trial only loads the kernel with its static dataset."""
     limit = settings.max_source_bytes
     kernel = decode_source("kernel", uploads.kernel, limit)
     generator = decode_source("generator", uploads.generator, limit)
+    if open_campaign and generator.strip():
+        raise SourceError("generator", "an open campaign has no generator: its owner sends the datasets")
     static = decode_source("static_dataset", uploads.static_dataset, limit) if uploads.static_dataset else ""
     comparator = decode_source("comparator", uploads.comparator, limit) if uploads.comparator else ""
     spot_checks = uploads.spot_checks
     checks = parse_spot_checks(decode_source("spot_checks", spot_checks, limit)) if spot_checks else []
     for field, text in (("kernel", kernel), ("generator", generator)):
-        if not text.strip():
+        if not text.strip() and not (open_campaign and field == "generator"):
             raise SourceError(field, "kernel and generator must not be empty")
     timeout, heap = settings.generator_timeout, settings.generator_heap
     syntax = await check_kernel(kernel, timeout=timeout, heap_mib=heap)
     if syntax is not None:
         problem = TrialProblem("kernel", f"the kernel does not parse: {syntax.message}", syntax.line, syntax.column)
         raise _refused(problem)
-    generator_syntax = await check_generator(generator, timeout=timeout, heap_mib=heap)
+    generator_syntax = None if open_campaign else await check_generator(generator, timeout=timeout, heap_mib=heap)
     if generator_syntax is not None:
         raise _refused(generator_syntax)
     if comparator:
@@ -204,7 +218,7 @@ async def checked_sources(
             max_result_bytes=settings.max_result_bytes,
             task_timeout=task_timeout or settings.task_timeout,
         )
-        tried = await trial_run(kernel, static, generator, limits)
+        tried = await trial_run(kernel, static, "" if open_campaign else generator, limits)
         if tried is not None:
             raise _refused(tried, SKIP_HINT if tried.field != "generator" else "")
     return CheckedSources(kernel, generator, static, comparator or None, checks)

@@ -41,6 +41,9 @@ NOTICES = {
     "restored": "The campaign is restored.",
     "reset": "Every result and error was discarded; all datasets are pending again.",
     "resumed": "The campaign is resumed: workers receive its tasks again.",
+    "paused": "The campaign is paused: no worker receives its tasks until you resume it.",
+    "cancelled": "The campaign is cancelled: no worker receives its tasks any more. Its results are kept.",
+    "closed": "The campaign is closed: it takes no more datasets and completes once every one is answered.",
 }
 
 
@@ -132,18 +135,22 @@ async def new() -> ResponseTypes:
     values = {name: form.get(name, "") for name in FIELD_NAMES}
     values |= {name + "_text": form.get(name + "_text", "") for name, _, _ in SOURCES}
     values["skip_check"] = "on" if form.get("skip_check") else ""
+    values["open"] = "on" if form.get("open") else ""  # an open campaign: no generator, datasets sent later
     chosen = {name: chosen_source(files, form, name) for name, _, _ in SOURCES}
     for name, (data, filename) in chosen.items():  # a form that comes back keeps every upload, as text
         text = as_text(data) if filename and data else None
         if text is not None:
             values[name + "_text"] = text
-    raw = {name: value for name, value in values.items() if name in FIELD_NAMES and value.strip() != ""}
+    raw: dict[str, object] = {k: v for k, v in values.items() if k in FIELD_NAMES and v.strip() != ""}
+    raw["open"] = bool(values["open"])
     try:
         fields = CampaignFields.model_validate(raw)
     except pydantic.ValidationError as exc:
         return await new_form(400, values=values, errors=field_errors(exc))
     missing = {
-        name: "Upload a file or paste the text." for name, _, required in SOURCES if required and not chosen[name][0]
+        name: "Upload a file or paste the text."
+        for name, _, required in SOURCES
+        if required and not chosen[name][0] and not (name == "generator" and fields.open)
     }
     if missing:
         return await new_form(400, values=values, errors=missing)
@@ -193,12 +200,16 @@ CHANGES: dict[str, tuple[Callable[[CampaignService, int, User], Awaitable[object
     "restore": (CampaignService.restore, "restored"),
     "reset": (CampaignService.reset, "reset"),
     "resume": (CampaignService.resume, "resumed"),
+    "pause": (CampaignService.pause, "paused"),
+    "cancel": (CampaignService.cancel, "cancelled"),
+    "close": (CampaignService.close, "closed"),
 }
 
 
 @login_required
 async def change(campaign_id: int, action: str) -> ResponseTypes:
-    """Delete, restore, reset or resume a campaign (POST /campaigns/ID/ACTION), then back to its page."""
+    """Delete, restore, reset, resume, pause, cancel or close a campaign (POST /campaigns/ID/ACTION), then back
+    to its page."""
     method, notice = CHANGES[action]
     await method(current_platform().campaigns, campaign_id, g.user)
     return redirect(url_for("console.campaigns.show", campaign_id=campaign_id, done=notice), 303)

@@ -6,7 +6,8 @@ counterpart of `kernels.check_kernel`). `trial_run` takes the first few datasets
 main on them, all in one child of the pool, so it has the pool's limits (rlimits, heap, confinement)
 and a wall clock of its own on top. It answers with the one problem that makes a campaign pointless
 (a generator that fails, a kernel or static dataset that cannot start, a kernel that throws on every
-dataset tried) and where it is, or None. Whatever the sandbox cannot judge fairly (a timeout, a
+dataset tried) and where it is, or None. An open campaign (no generator) has no dataset to try: its
+kernel is only loaded with its static dataset. Whatever the sandbox cannot judge fairly (a timeout, a
 memory limit, a crash: the server's V8 runs without its JIT and with its own heap limit, unlike a
 browser) counts as no problem; so does one dataset computed.
 """
@@ -91,6 +92,8 @@ async def trial_run(
                 max_dataset_bytes=limits.max_dataset_bytes,
                 max_datasets=limits.max_datasets,
             )
+            if not generator:  # an open campaign: no dataset yet, but the kernel must load with its static dataset
+                return await _try_kernel(held, kernel, static, [], limits)
             datasets = await _first_datasets(run, generator, limits.datasets)
             if isinstance(datasets, TrialProblem):
                 return datasets
@@ -139,6 +142,8 @@ async def _try_kernel(
             match = _JSON_POSITION.search(exc.message)
             where = (int(match.group(1)), int(match.group(2))) if match else (None, None)
         return TrialProblem(field, exc.message, *where)
+    if not datasets:
+        return None  # it loads: that is all an open campaign's trial can tell
     first: KernelError | None = None
     for dataset in datasets:
         remaining = deadline - trio.current_time()

@@ -102,10 +102,9 @@ class CampaignStore(Protocol):
     ) -> Campaign:
         """Add a campaign (status generating, `content_hash(kernel, static_dataset)`) with its spot checks.
 
-        `fields` are Campaign's settable fields (name, kernel, generator, task_timeout, description,
-        static_dataset, priority, weight, replication, comparator). `spot_checks` are (payload,
-        expected result) pairs stored as spot datasets (never leased, never counted; `spot_checks()`
-        returns them). Campaign and spot checks are written in ONE transaction: nobody ever sees the
+        `fields` are Campaign's settable fields (name, kernel, generator: "" when is_open, task_timeout, description,
+        static_dataset, priority, weight, replication, comparator, is_open). `spot_checks` are (payload, expected
+        result) pairs stored as spot datasets (never leased, never counted; `spot_checks()` returns them). Campaign and spot checks are written in ONE transaction: nobody ever sees the
         campaign without its spot checks.
         """
         ...
@@ -164,6 +163,16 @@ class CampaignStore(Protocol):
         """
         ...
 
+    async def change_status(
+        self, campaign_id: int, allowed: Sequence[str], status: str, reason: str | None = None
+    ) -> Campaign | None:
+        """Atomically set status and generation_error (`reason`) if the status is one of `allowed`, and return
+        the campaign; else None, nothing changed. Cancelled: no longer open. `NotFound` if unknown."""
+        ...
+
+    async def close_campaign(self, campaign_id: int) -> bool:
+        """An open campaign is open no more (generating becomes running); False if it was not open. Atomic."""
+
 
 class DatasetStore(Protocol):
     """Datasets and their leases: the dispatcher's hot path."""
@@ -187,14 +196,19 @@ class DatasetStore(Protocol):
         """min(pending datasets of the campaign, at_most), at a cost bounded by at_most."""
         ...
 
+    async def add_open_datasets(self, campaign_id: int, payloads: Sequence[bytes]) -> int | None:
+        """`add_datasets` for an open campaign (a paused one too), checked open in the same transaction:
+        the new `generated` total, or None (nothing stored) if it is not open. `NotFound` if unknown."""
+        ...
+
     async def lease(
         self, campaign_id: int, n: int, owner: str, seconds: float, *, replicated: bool = False
     ) -> list[LeasedDataset]:
         """Atomically lease up to n pending datasets, oldest (lowest id) first, to `owner` for `seconds`.
 
-        Atomic across processes: two concurrent callers never get the same dataset. `replicated`:
-        each dataset carries the votes (worker key, address) of its stored pending results.
-        """
+        Atomic across processes: two concurrent callers never get the same dataset. `replicated`: each dataset
+        carries the votes (worker key, address) of its stored pending results. Only a generating or running
+        campaign's: a process not yet aware of a pause gets nothing more."""
         ...
 
     async def renew_leases(self, owner: str, seconds: float) -> None:

@@ -49,8 +49,8 @@ log = logging.getLogger(__name__)
 REFRESH_SECONDS = 2.0  # how often campaigns are synced with storage and drained queues looked at again
 SAFETY_WAKE_TICKS = 5  # every this many refreshes, every waiting session re-checks its state anyway
 _NONE_MISSED: frozenset[int] = frozenset()
-_STOPPED = (CampaignStatus.FAILED, CampaignStatus.COMPLETE, CampaignStatus.PAUSED)  # statuses that hand out nothing
-_ENDED = (CampaignStatus.COMPLETE, CampaignStatus.PAUSED)  # their workers hear why, not "unavailable"
+_ENDED = (CampaignStatus.COMPLETE, CampaignStatus.PAUSED, CampaignStatus.CANCELLED)  # workers hear why
+_STOPPED = (CampaignStatus.FAILED, *_ENDED)  # statuses that hand out nothing
 
 
 class Dispatcher:
@@ -395,26 +395,27 @@ class Dispatcher:
         if failed:
             self._wake_all()  # workers waiting for work: the retries are theirs now, not in 10 s
 
-    def _stop_here(self, campaign_id: int, reason: str) -> None:
+    def _stop_here(self, campaign_id: int, reason: str, status: str = CampaignStatus.PAUSED) -> None:
         """Retire the campaign's queue in this process before storage hears of the pause."""
         self._pausing.add(campaign_id)
         queue = self.queues.get(campaign_id)
         if queue is not None and not queue.complete:
-            queue.campaign = replace(queue.campaign, status=CampaignStatus.PAUSED, generation_error=reason)
+            queue.campaign = replace(queue.campaign, status=status, generation_error=reason)
             self._retire(queue)
 
-    async def pause(self, campaign_id: int, reason: str) -> None:
-        """Pause an active campaign: no new task of it leaves this process, its queued datasets go back
-        to storage, and its workers hear "paused" (the other processes follow at their next refresh)."""
-        self._stop_here(campaign_id, reason)
+    async def pause(self, campaign_id: int, reason: str, status: str = CampaignStatus.PAUSED) -> bool:
+        """Pause (or, `status` cancelled, stop for good) an active campaign: no new task of it leaves this
+        process, its queued datasets go back to storage, and its workers hear why (the other processes
+        follow at their next refresh, and storage leases them nothing more). False if it was not active."""
+        self._stop_here(campaign_id, reason, status)
         try:
-            campaign = await self.storage.get_campaign(campaign_id)
-            if campaign is not None and campaign.status in (CampaignStatus.GENERATING, CampaignStatus.RUNNING):
-                log.warning("campaign %d paused: %s", campaign_id, reason)
-                await self.storage.set_status(campaign_id, CampaignStatus.PAUSED, reason)
+            active = (CampaignStatus.GENERATING, CampaignStatus.RUNNING)
+            if changed := await self.storage.change_status(campaign_id, active, status, reason) is not None:
+                log.warning("campaign %d %s: %s", campaign_id, status, reason)
         finally:
             self._pausing.discard(campaign_id)
-        await self.refresh_campaigns()  # (if it completed or was deleted meanwhile, storage decides)
+        await self.refresh_campaigns()  # (if it completed or was deleted meanwhile, storage decided)
+        return changed
 
     async def _flush_loop(self) -> None:
         """Group commits: at once when `flush_batch` outcomes wait, else after a wait set by the rate.

@@ -54,14 +54,15 @@ class GenerationService:
                 await self._adopt_orphans()
 
     def start(self, campaign: Campaign) -> None:
+        """Run the campaign's generator (an open campaign has none: nothing to run)."""
         assert self._nursery is not None, "GenerationService.run must be started first"
-        if campaign.id not in self._running:
+        if campaign.id not in self._running and not campaign.is_open:
             self._running.add(campaign.id)
             self._nursery.start_soon(self._generate, campaign.id)
 
     async def _adopt_orphans(self) -> None:
         for campaign in await self.storage.list_campaigns(active_only=True):
-            if campaign.status == CampaignStatus.GENERATING:
+            if campaign.status == CampaignStatus.GENERATING and not campaign.is_open:  # open: its owner's datasets
                 self.start(campaign)  # runs only if the lease is free: see _generate
 
     async def _generate(self, campaign_id: int) -> None:

@@ -44,6 +44,7 @@ function describe({ state, detail, done, campaign }) {
     case "done":
       // "paused": the campaign stopped handing out work (its owner or auto-pause); no thanks for finished work.
       if (detail === "paused") return `Stopped: this campaign is paused, there is nothing to compute now · ${count}.`;
+      if (detail === "cancelled") return `Stopped: this campaign was cancelled by its owner · ${count}.`;
       return `Finished: nothing left to compute · ${count}. Thank you!`;
     default:
       return detail || state;

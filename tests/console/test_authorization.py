@@ -40,6 +40,9 @@ CONSOLE_ROUTES = [
     ("POST", "/campaigns/{c}/delete"),
     ("POST", "/campaigns/{c}/restore"),
     ("POST", "/campaigns/{c}/resume"),
+    ("POST", "/campaigns/{c}/pause"),
+    ("POST", "/campaigns/{c}/cancel"),
+    ("POST", "/campaigns/{c}/close"),
 ]
 API_ROUTES = [
     ("GET", "/api/campaigns/{c}"),
@@ -48,6 +51,10 @@ API_ROUTES = [
     ("DELETE", "/api/campaigns/{c}"),
     ("POST", "/api/campaigns/{c}/restore"),
     ("POST", "/api/campaigns/{c}/resume"),
+    ("POST", "/api/campaigns/{c}/pause"),
+    ("POST", "/api/campaigns/{c}/cancel"),
+    ("POST", "/api/campaigns/{c}/close"),
+    ("POST", "/api/campaigns/{c}/datasets"),
 ]
 # Public by design: the consent card volunteers see shows a campaign's name and description.
 # The card and the state it shows are public: they say no more than the card itself.

@@ -100,7 +100,7 @@ async def test_resume_through_the_api_serves_the_campaign_again(start_server: St
 async def test_resume_of_a_campaign_that_is_not_paused_is_refused(live_server: LiveServer) -> None:
     campaign_id = await live_server.create_campaign()
     response = await live_server.client.post(f"/api/campaigns/{campaign_id}/resume")
-    assert response.status_code == 400 and "not paused" in response.json()["error"]
+    assert response.status_code == 409 and "not paused" in response.json()["error"]
 
 
 async def test_kernel_errors_are_grouped_by_message_in_the_api(start_server: StartServer) -> None:

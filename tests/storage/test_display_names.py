@@ -56,6 +56,7 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def _to_version_2(storage: PonyStorage) -> None:
     with db_session:
         storage.sql.execute("ALTER TABLE account DROP COLUMN display_name")
+        storage.sql.execute("ALTER TABLE campaign DROP COLUMN is_open")  # a later version's column
         storage.sql.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
 
 
@@ -67,7 +68,7 @@ async def test_a_version_2_database_gains_display_names_and_keeps_its_accounts(u
 
     migrated = await PonyStorage.open(url)
     try:
-        assert await migrated.schema_version() == SCHEMA_VERSION == 3
+        assert await migrated.schema_version() == SCHEMA_VERSION
         old = await migrated.get_user(user.id)
         assert old is not None and old.email == "old@example.org" and old.display_name == ""
         assert (await migrated.accounts.set_display_name(user.id, "Old Timer")).display_name == "Old Timer"

@@ -23,6 +23,7 @@ TO_VERSION_1 = (
     "ALTER TABLE campaign DROP COLUMN comparator",
     "DROP TABLE worker_record",
     "ALTER TABLE account DROP COLUMN display_name",  # added by version 3, which migrates it from 2
+    "ALTER TABLE campaign DROP COLUMN is_open",  # added by version 4
     "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
 )
 
@@ -50,7 +51,7 @@ def _columns(storage: PonyStorage, table: str) -> set[str]:
 
 
 async def test_a_version_1_database_is_migrated_and_keeps_its_results(url: str) -> None:
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     storage = await PonyStorage.open(url)
     user = await storage.create_user("old@example.org")
     campaign = await storage.create_campaign(
@@ -70,7 +71,7 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_results(url: str) 
         assert await migrated.schema_version() == SCHEMA_VERSION
         assert {"status", "identity"} <= await trio.to_thread.run_sync(_columns, migrated, "result")
         assert "expected" in await trio.to_thread.run_sync(_columns, migrated, "dataset")
-        assert "comparator" in await trio.to_thread.run_sync(_columns, migrated, "campaign")
+        assert {"comparator", "is_open"} <= await trio.to_thread.run_sync(_columns, migrated, "campaign")
         results = await migrated.results(campaign.id)
         assert [(r.status, msgpack.unpackb(r.value)) for r in results] == [("accepted", 7)] * 3
         assert [r.dataset_number for r in results] == [1, 2, 3]  # from `seq`, which version 1 has already

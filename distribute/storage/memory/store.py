@@ -31,11 +31,11 @@ from .verdicts import MemoryVerification
 __all__ = ["SCHEMA_VERSION", "MemoryStorage"]
 
 # The version of the data model: the same as the SQL schema's, since both store the same things.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _ACTIVE = (CampaignStatus.GENERATING, CampaignStatus.RUNNING)
 _SETTLED = (ResultStatus.CANONICAL, ResultStatus.TRUSTED)
-_REQUIRED = ("name", "kernel", "generator", "task_timeout")  # as the SQL schema: no None, no empty text
+_REQUIRED = ("name", "kernel", "task_timeout")  # as the SQL schema: no None, no empty text
 _COLUMNS: dict[str, Any] = {  # campaign columns a caller may set, with their defaults
     "name": None,
     "kernel": None,
@@ -47,6 +47,7 @@ _COLUMNS: dict[str, Any] = {  # campaign columns a caller may set, with their de
     "weight": 1.0,
     "replication": 1,
     "comparator": None,
+    "is_open": False,
 }
 
 _shared: dict[str, Tables] = {}  # named databases (memory://NAME), for the life of the process
@@ -102,7 +103,7 @@ class MemoryStorage(MemoryUsers, MemoryResults, MemoryVerification):
                 description=str(values["description"] or ""),
                 kernel=str(values["kernel"]),
                 static_dataset=str(values["static_dataset"] or ""),
-                generator=str(values["generator"]),
+                generator=str(values["generator"] or ""),
                 priority=int(values["priority"]),
                 weight=float(values["weight"]),
                 replication=int(values["replication"]),
@@ -116,7 +117,7 @@ class MemoryStorage(MemoryUsers, MemoryResults, MemoryVerification):
                 compute_seconds=0.0,
                 comparator=str(values["comparator"] or ""),
             )
-            row = CampaignRow(fixed, CampaignStatus.GENERATING)
+            row = CampaignRow(fixed, CampaignStatus.GENERATING, is_open=bool(values["is_open"]))
             t.campaigns[row.id] = row
             for i, (payload, expected) in enumerate(spot_checks):
                 t.add_dataset(row, -1 - i, bytes(payload), DatasetState.SPOT, bytes(expected))
@@ -171,7 +172,9 @@ class MemoryStorage(MemoryUsers, MemoryResults, MemoryVerification):
                     for result in t.campaign_results(row)
                     if result.payload is not None
                 )
-            generating = sum(1 for row in rows if row.status == CampaignStatus.GENERATING and not row.deleted)
+            generating = sum(
+                1 for row in rows if row.status == CampaignStatus.GENERATING and not row.deleted and not row.is_open
+            )
             return AccountUsage(len(rows), sum(row.generated for row in rows), stored, generating)
 
     async def counts(self, campaign_id: int) -> CampaignCounts:
@@ -212,7 +215,39 @@ class MemoryStorage(MemoryUsers, MemoryResults, MemoryVerification):
             row.status = CampaignStatus.COMPLETE
             return True
 
+    async def change_status(
+        self, campaign_id: int, allowed: Sequence[str], status: str, reason: str | None = None
+    ) -> Campaign | None:
+        async with self.tables.session() as t:
+            row = _campaign_row(t, campaign_id)
+            if row.status not in allowed:
+                return None
+            row.status, row.generation_error = status, reason
+            if status == CampaignStatus.CANCELLED:
+                row.is_open = False
+            return row.campaign()
+
+    async def close_campaign(self, campaign_id: int) -> bool:
+        async with self.tables.session() as t:
+            row = _campaign_row(t, campaign_id)
+            if not row.is_open:
+                return False
+            row.is_open = False
+            if row.status == CampaignStatus.GENERATING:
+                row.status = CampaignStatus.RUNNING
+            return True
+
     # ------------------------------------------------------------------ datasets and leases
+
+    async def add_open_datasets(self, campaign_id: int, payloads: Sequence[bytes]) -> int | None:
+        async with self.tables.session() as t:
+            row = _campaign_row(t, campaign_id)
+            if not row.is_open or row.deleted or row.status not in (*_ACTIVE, CampaignStatus.PAUSED):
+                return None
+            for i, payload in enumerate(payloads):
+                t.add_dataset(row, row.generated + i, bytes(payload), DatasetState.PENDING, None)
+            row.generated += len(payloads)
+            return row.generated
 
     async def add_datasets(
         self, campaign_id: int, payloads: Sequence[bytes], *, exhausted: bool = False, generator: str | None = None
@@ -243,7 +278,7 @@ class MemoryStorage(MemoryUsers, MemoryResults, MemoryVerification):
         """
         async with self.tables.session() as t:
             row = t.campaigns.get(campaign_id)
-            if row is None or n <= 0:
+            if row is None or n <= 0 or row.status not in _ACTIVE:  # paused or cancelled: nothing more leaves
                 return []
             until = time.time() + seconds
             leased: list[LeasedDataset] = []

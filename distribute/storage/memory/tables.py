@@ -137,6 +137,7 @@ class CampaignRow:
     fixed: Campaign  # its status, error, deleted, generated and compute fields are the ones below
     status: str
     generation_error: str | None = None
+    is_open: bool = False
     deleted: bool = False
     generated: int = 0
     compute_ms: float = 0.0
@@ -166,6 +167,7 @@ class CampaignRow:
             self.fixed,
             status=self.status,
             generation_error=self.generation_error,
+            is_open=self.is_open,
             deleted=self.deleted,
             generated=self.generated,
             compute_seconds=self.compute_ms / 1000.0,

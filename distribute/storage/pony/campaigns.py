@@ -23,6 +23,9 @@ from .verdicts import insert_spot_checks
 
 __all__ = [
     "add_datasets",
+    "add_open_datasets",
+    "change_status",
+    "close_campaign",
     "complete_if_done",
     "create_campaign",
     "get_campaign",
@@ -57,6 +60,7 @@ def _campaign(row: Any) -> Campaign:
         generated=row.generated,
         compute_seconds=row.compute_ms / 1000.0,
         comparator=row.comparator or "",
+        is_open=bool(row.is_open),
     )
 
 
@@ -165,3 +169,36 @@ def pending_count(sql: SqlDialect, campaign_id: int, at_most: int) -> int:
     )
     count: int = rows[0][0]
     return count
+
+
+def change_status(
+    sql: SqlDialect, campaign_id: int, allowed: Sequence[str], status: str, reason: str | None
+) -> Campaign | None:
+    row = _campaign_row(sql, campaign_id)
+    if row.status not in allowed:
+        return None
+    row.status = status
+    row.generation_error = reason
+    if status == CampaignStatus.CANCELLED:
+        row.is_open = False  # a cancelled campaign takes nothing more
+    return _campaign(row)
+
+
+def add_open_datasets(sql: SqlDialect, campaign_id: int, payloads: Sequence[bytes]) -> int | None:
+    row = _campaign_row(sql, campaign_id)
+    if not row.is_open or row.deleted or row.status not in (*_ACTIVE, CampaignStatus.PAUSED):
+        return None
+    hot.insert_datasets(sql, campaign_id, row.generated, payloads)
+    row.generated += len(payloads)
+    generated: int = row.generated
+    return generated
+
+
+def close_campaign(sql: SqlDialect, campaign_id: int) -> bool:
+    row = _campaign_row(sql, campaign_id)
+    if not row.is_open:
+        return False
+    row.is_open = False
+    if row.status == CampaignStatus.GENERATING:
+        row.status = CampaignStatus.RUNNING
+    return True

@@ -16,7 +16,7 @@ from pony.orm import Database, LongStr, Optional, PrimaryKey, Required, Set
 
 __all__ = ["EXTRA_INDEXES", "MIGRATIONS", "SCHEMA_VERSION", "define_entities"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Schema steps for databases made by an older version, by the version they start from. New tables
 # are created by Pony (generate_mapping); new columns of existing tables are added here.
@@ -28,6 +28,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE result ADD COLUMN identity TEXT",
     ),
     2: ("ALTER TABLE account ADD COLUMN display_name TEXT NOT NULL DEFAULT ''",),
+    3: ("ALTER TABLE campaign ADD COLUMN is_open BOOLEAN NOT NULL DEFAULT FALSE",),
 }
 
 # Pony cannot express an index with the primary key in it; leasing needs (campaign, state, id) so
@@ -77,7 +78,7 @@ def define_entities(db: Database) -> dict[str, Any]:
         description = Optional(LongStr)
         kernel = Required(LongStr)
         static_dataset = Optional(LongStr)
-        generator = Required(LongStr)
+        generator = Optional(LongStr)  # "" for an open campaign: its owner sends the datasets
         priority = Required(int, default=0)
         weight = Required(float, default=1.0)
         replication = Required(int, default=1)
@@ -90,6 +91,7 @@ def define_entities(db: Database) -> dict[str, Any]:
         generated = Required(int, size=64, default=0)
         compute_ms = Required(float, default=0.0)
         comparator = Optional(LongStr, nullable=True)
+        is_open = Required(bool, default=False)  # an open campaign still taking its owner's datasets
         datasets = Set("Dataset")
         results = Set("Result")
         kernel_errors = Set("KernelError")

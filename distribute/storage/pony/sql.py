@@ -157,8 +157,9 @@ def account_usage(sql: SqlDialect, owner_id: int, with_result_bytes: bool) -> Ac
     # Aggregates over the owner's campaigns; the result one uses the result table's campaign index.
     campaigns, datasets, generating = sql.query(
         "SELECT COUNT(*), COALESCE(SUM(generated), 0),"
-        " COALESCE(SUM(CASE WHEN status = ? AND deleted = ? THEN 1 ELSE 0 END), 0) FROM campaign WHERE owner = ?",
-        (CampaignStatus.GENERATING, False, owner_id),
+        " COALESCE(SUM(CASE WHEN status = ? AND deleted = ? AND is_open = ? THEN 1 ELSE 0 END), 0)"
+        " FROM campaign WHERE owner = ?",
+        (CampaignStatus.GENERATING, False, False, owner_id),  # an open campaign runs no generator
     )[0]
     result_bytes = 0
     if with_result_bytes:
@@ -185,11 +186,25 @@ def lease(
     For a `replicated` campaign each dataset comes with the workers of its stored pending results.
     """
     lock = " FOR UPDATE SKIP LOCKED" if sql.postgres else ""
+    # Only from a campaign that hands out work: a process that has not yet heard of a pause or a
+    # cancel (it refreshes its campaigns every few seconds) gets nothing more at its next refill.
     rows = sql.query(
         "UPDATE dataset SET state = ?, lease_owner = ?, lease_until = ? WHERE id IN ("
-        f" SELECT id FROM dataset WHERE campaign = ? AND state = ? ORDER BY id LIMIT ?{lock}"
+        " SELECT id FROM dataset WHERE campaign = ? AND state = ?"
+        " AND EXISTS (SELECT 1 FROM campaign WHERE id = ? AND status IN (?, ?))"
+        f" ORDER BY id LIMIT ?{lock}"
         ") RETURNING id, payload",
-        (DatasetState.LEASED, owner, time.time() + seconds, campaign_id, DatasetState.PENDING, n),
+        (
+            DatasetState.LEASED,
+            owner,
+            time.time() + seconds,
+            campaign_id,
+            DatasetState.PENDING,
+            campaign_id,
+            CampaignStatus.GENERATING,
+            CampaignStatus.RUNNING,
+            n,
+        ),
     )
     rows.sort()  # RETURNING order is unspecified; hand datasets out oldest first
     if not replicated or not rows:

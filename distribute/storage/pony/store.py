@@ -186,6 +186,17 @@ class PonyStorage:
     async def complete_if_done(self, campaign_id: int) -> bool:
         return await self._sessions.run_immediate(campaigns.complete_if_done, campaign_id)
 
+    async def change_status(
+        self, campaign_id: int, allowed: Sequence[str], status: str, reason: str | None = None
+    ) -> Campaign | None:
+        return await self._sessions.run_immediate(campaigns.change_status, campaign_id, allowed, status, reason)
+
+    async def add_open_datasets(self, campaign_id: int, payloads: Sequence[bytes]) -> int | None:
+        return await self._sessions.run_immediate(campaigns.add_open_datasets, campaign_id, payloads)
+
+    async def close_campaign(self, campaign_id: int) -> bool:
+        return await self._sessions.run_immediate(campaigns.close_campaign, campaign_id)
+
     # ------------------------------------------------------------------ datasets and leases
 
     async def add_datasets(
