@@ -18,7 +18,7 @@ from quart_schema import DataSource, RequestSchemaValidationError, validate_quer
 from quart_schema.pydantic import File
 from werkzeug.datastructures import FileStorage
 
-from .campaigns import CampaignFields, QuotaExceeded, ResultFormat, Uploads
+from .campaigns import CampaignFields, QuotaExceeded, ResultFormat, Uploads, stream
 from .campaigns.batches import BatchTooLarge, UnsupportedBatch
 from .errors import Busy, Conflict, SourceError, Unauthorized
 from .webstate import current_platform
@@ -45,6 +45,18 @@ class ResultsQuery(BaseModel):
     format: ResultFormat = "json"
     include_empty: bool = False
     verified: bool = False
+    after: str | None = Field(
+        default=None,
+        description="a cursor from an earlier page: the page starts after it. With `after` or `limit` the answer is"
+        ' one JSON page {"results": [...], "cursor": "...", "complete": bool} of results in order of storage',
+    )
+    limit: int | None = Field(default=None, ge=1, le=stream.MAX_PAGE, description="results per page (default 1000)")
+
+
+class EventsQuery(BaseModel):
+    after: str | None = Field(
+        default=None, description="a cursor: only results after it (the Last-Event-ID header does the same)"
+    )
 
 
 def error_status(status: int) -> Callable[[Exception], tuple[dict[str, str], int]]:
@@ -249,8 +261,18 @@ async def restore_campaign(campaign_id: int) -> dict[str, Any]:
 @api_blueprint.get("/campaigns/<int:campaign_id>/results")
 @validate_querystring(ResultsQuery)
 @require_user
-async def campaign_results(campaign_id: int, query_args: ResultsQuery) -> Response:
+async def campaign_results(campaign_id: int, query_args: ResultsQuery) -> Response | dict[str, Any]:
+    """The campaign's results: a download (json, msgpack or csv), or with `after`/`limit` a page of a cursor.
+
+    Pages list every answer once, in order of storage (a replicated dataset's answer when its quorum
+    settles it); each row is a download row plus its own `cursor`. Pass the page's `cursor` as `after`
+    for the next page: it stays valid across server restarts. `complete` is true when the campaign is
+    finished (complete or cancelled) and this page reached the end. 400 for a malformed cursor.
+    """
     campaigns = current_platform().campaigns
+    if query_args.after is not None or query_args.limit is not None:
+        campaign = await campaigns.owned(campaign_id, g.user)
+        return await stream.result_page(campaigns, campaign, query_args.after, query_args.limit or 1000)
     export = campaigns.export(
         await campaigns.owned(campaign_id, g.user),
         query_args.format,
@@ -258,3 +280,31 @@ async def campaign_results(campaign_id: int, query_args: ResultsQuery) -> Respon
         verified=query_args.verified,
     )
     return Response(export.chunks, mimetype=export.mimetype, headers=export.headers)
+
+
+@api_blueprint.get("/campaigns/<int:campaign_id>/events")
+@validate_querystring(EventsQuery)
+@require_user
+async def campaign_events(campaign_id: int, query_args: EventsQuery) -> Response | tuple[dict[str, str], int]:
+    """Server-sent events of the campaign as it runs (text/event-stream).
+
+    Events: `result` (a results-page row; its SSE `id` is its cursor), `progress` (the campaign's
+    `datasets`, `results`, `errors` and `state`, at most twice a second, when they change),
+    `kernel_error` (`dataset_id`, `dataset_number`, `message`), `paused` and `resumed` (the campaign),
+    and at the end `complete` or `cancelled` (the campaign) once every result has been sent; a
+    `: keepalive` comment at least every 15 s. Resume with `?after=CURSOR` or the `Last-Event-ID`
+    header (an EventSource sends it by itself when it reconnects). 429 when the account already holds
+    `event_streams_per_user` streams in this server process; 400 for a malformed cursor.
+    """
+    campaigns = current_platform().campaigns
+    campaign = await campaigns.owned(campaign_id, g.user)
+    after = query_args.after or request.headers.get("Last-Event-ID") or None
+    stream.decode_cursor(after)  # a malformed cursor is a 400 now, not an event later
+    if stream.slots_for(campaigns).full(g.user.id):
+        return {"error": "too many open event streams for this account; close one first"}, 429
+    body = stream.events(campaigns, campaign, g.user.id, after)
+    response = Response(body, mimetype="text/event-stream")
+    response.timeout = None  # Quart would cut a response body off after RESPONSE_TIMEOUT (60 s)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Accel-Buffering"] = "no"  # a reverse proxy must pass events on at once
+    return response

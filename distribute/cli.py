@@ -91,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     results.add_argument("--format", choices=("json", "msgpack", "csv"), default="json")
     results.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
     results.add_argument("--verified", action="store_true", help="only results a quorum (or trusted worker) settled")
+    results.add_argument(
+        "--follow", action="store_true", help="print each result as a JSON line as it is stored; exit when complete"
+    )
     _client_options(results)
 
     worker = commands.add_parser(
@@ -368,6 +371,13 @@ def _describe(c: dict[str, Any], server: str) -> str:
 
 
 def _results(args: argparse.Namespace) -> int:
+    if args.follow:
+        if args.format != "json" or args.output or args.verified:
+            raise DistributeError("--follow prints JSON lines on stdout: no --format other than json, -o or --verified")
+        from .follow import follow
+
+        with _client(args) as client:
+            return follow(client, args.id)
     with (
         _client(args) as client,
         client.stream(

@@ -188,6 +188,12 @@ class Settings:
         "trial runs of new campaigns one account may start per hour in this process, refused ones too (0 = no limit)",
         _non_negative,
     )
+    event_streams_per_user: int = setting(
+        8,
+        "streams",
+        "event streams (GET /api/campaigns/ID/events) one account may hold open in this process (0 = no limit)",
+        _non_negative,
+    )
     max_frame_bytes: int = setting(4 * 1024 * 1024, "bytes", "largest WebSocket frame a worker may send", _positive)
     max_inflight_bytes: int = setting(
         4 * 1024 * 1024,

@@ -6,6 +6,7 @@
 | `sources.py` | the uploads of a new campaign and their checks (encoding, syntax, spot checks) |
 | `export.py` | results as a streamed json, msgpack or csv download |
 | `quotas.py` | the per-account quotas checked before a campaign is created (`QuotaExceeded`) |
+| `stream.py` | results in order of storage: cursor pages and the event stream the API serves |
 
 The running `Platform` holds the one `CampaignService` (`platform.campaigns`); the web adapters
 only translate requests into its calls and its answers into responses.
@@ -13,6 +14,7 @@ only translate requests into its calls and its answers into responses.
 
 from __future__ import annotations
 
+from . import stream
 from .export import RESULT_FORMATS, ResultFormat, ResultsExport
 from .quotas import QuotaExceeded
 from .service import CampaignService
@@ -26,4 +28,5 @@ __all__ = [
     "ResultFormat",
     "ResultsExport",
     "Uploads",
+    "stream",
 ]

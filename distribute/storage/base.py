@@ -36,6 +36,7 @@ from ..models import (
     WebSessionInfo,
     WorkerRecord,
 )
+from .stream import ResultStreamStore
 
 __all__ = [
     "PRESENCE_FORGET_SECONDS",
@@ -465,7 +466,7 @@ class PresenceStore(Protocol):
 PRESENCE_FORGET_SECONDS = 3600.0
 
 
-class Storage(UserStore, CampaignStore, DatasetStore, ResultStore, VerificationStore, Protocol):
+class Storage(UserStore, CampaignStore, DatasetStore, ResultStore, ResultStreamStore, VerificationStore, Protocol):
     """A whole storage backend; `open_storage(url)` returns one."""
 
     @property

@@ -57,6 +57,8 @@ def _to_version_2(storage: PonyStorage) -> None:
     with db_session:
         storage.sql.execute("ALTER TABLE account DROP COLUMN display_name")
         storage.sql.execute("ALTER TABLE campaign DROP COLUMN is_open")  # a later version's column
+        storage.sql.execute("DROP INDEX result_stream")  # added by version 4, which migrates it from 3
+        storage.sql.execute("ALTER TABLE result DROP COLUMN stream_seq")
         storage.sql.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
 
 
@@ -68,7 +70,7 @@ async def test_a_version_2_database_gains_display_names_and_keeps_its_accounts(u
 
     migrated = await PonyStorage.open(url)
     try:
-        assert await migrated.schema_version() == SCHEMA_VERSION
+        assert await migrated.schema_version() == SCHEMA_VERSION == 4
         old = await migrated.get_user(user.id)
         assert old is not None and old.email == "old@example.org" and old.display_name == ""
         assert (await migrated.accounts.set_display_name(user.id, "Old Timer")).display_name == "Old Timer"

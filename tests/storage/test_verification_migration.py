@@ -23,7 +23,9 @@ TO_VERSION_1 = (
     "ALTER TABLE campaign DROP COLUMN comparator",
     "DROP TABLE worker_record",
     "ALTER TABLE account DROP COLUMN display_name",  # added by version 3, which migrates it from 2
-    "ALTER TABLE campaign DROP COLUMN is_open",  # added by version 4
+    "ALTER TABLE campaign DROP COLUMN is_open",  # added by version 4, which migrates it from 3
+    "DROP INDEX result_stream",  # added by version 4, which migrates it from 3
+    "ALTER TABLE result DROP COLUMN stream_seq",
     "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
 )
 

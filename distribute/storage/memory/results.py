@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -22,13 +22,15 @@ from ...models import (
     ResultStatus,
     StoredResult,
 )
+from ..stream import START, StreamedResult, StreamPage
 from .tables import CampaignRow, KernelErrorRow, ResultRow, Tables, stored_result
 
-__all__ = ["MemoryResults"]
+__all__ = ["STREAMED", "MemoryResults"]
 
 _OPEN = (DatasetState.PENDING, DatasetState.LEASED)
 _UNVERIFIED = (ResultStatus.ACCEPTED, ResultStatus.PENDING, ResultStatus.CONFLICT)
 _SETTLED = (ResultStatus.CANONICAL, ResultStatus.TRUSTED)
+STREAMED = (ResultStatus.ACCEPTED, *_SETTLED)  # the statuses of answers (see `result_stream`)
 
 
 class MemoryResults:
@@ -70,6 +72,23 @@ class MemoryResults:
                         if len(found) == limit:
                             return found
             return found
+
+    async def result_stream(self, campaign_id: int, *, after: tuple[int, int] = START, limit: int = 1000) -> StreamPage:
+        """The stream in the order answers entered it (see `storage.stream.ResultStreamStore`)."""
+        async with self.tables.session() as t:
+            row = t.campaigns.get(campaign_id)
+            if row is None or limit <= 0:
+                return StreamPage([], False)
+            found: list[StreamedResult] = []
+            for position in row.stream[bisect_right(row.stream, after) :]:
+                result = t.results.get(position[1])
+                # An entry is stale when its result left the answers or entered the stream again later.
+                if result is None or result.stream_seq != position[0] or result.status not in STREAMED:
+                    continue
+                found.append(StreamedResult(position, stored_result(result, t.datasets[result.dataset_id])))
+                if len(found) == limit:
+                    break
+            return StreamPage(found, False)
 
     async def kernel_errors(self, campaign_id: int, limit: int = 100) -> list[KernelErrorSummary]:
         async with self.tables.session() as t:
@@ -132,11 +151,14 @@ def _store_outcomes(
 
     for task in accepted.values():
         t.set_state(t.datasets[task.dataset_id], DatasetState.DONE)
+    seq = t.next_id("stream_seq") if accepted else 0
     for task in (*accepted.values(), *replicas):
         identity = task.identity or None
         result = ResultRow(t.next_id("result"), task.dataset_id, task.campaign_id, task.value, task.compute_ms,
                         task.worker, task.host, now, task.status, identity)  # fmt: skip
         t.add_result(result)
+        if result.status in STREAMED:
+            t.enter_stream(result, seq)
     for error in errored:
         _record_kernel_error(t.campaigns[error.campaign_id], error, now)
     # A dataset that failed too often is given up; otherwise it goes back to the pool, except a

@@ -90,6 +90,7 @@ class ResultRow:
     created: float  # epoch seconds, as the SQL backends store it
     status: str
     identity: str | None
+    stream_seq: int = 0  # its place in the result stream (see `Tables.enter_stream`)
 
 
 @dataclass(slots=True, eq=False)
@@ -157,6 +158,7 @@ class CampaignRow:
     error_total: int = 0
     hosts: dict[str, list[float]] = field(default_factory=dict)  # host -> [results, compute ms]
     created_times: list[float] = field(default_factory=list)  # of its results, sorted
+    stream: list[tuple[int, int]] = field(default_factory=list)  # (seq, result id) as answers entered the stream
 
     @property
     def id(self) -> int:
@@ -266,6 +268,11 @@ class Tables:
         insort(campaign.created_times, result.created)
         self._count_status(campaign, result, +1)
 
+    def enter_stream(self, result: ResultRow, seq: int) -> None:
+        """`result` becomes an answer now: it takes the place `seq` (this call's) at the stream's end."""
+        result.stream_seq = seq
+        self.campaigns[result.campaign_id].stream.append((seq, result.id))
+
     def set_result_status(self, result: ResultRow, status: str) -> None:
         campaign = self.campaigns[result.campaign_id]
         self._count_status(campaign, result, -1)
@@ -316,6 +323,7 @@ class Tables:
         campaign.liars.clear()
         campaign.hosts.clear()
         campaign.created_times.clear()
+        campaign.stream.clear()
         campaign.kernel_errors.clear()
         campaign.error_total = 0
 

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from ...models import DatasetState, LeasedDataset, ResultStatus, Verdicts, Vote, WorkerRecord
-from .tables import Tables, WorkerRow
+from .tables import ResultRow, Tables, WorkerRow
 
 __all__ = ["MemoryVerification"]
 
@@ -65,10 +65,16 @@ class MemoryVerification:
 
 def _apply_verdicts(t: Tables, verdicts: Verdicts) -> list[int]:
     now = time.time()
+    answers: dict[int, ResultRow] = {}
     for result_id, status in verdicts.statuses:
         result = t.results.get(result_id)
         if result is not None:
             t.set_result_status(result, status)
+            if status in (ResultStatus.CANONICAL, ResultStatus.TRUSTED):
+                answers[result_id] = result
+    seq = t.next_id("stream_seq") if answers else 0  # one place per call, as one SQL transaction has
+    for result_id in sorted(answers):  # the stream is kept sorted by (seq, id)
+        t.enter_stream(answers[result_id], seq)
     for state, ids in ((DatasetState.DONE, verdicts.done), (DatasetState.CONFLICT, verdicts.conflicts)):
         for dataset_id in sorted(ids):
             dataset = t.datasets.get(dataset_id)

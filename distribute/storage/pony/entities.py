@@ -28,7 +28,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE result ADD COLUMN identity TEXT",
     ),
     2: ("ALTER TABLE account ADD COLUMN display_name TEXT NOT NULL DEFAULT ''",),
-    3: ("ALTER TABLE campaign ADD COLUMN is_open BOOLEAN NOT NULL DEFAULT FALSE",),
+    3: (
+        "ALTER TABLE campaign ADD COLUMN is_open BOOLEAN NOT NULL DEFAULT FALSE",
+        # Results stored before the result stream existed get seq 0: they come first in it.
+        "ALTER TABLE result ADD COLUMN stream_seq BIGINT NOT NULL DEFAULT 0",
+    ),
 }
 
 # Pony cannot express an index with the primary key in it; leasing needs (campaign, state, id) so
@@ -37,6 +41,8 @@ EXTRA_INDEXES = (
     "CREATE INDEX IF NOT EXISTS dataset_lease ON dataset (campaign, state, id)",
     "CREATE INDEX IF NOT EXISTS dataset_expiry ON dataset (state, lease_until)",
     "CREATE INDEX IF NOT EXISTS result_by_campaign ON result (campaign, dataset, id)",
+    # The result stream pages by (stream_seq, id) within a campaign (see `queries.result_stream`).
+    "CREATE INDEX IF NOT EXISTS result_stream ON result (campaign, stream_seq, id)",
     # Only trusted (unreplicated) results are looked up by worker, to re-check them when it is flagged:
     # a partial index costs nothing on the hot path of replication 1.
     "CREATE INDEX IF NOT EXISTS result_trusted ON result (identity) WHERE status = 'trusted'",
@@ -120,6 +126,9 @@ def define_entities(db: Database) -> dict[str, Any]:
         created = Required(float)
         status = Required(str, default="accepted")
         identity = Optional(str, nullable=True)
+        # Its place in the result stream: the writing transaction's id on PostgreSQL, a commit counter on
+        # SQLite (see `storage.stream.ResultStreamStore`).
+        stream_seq = Required(int, size=64, default=0, sql_default="0")
 
     class WorkerRecord(db.Entity):
         _table_ = "worker_record"

@@ -9,10 +9,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ...models import HostShare, KernelErrorGroup, KernelErrorSummary, ResultStatus, StoredResult
+from ..stream import StreamedResult, StreamPage
 from .connect import Sessions
 from .sql import SqlDialect
 
-__all__ = ["PonyConsoleQueries", "kernel_error_groups", "kernel_errors", "results"]
+__all__ = ["PonyConsoleQueries", "kernel_error_groups", "kernel_errors", "result_stream", "results"]
 
 _RESULTS = (
     "SELECT r.id, r.dataset, d.payload, r.payload, r.compute_ms, r.worker, r.host, r.created, r.status, d.seq"
@@ -54,6 +55,37 @@ def results(
         (campaign_id, after[0], after[1], after[0], *wanted, limit),
     )
     return [_stored(row) for row in rows]
+
+
+_STREAMED = (ResultStatus.ACCEPTED, *_SETTLED)
+
+
+def result_stream(sql: SqlDialect, campaign_id: int, after: tuple[int, int], limit: int) -> StreamPage:
+    """A page of the result stream (see `storage.stream.ResultStreamStore`): keyset paging on (campaign, seq, id)."""
+    # On PostgreSQL only rows of transactions older than this statement's snapshot's xmin: none of
+    # them can still commit, and every later transaction gets a larger id.
+    visible = " AND r.stream_seq < pg_snapshot_xmin(pg_current_snapshot())::text::bigint" if sql.postgres else ""
+    where = " WHERE r.campaign = ? AND (r.stream_seq, r.id) > (?, ?)"
+    statuses = f" AND r.status IN ({', '.join('?' * len(_STREAMED))})"
+    rows = sql.query(
+        _RESULTS.replace("SELECT ", "SELECT r.stream_seq, ", 1)
+        + where
+        + visible
+        + statuses
+        + " ORDER BY r.stream_seq, r.id LIMIT ?",
+        (campaign_id, *after, *_STREAMED, limit),
+    )
+    page = [StreamedResult((row[0], row[1]), _stored(row[1:])) for row in rows]
+    held_back = False
+    if visible and len(page) < limit:
+        last = page[-1].position if page else after
+        held_back = bool(
+            sql.query(
+                "SELECT 1 FROM result r" + where + statuses + " LIMIT 1",
+                (campaign_id, *last, *_STREAMED),
+            )
+        )
+    return StreamPage(page, held_back)
 
 
 def kernel_errors(sql: SqlDialect, campaign_id: int, limit: int) -> list[KernelErrorSummary]:

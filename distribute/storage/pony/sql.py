@@ -35,6 +35,7 @@ __all__ = [
     "release",
     "renew_leases",
     "store_outcomes",
+    "stream_seq",
 ]
 
 
@@ -324,11 +325,34 @@ def store_outcomes(
         (DatasetState.DONE,),
         [task.dataset_id for task in accepted],
     )
+    seq = stream_seq(sql) if accepted or replicas else 0
     sql.insert(
         "result",
-        ("dataset", "campaign", "payload", "compute_ms", "worker", "host", "created", "status", "identity"),
+        (
+            "dataset",
+            "campaign",
+            "payload",
+            "compute_ms",
+            "worker",
+            "host",
+            "created",
+            "status",
+            "identity",
+            "stream_seq",
+        ),
         [
-            (t.dataset_id, t.campaign_id, t.value, t.compute_ms, t.worker, t.host, now, t.status, t.identity or None)
+            (
+                t.dataset_id,
+                t.campaign_id,
+                t.value,
+                t.compute_ms,
+                t.worker,
+                t.host,
+                now,
+                t.status,
+                t.identity or None,
+                seq,
+            )
             for t in (*accepted, *replicas)
         ],
     )
@@ -367,3 +391,20 @@ def _record_kernel_error(sql: SqlDialect, task: FailedTask, now: float) -> None:
             " VALUES (?, ?, ?, ?, 1, ?, ?)",
             (task.campaign_id, task.dataset_id, task.message, task.stack, now, now),
         )
+
+
+def stream_seq(sql: SqlDialect) -> int:
+    """This transaction's place in the result stream (call it in a writing transaction, once).
+
+    PostgreSQL: the transaction's id, which readers compare with their snapshot's xmin. SQLite: a
+    counter in the meta table, bumped by each writing transaction; writers are serialised
+    (BEGIN IMMEDIATE), so it grows in commit order.
+    """
+    if sql.postgres:
+        return int(sql.query("SELECT pg_current_xact_id()::text::bigint")[0][0])
+    if not sql.execute("UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = ?", (_SEQ,)):
+        sql.execute("INSERT INTO meta (key, value) VALUES (?, '1')", (_SEQ,))
+    return int(sql.query("SELECT value FROM meta WHERE key = ?", (_SEQ,))[0][0])
+
+
+_SEQ = "result_stream_seq"

@@ -35,6 +35,7 @@ from ...models import (
     WorkerRecord,
 )
 from ..base import AccountUsage
+from ..stream import START, StreamPage
 from . import accounts, campaigns, queries
 from . import sql as hot
 from . import verdicts as verification
@@ -235,6 +236,9 @@ class PonyStorage:
 
     async def kernel_errors(self, campaign_id: int, limit: int = 100) -> list[KernelErrorSummary]:
         return await self._sessions.run(queries.kernel_errors, campaign_id, limit)
+
+    async def result_stream(self, campaign_id: int, *, after: tuple[int, int] = START, limit: int = 1000) -> StreamPage:
+        return await self._sessions.run(queries.result_stream, campaign_id, after, limit)
 
     async def kernel_error_groups(self, campaign_id: int, limit: int = 20, examples: int = 3) -> list[KernelErrorGroup]:
         return await self._sessions.run(queries.kernel_error_groups, campaign_id, limit, examples)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 
 from ...models import DatasetState, LeasedDataset, ResultStatus, Verdicts, Vote, WorkerRecord
-from .sql import SqlDialect
+from .sql import SqlDialect, stream_seq
 
 __all__ = ["apply_verdicts", "insert_spot_checks", "replica_votes", "spot_checks", "worker_records"]
 
@@ -53,8 +53,13 @@ def apply_verdicts(sql: SqlDialect, verdicts: Verdicts) -> list[int]:
     by_status: dict[str, list[int]] = {}
     for result_id, status in verdicts.statuses:
         by_status.setdefault(status, []).append(result_id)
+    seq = stream_seq(sql) if {ResultStatus.CANONICAL, ResultStatus.TRUSTED} & by_status.keys() else 0
     for status, ids in by_status.items():
-        sql.for_ids("UPDATE result SET status = ? WHERE id = ?", (status,), sorted(ids))
+        if status in (ResultStatus.CANONICAL, ResultStatus.TRUSTED):
+            # An answer settled now enters the result stream now, at this transaction's place.
+            sql.for_ids("UPDATE result SET status = ?, stream_seq = ? WHERE id = ?", (status, seq), sorted(ids))
+        else:
+            sql.for_ids("UPDATE result SET status = ? WHERE id = ?", (status,), sorted(ids))
     for state, settled_ids in ((DatasetState.DONE, verdicts.done), (DatasetState.CONFLICT, verdicts.conflicts)):
         sql.for_ids(
             "UPDATE dataset SET state = ?, lease_owner = NULL, lease_until = NULL WHERE id = ?",

@@ -1,0 +1,159 @@
+"""Results with a cursor and the event stream, against a real server: pages, events, resuming, auth, caps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from tests.conftest import LiveServer, StartServer
+from tests.support.protocol_client import work
+from tests.support.sse import Event, read_events
+
+
+async def _pages(server: LiveServer, campaign_id: int, limit: int, after: str | None = None) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": limit}
+    while True:
+        if after is not None:
+            params["after"] = after
+        response = await server.client.get(f"/api/campaigns/{campaign_id}/results", params=params)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        rows += page["results"]
+        after = page["cursor"]
+        if page["complete"]:
+            return rows
+
+
+async def _events(server: LiveServer, campaign_id: int, **headers: str) -> list[Event]:
+    """Every event of one stream until the server ends it (comments left out)."""
+    found: list[Event] = []
+    url = f"/api/campaigns/{campaign_id}/events"
+    async with server.client.stream("GET", url, headers=headers) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        async for event in read_events(response):
+            if event.name != "comment":
+                found.append(event)
+    return found
+
+
+async def test_pages_list_every_result_once_in_order_of_storage(live_server: LiveServer) -> None:
+    campaign_id = await live_server.create_campaign()
+    await work(live_server.ws_url, campaign=campaign_id)
+    await live_server.wait_complete(campaign_id)
+    rows = await _pages(live_server, campaign_id, limit=7)
+    download = await live_server.results(campaign_id, include_empty=True)
+    assert sorted(r["dataset_number"] for r in rows) == list(range(1, 101))
+    assert len({r["cursor"] for r in rows}) == 100
+    by_id = {r["dataset_id"]: r for r in download}
+    assert all({k: v for k, v in row.items() if k != "cursor"} == by_id[row["dataset_id"]] for row in rows)
+
+
+async def test_a_page_from_the_last_cursor_of_a_complete_campaign_is_empty_and_complete(
+    live_server: LiveServer,
+) -> None:
+    campaign_id = await live_server.create_campaign()
+    await work(live_server.ws_url, campaign=campaign_id)
+    await live_server.wait_complete(campaign_id)
+    first = (await live_server.client.get(f"/api/campaigns/{campaign_id}/results", params={"limit": 100})).json()
+    assert len(first["results"]) == 100 and not first["complete"]  # a full page may not be the end
+    last = await live_server.client.get(f"/api/campaigns/{campaign_id}/results", params={"after": first["cursor"]})
+    assert last.json() == {"results": [], "cursor": first["cursor"], "complete": True}
+
+
+async def test_a_page_of_a_running_campaign_is_not_complete(live_server: LiveServer) -> None:
+    campaign_id = await live_server.create_campaign()
+    page = (await live_server.client.get(f"/api/campaigns/{campaign_id}/results", params={"limit": 10})).json()
+    assert page["results"] == [] and page["complete"] is False
+
+
+@pytest.mark.parametrize("params", [{"after": "nonsense"}, {"after": "c1.x"}, {"limit": 0}, {"limit": 10001}])
+async def test_a_malformed_cursor_or_limit_is_400(live_server: LiveServer, params: dict[str, Any]) -> None:
+    campaign_id = await live_server.create_campaign()
+    response = await live_server.client.get(f"/api/campaigns/{campaign_id}/results", params=params)
+    assert response.status_code == 400 and "error" in response.json()
+
+
+async def test_the_results_download_is_unchanged_without_cursor_parameters(live_server: LiveServer) -> None:
+    campaign_id = await live_server.create_campaign()
+    await work(live_server.ws_url, campaign=campaign_id)
+    await live_server.wait_complete(campaign_id)
+    response = await live_server.client.get(f"/api/campaigns/{campaign_id}/results")
+    assert "attachment" in response.headers["content-disposition"]
+    assert isinstance(response.json(), list) and "cursor" not in response.json()[0]
+
+
+async def test_pages_and_events_without_a_token_are_401(live_server: LiveServer) -> None:
+    campaign_id = await live_server.create_campaign()
+    async with httpx.AsyncClient(base_url=live_server.url) as anonymous:
+        assert (await anonymous.get(f"/api/campaigns/{campaign_id}/results", params={"limit": 5})).status_code == 401
+        assert (await anonymous.get(f"/api/campaigns/{campaign_id}/events")).status_code == 401
+
+
+async def test_pages_and_events_of_another_users_campaign_are_404(live_server: LiveServer) -> None:
+    campaign_id = await live_server.create_campaign()
+    storage = live_server.platform.storage
+    other = await storage.create_user("intruder@example.org")
+    headers = {"Authorization": f"Bearer {await storage.create_token(other.id)}"}
+    async with httpx.AsyncClient(base_url=live_server.url, headers=headers) as intruder:
+        assert (await intruder.get(f"/api/campaigns/{campaign_id}/results", params={"limit": 5})).status_code == 404
+        assert (await intruder.get(f"/api/campaigns/{campaign_id}/events")).status_code == 404
+
+
+async def test_events_send_each_result_progress_and_complete_then_end(live_server: LiveServer) -> None:
+    campaign_id = await live_server.create_campaign()
+    events: list[Event] = []
+
+    async def follow() -> None:
+        events.extend(await _events(live_server, campaign_id))
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow)
+            await work(live_server.ws_url, campaign=campaign_id, slots=2, delay=0.01)
+    results = [e for e in events if e.name == "result"]
+    assert sorted(e.data["dataset_number"] for e in results) == list(range(1, 101))
+    assert all(e.id == e.data["cursor"] for e in results)
+    assert any(e.name == "progress" for e in events)
+    assert events[-1].name == "complete" and events[-1].data["status"] == "complete"
+
+
+async def test_events_resume_after_the_last_event_id(live_server: LiveServer) -> None:
+    campaign_id = await live_server.create_campaign()
+    await work(live_server.ws_url, campaign=campaign_id)
+    await live_server.wait_complete(campaign_id)
+    first: list[Event] = []
+    async with live_server.client.stream("GET", f"/api/campaigns/{campaign_id}/events") as response:
+        async for event in read_events(response):
+            if event.name == "result":
+                first.append(event)
+                if len(first) == 30:
+                    break  # the connection drops here
+    assert first[-1].id is not None
+    rest = await _events(live_server, campaign_id, **{"Last-Event-ID": first[-1].id})
+    numbers = [e.data["dataset_number"] for e in (*first, *rest) if e.name == "result"]
+    assert sorted(numbers) == list(range(1, 101))
+    assert rest[-1].name == "complete"
+
+
+async def test_an_account_holds_at_most_its_cap_of_event_streams(start_server: StartServer) -> None:
+    server = await start_server(event_streams_per_user=1)
+    campaign_id = await server.create_campaign()
+    url = f"/api/campaigns/{campaign_id}/events"
+    async with server.client.stream("GET", url) as open_stream:
+        assert open_stream.status_code == 200
+        async for event in read_events(open_stream):
+            if event.name == "progress":
+                break  # the stream is running
+        refused = await server.client.get(url)
+        assert refused.status_code == 429 and "too many" in refused.json()["error"]
+    # Closing the first frees its slot.
+    with trio.fail_after(10):
+        while True:
+            async with server.client.stream("GET", url) as again:
+                if again.status_code == 200:
+                    break
+            await trio.sleep(0.05)
