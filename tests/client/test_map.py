@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import itertools
 
+import httpx
 import pytest
 import trio
 
 from distribute.client import AsyncClient, Client, Conflict
 from tests.client.workers import DOUBLE_KERNEL, workers
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, StartServer
 
 
+@pytest.mark.slow
 async def test_async_map_over_100000_datasets_yields_every_result_in_input_order(live_server: LiveServer) -> None:
     count = 100_000
     values: list[int] = []
@@ -82,3 +84,30 @@ async def test_adding_to_a_closed_campaign_raises_conflict_with_the_servers_mess
             await campaign.add([{"x": 2}])
     assert refused.value.status == 409
     assert refused.value.message  # the server's own words
+
+
+async def test_map_waits_out_the_servers_back_pressure_and_loses_nothing(start_server: StartServer) -> None:
+    server = await start_server(open_backlog=100)
+    refused, finished = trio.Event(), trio.Event()
+    values: list[int] = []
+
+    def on_response(response: httpx.Response) -> None:
+        if response.status_code == 429:
+            trio.from_thread.run_sync(refused.set)
+
+    def run() -> None:
+        with Client(server.url, server.token) as client:
+            client._http.event_hooks["response"].append(on_response)
+            values.extend(r.value for r in client.map(DOUBLE_KERNEL, ({"x": x} for x in range(600)), batch_size=150))
+
+    async def run_then_signal() -> None:
+        await trio.to_thread.run_sync(run)
+        finished.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_then_signal)
+        with trio.fail_after(60):
+            await refused.wait()  # no worker yet: the second batch finds the backlog full
+            async with workers(server.ws_url):
+                await finished.wait()
+    assert values == [2 * x for x in range(600)]

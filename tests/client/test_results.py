@@ -24,6 +24,7 @@ GENERATOR = (
 
 
 @pytest.mark.sqlite_only
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [True, False], ids=["events", "pages"])
 async def test_the_results_iterator_survives_a_server_restart_without_gaps_or_duplicates(
     tmp_path: Path, stream: bool

@@ -3,13 +3,16 @@ reorder book, answers turned into errors, and uploads built from strings, paths 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import httpx
 import pytest
+from rich.console import Console
 
 from distribute.client import BadRequest, Conflict, ServerError, TooManyRequests
 from distribute.client.core import MapBook, Result, ResultCursor, ServerEvent, SSEParser, checked, create_call
+from distribute.client.progress import CampaignProgress
 
 
 def result(number: int) -> Result:
@@ -96,3 +99,20 @@ def test_a_refused_stream_raises_with_the_servers_words() -> None:
     cursor = ResultCursor(None)
     with pytest.raises(TooManyRequests, match="too many open event streams"):
         cursor.event(ServerEvent("error", {"error": "too many open event streams for this account"}, None))
+
+
+def test_the_progress_bar_shows_answered_of_total_and_the_state() -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=150)
+    info = {
+        "id": 3,
+        "status": "running",
+        "state": {"label": "running"},
+        "datasets": {"done": 10, "failed": 2, "total": 40},
+        "results": 10,
+        "errors": 5,
+    }
+    with CampaignProgress(True, console=console) as bar:
+        bar.show(info)
+    text = out.getvalue()
+    assert "campaign 3" in text and "12/40" in text and "5 kernel errors" in text
