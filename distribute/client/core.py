@@ -42,7 +42,7 @@ __all__ = [
 DEFAULT_SERVER = "http://127.0.0.1:8000"  # as the `distribute` command's own default
 FINISHED = frozenset({"complete", "cancelled", "failed"})  # statuses a campaign never leaves by itself
 RETRY_STATUSES = frozenset({502, 503, 504})  # a proxy whose server is restarting; worth another try
-PAGE_LIMIT = 1000
+PAGE_LIMIT = 5000  # results per cursor page (the server allows 10,000): fewer round trips when busy
 STREAM_TIMEOUT = httpx.Timeout(60.0)
 
 # What a source argument may be: its text, its bytes, or a path to a file (str is always text).
@@ -207,7 +207,7 @@ def is_finished(info: Mapping[str, Any]) -> bool:
     return info.get("status") in FINISHED
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Result:
     """One stored result. `value` is what the kernel returned, `dataset` what it was given,
     `dataset_number` its 1-based position in the campaign (the order datasets were generated or
@@ -227,18 +227,19 @@ class Result:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Result:
+        get = row.get  # positional and unconverted: this runs once per result of a busy stream
         return cls(
-            dataset_number=int(row["dataset_number"]),
-            dataset=row.get("dataset"),
-            value=row.get("result"),
-            cursor=str(row["cursor"]),
-            dataset_id=int(row.get("dataset_id") or 0),
-            compute_ms=row.get("compute_ms"),
-            worker=row.get("worker"),
-            host=row.get("host"),
-            created=row.get("created"),
-            verification=row.get("verification"),
-            kernel_version=row.get("kernel_version"),
+            row["dataset_number"],
+            get("dataset"),
+            get("result"),
+            row["cursor"],
+            get("dataset_id", 0),
+            get("compute_ms"),
+            get("worker"),
+            get("host"),
+            get("created"),
+            get("verification"),
+            get("kernel_version"),
         )
 
 
@@ -259,23 +260,24 @@ class SSEParser:
         self._name, self._data, self._id = "message", [], None  # type: tuple[str, list[str], str | None]
 
     def feed(self, line: str) -> ServerEvent | None:
-        line = line.rstrip("\r\n")
-        if not line:
+        # The hot path of a busy stream (four lines a result): the common fields are tested first.
+        if line.startswith("data:"):
+            self._data.append(line[6:] if line.startswith("data: ") else line[5:])
+            return None
+        if not line or line == "\r":
             if not self._data:
                 self._name, self._id = "message", None
                 return None
-            text = "\n".join(self._data)
+            text = self._data[0] if len(self._data) == 1 else "\n".join(self._data)
             event = ServerEvent(self._name, json.loads(text) if text else None, self._id)
             self._name, self._data, self._id = "message", [], None
             return event
         if line.startswith(":"):
             return None
-        key, _, value = line.partition(":")
+        key, _, value = line.rstrip("\r\n").partition(":")
         value = value.removeprefix(" ")
         if key == "event":
             self._name = value
-        elif key == "data":
-            self._data.append(value)
         elif key == "id":
             self._id = value
         return None
