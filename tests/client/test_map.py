@@ -9,7 +9,7 @@ import httpx
 import pytest
 import trio
 
-from distribute.client import AsyncClient, Client, Conflict
+from distribute.client import AsyncClient, Client, Conflict, MissingResults
 from tests.client.workers import DOUBLE_KERNEL, workers
 from tests.conftest import LiveServer, StartServer
 
@@ -111,3 +111,25 @@ async def test_map_waits_out_the_servers_back_pressure_and_loses_nothing(start_s
             async with workers(server.ws_url):
                 await finished.wait()
     assert values == [2 * x for x in range(600)]
+
+
+def double_but_seven(dataset: dict[str, int]) -> int:
+    if dataset["x"] == 7:
+        raise ValueError("seven is refused")
+    return dataset["x"] * 2
+
+
+async def test_a_dataset_that_fails_for_good_ends_map_with_missing_results_after_the_others(
+    live_server: LiveServer,
+) -> None:
+    values: list[int] = []
+
+    def run() -> None:
+        with Client(live_server.url, live_server.token) as client:
+            values.extend(r.value for r in client.map(DOUBLE_KERNEL, ({"x": x} for x in range(20))))
+
+    async with workers(live_server.ws_url, compute=double_but_seven):
+        with pytest.raises(MissingResults) as missing:
+            await trio.to_thread.run_sync(run)
+    assert missing.value.numbers == [8]  # the 8th dataset, x = 7
+    assert values == [2 * x for x in range(20) if x != 7]  # the later ones were held, then handed out
