@@ -37,17 +37,21 @@ __all__ = ["main", "map_round_trips", "stream_rate"]
 TARGET_RATIO = 0.95
 
 
-def stream_rate(n: int, stream: bool) -> tuple[float, float]:
-    """One run: (results/s delivered to `results()`, durable results/s) for n datasets."""
+def stream_rate(n: int, stream: bool) -> tuple[float, float, float]:
+    """One run: (results/s delivered to `results()`, durable results/s, the reader's CPU seconds per
+    1000 results) for n datasets."""
     with Server({"open_backlog": max(n, 100_000)}) as server:
         campaign = server.create_campaign(TRIVIAL_KERNEL, array_generator(n), name="stream", task_timeout=600)
         server.wait_status(campaign["id"], ("running", "complete"))  # generated first: only results move
         arrivals: list[float] = []
+        cpu: list[float] = []
 
         def read() -> None:
+            started = time.thread_time()
             with Client(server.url, server.token) as client:
                 for _ in client.campaign(campaign["id"]).results(stream=stream):
                     arrivals.append(time.monotonic())
+            cpu.append(time.thread_time() - started)
 
         reader = threading.Thread(target=read)
         reader.start()
@@ -61,7 +65,7 @@ def stream_rate(n: int, stream: bool) -> tuple[float, float]:
         )[0]
         durable = (n - 1) / (last - first)  # `created`: epoch seconds
         delivered = (n - 1) / (arrivals[-1] - arrivals[0])
-        return delivered, durable
+        return delivered, durable, cpu[0] * 1000 / n
 
 
 def map_round_trips(pushes: int, interval: float) -> tuple[list[float], list[float]]:
@@ -123,13 +127,13 @@ def main(argv: list[str] | None = None) -> None:
     head = preamble("benchmarks.client", argv)
 
     modes = {"event stream": True, **({"cursor pages": False} if args.pages else {})}
-    rates: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
+    rates: dict[str, list[tuple[float, float, float]]] = {mode: [] for mode in modes}
     trips: list[list[float]] = []
     stored: list[float] = []
     for k in range(args.runs):
         for mode, stream in modes.items():
-            delivered, durable = stream_rate(args.datasets, stream)
-            rates[mode].append((delivered, durable))
+            delivered, durable, cpu = stream_rate(args.datasets, stream)
+            rates[mode].append((delivered, durable, cpu))
             print(f"  run {k + 1}: {mode}: delivered {delivered:,.0f}/s, durable {durable:,.0f}/s", flush=True)
         run_trips, run_stored = map_round_trips(args.pushes, args.interval)
         trips.append(run_trips)
@@ -146,18 +150,28 @@ def main(argv: list[str] | None = None) -> None:
     )
     rows: list[tuple[Any, ...]] = []
     for mode, runs in rates.items():
-        ratios = [d / s for d, s in runs]
+        ratios = [d / s for d, s, _ in runs]
         rows.append(
             (
                 mode,
-                fmt(median(d for d, _ in runs)),
-                fmt(median(s for _, s in runs)),
+                fmt(median(d for d, _, _ in runs)),
+                fmt(median(s for _, s, _ in runs)),
+                f"{median(c for _, _, c in runs) * 1000:.0f} ms",
                 f"**{median(ratios):.3f}**",
                 " / ".join(f"{r:.3f}" for r in ratios),
                 "met" if median(ratios) >= TARGET_RATIO else "missed",
             )
         )
-    lines.append(table(("read over", "delivered/s", "durable/s", "delivered / durable", "runs", "target"), rows))
+    header = (
+        "read over",
+        "delivered/s",
+        "durable/s",
+        "client CPU / 1000 results",
+        "delivered / durable",
+        "runs",
+        "target",
+    )
+    lines.append(table(header, rows))
     everything = sorted(t for run in trips for t in run)
     per_run = [(_percentile(sorted(r), 50), _percentile(sorted(r), 99)) for r in trips]
     lines.append(
