@@ -10,7 +10,18 @@ import sys
 import time
 from collections.abc import Callable
 
-from . import browser_overhead, client, connections, floor, generation, scale_out, server_cost, soak, throughput
+from . import (
+    browser_overhead,
+    client,
+    connections,
+    floor,
+    generation,
+    scale_out,
+    server_cost,
+    soak,
+    streams,
+    throughput,
+)
 
 BENCHMARKS: dict[str, Callable[[list[str] | None], None]] = {
     "throughput": throughput.main,
@@ -21,6 +32,7 @@ BENCHMARKS: dict[str, Callable[[list[str] | None], None]] = {
     "server_cost": server_cost.main,
     "browser_overhead": browser_overhead.main,
     "scale_out": scale_out.main,
+    "streams": streams.main,
     "soak": soak.main,  # 10 minutes
 }
 

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from quart import Blueprint, Response, g, request
 from quart_schema import DataSource, RequestSchemaValidationError, validate_querystring, validate_request
 from quart_schema.pydantic import File
@@ -30,7 +30,9 @@ api_blueprint = Blueprint("api", __name__, url_prefix="/api")
 
 class CampaignForm(CampaignFields):
     kernel: File
-    generator: File | None = None  # required, except for an open campaign (which must have none)
+    # Required, except for an open campaign (which must have none): checked below, where the form's other
+    # errors are, so that a form missing both names both.
+    generator: File | None = Field(default=None, validate_default=True)
     static_dataset: File | None = None
     comparator: File | None = None
     spot_checks: File | None = None
@@ -39,6 +41,13 @@ class CampaignForm(CampaignFields):
         description="true: no trial run in the server's sandbox before the campaign goes live (for a kernel that"
         " needs browser-only APIs); the sources are still parsed",
     )
+
+    @field_validator("generator")
+    @classmethod
+    def _generator_unless_open(cls, generator: File | None, info: ValidationInfo) -> File | None:
+        if generator is None and not info.data.get("open"):
+            raise ValueError("a generator is required (or open: true, for an open campaign)")
+        return generator
 
 
 class ResultsQuery(BaseModel):
@@ -223,7 +232,7 @@ async def add_datasets(campaign_id: int) -> tuple[dict[str, int], int]:
     platform = current_platform()
     campaigns = platform.campaigns
     await campaigns.owned(campaign_id, g.user)  # another user's campaign: 404 before its body is read
-    body = await _capped_body(platform.settings.max_upload_batch_bytes)
+    body = await _capped_body(platform.settings.max_upload_batch_bytes)  # (Quart's request limit applies too)
     added = await campaigns.add_datasets(campaign_id, g.user, body, request.headers.get("Content-Type", ""))
     return added, 201
 

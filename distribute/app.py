@@ -48,8 +48,7 @@ def create_app(platform: Platform) -> QuartTrio:
     """The Quart app over a running `platform`: the adapters' blueprints, the worker socket, the
     health and plugin routes, and the error handlers."""
     app = QuartTrio(__name__)
-    forms = 5 * platform.settings.max_source_bytes + 64 * 1024  # 5 files: CampaignForm
-    app.config["MAX_CONTENT_LENGTH"] = max(forms, platform.settings.max_upload_batch_bytes)  # and a dataset batch
+    app.config["MAX_CONTENT_LENGTH"] = 5 * platform.settings.max_source_bytes + 64 * 1024  # 5 files: CampaignForm
     app.extensions[EXTENSION] = platform
     QuartSchema(
         app,

@@ -354,6 +354,10 @@ def _describe(c: dict[str, Any], server: str) -> str:
         )
     if c["generation_error"]:
         lines.append(f"  generator failed: {c['generation_error']}")
+    if c.get("open"):
+        lines.append(
+            f"  open: add datasets (distribute datasets add {c['id']} FILE), then: distribute campaign close {c['id']}"
+        )
     if c.get("state", {}).get("key") == "paused":
         lines.append(f"  paused: {c['state']['reason']}   (resume: distribute campaign resume {c['id']})")
     for group in c.get("kernel_error_groups", [])[:5]:

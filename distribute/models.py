@@ -294,6 +294,7 @@ def campaign_state(campaign: Campaign, counts: CampaignCounts) -> CampaignState:
         return CampaignState(
             FINISHED_WITH_FAILURES, f"finished with {counts.failed} failed", "warning", counts.failed, None
         )
-    if status == CampaignStatus.GENERATING and campaign.is_open and not counts.pending and not counts.leased:
-        return CampaignState(status, WAITING_FOR_DATASETS, "active", counts.failed, None)
+    if status == CampaignStatus.GENERATING and campaign.is_open:  # its owner sends the datasets: no generator
+        label = WAITING_FOR_DATASETS if not counts.pending and not counts.leased else "open"
+        return CampaignState(status, label, "active", counts.failed, None)
     return CampaignState(status, status, _TONES.get(status, "active"), counts.failed, reason)

@@ -147,7 +147,10 @@ class Settings:
     )
     max_result_bytes: int = setting(1024 * 1024, "bytes", "largest single result (msgpack)", _positive)
     max_upload_batch_bytes: int = setting(
-        16 * 1024 * 1024, "bytes", "largest body of one batch of datasets sent to an open campaign", _positive
+        16 * 1024 * 1024,
+        "bytes",
+        "largest body of one batch of datasets sent to an open campaign (a body is also within 5 x max_source_bytes)",
+        _positive,
     )
     max_upload_batch: int = setting(
         10_000, "datasets", "most datasets in one batch sent to an open campaign", _positive

@@ -190,6 +190,8 @@ class CampaignService:
     async def reset(self, campaign_id: int, user: User) -> Campaign:
         """Discard every result and error of the user's campaign: all datasets are pending again."""
         campaign = await self.owned(campaign_id, user)
+        if campaign.status == CampaignStatus.CANCELLED:  # it would lose its results and never compute them again
+            raise Conflict(f"campaign {campaign_id} is cancelled: its results are kept as they are")
         await self.storage.reset_campaign(campaign.id)
         await self.dispatcher.refresh_campaigns()
         self.dispatcher.notify_new_datasets(campaign.id)

@@ -16,15 +16,17 @@ from __future__ import annotations
 import json
 import re
 import weakref
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 import trio
 
 from ..errors import ValidationError
 from ..models import Campaign, CampaignStatus, StoredResult, campaign_state
+from ..storage import Storage
 from ..storage.stream import START, StreamedResult
 from .service import CampaignService
 
@@ -35,10 +37,12 @@ __all__ = [
     "MAX_PAGE",
     "POLL_SECONDS",
     "PROGRESS_SECONDS",
+    "EventPages",
     "StreamSlots",
     "decode_cursor",
     "encode_cursor",
     "events",
+    "pages_for",
     "result_page",
     "slots_for",
     "stream_row",
@@ -50,6 +54,8 @@ IDLE_POLL_SECONDS = 2.0  # ... growing to this while nothing comes
 PROGRESS_SECONDS = 0.5  # at most two progress reads (and events) a second
 KEEPALIVE_SECONDS = 15.0  # a comment line at least this often, so proxies keep the connection
 EVENT_PAGE = 500  # results read per round of the event stream
+PAGE_SECONDS = 1.0  # how long an encoded page is shared between streams
+PAGES = 256  # encoded pages kept at most (about 100 KB each for small results)
 CANCELLED = "cancelled"  # the owner stopped the campaign for good (a status of the campaign lifecycle)
 FINISHED = (CampaignStatus.COMPLETE, CANCELLED)  # no result comes after these
 
@@ -131,7 +137,47 @@ class StreamSlots:
                 del self.open[user_id]
 
 
+class EventPages:
+    """Result events recently encoded, shared by this process's streams: N followers of one campaign
+    cost about what one costs (reading and encoding a row is most of a stream's work).
+
+    A page is keyed by (campaign, position). Only full pages are kept: the first `EVENT_PAGE` answers
+    after a position never change once read (a later answer always sorts after every answer visible
+    before it), whereas a short page may still grow. Pages live `PAGE_SECONDS` (also the bound on how
+    stale a result's status may be) and at most `PAGES` are kept.
+    """
+
+    def __init__(self) -> None:
+        self.pages: OrderedDict[tuple[int, tuple[int, int]], tuple[float, EncodedPage]] = OrderedDict()
+
+    async def read(self, storage: Storage, campaign_id: int, after: tuple[int, int]) -> EncodedPage:
+        now = trio.current_time()
+        key = (campaign_id, after)
+        cached = self.pages.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        page = await storage.result_stream(campaign_id, after=after, limit=EVENT_PAGE)
+        chunk = b"".join(_event("result", stream_row(item), encode_cursor(item.position)) for item in page.results)
+        last = page.results[-1].position if page.results else after
+        encoded = EncodedPage(chunk, len(page.results), last, page.held_back)
+        if encoded.size < EVENT_PAGE:
+            return encoded  # a short page may grow: a stream that saw its campaign finish must read it afresh
+        self.pages[key] = (trio.current_time() + PAGE_SECONDS, encoded)
+        self.pages.move_to_end(key)
+        while len(self.pages) > PAGES or (self.pages and next(iter(self.pages.values()))[0] <= now):
+            self.pages.popitem(last=False)
+        return encoded
+
+
+class EncodedPage(NamedTuple):
+    chunk: bytes  # the `result` events, ready to send
+    size: int  # results in it
+    last: tuple[int, int]  # the position after it
+    held_back: bool
+
+
 _SLOTS: weakref.WeakKeyDictionary[CampaignService, StreamSlots] = weakref.WeakKeyDictionary()
+_PAGES: weakref.WeakKeyDictionary[CampaignService, EventPages] = weakref.WeakKeyDictionary()
 
 
 def slots_for(service: CampaignService) -> StreamSlots:
@@ -140,6 +186,14 @@ def slots_for(service: CampaignService) -> StreamSlots:
     if slots is None:
         slots = _SLOTS[service] = StreamSlots(service.settings.event_streams_per_user)
     return slots
+
+
+def pages_for(service: CampaignService) -> EventPages:
+    """The shared event pages of this process's campaign service."""
+    pages = _PAGES.get(service)
+    if pages is None:
+        pages = _PAGES[service] = EventPages()
+    return pages
 
 
 def _event(name: str, data: Any, event_id: str | None = None) -> bytes:
@@ -151,6 +205,7 @@ async def events(service: CampaignService, campaign: Campaign, user_id: int, aft
     """The server-sent events of one campaign from the cursor `after` (see the module docstring)."""
     position = decode_cursor(after)
     storage = service.storage
+    pages = pages_for(service)
     with slots_for(service).hold(user_id) as held:
         if not held:
             yield _event("error", {"error": "too many open event streams for this account"})
@@ -206,16 +261,12 @@ async def events(service: CampaignService, campaign: Campaign, user_id: int, aft
                 status = fresh.status
                 finished = status in FINISHED
             # Read after the status: a campaign seen finished has every result stored already.
-            page = await storage.result_stream(campaign.id, after=position, limit=EVENT_PAGE)
-            if page.results:
-                chunks = []
-                for item in page.results:
-                    cursor = encode_cursor(item.position)
-                    chunks.append(_event("result", stream_row(item), cursor))
-                yield b"".join(chunks)
-                position = page.results[-1].position
+            page = await pages.read(storage, campaign.id, position)
+            if page.size:
+                yield page.chunk
+                position = page.last
                 sent = trio.current_time()
-            if len(page.results) == EVENT_PAGE:
+            if page.size == EVENT_PAGE:
                 sleep = POLL_SECONDS
                 continue  # more are waiting: no sleep between full pages
             if finished and not page.held_back:
@@ -223,7 +274,7 @@ async def events(service: CampaignService, campaign: Campaign, user_id: int, aft
                 name = "complete" if status == CampaignStatus.COMPLETE else "cancelled"
                 yield _event(name, await service.describe(final or campaign))
                 return
-            sleep = POLL_SECONDS if page.results else min(sleep * 2, IDLE_POLL_SECONDS)
+            sleep = POLL_SECONDS if page.size else min(sleep * 2, IDLE_POLL_SECONDS)
             if trio.current_time() - sent >= KEEPALIVE_SECONDS - IDLE_POLL_SECONDS:
                 yield b": keepalive\n\n"
                 sent = trio.current_time()

@@ -175,5 +175,5 @@ class GenerationService:
                     self.backlog[campaign.id] = pending_at_most
                     await trio.sleep(0.5)
                     fresh = await self.storage.get_campaign(campaign.id)
-                    if fresh is None or fresh.deleted:
-                        return
+                    if fresh is None or fresh.deleted or fresh.status == CampaignStatus.CANCELLED:
+                        return  # nobody will take its datasets: stop, and free the lease and the child

@@ -188,3 +188,24 @@ async def test_the_cli_pauses_resumes_and_cancels(live_server: LiveServer) -> No
     assert cancelled.stdout.decode().strip() == f"cancelled campaign {campaign_id}"
     refused = await distribute("campaign", "resume", str(campaign_id), *options, check=False)
     assert refused.returncode == 2 and "409" in refused.stderr.decode()
+
+
+async def test_a_cancelled_campaign_cannot_be_reset(live_server: LiveServer) -> None:
+    campaign_id, results, _ = await cancelled_midway(live_server)
+    assert (await post(live_server, campaign_id, "reset")).status_code == 409
+    assert len(await live_server.results(campaign_id, include_empty=True)) == len(results)
+
+
+async def test_the_card_of_a_cancelled_campaign_says_it_has_ended(live_server: LiveServer) -> None:
+    campaign_id = await live_server.create_campaign()
+    await post(live_server, campaign_id, "cancel")
+    state = await live_server.client.get(f"/embed/{campaign_id}/state")
+    card = await live_server.client.get(f"/embed/{campaign_id}")
+    assert state.json() == {"state": "ended"} and 'data-state="ended"' in card.text
+
+
+async def test_the_cli_shows_how_to_feed_an_open_campaign(live_server: LiveServer) -> None:
+    campaign_id = await create_open(live_server)
+    shown = (await distribute("campaign", "show", str(campaign_id), *client_options(live_server))).stdout.decode()
+    assert f"campaign {campaign_id}: open (waiting for datasets)" in shown
+    assert f"distribute datasets add {campaign_id} FILE" in shown

@@ -302,3 +302,22 @@ async def test_the_cli_names_the_line_that_is_not_json(live_server: LiveServer, 
     refused = await distribute("datasets", "add", str(campaign_id), str(tmp_path / "bad.jsonl"),
                                *client_options(live_server), check=False)  # fmt: skip
     assert refused.returncode == 2 and "line 2 is not JSON" in refused.stderr.decode()
+
+
+async def test_the_cli_waits_out_back_pressure_while_workers_drain_the_backlog(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    server = await start_server(open_backlog=5)
+    campaign_id = await create_open(server)
+    (tmp_path / "many.jsonl").write_text("".join(json.dumps(d) + "\n" for d in ranges(0, 30)))
+    added: list[Any] = []
+    async with trio.open_nursery() as nursery:
+
+        async def feed() -> None:
+            added.append(await distribute("datasets", "add", str(campaign_id), str(tmp_path / "many.jsonl"),
+                                          "--batch", "6", *client_options(server)))  # fmt: skip
+
+        nursery.start_soon(feed)
+        outcome = await work(server.ws_url, campaign=campaign_id, max_tasks=30)
+    assert added[0].stdout.split()[-1] == b"30" and len(outcome.done) == 30
+    assert (await server.campaign(campaign_id))["datasets"]["total"] == 30

@@ -21,11 +21,10 @@ READY = re.compile(rb"distribute serving on (http://[^\s,]+)")
 async def start_serve_process(
     nursery: trio.Nursery, database: str, log: Path, env: dict[str, str] | None = None, port: int = 0
 ) -> tuple[trio.Process, str]:
-    """Start `distribute serve --port PORT` on `database` (stderr appended to `log`, `env` added to
-    this process's environment) and return the process and its URL once it serves. A fixed `port`
-    lets a test restart the server where its clients expect it (0: any free port)."""
+    """Start `distribute serve --port PORT` (a free one by default) on `database` (stderr into `log`, `env`
+    added to this process's environment) and return the process and its URL once it serves."""
     command = [sys.executable, "-m", "distribute", "serve", "--port", str(port), "--database", database]
-    with log.open("ab") as stderr:  # the child keeps its own descriptor
+    with log.open("wb") as stderr:  # the child keeps its own descriptor
         run = partial(
             trio.run_process,
             command,
