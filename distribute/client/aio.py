@@ -231,10 +231,10 @@ class AsyncCampaign:
                 await response.aread()
                 core.checked(response)
             parser = core.SSEParser()
-            async for line in response.aiter_lines():
-                event = parser.feed(line)
-                if event is not None and (result := cursor.event(event)) is not None:
-                    yield result
+            async for data in response.aiter_bytes():
+                for event in parser.chunk(data):
+                    if (result := cursor.event(event)) is not None:
+                        yield result
         finally:
             await response.aclose()
         if not cursor.ended:

@@ -253,11 +253,39 @@ class ServerEvent:
 
 
 class SSEParser:
-    """Server-sent events, a line at a time (the text/event-stream format: `event:`, `data:`, `id:`
-    fields, a blank line ends an event, a line starting with ':' is a comment such as a keepalive)."""
+    """Server-sent events (the text/event-stream format: `event:`, `data:`, `id:` fields, a blank
+    line ends an event, a line starting with ':' is a comment such as a keepalive), fed the bytes
+    as they come (`chunk`) or a line at a time (`feed`)."""
 
     def __init__(self) -> None:
         self._name, self._data, self._id = "message", [], None  # type: tuple[str, list[str], str | None]
+        self._pending = b""
+
+    def chunk(self, data: bytes) -> list[ServerEvent]:
+        """The events completed by `data`. Whole events are cut out of the bytes at once: on a busy
+        stream this costs a fraction of splitting and decoding it line by line."""
+        buffer = self._pending + data
+        if b"\r" in buffer:
+            if buffer.endswith(b"\r"):  # maybe the first half of a CRLF: wait for the rest
+                self._pending = buffer
+                return []
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        blocks = buffer.split(b"\n\n")
+        self._pending = blocks.pop()
+        events = []
+        for block in blocks:
+            name, event_id, data_lines = "message", None, []
+            for line in block.split(b"\n"):
+                if line.startswith(b"data:"):
+                    data_lines.append(line[6:] if line.startswith(b"data: ") else line[5:])
+                elif line.startswith(b"event:"):
+                    name = line[6:].strip().decode()
+                elif line.startswith(b"id:"):
+                    event_id = line[3:].strip().decode()
+            if data_lines:
+                text = data_lines[0] if len(data_lines) == 1 else b"\n".join(data_lines)
+                events.append(ServerEvent(name, json.loads(text) if text else None, event_id))
+        return events
 
     def feed(self, line: str) -> ServerEvent | None:
         # The hot path of a busy stream (four lines a result): the common fields are tested first.

@@ -222,10 +222,10 @@ class Campaign:
                 response.read()
                 core.checked(response)
             parser = core.SSEParser()
-            for line in response.iter_lines():
-                event = parser.feed(line)
-                if event is not None and (result := cursor.event(event)) is not None:
-                    yield result
+            for data in response.iter_bytes():
+                for event in parser.chunk(data):
+                    if (result := cursor.event(event)) is not None:
+                        yield result
         finally:
             response.close()
         if not cursor.ended:

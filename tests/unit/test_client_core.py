@@ -116,3 +116,11 @@ def test_the_progress_bar_shows_answered_of_total_and_the_state() -> None:
         bar.show(info)
     text = out.getvalue()
     assert "campaign 3" in text and "12/40" in text and "5 kernel errors" in text
+
+
+def test_the_event_parser_cuts_events_out_of_bytes_split_anywhere_and_with_crlf() -> None:
+    stream = b'retry: 2000\r\n\r\n: keepalive\r\n\r\nid: c1.2\r\nevent: result\r\ndata: {"a": 1}\r\n\r\nevent: complete\ndata: {}\n\n'
+    for cut in range(len(stream)):
+        parser = SSEParser()
+        events = parser.chunk(stream[:cut]) + parser.chunk(stream[cut:])
+        assert [(e.name, e.data, e.id) for e in events] == [("result", {"a": 1}, "c1.2"), ("complete", {}, None)], cut
