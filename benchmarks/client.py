@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         "target",
     )
     lines.append(table(header, rows))
+    lines.append(note)
     everything = sorted(t for run in trips for t in run)
     per_run = [(_percentile(sorted(r), 50), _percentile(sorted(r), 99)) for r in trips]
     lines.append(
