@@ -136,7 +136,9 @@ def report(runs: list[Run], datasets: int, workers: int, argv: list[str] | None)
         "results --follow` (the real CLI, a subprocess; lines counted) and a raw SSE reader (httpx) follow it from "
         "the start. Rates share one start, the first result's `created`: durable = results / last group commit, "
         "delivered = results / arrival of the reader's last result. Ratios are medians of per-run ratios; target: "
-        f"delivered / durable >= {TARGET:.2f}.\n\n"
+        f"delivered / durable >= {TARGET:.2f}. The readers share the server process's one event loop (and this "
+        "machine's cores) with the workers' group commits, so the ratio says how much of that process a stream "
+        "takes; see the load average above for what else ran.\n\n"
     )
     rows = [
         (

@@ -13,7 +13,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import IO, Any
+from typing import IO
 
 import httpx
 
@@ -33,13 +33,13 @@ class FollowError(DistributeError):
 def follow(
     client: httpx.Client,
     campaign_id: int,
-    out: IO[str] | None = None,
+    out: IO[bytes] | None = None,
     *,
     after: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
     """Print the campaign's results as JSON lines on `out` until it ends; returns the exit status."""
-    out = out or sys.stdout
+    out = out or sys.stdout.buffer
     cursor = after
     printed: set[int] = set()
     backoff = FIRST_BACKOFF
@@ -54,19 +54,20 @@ def follow(
                     raise FollowError(_error(response))
                 if response.status_code != 200:
                     raise httpx.TransportError(f"HTTP {response.status_code}")
-                for name, data in _events(response, out):
-                    if name == "result":
+                for name, event_id, data in _events(response, out):
+                    if name == b"result":
                         backoff = FIRST_BACKOFF
-                        cursor = data["cursor"]
-                        if data["dataset_id"] not in printed:
-                            printed.add(data["dataset_id"])
-                            out.write(json.dumps(data) + "\n")
-                    elif name == "complete":
+                        cursor = event_id
+                        dataset = _dataset_id(data)
+                        if dataset not in printed:
+                            printed.add(dataset)
+                            out.write(data + b"\n")  # the row as the server encoded it: one JSON object
+                    elif name == b"complete":
                         out.flush()
                         return 0
-                    elif name in ("cancelled", "gone"):
+                    elif name in (b"cancelled", b"gone"):
                         out.flush()
-                        print(f"campaign {campaign_id} was {'cancelled' if name == 'cancelled' else 'deleted'}",
+                        print(f"campaign {campaign_id} was {'cancelled' if name == b'cancelled' else 'deleted'}",
                               file=sys.stderr)  # fmt: skip
                         return 1
         except (httpx.TransportError, httpx.StreamError):
@@ -76,21 +77,39 @@ def follow(
         backoff = min(backoff * 2, MAX_BACKOFF)
 
 
-def _events(response: httpx.Response, out: IO[str]) -> Iterator[tuple[str, Any]]:
-    """The named events of a server-sent event stream; `out` is flushed after each chunk read."""
-    buffer = ""
-    for chunk in response.iter_text():
+_DATASET_ID = b'{"dataset_id":'
+
+
+def _dataset_id(row: bytes) -> int:
+    """The row's `dataset_id`, read from its head (the server writes it first) without decoding the row."""
+    if row.startswith(_DATASET_ID):
+        head = row[len(_DATASET_ID) : row.find(b",", len(_DATASET_ID))]
+        if head.isdigit():
+            return int(head)
+    return int(json.loads(row)["dataset_id"])
+
+
+def _events(response: httpx.Response, out: IO[bytes]) -> Iterator[tuple[bytes, str | None, bytes]]:
+    """(name, id, data) of each event of a server-sent event stream; `out` is flushed after each chunk read.
+
+    Bytes, not text: a busy stream brings thousands of results a second, and most of the time a
+    follower spends is here.
+    """
+    buffer = b""
+    for chunk in response.iter_bytes():
         buffer += chunk
-        *blocks, buffer = buffer.split("\n\n")
+        *blocks, buffer = buffer.split(b"\n\n")
         for block in blocks:
-            name, data = "message", ""
-            for line in block.split("\n"):
-                if line.startswith("event:"):
+            name, event_id, data = b"message", None, b""
+            for line in block.split(b"\n"):
+                if line.startswith(b"event:"):
                     name = line[6:].strip()
-                elif line.startswith("data:"):
+                elif line.startswith(b"data:"):
                     data += line[5:].strip()
+                elif line.startswith(b"id:"):
+                    event_id = line[3:].strip().decode()
             if data:
-                yield name, json.loads(data)
+                yield name, event_id, data
         out.flush()  # once per chunk, not per line: a busy stream sends pages of results in one chunk
 
 

@@ -13,7 +13,6 @@ this process is capped (`StreamSlots`, the `event_streams_per_user` setting).
 
 from __future__ import annotations
 
-import json
 import re
 import weakref
 from collections import OrderedDict
@@ -23,6 +22,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 import trio
+from pydantic_core import to_json
 
 from ..errors import ValidationError
 from ..models import Campaign, CampaignStatus, StoredResult, campaign_state
@@ -197,8 +197,9 @@ def pages_for(service: CampaignService) -> EventPages:
 
 
 def _event(name: str, data: Any, event_id: str | None = None) -> bytes:
+    # pydantic-core's encoder (Rust) takes a third of the time of json.dumps: encoding is much of a stream's work.
     head = f"id: {event_id}\n" if event_id is not None else ""
-    return f"{head}event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+    return f"{head}event: {name}\ndata: ".encode() + to_json(data) + b"\n\n"
 
 
 async def events(service: CampaignService, campaign: Campaign, user_id: int, after: str | None) -> AsyncIterator[bytes]:

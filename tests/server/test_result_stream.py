@@ -163,3 +163,69 @@ async def test_an_account_holds_at_most_its_cap_of_event_streams(start_server: S
         # Closing the first frees its slot.
         while await status_of_another() != 200:
             await trio.sleep(0.05)
+
+
+def _picky(dataset: dict[str, int]) -> list[int]:
+    """Fails on the first dataset (min 0) only."""
+    if dataset["min"] == 0:
+        raise ValueError("cannot handle zero")
+    return [dataset["min"]]
+
+
+def _broken(dataset: Any) -> Any:
+    raise RuntimeError("broken kernel")
+
+
+async def test_events_report_kernel_errors_with_their_dataset_number(live_server: LiveServer) -> None:
+    campaign_id = await live_server.create_campaign()
+    events: list[Event] = []
+
+    async def follow() -> None:
+        events.extend(await _events(live_server, campaign_id))
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow)
+            await work(live_server.ws_url, _picky, campaign=campaign_id, slots=2, delay=0.01)
+    errors = [e.data for e in events if e.name == "kernel_error"]
+    assert errors and {(e["dataset_number"], e["message"]) for e in errors} == {(1, "cannot handle zero")}
+    assert len([e for e in events if e.name == "result"]) == 99
+
+
+async def test_events_report_a_pause_and_the_resume(start_server: StartServer) -> None:
+    server = await start_server(pause_after_failures=10)
+    campaign_id = await server.create_campaign()
+    url = f"/api/campaigns/{campaign_id}/events"
+    with trio.fail_after(60):
+        async with server.client.stream("GET", url) as response:
+            reader = read_events(response)
+            async for event in reader:
+                if event.name == "progress":
+                    break
+            await work(server.ws_url, _broken, campaign=campaign_id, slots=2)  # the campaign pauses itself
+            async for event in reader:
+                if event.name == "paused":
+                    assert event.data["state"]["key"] == "paused"
+                    break
+            assert (await server.client.post(f"/api/campaigns/{campaign_id}/resume")).status_code == 200
+            async for event in reader:
+                if event.name == "resumed":
+                    assert event.data["state"]["key"] in ("generating", "running")
+                    break
+            await reader.aclose()
+
+
+async def test_two_streams_of_one_campaign_each_get_every_result_once(live_server: LiveServer) -> None:
+    campaign_id = await live_server.create_campaign()
+    streams: list[list[Event]] = [[], []]
+
+    async def follow(into: list[Event]) -> None:
+        into.extend(await _events(live_server, campaign_id))
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for into in streams:
+                nursery.start_soon(follow, into)
+            await work(live_server.ws_url, campaign=campaign_id, slots=64)
+    for events in streams:
+        assert sorted(e.data["dataset_number"] for e in events if e.name == "result") == list(range(1, 101))
