@@ -164,9 +164,9 @@ def main(argv: list[str] | None = None) -> None:
         )
     busiest = max((d * c / 1000 for runs in rates.values() for d, _, c in runs), default=0.0)
     note = (
-        f"\nThe reader's own CPU time is at most {busiest:.0%} of one core at the rates it was delivered, so what "
-        "it waits for is the server: the stream's reads and encoding share the server process (and the 2 cores) "
-        "with the ingestion it follows.\n"
+        f"\nThe reader's own CPU time is at most {busiest:.0%} of one core at the rates it was delivered: the "
+        "reader is not what limits the rate; the stream's reads and encoding run in the server process, on the "
+        "same 2 busy cores as the ingestion it follows.\n"
     )
     header = (
         "read over",
