@@ -229,3 +229,11 @@ async def test_two_streams_of_one_campaign_each_get_every_result_once(live_serve
             await work(live_server.ws_url, campaign=campaign_id, slots=64)
     for events in streams:
         assert sorted(e.data["dataset_number"] for e in events if e.name == "result") == list(range(1, 101))
+
+
+async def test_the_openapi_document_describes_result_pages_and_the_event_stream(live_server: LiveServer) -> None:
+    document = (await live_server.client.get("/api/openapi.json")).json()
+    results = document["paths"]["/api/campaigns/{campaign_id}/results"]["get"]
+    assert {"after", "limit"} <= {p["name"] for p in results["parameters"]}
+    events = document["paths"]["/api/campaigns/{campaign_id}/events"]["get"]
+    assert "Last-Event-ID" in events["description"] and "after" in {p["name"] for p in events["parameters"]}
