@@ -133,3 +133,19 @@ async def test_a_dataset_that_fails_for_good_ends_map_with_missing_results_after
             await trio.to_thread.run_sync(run)
     assert missing.value.numbers == [8]  # the 8th dataset, x = 7
     assert values == [2 * x for x in range(20) if x != 7]  # the later ones were held, then handed out
+
+
+async def test_leaving_an_async_map_early_cancels_its_campaign(live_server: LiveServer) -> None:
+    taken: list[int] = []
+    async with (
+        workers(live_server.ws_url),
+        AsyncClient(live_server.url, live_server.token) as client,
+        client.map(DOUBLE_KERNEL, ({"x": x} for x in itertools.count()), window=500) as results,
+    ):
+        async for result in results:
+            taken.append(result.value)
+            if len(taken) == 300:
+                break
+    assert taken == [2 * x for x in range(300)]
+    (campaign,) = (await live_server.client.get("/api/campaigns")).json()["campaigns"]
+    assert campaign["status"] == "cancelled"
