@@ -5,9 +5,10 @@ string naming a position in that stream ("c" + seq + "." + result id); clients p
 
 The event stream (`events`) is one loop per stream, in the response body itself, so no task outlives
 it: it reads the next page of results (at once again while pages come back full, so a busy campaign is
-sent in pages of `page` results), then, at most every `PROGRESS_SECONDS`, the campaign's counts and
-status, and sleeps. Each empty round doubles the sleep, from `POLL_SECONDS` up to `IDLE_POLL_SECONDS`:
-an idle stream costs a few queries a second at most. How many streams one account may hold open in
+sent in pages of `EVENT_PAGE` results), then, at most every `PROGRESS_SECONDS` (`IDLE_PROGRESS_SECONDS`
+while nothing comes), the campaign's counts and status, and sleeps. Each empty round doubles the sleep,
+from `POLL_SECONDS` up to `IDLE_POLL_SECONDS`: an idle stream costs two cheap reads a second and one
+count every 2 s, and a result stored after a quiet spell is sent within about half a second. How many streams one account may hold open in
 this process is capped (`StreamSlots`, the `event_streams_per_user` setting).
 """
 
@@ -33,6 +34,7 @@ from .service import CampaignService
 __all__ = [
     "FINISHED",
     "IDLE_POLL_SECONDS",
+    "IDLE_PROGRESS_SECONDS",
     "KEEPALIVE_SECONDS",
     "MAX_PAGE",
     "POLL_SECONDS",
@@ -49,9 +51,10 @@ __all__ = [
 ]
 
 MAX_PAGE = 10_000  # results per cursor page at most
-POLL_SECONDS = 0.1  # a stream's sleep after a round that found results
-IDLE_POLL_SECONDS = 2.0  # ... growing to this while nothing comes
-PROGRESS_SECONDS = 0.5  # at most two progress reads (and events) a second
+POLL_SECONDS = 0.05  # a stream's sleep after a round that found results
+IDLE_POLL_SECONDS = 0.5  # ... growing to this while nothing comes (a cheap indexed read that finds nothing)
+PROGRESS_SECONDS = 0.5  # at most two progress reads (and events) a second while results come
+IDLE_PROGRESS_SECONDS = 2.0  # ... and one every 2 s while none come (counting a campaign's datasets costs more)
 KEEPALIVE_SECONDS = 15.0  # a comment line at least this often, so proxies keep the connection
 EVENT_PAGE = 500  # results read per round of the event stream
 PAGE_SECONDS = 1.0  # how long an encoded page is shared between streams
@@ -217,13 +220,13 @@ async def events(service: CampaignService, campaign: Campaign, user_id: int, aft
         progress: dict[str, Any] | None = None
         errors_seen: int | None = None
         errors_since = 0.0
-        checked = -PROGRESS_SECONDS
+        checked = float("-inf")  # the first round reads the campaign
         sent = trio.current_time()
         sleep = POLL_SECONDS
         while True:
             now = trio.current_time()
             finished = False
-            if now - checked >= PROGRESS_SECONDS:
+            if now - checked >= (PROGRESS_SECONDS if sleep == POLL_SECONDS else IDLE_PROGRESS_SECONDS):
                 checked = now
                 fresh = await service.get(campaign.id)
                 if fresh is None or fresh.deleted:
@@ -276,7 +279,7 @@ async def events(service: CampaignService, campaign: Campaign, user_id: int, aft
                 yield _event(name, await service.describe(final or campaign))
                 return
             sleep = POLL_SECONDS if page.size else min(sleep * 2, IDLE_POLL_SECONDS)
-            if trio.current_time() - sent >= KEEPALIVE_SECONDS - IDLE_POLL_SECONDS:
+            if trio.current_time() - sent >= KEEPALIVE_SECONDS - IDLE_PROGRESS_SECONDS:
                 yield b": keepalive\n\n"
                 sent = trio.current_time()
             await trio.sleep(sleep)
