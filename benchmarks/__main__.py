@@ -10,13 +10,25 @@ import sys
 import time
 from collections.abc import Callable
 
-from . import browser_overhead, connections, floor, generation, scale_out, server_cost, soak, streams, throughput
+from . import (
+    browser_overhead,
+    client,
+    connections,
+    floor,
+    generation,
+    scale_out,
+    server_cost,
+    soak,
+    streams,
+    throughput,
+)
 
 BENCHMARKS: dict[str, Callable[[list[str] | None], None]] = {
     "throughput": throughput.main,
     "floor": floor.main,
     "connections": connections.main,
     "generation": generation.main,
+    "client": client.main,
     "server_cost": server_cost.main,
     "browser_overhead": browser_overhead.main,
     "scale_out": scale_out.main,

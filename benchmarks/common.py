@@ -139,6 +139,7 @@ SECTION_ORDER = (
     "floor",
     "connections",
     "generation",
+    "client",
     "server-cost",
     "browser-overhead",
     "soak",

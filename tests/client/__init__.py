@@ -1,0 +1,1 @@
+"""Tests of distribute.client against real servers."""
