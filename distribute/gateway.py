@@ -406,7 +406,7 @@ class Gateway:
                             session.inflight_bytes += len(dataset.payload)
                         session.idle_sent = False
                         resume = self.dispatcher.checkpoints.handed_out
-                        await ws.send(p.encode_tasks([p.Task(d.id, d.payload, resume(d)) for d in tasks]))
+                        await ws.send(p.encode_tasks([p.Task(d.id, d.payload, resume(d, campaign)) for d in tasks]))
                         continue
             if not session.held and not session.idle_sent:
                 session.idle_sent = True

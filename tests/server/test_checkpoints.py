@@ -11,7 +11,8 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from distribute import protocol as p
-from tests.conftest import SEED_ANSWER, LiveServer
+from distribute.work.checkpoints import untagged
+from tests.conftest import SEED_ANSWER, SEED_KERNEL, LiveServer
 from tests.support.protocol_client import close_of, receive, receive_tasks, send, work
 
 STATE = msgpack.packb({"step": 6, "found": [123, 246]})
@@ -64,6 +65,28 @@ async def test_a_task_whose_worker_vanished_goes_to_the_next_with_its_latest_che
     await live_server.wait_complete(campaign_id)
     rows = await live_server.results(campaign_id)
     assert sorted(n for row in rows for n in row["result"]) == SEED_ANSWER
+
+
+async def test_a_checkpoint_of_an_older_kernel_version_is_not_handed_to_the_new_kernel(
+    live_server: LiveServer,
+) -> None:
+    campaign_id = await live_server.create_campaign(task_timeout=600)
+    checkpoints = live_server.platform.dispatcher.checkpoints
+    with trio.fail_after(30):
+        async with open_websocket_url(live_server.ws_url) as first:
+            _, (task,) = await hello(first, campaign_id)
+            await send(first, p.Checkpoint(task.id, STATE))
+            while checkpoints.latest.get(task.id) != STATE:
+                await trio.sleep(0.01)
+            files = {"kernel": ("kernel.js", SEED_KERNEL.encode())}  # version 2, the same code
+            response = await live_server.client.post(
+                f"/api/campaigns/{campaign_id}/kernel", files=files, data={"skip_check": "true"}
+            )
+            assert response.status_code == 200, response.text
+        async with open_websocket_url(live_server.ws_url) as second:
+            info, (again,) = await hello(second, campaign_id)
+    assert info.hash != "" and again.id == task.id  # the same task, for the kernel of version 2...
+    assert again.resume is None  # ...from the start: version 1's state is not version 2's
 
 
 async def test_progress_of_held_tasks_shows_in_this_processes_tasks_in_progress(live_server: LiveServer) -> None:
@@ -150,4 +173,5 @@ async def test_the_latest_checkpoint_is_written_to_storage_for_whichever_process
         # As if this process had died: its lease ends, and another process leases the dataset.
         await dispatcher.storage.release(dispatcher.owner, [task.id])
         leased = await dispatcher.storage.lease(campaign_id, 1000, "another-process", 30)
-    assert {d.id: d.checkpoint for d in leased}[task.id] == STATE
+    stored = {d.id: d.checkpoint for d in leased}[task.id]
+    assert stored is not None and untagged(stored) == (1, STATE)  # with the kernel version that wrote it
