@@ -282,11 +282,14 @@ def _broker_page(*, campaign: str, title: str, byline: str, about: str, explain:
 <button id="more" class="link" type="button" aria-controls="full" aria-expanded="false" hidden>More</button></div>
 <p class="consent" id="consent">{esc(CONSENT)}
 <button id="what" class="link" type="button" aria-controls="explain" aria-expanded="false">What is this?</button></p>
+<p id="credit" class="credit" hidden></p>
 <div class="controls">
 <button id="contribute" type="button">Contribute</button>
 <button id="pause" type="button">Pause</button>
 <button id="stop" type="button">Stop</button>
 <label>CPU <select id="throttle" title="How much of this device's processing power to lend">{options}</select></label>
+<label class="remember" title="Remember my choice on this site: the next visit starts without a click"><input type="checkbox" id="remember"> Remember on this site</label>
+<button id="withdraw" class="link" type="button" hidden>Forget my choice</button>
 </div>
 <p id="status" role="status" aria-live="polite" tabindex="-1">{esc(idle_status)}</p>
 <section class="panel" id="explain" aria-labelledby="explain-title" hidden>
@@ -326,7 +329,7 @@ def _explain(what: str, server: str) -> str:
         f"Contribute lends this device's spare processing power to {what}, through distribute at {host}. "
         "Small pieces of the problem are computed in a sandbox that cannot see this website, your cookies or "
         "your files; only the results go back. It runs only after you click Contribute, while this page is "
-        "open and visible; pause or stop it at any time. Nothing is stored on your device."
+        "open and visible; pause or stop it at any time. Nothing is kept on your device unless you ask to be remembered."
     )
 
 

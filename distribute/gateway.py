@@ -338,7 +338,11 @@ class Gateway:
                 ),
             )
             return
-        self._record(session, FinishedTask(task, campaign_id, payload, compute_ms, session.worker, session.host))
+        # The identity goes with every result: volunteers' credit is summed by it (storage.credit).
+        answer = FinishedTask(
+            task, campaign_id, payload, compute_ms, session.worker, session.host, identity=session.key[0]
+        )
+        self._record(session, answer)
 
     def _fail(self, session: Session, task: int, message: str, stack: str, compute_ms: float, now: float) -> None:
         campaign_id, compute_ms = self._release(session, task, compute_ms, now)

@@ -36,6 +36,7 @@ from ..models import (
     WebSessionInfo,
     WorkerRecord,
 )
+from .credit import CreditStore
 
 __all__ = [
     "PRESENCE_FORGET_SECONDS",
@@ -491,6 +492,11 @@ class Storage(UserStore, CampaignStore, DatasetStore, ResultStore, VerificationS
     @property
     def generator_leases(self) -> GeneratorLeaseStore:
         """Generator leases, on the same database."""
+        ...
+
+    @property
+    def credit(self) -> CreditStore:
+        """Volunteers' credit, claims and leaderboards (`storage.credit`), on the same database."""
         ...
 
     @property

@@ -1,0 +1,94 @@
+"""Volunteers' standing on the public side: this browser's credit for the consent card, and leaderboards.
+
+- ``POST /embed/credit`` with ``{"identity": "<32 hex>"}``: the credit of that identity, for the card
+  ("you have given 14 min to 3 campaigns"). The identity is the broker's random id, which only that
+  browser holds: it is treated as a bearer secret, so it travels in a POST body (never in a URL, which
+  logs keep), the answer names no other identity, and lookups are rate-limited per client address.
+- ``GET /leaderboard/campaigns/<id>.json`` and ``GET /leaderboard/sites.json?host=ORIGIN``: a campaign's or
+  a site's credit; volunteers whose account chose to be listed appear by display name, everyone else
+  only as a count. No identity is ever listed.
+
+Credit is read from storage (`storage.credit`), which counts only accepted and verified results.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from quart import Blueprint, Response, request
+
+from .auth import RateLimiter
+from .storage.credit import Leaderboard
+from .webstate import current_platform
+
+__all__ = ["IDENTITY", "leaderboard_json", "volunteers_blueprint"]
+
+volunteers_blueprint = Blueprint("volunteers", __name__)
+
+IDENTITY = re.compile(r"[0-9a-f]{32}")  # what the broker makes (session.js workerIdentity)
+MAX_BODY = 1024
+LEADERBOARD_NAMES = 50
+
+_limiters: dict[int, RateLimiter] = {}  # per platform (one per app in tests)
+
+
+def _limiter() -> RateLimiter:
+    platform = current_platform()
+    limiter = _limiters.get(id(platform))
+    if limiter is None:
+        limiter = _limiters[id(platform)] = RateLimiter(platform.settings.credit_limit, platform.settings.rate_window)
+    return limiter
+
+
+def _json(body: Any, status: int = 200, **headers: str) -> Response:
+    return Response(
+        json.dumps(body), status=status, mimetype="application/json", headers={"Cache-Control": "no-store", **headers}
+    )
+
+
+@volunteers_blueprint.post("/embed/credit")
+async def credit_of_identity() -> Response:
+    """This browser's credit: seconds in all, and the number of campaigns it gave to."""
+    limiter, key = _limiter(), "credit-ip:" + str(request.remote_addr or "unknown")
+    wait = limiter.retry_after(key)
+    if wait > 0:
+        return _json({"error": "too many requests"}, 429, **{"Retry-After": str(int(wait) + 1)})
+    limiter.hit(key)
+    if (request.content_length or 0) > MAX_BODY:
+        return _json({"error": "too large"}, 413)
+    body = await request.get_json(force=True, silent=True)
+    identity = body.get("identity") if isinstance(body, dict) else None
+    if not isinstance(identity, str) or not IDENTITY.fullmatch(identity):
+        return _json({"error": "identity: 32 lower-case hex digits"}, 400)
+    credit = await current_platform().storage.credit.credit([identity])
+    return _json({"seconds": round(credit.seconds, 3), "campaigns": len(credit.campaigns)})
+
+
+def leaderboard_json(board: Leaderboard) -> dict[str, Any]:
+    """A leaderboard as the JSON routes and the console pages give it."""
+    return {
+        "seconds": round(board.seconds, 3),
+        "named": [{"name": entry.name, "seconds": round(entry.seconds, 3)} for entry in board.named],
+        "anonymous": {"volunteers": board.anonymous, "seconds": round(board.anonymous_seconds, 3)},
+    }
+
+
+@volunteers_blueprint.get("/leaderboard/campaigns/<int:campaign_id>.json")
+async def campaign_leaderboard(campaign_id: int) -> Response:
+    platform = current_platform()
+    campaign = await platform.campaigns.get(campaign_id)
+    if campaign is None or campaign.deleted:
+        return _json({"error": "no such campaign"}, 404)
+    board = await platform.storage.credit.leaderboard(campaign_id=campaign_id, limit=LEADERBOARD_NAMES)
+    return _json({"campaign": campaign_id, **leaderboard_json(board)})
+
+
+@volunteers_blueprint.get("/leaderboard/sites.json")
+async def site_leaderboard() -> Response:
+    host = request.args.get("host", "")
+    if not host or len(host) > 200:
+        return _json({"error": "host: the site's origin, as results record it"}, 400)
+    board = await current_platform().storage.credit.leaderboard(host=host, limit=LEADERBOARD_NAMES)
+    return _json({"host": host, **leaderboard_json(board)})
