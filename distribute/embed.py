@@ -281,15 +281,15 @@ def _broker_page(*, campaign: str, title: str, byline: str, about: str, explain:
 {by}<div class="about-wrap"><p class="about" id="about">{esc(about)}</p>
 <button id="more" class="link" type="button" aria-controls="full" aria-expanded="false" hidden>More</button></div>
 <p class="consent" id="consent">{esc(CONSENT)}
-<button id="what" class="link" type="button" aria-controls="explain" aria-expanded="false">What is this?</button></p>
+<button id="what" class="link" type="button" aria-controls="explain" aria-expanded="false">What is this?</button>
+<label class="remember" title="Remember my choice on this site: the next visit starts without a click"><input type="checkbox" id="remember"> Remember<span class="wide"> on this site</span></label>
+<button id="withdraw" class="link" type="button" hidden>Forget my choice</button></p>
 <p id="credit" class="credit" hidden></p>
 <div class="controls">
 <button id="contribute" type="button">Contribute</button>
 <button id="pause" type="button">Pause</button>
 <button id="stop" type="button">Stop</button>
 <label>CPU <select id="throttle" title="How much of this device's processing power to lend">{options}</select></label>
-<label class="remember" title="Remember my choice on this site: the next visit starts without a click"><input type="checkbox" id="remember"> Remember on this site</label>
-<button id="withdraw" class="link" type="button" hidden>Forget my choice</button>
 </div>
 <p id="status" role="status" aria-live="polite" tabindex="-1">{esc(idle_status)}</p>
 <section class="panel" id="explain" aria-labelledby="explain-title" hidden>
