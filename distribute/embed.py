@@ -284,7 +284,8 @@ def _broker_page(*, campaign: str, title: str, byline: str, about: str, explain:
 <button id="what" class="link" type="button" aria-controls="explain" aria-expanded="false">What is this?</button>
 <label class="remember" title="Remember my choice on this site: the next visit starts without a click"><input type="checkbox" id="remember"> Remember<span class="wide"> on this site</span></label>
 <button id="withdraw" class="link" type="button" hidden>Forget my choice</button></p>
-<p id="credit" class="credit" hidden></p>
+<p id="credit" class="credit" hidden><span id="credit-text"></span>
+<button id="keep-credit" class="link" type="button" aria-controls="keep" aria-expanded="false">Keep my credit</button></p>
 <div class="controls">
 <button id="contribute" type="button">Contribute</button>
 <button id="pause" type="button">Pause</button>
@@ -295,6 +296,11 @@ def _broker_page(*, campaign: str, title: str, byline: str, about: str, explain:
 <section class="panel" id="explain" aria-labelledby="explain-title" hidden>
 <div class="head"><h2 id="explain-title">What is this?</h2><button class="back" type="button">Back</button></div>
 <p>{esc(explain)}</p>
+</section>
+<section class="panel" id="keep" aria-labelledby="keep-title" hidden>
+<div class="head"><h2 id="keep-title">Keep my credit</h2><button class="back" type="button">Back</button></div>
+<p id="keep-text">Asking for a code…</p>
+<input id="keep-code" type="text" readonly aria-label="Claim code" spellcheck="false">
 </section>
 <section class="panel" id="full" aria-labelledby="full-title" hidden>
 <div class="head"><h2 id="full-title">{esc(title)}</h2><button class="back" type="button">Back</button></div>

@@ -21,6 +21,8 @@ const what = el("what");
 const rememberBox = el("remember");
 const withdraw = el("withdraw");
 const creditLine = el("credit");
+const creditText = el("credit-text");
+const keep = el("keep-credit");
 
 let session = null;
 let level = ["low", "medium", "high"].includes(card.dataset.throttle) ? card.dataset.throttle : "low";
@@ -124,8 +126,8 @@ async function askCredit() {
     if (response.ok) {
       const { seconds, campaigns } = await response.json();
       document.body.dataset.credit = String(seconds);
-      creditLine.textContent = describeCredit(seconds, campaigns);
-      creditLine.hidden = !creditLine.textContent;
+      creditText.textContent = describeCredit(seconds, campaigns);
+      creditLine.hidden = !creditText.textContent;
     }
   } catch {
     // Offline: the last figure stays.
@@ -203,7 +205,7 @@ contribute.addEventListener("click", () => {
 
 // "What is this?" and "More" each replace the card's body with a panel and a Back button, so the
 // text is read whole in the frame's own height instead of in a small scroll box.
-const openers = { explain: what, full: more };
+const openers = { explain: what, full: more, keep };
 
 function show(view) {
   const from = card.dataset.view;
@@ -217,6 +219,32 @@ function show(view) {
 }
 
 what.addEventListener("click", () => show("explain"));
+keep.addEventListener("click", async () => {
+  // "Keep my credit": a short-lived claim code for this browser's identity, to paste into the
+  // console's volunteer page. The frame may not open windows, so the visitor goes there themselves.
+  show("keep");
+  const identity = knownIdentity();
+  const text = el("keep-text");
+  const code = el("keep-code");
+  code.value = "";
+  try {
+    const response = await fetch("/embed/claim-code", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ identity }),
+      cache: "no-store",
+    });
+    if (!response.ok) throw new Error(String(response.status));
+    const answer = await response.json();
+    text.textContent =
+      `Sign in or create an account at ${answer.url} and paste this code there within ${answer.minutes} minutes. ` +
+      "Anyone with the code can take this credit: keep it to yourself.";
+    code.value = answer.code;
+    code.select();
+  } catch {
+    text.textContent = "No code now: try again in a moment.";
+  }
+});
 more.addEventListener("click", () => show("full"));
 for (const back of card.querySelectorAll(".panel .back")) back.addEventListener("click", () => show("card"));
 document.addEventListener("keydown", (event) => {

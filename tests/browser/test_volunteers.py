@@ -8,12 +8,15 @@ tests of remembering embed the snippet in a page of the server's own site (anoth
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import pytest
 import trio
 
 from tests.browser.conftest import BrowserThread, Embedding, HostSite, Visit, busy_kernel, host_page
 from tests.conftest import LiveServer, StartServer
+from tests.console.conftest import People
 
 DECIDED = "() => document.body.dataset.remembered !== undefined && document.body.dataset.storage !== undefined"
 
@@ -33,6 +36,7 @@ def open_in(context: Any, url: str) -> Visit:
     whether a remembered choice starts work."""
     page = context.new_page()
     visit = Visit(context, page)
+    page.on("request", lambda request: visit.requests.append(request.url))
     page.goto(url)
     page.frame_locator("iframe").first.locator("#contribute").wait_for(state="attached")
     visit.broker().wait_for_function(DECIDED)
@@ -142,7 +146,7 @@ def credit_on_card(visit: Visit) -> dict[str, Any]:
     visit.page.frame_locator("iframe").first.locator("#contribute").wait_for(state="attached")
     visit.broker().wait_for_function("() => document.body.dataset.credit !== undefined")
     seen: dict[str, Any] = visit.broker().evaluate(
-        "() => ({seconds: Number(document.body.dataset.credit), line: document.getElementById('credit').textContent,"
+        "() => ({seconds: Number(document.body.dataset.credit), line: document.getElementById('credit-text').textContent,"
         " shown: !document.getElementById('credit').hidden})"
     )
     return seen
@@ -182,7 +186,48 @@ async def test_credit_appears_in_the_card_after_verified_results_and_not_before(
         stored = await server.platform.storage.credit.credit([identity])
         assert stored.seconds > 0 and [c.campaign_id for c in stored.campaigns] == [campaign]
         after = await browser.run(credit_on_card, first)
-        assert after["shown"] and after["seconds"] == round(stored.seconds, 3)
+        assert after["shown"] and after["seconds"] == round(stored.seconds, 6)
         assert after["line"].startswith("You have given ") and after["line"].endswith(" to 1 campaign.")
     finally:
         await browser.run(context.close)
+
+
+def keep_my_credit(visit: Visit) -> dict[str, Any]:
+    """Click "Keep my credit" and read the claim code and the instructions the card shows."""
+    visit.click("keep-credit")
+    visit.broker().wait_for_function("() => document.getElementById('keep-code').value !== ''")
+    seen: dict[str, Any] = visit.broker().evaluate(
+        "() => ({code: document.getElementById('keep-code').value, text: document.getElementById('keep-text').textContent})"
+    )
+    return seen
+
+
+async def test_keep_my_credit_gives_a_code_that_adds_this_browsers_credit_to_an_account(
+    start_server: StartServer, browser: BrowserThread, host_site: HostSite
+) -> None:
+    server = await start_server(signup_min_seconds=0.0)
+    embedding = Embedding(browser, server, host_site)
+    campaign = await embedding.campaign(busy_kernel(30), 4)
+    context = await browser.run(new_context, browser)
+    try:
+        visit = await browser.run(open_in, context, same_site_page(embedding, campaign))
+        await browser.run(visit.click, "contribute")
+        identity = await identity_of(server, campaign)
+        await server.wait_complete(campaign, timeout=60)
+        shown = await browser.run(credit_on_card, visit)
+        kept = await browser.run(keep_my_credit, visit)
+    finally:
+        await browser.run(context.close)
+    assert shown["shown"] and f"{server.url}/volunteer" in kept["text"]
+    assert not [url for url in visit.requests if identity in url]  # the identity never travels in a URL
+    people = People(server)
+    try:
+        ada = await people.sign_up("ada@example.org")
+        response = await ada.post("/volunteer/claim", {"code": kept["code"]}, page="/volunteer")
+        page = (await ada.get("/volunteer")).text
+    finally:
+        for visitor in people.made:
+            await visitor.client.aclose()
+    assert response.status_code == 200
+    total = re.search(r'id="credit-total" data-seconds="([0-9.e+-]+)"', page)
+    assert total is not None and float(total[1]) == pytest.approx(shown["seconds"], abs=1e-6)
