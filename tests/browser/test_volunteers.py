@@ -231,3 +231,32 @@ async def test_keep_my_credit_gives_a_code_that_adds_this_browsers_credit_to_an_
     assert response.status_code == 200
     total = re.search(r'id="credit-total" data-seconds="([0-9.e+-]+)"', page)
     assert total is not None and float(total[1]) == pytest.approx(shown["seconds"], abs=1e-6)
+
+
+def read_leaderboard(browser: BrowserThread, url: str) -> dict[str, Any]:
+    context = browser.browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(url)
+        seen: dict[str, Any] = page.evaluate(
+            "() => ({total: Number(document.getElementById('board-total').dataset.seconds),"
+            " volunteers: Number(document.getElementById('board-anonymous').dataset.volunteers),"
+            " named: document.querySelectorAll('#board-named tbody tr').length, text: document.body.innerText})"
+        )
+        return seen
+    finally:
+        context.close()
+
+
+async def test_a_campaigns_leaderboard_page_shows_the_stored_compute_and_counts_anonymous_volunteers(
+    embedding: Embedding,
+) -> None:
+    campaign = await embedding.campaign(busy_kernel(30), 4)
+    outcome = await embedding.contribute(campaign)
+    stored = sum(row["compute_ms"] for row in await embedding.server.results(campaign)) / 1000.0
+    board = await embedding.browser.run(
+        read_leaderboard, embedding.browser, f"{embedding.server.url}/leaderboard/campaigns/{campaign}"
+    )
+    assert len(outcome.results) == 4 and stored > 0
+    assert board["total"] == pytest.approx(stored) and board["volunteers"] == 1 and board["named"] == 0
+    assert "1 volunteer who chose not to be named" in board["text"]

@@ -37,7 +37,7 @@ async def give(server: LiveServer, identity: str, datasets: int, host: str = "ht
 async def stored_seconds(server: LiveServer, campaign: int) -> float:
     """The compute time of the campaign's results, as the results API reports it."""
     rows = await server.results(campaign)
-    return sum(row["compute_ms"] for row in rows) / 1000.0
+    return float(sum(row["compute_ms"] for row in rows)) / 1000.0
 
 
 async def credit_of(server: LiveServer, identity: Any) -> httpx.Response:

@@ -127,3 +127,13 @@ async def test_an_account_adds_up_its_claimed_identities_and_cannot_take_another
     assert credit.seconds == 15.0 and len(credit.campaigns) == 2
     board = await storage.credit.leaderboard(campaign_id=first)
     assert board.anonymous == 1  # one account, counted once
+
+
+async def test_deleting_an_account_releases_its_claims_and_listing(storage: Storage) -> None:
+    volunteer = await storage.create_user("gone@example.org")
+    assert await storage.credit.claim(volunteer.id, ALICE)
+    await storage.credit.set_listed(volunteer.id, True)
+    await storage.accounts.delete_account(volunteer.id)
+    assert await storage.credit.claimed(volunteer.id) == [] and not await storage.credit.listed(volunteer.id)
+    other = await storage.create_user("next@example.org")
+    assert await storage.credit.claim(other.id, ALICE)
