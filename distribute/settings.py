@@ -375,12 +375,7 @@ class Settings:
     signin_limit: int = setting(5, "attempts", "failed sign-ins per address or e-mail in the window", _positive)
     reset_limit: int = setting(3, "requests", "password-reset requests per address or e-mail in the window", _positive)
     signup_limit: int = setting(5, "accounts", "sign-ups from one address in the window", _positive)
-    credit_limit: int = setting(
-        300,
-        "requests",
-        "volunteers' credit lookups (the consent card's total) from one address in the window",
-        _positive,
-    )
+    credit_limit: int = setting(300, "requests", "credit lookups (consent card) per address in the window", _positive)
     signup_min_seconds: float = setting(
         1.5, "s", "fewest seconds between showing the sign-up form and submitting it (bots are quicker)", _non_negative
     )
