@@ -24,9 +24,9 @@ import json
 import re
 import struct
 import time
-from typing import Any
+from typing import Any, cast
 
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response, current_app, request
 
 from .auth import RateLimiter
 from .storage.credit import Leaderboard
@@ -43,15 +43,15 @@ LEADERBOARD_NAMES = 50
 CLAIM_MINUTES = 15
 _CLAIM_MAC = 16  # bytes of HMAC-SHA256 kept in a claim code
 
-_limiters: dict[int, RateLimiter] = {}  # per platform (one per app in tests)
+LIMITER_EXTENSION = "volunteers.limiter"  # this app's RateLimiter of credit lookups, in `app.extensions`
 
 
 def _limiter() -> RateLimiter:
-    platform = current_platform()
-    limiter = _limiters.get(id(platform))
+    limiter = current_app.extensions.get(LIMITER_EXTENSION)
     if limiter is None:
-        limiter = _limiters[id(platform)] = RateLimiter(platform.settings.credit_limit, platform.settings.rate_window)
-    return limiter
+        settings = current_platform().settings
+        limiter = current_app.extensions[LIMITER_EXTENSION] = RateLimiter(settings.credit_limit, settings.rate_window)
+    return cast(RateLimiter, limiter)
 
 
 def _json(body: Any, status: int = 200, **headers: str) -> Response:
