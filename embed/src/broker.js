@@ -156,6 +156,8 @@ withdraw.addEventListener("click", () => {
   session = null;
   forget(storage);
   showRemembered();
+  // A campaign with nothing to give keeps its card; otherwise the card asks again.
+  if (["complete", "ended", "halted"].includes(document.body.dataset.state)) return;
   render({ state: "idle", detail: "", done: Number(document.body.dataset.done) || 0 });
   statusLine.textContent = "Your choice is forgotten: nothing runs until you click Contribute.";
   contribute.focus();
