@@ -260,3 +260,32 @@ async def test_a_campaigns_leaderboard_page_shows_the_stored_compute_and_counts_
     assert len(outcome.results) == 4 and stored > 0
     assert board["total"] == pytest.approx(stored) and board["volunteers"] == 1 and board["named"] == 0
     assert "1 volunteer who chose not to be named" in board["text"]
+
+
+@pytest.mark.parametrize("browser", ["firefox"], indirect=True)
+async def test_a_choice_remembered_on_one_site_holds_there_and_not_on_another_site(embedding: Embedding) -> None:
+    """Firefox partitions (rather than blocks) a cross-site frame's storage, as browsers do by default:
+    the choice made inside one site's page is kept for that site only."""
+    browser = embedding.browser
+    campaign = await embedding.campaign(busy_kernel(20), 2000)
+    one_site = embedding.host_site.add("partitioned", host_page(embedding.server.url, campaign))  # localhost
+    other_site = same_site_page(embedding, campaign)  # 127.0.0.1: another site
+    context = await browser.run(new_context, browser)
+    try:
+        first = await browser.run(open_in, context, one_site)
+        assert (await browser.run(card, first))["storage"] == "yes"
+        await browser.run(remember_and_contribute, first)
+        await browser.run(first.wait_done, 1)
+        await browser.run(first.page.close)
+        await wait_connected(embedding.server, campaign, 0)
+
+        elsewhere = await browser.run(open_in, context, other_site)
+        seen = await browser.run(card, elsewhere)
+        assert seen["state"] == "idle" and seen["remembered"] == "false"
+        await browser.run(elsewhere.page.close)
+
+        again = await browser.run(open_in, context, one_site)  # the same site: starts by itself
+        await browser.run(again.wait_done, 1)
+        assert (await browser.run(card, again))["remembered"] == "true"
+    finally:
+        await browser.run(context.close)
