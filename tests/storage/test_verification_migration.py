@@ -26,6 +26,8 @@ TO_VERSION_1 = (
     "ALTER TABLE account DROP COLUMN display_name",  # added by version 3, which migrates it from 2
     "ALTER TABLE campaign DROP COLUMN is_open",  # added by version 4
     "ALTER TABLE dataset DROP COLUMN checkpoint",  # added by version 4
+    "DROP TABLE volunteer_claim",  # added by version 5
+    "DROP TABLE volunteer_listing",  # added by version 5
     "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
 )
 
@@ -53,7 +55,7 @@ def _columns(storage: PonyStorage, table: str) -> set[str]:
 
 
 async def test_a_version_1_database_is_migrated_and_keeps_its_results(url: str) -> None:
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     storage = await PonyStorage.open(url)
     user = await storage.create_user("old@example.org")
     campaign = await storage.create_campaign(
@@ -80,6 +82,7 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_results(url: str) 
         counts = await migrated.counts(campaign.id)
         assert counts.done == 3 and counts.results == 3 and counts.verified == 0
         assert await migrated.worker_records(["anyone"]) == []  # the new table exists
+        assert await migrated.credit.claimed(user.id) == [] and not await migrated.credit.listed(user.id)
     finally:
         await migrated.aclose()
     again = await PonyStorage.open(url)  # opening a migrated database is a no-op
