@@ -37,6 +37,7 @@ from .errors import NotFound, Unauthorized, ValidationError
 from .platform import Platform
 from .plugins import loaded_plugins
 from .settings import Settings
+from .volunteers import volunteers_blueprint
 from .webstate import EXTENSION
 
 __all__ = ["Running", "create_app", "serve"]
@@ -64,6 +65,7 @@ def create_app(platform: Platform) -> QuartTrio:
     app.register_blueprint(api_blueprint)
     app.register_blueprint(console_blueprint)
     app.register_blueprint(embed_blueprint)
+    app.register_blueprint(volunteers_blueprint)
 
     @app.websocket("/ws")
     async def worker_socket() -> None:

@@ -281,7 +281,11 @@ def _broker_page(*, campaign: str, title: str, byline: str, about: str, explain:
 {by}<div class="about-wrap"><p class="about" id="about">{esc(about)}</p>
 <button id="more" class="link" type="button" aria-controls="full" aria-expanded="false" hidden>More</button></div>
 <p class="consent" id="consent">{esc(CONSENT)}
-<button id="what" class="link" type="button" aria-controls="explain" aria-expanded="false">What is this?</button></p>
+<button id="what" class="link" type="button" aria-controls="explain" aria-expanded="false">What is this?</button>
+<label class="remember" title="Remember my choice on this site: the next visit starts without a click"><input type="checkbox" id="remember"> Remember<span class="wide"> on this site</span></label>
+<button id="withdraw" class="link" type="button" hidden>Forget my choice</button></p>
+<p id="credit" class="credit" hidden><span id="credit-text"></span>
+<button id="keep-credit" class="link" type="button" aria-controls="keep" aria-expanded="false">Keep my credit</button></p>
 <div class="controls">
 <button id="contribute" type="button">Contribute</button>
 <button id="pause" type="button">Pause</button>
@@ -292,6 +296,11 @@ def _broker_page(*, campaign: str, title: str, byline: str, about: str, explain:
 <section class="panel" id="explain" aria-labelledby="explain-title" hidden>
 <div class="head"><h2 id="explain-title">What is this?</h2><button class="back" type="button">Back</button></div>
 <p>{esc(explain)}</p>
+</section>
+<section class="panel" id="keep" aria-labelledby="keep-title" hidden>
+<div class="head"><h2 id="keep-title">Keep my credit</h2><button class="back" type="button">Back</button></div>
+<p id="keep-text">Asking for a code…</p>
+<input id="keep-code" type="text" readonly aria-label="Claim code" spellcheck="false">
 </section>
 <section class="panel" id="full" aria-labelledby="full-title" hidden>
 <div class="head"><h2 id="full-title">{esc(title)}</h2><button class="back" type="button">Back</button></div>
@@ -326,7 +335,7 @@ def _explain(what: str, server: str) -> str:
         f"Contribute lends this device's spare processing power to {what}, through distribute at {host}. "
         "Small pieces of the problem are computed in a sandbox that cannot see this website, your cookies or "
         "your files; only the results go back. It runs only after you click Contribute, while this page is "
-        "open and visible; pause or stop it at any time. Nothing is stored on your device."
+        "open and visible; pause or stop it at any time. Nothing is kept on your device unless you ask to be remembered."
     )
 
 

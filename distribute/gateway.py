@@ -293,10 +293,13 @@ class Gateway:
                 ),
             )
             return
-        # Tagged with the version this connection runs (its last campaign frame), not the newest one.
-        version = version_run(session.campaign)
-        self._record(session, FinishedTask(task, campaign_id, payload, compute_ms, session.worker, session.host,
-                                           kernel_version=version))  # fmt: skip
+        # Tagged with the version this connection runs (its last campaign frame), not the newest one; the
+        # identity goes with every result: volunteers' credit is summed by it (storage.credit).
+        answer = FinishedTask(
+            task, campaign_id, payload, compute_ms, session.worker, session.host,
+            identity=session.key[0], kernel_version=version_run(session.campaign),
+        )  # fmt: skip
+        self._record(session, answer)
 
     def _fail(self, session: Session, task: int, message: str, stack: str, compute_ms: float, now: float) -> None:
         campaign_id, compute_ms = self._release(session, task, compute_ms, now)

@@ -335,6 +335,7 @@ class Settings:
     signin_limit: int = setting(5, "attempts", "failed sign-ins per address or e-mail in the window", POSITIVE)
     reset_limit: int = setting(3, "requests", "password-reset requests per address or e-mail in the window", POSITIVE)
     signup_limit: int = setting(5, "accounts", "sign-ups from one address in the window", POSITIVE)
+    credit_limit: int = setting(300, "requests", "credit lookups (consent card) per address in the window", POSITIVE)
     signup_min_seconds: float = setting(
         1.5, "s", "fewest seconds between showing the sign-up form and submitting it (bots are quicker)", NON_NEGATIVE
     )

@@ -33,6 +33,7 @@ from ..models import (
     WorkerRecord,
 )
 from .console import AccountStore, ConsoleQueries
+from .credit import CreditStore
 from .stream import ResultStreamStore
 from .versions import KernelVersionStore
 
@@ -383,6 +384,11 @@ class Storage(
     @property
     def generator_leases(self) -> GeneratorLeaseStore:
         """Generator leases, on the same database."""
+        ...
+
+    @property
+    def credit(self) -> CreditStore:
+        """Volunteers' credit, claims and leaderboards (`storage.credit`), on the same database."""
         ...
 
     @property

@@ -98,7 +98,8 @@ class AccountStore(Protocol):
         ...
 
     async def delete_account(self, user_id: int) -> None:
-        """Remove the user and all they own (campaigns, datasets, results, errors, tokens, sessions).
+        """Remove the user and all they own (campaigns, datasets, results, errors, tokens, sessions, the
+        claims of volunteer identities and the leaderboard listing: the identities' credit stays, unclaimed).
 
         Nothing happens for an unknown user.
         """

@@ -3,7 +3,10 @@
 // Runs in the broker document (the server's origin, under a strict CSP) and never runs campaign
 // code. Until the visitor clicks "Contribute" this small script is all that loads: no socket, no
 // sandbox, no kernel. The click loads session.js, which does the work; consent lasts as long as
-// this page view (nothing is stored).
+// this page view, unless the visitor ticks "remember my choice on this site" (consent.js): then the
+// next visit starts at once, and "Forget my choice" (always shown while remembered) withdraws it.
+
+import { describeCredit, forget, localStore, persistentIdentity, remember, remembered } from "./consent.js";
 
 const card = document.getElementById("card");
 const el = (id) => document.getElementById(id);
@@ -15,6 +18,11 @@ const statusLine = el("status");
 const about = el("about");
 const more = el("more");
 const what = el("what");
+const rememberBox = el("remember");
+const withdraw = el("withdraw");
+const creditLine = el("credit");
+const creditText = el("credit-text");
+const keep = el("keep-credit");
 
 let session = null;
 let level = ["low", "medium", "high"].includes(card.dataset.throttle) ? card.dataset.throttle : "low";
@@ -61,7 +69,99 @@ function render(status) {
   statusLine.textContent = describe(status);
   pause.textContent = status.state === "paused" ? "Resume" : "Pause";
   if (status.state === "done" && status.detail === "complete") tellHowItEnded(status.done);
+  if (status.done !== lastDone) {
+    lastDone = status.done;
+    askCredit();
+  }
 }
+
+// ---------------------------------------------------------------- remembered consent and credit
+
+const storage = localStore(); // null where the browser blocks this frame's storage: one page view only
+let lastDone = 0;
+document.body.dataset.storage = storage ? "yes" : "blocked";
+rememberBox.closest("label").hidden = !storage;
+
+function showRemembered() {
+  const kept = remembered(storage);
+  document.body.dataset.remembered = String(kept);
+  withdraw.hidden = !kept;
+  rememberBox.closest("label").hidden = kept || !storage;
+  rememberBox.checked = false;
+}
+
+// This browser's identity, as the session sends it: the one kept with a remembered choice, else
+// this tab's (session.js keeps it in sessionStorage). Read without loading session.js.
+function knownIdentity() {
+  if (session?.identity) return session.identity;
+  const kept = persistentIdentity(storage);
+  if (kept) return kept;
+  try {
+    const id = globalThis.sessionStorage.getItem("distribute.worker-id");
+    return id && /^[0-9a-f]{32}$/.test(id) ? id : null;
+  } catch {
+    return null;
+  }
+}
+
+// The credit route takes the identity in a POST body, never in a URL (URLs are logged); at most
+// one request at a time, and again 20 s later when more tasks were done meanwhile.
+let asking = false;
+let askAgain = false;
+async function askCredit() {
+  const identity = knownIdentity();
+  if (!identity) return;
+  if (asking) {
+    askAgain = true;
+    return;
+  }
+  asking = true;
+  try {
+    const response = await fetch("/embed/credit", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ identity }),
+      cache: "no-store",
+    });
+    if (response.ok) {
+      const { seconds, campaigns } = await response.json();
+      document.body.dataset.credit = String(seconds);
+      creditText.textContent = describeCredit(seconds, campaigns);
+      creditLine.hidden = !creditText.textContent;
+    }
+  } catch {
+    // Offline: the last figure stays.
+  } finally {
+    setTimeout(() => {
+      asking = false;
+      if (askAgain) {
+        askAgain = false;
+        askCredit();
+      }
+    }, 20000);
+  }
+}
+
+function keepChoice() {
+  if (rememberBox.checked && session) remember(session.identity, storage);
+  showRemembered();
+}
+
+rememberBox.addEventListener("change", () => {
+  if (session) keepChoice(); // already contributing: the tick is the choice
+});
+
+withdraw.addEventListener("click", () => {
+  session?.stop();
+  session = null;
+  forget(storage);
+  showRemembered();
+  // A campaign with nothing to give keeps its card; otherwise the card asks again.
+  if (["complete", "ended", "halted"].includes(document.body.dataset.state)) return;
+  render({ state: "idle", detail: "", done: Number(document.body.dataset.done) || 0 });
+  statusLine.textContent = "Your choice is forgotten: nothing runs until you click Contribute.";
+  contribute.focus();
+});
 
 // "complete" on the wire means nothing is left to hand out; datasets may have failed on the way.
 // The card asks the server which, so that it never thanks a visitor for a success that was not one.
@@ -86,7 +186,9 @@ async function begin() {
     const { Session } = await import("./session.js");
     const campaign = card.dataset.campaign === "any" ? null : Number(card.dataset.campaign);
     const wsUrl = card.dataset.ws || new URL("/ws", location.href).href.replace(/^http/, "ws");
-    session = new Session({ campaign, level, wsUrl, runnerUrl: card.dataset.runner, onStatus: render });
+    const identity = persistentIdentity(storage) ?? undefined;
+    session = new Session({ campaign, level, wsUrl, runnerUrl: card.dataset.runner, onStatus: render, identity });
+    keepChoice();
     await session.start();
   } catch (error) {
     render({ state: "error", detail: `Could not start: ${error?.message ?? error}`, done: 0 });
@@ -105,7 +207,7 @@ contribute.addEventListener("click", () => {
 
 // "What is this?" and "More" each replace the card's body with a panel and a Back button, so the
 // text is read whole in the frame's own height instead of in a small scroll box.
-const openers = { explain: what, full: more };
+const openers = { explain: what, full: more, keep };
 
 function show(view) {
   const from = card.dataset.view;
@@ -119,6 +221,32 @@ function show(view) {
 }
 
 what.addEventListener("click", () => show("explain"));
+keep.addEventListener("click", async () => {
+  // "Keep my credit": a short-lived claim code for this browser's identity, to paste into the
+  // console's volunteer page. The frame may not open windows, so the visitor goes there themselves.
+  show("keep");
+  const identity = knownIdentity();
+  const text = el("keep-text");
+  const code = el("keep-code");
+  code.value = "";
+  try {
+    const response = await fetch("/embed/claim-code", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ identity }),
+      cache: "no-store",
+    });
+    if (!response.ok) throw new Error(String(response.status));
+    const answer = await response.json();
+    text.textContent =
+      `Sign in or create an account at ${answer.url} and paste this code there within ${answer.minutes} minutes. ` +
+      "Anyone with the code can take this credit: keep it to yourself.";
+    code.value = answer.code;
+    code.select();
+  } catch {
+    text.textContent = "No code now: try again in a moment.";
+  }
+});
 more.addEventListener("click", () => show("full"));
 for (const back of card.querySelectorAll(".panel .back")) back.addEventListener("click", () => show("card"));
 document.addEventListener("keydown", (event) => {
@@ -144,3 +272,9 @@ throttle.addEventListener("change", () => {
   level = throttle.value;
   session?.setLevel(level);
 });
+
+showRemembered();
+askCredit();
+// A remembered choice is this visit's consent: work starts without a click, unless the campaign has
+// nothing to give (its card says so).
+if (remembered(storage) && document.body.dataset.state === "idle") begin();

@@ -94,7 +94,7 @@ export function workerIdentity(given = undefined, random = globalThis.crypto) {
 }
 
 export class Session {
-  // options: {campaign: id | null, level, wsUrl, runnerUrl, onStatus(status)}
+  // options: {campaign: id | null, level, wsUrl, runnerUrl, onStatus(status), identity?}
   constructor(options) {
     this.campaign = options.campaign;
     this.wsUrl = options.wsUrl;
@@ -103,7 +103,7 @@ export class Session {
     this.cores = navigator.hardwareConcurrency || 2;
     this.plan = plan(options.level, this.cores);
     this.host = hostOrigin();
-    this.identity = workerIdentity();
+    this.identity = options.identity ?? workerIdentity(); // a remembered choice keeps its own (consent.js)
     this.state = "starting";
     this.detail = "";
     this.done = 0;

@@ -60,6 +60,8 @@ PUBLIC_PAGES = [
     Page("/reset/<token>", "/reset/{reset}"),
     Page("/verify/<token>", "/verify/{verify}"),
     Page("/api/docs", "/api/docs", ready=".swagger-ui .opblock"),
+    Page("/leaderboard/campaigns/<int:campaign_id>", "/leaderboard/campaigns/{campaign}"),
+    Page("/leaderboard/sites", "/leaderboard/sites?host=https%3A%2F%2Fnews.example"),
 ]
 
 # Pages of a signed-in owner of a finished campaign with results and kernel errors.
@@ -71,6 +73,7 @@ OWNER_PAGES = [
     Page("/campaigns/<int:campaign_id>/results/<int:result_id>", "/campaigns/{campaign}/results/{result}"),
     Page("/campaigns/<int:campaign_id>/execute", "/campaigns/{campaign}/execute"),
     Page("/account", "/account"),
+    Page("/volunteer", "/volunteer"),
 ]
 
 # GET routes of the console that are not pages a person reads, and why.

@@ -60,7 +60,13 @@ API_ROUTES = [
 ]
 # Public by design: the consent card volunteers see shows a campaign's name and description.
 # The card and the state it shows are public: they say no more than the card itself.
-PUBLIC = {"/embed/<int:campaign_id>", "/embed/<int:campaign_id>/state"}
+# A campaign's leaderboard is public too: names only of volunteers who chose it, the rest as a count.
+PUBLIC = {
+    "/embed/<int:campaign_id>",
+    "/embed/<int:campaign_id>/state",
+    "/leaderboard/campaigns/<int:campaign_id>",
+    "/leaderboard/campaigns/<int:campaign_id>.json",
+}
 
 
 def template_of(rule: str) -> str:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 __all__ = ["BACK_TO_VERSION_3"]
 
-# Version 4: open campaigns, checkpoints, kernel versions, the result stream.
-_SCHEMA_4_INDEXES = ("result_stream",)
+# Version 4: open campaigns, checkpoints, kernel versions, the result stream, volunteers' credit.
+_SCHEMA_4_TABLES = ("volunteer_claim", "volunteer_listing")
+_SCHEMA_4_INDEXES = ("result_stream", "result_by_identity")
 _SCHEMA_4_COLUMNS = (
     ("campaign", "is_open"),
     ("dataset", "checkpoint"),
@@ -22,5 +23,6 @@ _SCHEMA_4_COLUMNS = (
 # The statements that take a version-4 database back to version 3 (the schema version row aside).
 BACK_TO_VERSION_3: tuple[str, ...] = (
     *(f"DROP INDEX {index}" for index in _SCHEMA_4_INDEXES),
+    *(f"DROP TABLE {table}" for table in _SCHEMA_4_TABLES),
     *(f"ALTER TABLE {table} DROP COLUMN {column}" for table, column in _SCHEMA_4_COLUMNS),
 )

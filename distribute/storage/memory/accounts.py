@@ -217,6 +217,9 @@ class MemoryAccounts:
             for table in (t.sessions, t.resets, t.verifications):
                 for key in [key for key, row in table.items() if row.user_id == user_id]:
                     del table[key]
+            for identity in [i for i, owner in t.claims.items() if owner == user_id]:  # the credit stays, unclaimed
+                del t.claims[identity]
+            t.listed.discard(user_id)
 
 
 def _user_row(t: Tables, user_id: int) -> UserRow:

@@ -23,6 +23,7 @@ from ...models import Campaign, CampaignCounts, CampaignStatus, DatasetState, Le
 from ..base import AccountUsage
 from ..hashing import content_hash
 from .accounts import MemoryAccounts, MemoryConsoleQueries, MemoryUsers
+from .credit import MemoryCredit
 from .generator_leases import MemoryGeneratorLeases, holds
 from .presence import MemoryPresence
 from .results import MemoryResults
@@ -64,6 +65,7 @@ class MemoryStorage(MemoryUsers, MemoryResults, MemoryVerification):
         self.queries = MemoryConsoleQueries(tables)
         self.generator_leases = MemoryGeneratorLeases(tables)
         self.presence = MemoryPresence(tables)
+        self.credit = MemoryCredit(tables)
 
     @classmethod
     async def open(cls, url: str, threads: int = 4) -> MemoryStorage:

@@ -202,6 +202,8 @@ class Tables:
         self.workers: dict[str, WorkerRow] = {}
         self.generator_leases: dict[int, tuple[str, float]] = {}  # campaign -> (owner, until)
         self.presence: dict[str, tuple[dict[int, int], float]] = {}  # process -> (workers per campaign, heartbeat)
+        self.claims: dict[str, int] = {}  # volunteer identity -> the account that claimed it (insertion order)
+        self.listed: set[int] = set()  # accounts that chose to appear by name on leaderboards
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[Tables]:

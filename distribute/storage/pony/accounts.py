@@ -227,6 +227,8 @@ def _delete_account(sql: SqlDialect, user_id: int) -> None:
     # The bulk rows by SQL (the ORM would load each one); then the ORM cascades the rest.
     for table in ("result", "kernel_error", "dataset"):
         sql.execute(f"DELETE FROM {table} WHERE campaign IN {owned}", (user_id,))
+    for table in ("volunteer_claim", "volunteer_listing"):  # its browsers' credit stays theirs, unclaimed
+        sql.execute(f"DELETE FROM {table} WHERE account = ?", (user_id,))
     user = sql.e["User"].get(id=user_id)
     if user is not None:
         user.delete()

@@ -28,6 +28,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE result ADD COLUMN identity TEXT",
     ),
     2: ("ALTER TABLE account ADD COLUMN display_name TEXT NOT NULL DEFAULT ''",),
+    # Version 4 also has new tables (volunteers' claims and listings), made by generate_mapping, and the
+    # result_stream and result_by_identity indexes of EXTRA_INDEXES.
     3: (
         "ALTER TABLE dataset ADD COLUMN checkpoint {bytes}",
         "ALTER TABLE campaign ADD COLUMN is_open BOOLEAN NOT NULL DEFAULT FALSE",
@@ -50,6 +52,8 @@ EXTRA_INDEXES = (
     # Only trusted (unreplicated) results are looked up by worker, to re-check them when it is flagged:
     # a partial index costs nothing on the hot path of replication 1.
     "CREATE INDEX IF NOT EXISTS result_trusted ON result (identity) WHERE status = 'trusted'",
+    # Volunteers' credit is summed per identity (the card, an account's claimed identities).
+    "CREATE INDEX IF NOT EXISTS result_by_identity ON result (identity, campaign)",
 )
 
 
@@ -194,7 +198,20 @@ def define_entities(db: Database) -> dict[str, Any]:
         workers = Required(LongStr)  # JSON: campaign id -> connected workers
         heartbeat = Required(float)
 
+    class VolunteerClaim(db.Entity):
+        # Tables of their own, created on an older database by generate_mapping: no migration step.
+        _table_ = "volunteer_claim"
+        identity = PrimaryKey(str)  # the broker's random id: a secret, never shown
+        account = Required(int, size=64, index=True)  # not a foreign key, like generator_lease.campaign
+        created = Required(float)
+
+    class VolunteerListing(db.Entity):
+        _table_ = "volunteer_listing"
+        account = PrimaryKey(int, size=64)  # a row: this account's display name appears on leaderboards
+
     return {
+        "VolunteerClaim": VolunteerClaim,
+        "VolunteerListing": VolunteerListing,
         "Presence": Presence,
         "WebSession": WebSession,
         "PasswordReset": PasswordReset,

@@ -41,6 +41,7 @@ from . import sql as hot
 from . import verdicts as verification
 from .accounts import PonyAccounts
 from .connect import Sessions, StorageThreads, bind, is_postgres
+from .credit import PonyCredit
 from .entities import EXTRA_INDEXES, MIGRATIONS, SCHEMA_VERSION, define_entities
 from .generator_leases import PonyGeneratorLeases
 from .presence import PonyPresence
@@ -72,6 +73,7 @@ class PonyStorage:
         self._sessions = Sessions(self._threads)
         self.accounts = PonyAccounts(self._sessions)
         self.queries = PonyConsoleQueries(self._sessions)
+        self.credit = PonyCredit(self._sessions)
         self.generator_leases = PonyGeneratorLeases(self._sessions)
         self.presence = PonyPresence(self._sessions)
 
