@@ -30,8 +30,9 @@ import contextlib
 import itertools
 import logging
 import resource
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import msgpack
@@ -56,6 +57,7 @@ from .work.checkpoints import features
 from .work.dispatcher import Dispatcher
 from .work.dwell import Dwell, EndedBy
 from .work.placement import Placements
+from .work.sites import SiteGrant, SiteTickets
 from .work.verification import canonical, worker_key
 
 __all__ = ["Gateway", "WebSocketLike"]
@@ -97,6 +99,7 @@ class Session:
     worker: str = ""  # "connection@address", stored with every result
     host: str = ""  # the embedding site the results are credited to
     key: tuple[str, str] = ("", "")  # (worker identity or "ip:ADDRESS", address): who gets replicas
+    site: SiteGrant | None = None  # the registered site its broker page verified (work/sites.py); None: anonymous
 
     def __post_init__(self) -> None:
         # Computed once, not once per result: both are stored with every outcome.
@@ -117,6 +120,7 @@ class Gateway:
         self.settings = settings
         self.sessions: dict[int, Session] = {}
         self.placements = Placements(dispatcher, settings.reschedule_seconds)  # workers that accept any campaign
+        self.tickets = SiteTickets(lifetime=settings.site_ticket_seconds)  # the platform sets the shared secret
         self.frames_received = 0  # every frame read from a worker, well-formed or not (/-/health)
         self.on_dispatch: Callable[[float], None] = lambda seconds: None  # the platform's dispatch-latency metric
         open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -195,7 +199,8 @@ class Gateway:
             with contextlib.suppress(*PEER_GONE):
                 await ws.close(exc.code, exc.reason)
             return
-        session = Session(id=connection, remote=remote, hello=hello, have=set(hello.have))
+        site, slots = self.tickets.admit(hello.site, hello.slots, hello.client, time.time())  # a bad ticket: anonymous
+        session = Session(connection, remote, replace(hello, slots=slots), set(hello.have), site=site)
         log.debug("worker connected from %s: campaign %s, %d slots", remote, hello.campaign or "any", hello.slots)
         limits.keys = identity_keys(remote, hello.client)
         self.sessions[session.id] = session
@@ -338,7 +343,10 @@ class Gateway:
                 ),
             )
             return
-        self._record(session, FinishedTask(task, campaign_id, payload, compute_ms, session.worker, session.host))
+        site = session.site.site_id if session.site else None  # the verified host, apart from the claimed one
+        self._record(
+            session, FinishedTask(task, campaign_id, payload, compute_ms, session.worker, session.host, site=site)
+        )
 
     def _fail(self, session: Session, task: int, message: str, stack: str, compute_ms: float, now: float) -> None:
         campaign_id, compute_ms = self._release(session, task, compute_ms, now)
@@ -469,7 +477,8 @@ class Gateway:
                 )
             return queue.campaign, ""
         # Placed again periodically even while it holds tasks; never switched under tasks in flight.
-        campaign, no_work = self.placements.place(session.id, session.campaign, bool(session.held), trio.current_time())
+        held, now = bool(session.held), trio.current_time()
+        campaign, no_work = self.placements.place(session.id, session.campaign, held, now, session.site)
         return campaign, "no work" if no_work else ""
 
     async def _send_campaign(self, ws: WebSocketLike, session: Session, campaign: Campaign) -> None:

@@ -10,6 +10,7 @@
 | `campaigns.py` | campaign list, new, detail, delete/restore, reset, embed snippets |
 | `results.py` | results table, one result, downloads, the execute page's data |
 | `live.py` | the live view's server-sent events |
+| `sites.py` | site owners' pages: their sites, proof of control, the policy form, the dashboard |
 
 Like the JSON API, the pages are a thin adapter: what happens to campaigns is `CampaignService`'s
 (`platform.campaigns`). Templates are in `templates/console/`, styles and scripts in `static/`
@@ -25,7 +26,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import NotFound, ValidationError
 from ..webstate import EXTENSION
-from . import accounts, campaigns, live, pages, results
+from . import accounts, campaigns, live, pages, results, sites
 from .web import (
     CONSOLE_EXTENSION,
     ConsoleState,
@@ -48,7 +49,14 @@ console_blueprint = Blueprint(
     static_url_path="/console/static",
 )
 
-for _child in (pages.blueprint, accounts.blueprint, campaigns.blueprint, results.blueprint, live.blueprint):
+for _child in (
+    pages.blueprint,
+    accounts.blueprint,
+    campaigns.blueprint,
+    results.blueprint,
+    live.blueprint,
+    sites.blueprint,
+):
     console_blueprint.register_blueprint(_child)
 
 

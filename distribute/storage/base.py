@@ -36,6 +36,7 @@ from ..models import (
     WebSessionInfo,
     WorkerRecord,
 )
+from .sites import SiteStore
 
 __all__ = [
     "PRESENCE_FORGET_SECONDS",
@@ -496,6 +497,11 @@ class Storage(UserStore, CampaignStore, DatasetStore, ResultStore, VerificationS
     @property
     def presence(self) -> PresenceStore:
         """The server processes' presence rows, on the same database."""
+        ...
+
+    @property
+    def sites(self) -> SiteStore:
+        """Registered sites (`storage/sites.py`), on the same database."""
         ...
 
     async def aclose(self) -> None:

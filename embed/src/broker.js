@@ -79,6 +79,16 @@ async function tellHowItEnded(done) {
   }
 }
 
+// A verified site's ticket counts only on the site's own pages. The server gave it after comparing the
+// Referer with the site's origin; where the browser names the page framing this one
+// (location.ancestorOrigins), it must be that origin too, or the broker runs anonymously.
+function siteTicket() {
+  const ticket = card.dataset.site || "";
+  const ancestors = location.ancestorOrigins;
+  if (!ticket || (ancestors && ancestors.length && ancestors[0] !== card.dataset.siteOrigin)) return null;
+  return ticket;
+}
+
 async function begin() {
   contribute.disabled = true;
   render({ state: "starting", detail: "Loading…", done: 0 });
@@ -86,7 +96,8 @@ async function begin() {
     const { Session } = await import("./session.js");
     const campaign = card.dataset.campaign === "any" ? null : Number(card.dataset.campaign);
     const wsUrl = card.dataset.ws || new URL("/ws", location.href).href.replace(/^http/, "ws");
-    session = new Session({ campaign, level, wsUrl, runnerUrl: card.dataset.runner, onStatus: render });
+    const site = siteTicket();
+    session = new Session({ campaign, level, wsUrl, runnerUrl: card.dataset.runner, onStatus: render, site });
     await session.start();
   } catch (error) {
     render({ state: "error", detail: `Could not start: ${error?.message ?? error}`, done: 0 });

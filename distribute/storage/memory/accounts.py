@@ -217,6 +217,7 @@ class MemoryAccounts:
             for table in (t.sessions, t.resets, t.verifications):
                 for key in [key for key, row in table.items() if row.user_id == user_id]:
                     del table[key]
+            t.sites = {key: site for key, site in t.sites.items() if site.owner_id != user_id}
 
 
 def _user_row(t: Tables, user_id: int) -> UserRow:

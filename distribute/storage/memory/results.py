@@ -135,7 +135,7 @@ def _store_outcomes(
     for task in (*accepted.values(), *replicas):
         identity = task.identity or None
         result = ResultRow(t.next_id("result"), task.dataset_id, task.campaign_id, task.value, task.compute_ms,
-                        task.worker, task.host, now, task.status, identity)  # fmt: skip
+                        task.worker, task.host, now, task.status, identity, task.site)  # fmt: skip
         t.add_result(result)
     for error in errored:
         _record_kernel_error(t.campaigns[error.campaign_id], error, now)

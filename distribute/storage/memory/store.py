@@ -25,6 +25,7 @@ from .accounts import MemoryAccounts, MemoryConsoleQueries, MemoryUsers
 from .generator_leases import MemoryGeneratorLeases, holds
 from .presence import MemoryPresence
 from .results import MemoryResults
+from .sites import MemorySites
 from .tables import CampaignRow, DatasetRow, Tables
 from .verdicts import MemoryVerification
 
@@ -63,6 +64,7 @@ class MemoryStorage(MemoryUsers, MemoryResults, MemoryVerification):
         self.queries = MemoryConsoleQueries(tables)
         self.generator_leases = MemoryGeneratorLeases(tables)
         self.presence = MemoryPresence(tables)
+        self.sites = MemorySites(tables)
 
     @classmethod
     async def open(cls, url: str, threads: int = 4) -> MemoryStorage:

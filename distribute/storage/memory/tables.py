@@ -22,7 +22,7 @@ from itertools import count
 
 import trio
 
-from ...models import Campaign, DatasetState, ResultStatus, StoredResult
+from ...models import Campaign, DatasetState, ResultStatus, Site, StoredResult
 
 __all__ = [
     "CampaignRow",
@@ -90,6 +90,7 @@ class ResultRow:
     created: float  # epoch seconds, as the SQL backends store it
     status: str
     identity: str | None
+    site: int | None = None  # the registered site the broker verified
 
 
 @dataclass(slots=True, eq=False)
@@ -197,6 +198,7 @@ class Tables:
         self.workers: dict[str, WorkerRow] = {}
         self.generator_leases: dict[int, tuple[str, float]] = {}  # campaign -> (owner, until)
         self.presence: dict[str, tuple[dict[int, int], float]] = {}  # process -> (workers per campaign, heartbeat)
+        self.sites: dict[int, Site] = {}
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[Tables]:

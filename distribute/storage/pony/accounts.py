@@ -227,6 +227,7 @@ def _delete_account(sql: SqlDialect, user_id: int) -> None:
     # The bulk rows by SQL (the ORM would load each one); then the ORM cascades the rest.
     for table in ("result", "kernel_error", "dataset"):
         sql.execute(f"DELETE FROM {table} WHERE campaign IN {owned}", (user_id,))
+    sql.execute("DELETE FROM site WHERE owner = ?", (user_id,))
     user = sql.e["User"].get(id=user_id)
     if user is not None:
         user.delete()

@@ -16,7 +16,7 @@ from pony.orm import Database, LongStr, Optional, PrimaryKey, Required, Set
 
 __all__ = ["EXTRA_INDEXES", "MIGRATIONS", "SCHEMA_VERSION", "define_entities"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Schema steps for databases made by an older version, by the version they start from. New tables
 # are created by Pony (generate_mapping); new columns of existing tables are added here.
@@ -32,6 +32,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE dataset ADD COLUMN checkpoint {bytes}",
         "ALTER TABLE campaign ADD COLUMN is_open BOOLEAN NOT NULL DEFAULT FALSE",
     ),
+    4: ("ALTER TABLE result ADD COLUMN site INTEGER",),
 }
 
 # Pony cannot express an index with the primary key in it; leasing needs (campaign, state, id) so
@@ -42,6 +43,7 @@ EXTRA_INDEXES = (
     "CREATE INDEX IF NOT EXISTS result_by_campaign ON result (campaign, dataset, id)",
     # Only trusted (unreplicated) results are looked up by worker, to re-check them when it is flagged:
     # a partial index costs nothing on the hot path of replication 1.
+    "CREATE INDEX IF NOT EXISTS result_by_site ON result (site) WHERE site IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS result_trusted ON result (identity) WHERE status = 'trusted'",
 )
 
@@ -124,6 +126,7 @@ def define_entities(db: Database) -> dict[str, Any]:
         created = Required(float)
         status = Required(str, default="accepted")
         identity = Optional(str, nullable=True)
+        site = Optional(int, nullable=True)  # the registered site the broker verified (not a foreign key)
 
     class WorkerRecord(db.Entity):
         _table_ = "worker_record"
@@ -181,7 +184,21 @@ def define_entities(db: Database) -> dict[str, Any]:
         workers = Required(LongStr)  # JSON: campaign id -> connected workers
         heartbeat = Required(float)
 
+    class Site(db.Entity):
+        # A table of its own, created on an older database by generate_mapping: no migration step.
+        _table_ = "site"
+        owner = Required(int, index=True)  # the account's id (not a foreign key: account deletion drops sites itself)
+        origin = Required(str)
+        key = Required(str, unique=True)
+        token = Required(str)
+        verified = Required(bool, default=False)
+        policy = Required(str, default="any")
+        allowlist = Optional(LongStr)  # JSON list of ids
+        max_throttle = Required(str, default="high")
+        created = Required(float)
+
     return {
+        "Site": Site,
         "Presence": Presence,
         "WebSession": WebSession,
         "PasswordReset": PasswordReset,

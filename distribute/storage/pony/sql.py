@@ -347,9 +347,20 @@ def store_outcomes(
     )
     sql.insert(
         "result",
-        ("dataset", "campaign", "payload", "compute_ms", "worker", "host", "created", "status", "identity"),
+        ("dataset", "campaign", "payload", "compute_ms", "worker", "host", "created", "status", "identity", "site"),
         [
-            (t.dataset_id, t.campaign_id, t.value, t.compute_ms, t.worker, t.host, now, t.status, t.identity or None)
+            (
+                t.dataset_id,
+                t.campaign_id,
+                t.value,
+                t.compute_ms,
+                t.worker,
+                t.host,
+                now,
+                t.status,
+                t.identity or None,
+                t.site,
+            )
             for t in (*accepted, *replicas)
         ],
     )

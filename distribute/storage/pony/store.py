@@ -44,6 +44,7 @@ from .entities import EXTRA_INDEXES, MIGRATIONS, SCHEMA_VERSION, define_entities
 from .generator_leases import PonyGeneratorLeases
 from .presence import PonyPresence
 from .queries import PonyConsoleQueries
+from .sites import PonySites
 
 __all__ = ["PonyStorage"]
 
@@ -73,6 +74,7 @@ class PonyStorage:
         self.queries = PonyConsoleQueries(self._sessions)
         self.generator_leases = PonyGeneratorLeases(self._sessions)
         self.presence = PonyPresence(self._sessions)
+        self.sites = PonySites(self._sessions)
 
     @classmethod
     async def open(cls, url: str, threads: int = 4) -> PonyStorage:
