@@ -285,7 +285,7 @@ async def _site_check() -> _SiteCheck:
     site = await platform.storage.sites.site_by_key(key)
     if site is None or not site.verified or _referrer_origin() != site.origin:
         return _SiteCheck()
-    return _SiteCheck(platform.gateway.tickets.issue(site, site.origin, time.time()), site.origin, site.max_throttle)
+    return _SiteCheck(platform.gateway.tickets.sign(site, site.origin, time.time()), site.origin, site.max_throttle)
 
 
 CONSENT = "Contribute uses this device's spare CPU while this page is open. You can pause or stop it at any time."

@@ -72,7 +72,7 @@ def _unb64(text: str) -> bytes:
 
 
 class SiteTickets:
-    """Issues and checks tickets. `secret` is the server secret (shared by every server process on one
+    """Signs and checks tickets. `secret` is the server secret (shared by every server process on one
     database); until the platform sets it, a random one of this process."""
 
     def __init__(self, secret: bytes | None = None, lifetime: float = 6 * 3600.0) -> None:
@@ -82,7 +82,7 @@ class SiteTickets:
     def _sign(self, payload: str) -> str:
         return _b64(hmac.new(self.secret, b"site-ticket:" + payload.encode("ascii"), hashlib.sha256).digest())
 
-    def issue(self, site: Site, origin: str, now: float) -> str:
+    def sign(self, site: Site, origin: str, now: float) -> str:
         """A ticket for a visitor of `site` whose broker page was requested from `origin` (already compared)."""
         body = [site.id, site.policy, sorted(site.allowlist), site.max_throttle, origin, int(now + self.lifetime)]
         payload = _b64(json.dumps(body, separators=(",", ":")).encode("utf-8"))

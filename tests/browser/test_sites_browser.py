@@ -17,7 +17,7 @@ from distribute.embed import embed_snippet
 from distribute.models import Site
 from tests.browser.conftest import HOST_SCRIPT, BrowserThread, HostSite, busy_kernel, generator_of, open_visit
 from tests.conftest import LiveServer, StartServer
-from tests.console.conftest import People, Visitor, people_on  # noqa: F401 (a fixture)
+from tests.console.conftest import People, Visitor
 
 DATASETS = 6
 
@@ -63,13 +63,17 @@ async def owner_of_token(server: LiveServer) -> int:
     return user.id
 
 
-async def test_a_sites_allowlist_is_enforced(
-    server: LiveServer, browser: BrowserThread, host_site: HostSite
-) -> None:
+async def test_a_sites_allowlist_is_enforced(server: LiveServer, browser: BrowserThread, host_site: HostSite) -> None:
     allowed, other = await campaigns(server)
     origin = f"http://localhost:{host_site.port}"
     site = await verified_site(
-        server, await owner_of_token(server), origin, host_site, policy="campaigns", allowlist=str(allowed), max_throttle="high"
+        server,
+        await owner_of_token(server),
+        origin,
+        host_site,
+        policy="campaigns",
+        allowlist=str(allowed),
+        max_throttle="high",
     )
     visit = await browser.run(open_visit, browser, host_site.add("article", page_with_key(server, site)))
     try:
@@ -99,9 +103,13 @@ async def test_a_key_on_a_foreign_origin_is_ignored(
         allowlist=str(allowed),
         max_throttle="low",
     )
-    visit = await browser.run(open_visit, browser, host_site.add("copied", page_with_key(server, site, throttle="high")))
+    visit = await browser.run(
+        open_visit, browser, host_site.add("copied", page_with_key(server, site, throttle="high"))
+    )
     try:
-        card = await browser.run(lambda: visit.broker().evaluate("() => ({...document.getElementById('card').dataset})"))
+        card = await browser.run(
+            lambda: visit.broker().evaluate("() => ({...document.getElementById('card').dataset})")
+        )
         assert "site" not in card  # the server handed this page no ticket
         levels = await browser.run(lambda: visit.broker().locator("#throttle option").all_inner_texts())
         assert levels == ["low", "medium", "high"]  # the site's highest throttle does not apply either
@@ -120,7 +128,9 @@ async def test_a_sites_highest_throttle_is_the_highest_offered(
     site = await verified_site(
         server, await owner_of_token(server), origin, host_site, policy="any", allowlist="", max_throttle="medium"
     )
-    visit = await browser.run(open_visit, browser, host_site.add("capped", page_with_key(server, site, throttle="high")))
+    visit = await browser.run(
+        open_visit, browser, host_site.add("capped", page_with_key(server, site, throttle="high"))
+    )
     try:
         levels = await browser.run(lambda: visit.broker().locator("#throttle option").all_inner_texts())
         chosen = await browser.run(lambda: visit.broker().locator("#throttle").input_value())
@@ -130,15 +140,20 @@ async def test_a_sites_highest_throttle_is_the_highest_offered(
 
 
 async def test_the_site_dashboard_shows_what_its_visitors_computed(
-    server: LiveServer, browser: BrowserThread, host_site: HostSite, people_on: Any
+    server: LiveServer, browser: BrowserThread, host_site: HostSite
 ) -> None:
-    crowd: People = people_on(server)
-    owner: Visitor = await crowd.sign_up("site-owner@example.org")
+    owner: Visitor = await People(server).sign_up("site-owner@example.org")
     user = await server.platform.storage.user_by_email(owner.email)
     assert user is not None
     allowed, other = await campaigns(server)
     site = await verified_site(
-        server, user.id, f"http://localhost:{host_site.port}", host_site, policy="any", allowlist="", max_throttle="high"
+        server,
+        user.id,
+        f"http://localhost:{host_site.port}",
+        host_site,
+        policy="any",
+        allowlist="",
+        max_throttle="high",
     )
     visit = await browser.run(open_visit, browser, host_site.add("article", page_with_key(server, site)))
     try:
@@ -148,7 +163,9 @@ async def test_the_site_dashboard_shows_what_its_visitors_computed(
     finally:
         await browser.run(visit.close)
     computed = {c: await results_of(server, c) for c in (allowed, other)}
-    expected = {str(c): (len(rows), len(rows), sum(r["compute_ms"] for r in rows) / 3.6e6) for c, rows in computed.items()}
+    expected = {
+        str(c): (len(rows), len(rows), sum(r["compute_ms"] for r in rows) / 3.6e6) for c, rows in computed.items()
+    }
 
     cookie = owner.session_cookie
     assert cookie is not None
@@ -170,6 +187,7 @@ async def test_the_site_dashboard_shows_what_its_visitors_computed(
             context.close()
 
     shown = await browser.run(read_dashboard)
+    await owner.client.aclose()
     table = {c: (int(t), int(v), float(h)) for c, t, v, h in shown["rows"]}
     assert table.keys() == expected.keys()
     for campaign, (tasks, verified, hours) in expected.items():

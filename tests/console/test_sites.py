@@ -126,7 +126,9 @@ async def test_the_well_known_file_proves_control(server: LiveServer, people_on:
 async def test_the_meta_tag_proves_control(server: LiveServer, people_on: Any, origin: SiteServer) -> None:
     owner = await people_on(server).sign_up("owner@example.org")
     site_id, token = await add_site(owner, origin.origin)
-    origin.serve("/", f'<html><head><meta content="{token}" name="distribute-site-verification"></head></html>'.encode())
+    origin.serve(
+        "/", f'<html><head><meta content="{token}" name="distribute-site-verification"></head></html>'.encode()
+    )
     response = await check(owner, site_id)
     assert response.status_code == 302 and await verified(server, site_id)
 
@@ -160,7 +162,7 @@ async def test_a_proof_over_the_size_cap_is_refused(server: LiveServer, people_o
 
 async def test_a_site_that_never_answers_is_refused(server: LiveServer, people_on: Any, origin: SiteServer) -> None:
     owner = await people_on(server).sign_up("owner@example.org")
-    site_id, token = await add_site(owner, origin.origin)
+    site_id, _ = await add_site(owner, origin.origin)
 
     async def never(_: str) -> tuple[int, bytes]:
         await trio.sleep_forever()
