@@ -32,7 +32,7 @@ from .verdicts import MemoryVerification
 __all__ = ["SCHEMA_VERSION", "MemoryStorage"]
 
 # The version of the data model: the same as the SQL schema's, since both store the same things.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _ACTIVE = (CampaignStatus.GENERATING, CampaignStatus.RUNNING)
 _SETTLED = (ResultStatus.CANONICAL, ResultStatus.TRUSTED)
