@@ -157,7 +157,9 @@ function iframe_html( array $attributes ) {
 		if ( 1 !== preg_match( '/^[a-z]+$/D', $name ) ) {
 			continue;
 		}
-		$escaped = 'src' === $name ? esc_url( $value, array( 'http', 'https' ) ) : esc_attr( $value );
+		// esc_url would write a query's "&" as "&#038;"; the raw URL escaped as an attribute is "&amp;", byte
+		// for byte what distribute's own snippet has (the scheme is still restricted to http and https).
+		$escaped = 'src' === $name ? esc_attr( esc_url_raw( $value, array( 'http', 'https' ) ) ) : esc_attr( $value );
 		$html   .= ' ' . $name . '="' . $escaped . '"';
 	}
 	return $html . '></iframe>';
