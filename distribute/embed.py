@@ -26,6 +26,7 @@ import hashlib
 import html
 import json
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +66,7 @@ embed_blueprint = Blueprint("embed", __name__)
 
 
 def embed_snippet(
-    server_url: str, campaign_id: int | str, *, height: int = DEFAULT_HEIGHT, throttle: str = "low"
+    server_url: str, campaign_id: int | str, *, height: int = DEFAULT_HEIGHT, throttle: str = "low", site: str = ""
 ) -> str:
     """The iframe a host site pastes to let its visitors contribute to a campaign ("any" for any).
 
@@ -73,6 +74,7 @@ def embed_snippet(
     opening pop-ups, submitting forms or starting downloads, while it keeps its own origin (it needs
     it for its WebSocket); `referrerpolicy="strict-origin"` tells us the host's origin and nothing
     of the page path; `loading="lazy"` costs the host nothing until the frame is scrolled near.
+    `site` is a registered site's key: `/embed/any?site=KEY` runs only what the site's policy admits.
     """
     if isinstance(campaign_id, bool) or not (campaign_id == "any" or str(campaign_id).isdigit()):
         raise ValueError(f"campaign_id must be a campaign number or 'any', not {campaign_id!r}")
@@ -88,6 +90,10 @@ def embed_snippet(
     src = SNIPPET["src"].replace("{server}", base).replace("{campaign}", campaign)
     if throttle != SNIPPET["throttle"]["default"]:
         src += SNIPPET["src_throttle"].replace("{throttle}", throttle)
+    if site:
+        if not re.fullmatch(SNIPPET["patterns"]["site"], site):
+            raise ValueError(f"site must be a site key, not {site!r}")
+        src += ("&" if "?" in src else "?") + SNIPPET["src_site"].replace("{site}", site)
     filled = {"{src}": src, "{height}": str(height)}
     parts = []
     for attribute in SNIPPET["attributes"]:
@@ -241,28 +247,68 @@ def _unavailable(message: str, status: int) -> Response:
     return _page(body, status, _broker_headers(_ws_url(_server_url())))
 
 
-def _level() -> str:
+def _level(highest: str = "high") -> str:
     level = request.args.get("throttle", "low")
-    return level if level in THROTTLE_LEVELS else "low"
+    level = level if level in THROTTLE_LEVELS else "low"
+    return min(level, highest, key=THROTTLE_LEVELS.index)
+
+
+@dataclass(frozen=True)
+class _SiteCheck:
+    """What a broker page for `/embed/any?site=KEY` carries: the ticket (empty: anonymous), the origin
+    the server verified, and the highest throttle the site allows."""
+
+    ticket: str = ""
+    origin: str = ""
+    highest: str = "high"
+
+
+SITE_KEY = re.compile(SNIPPET["patterns"]["site"])
+
+
+def _referrer_origin() -> str:
+    """The embedding page's origin as the browser sent it (the snippet's referrerpolicy sends just that)."""
+    parts = urlsplit(request.headers.get("Referer", ""))
+    return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme in ("http", "https") and parts.netloc else ""
+
+
+async def _site_check() -> _SiteCheck:
+    """The site's ticket when the key names a verified site and the page framing us is on its origin.
+
+    A key used anywhere else, an unverified site's key, or a page whose browser sent no Referer gets
+    the anonymous broker: the key alone never grants a site's standing (docs/security.md).
+    """
+    key = request.args.get("site", "")
+    if not key or not SITE_KEY.fullmatch(key):
+        return _SiteCheck()
+    platform = current_platform()
+    site = await platform.storage.sites.site_by_key(key)
+    if site is None or not site.verified or _referrer_origin() != site.origin:
+        return _SiteCheck()
+    return _SiteCheck(platform.gateway.tickets.sign(site, site.origin, time.time()), site.origin, site.max_throttle)
 
 
 CONSENT = "Contribute uses this device's spare CPU while this page is open. You can pause or stop it at any time."
 
 
-def _broker_page(*, campaign: str, title: str, byline: str, about: str, explain: str, state: str) -> Response:
+def _broker_page(
+    *, campaign: str, title: str, byline: str, about: str, explain: str, state: str, site: _SiteCheck | None = None
+) -> Response:
     """The consent card. `about` is shown whole: clamped to two lines on the card, with a "More" button
     (broker.js shows it when the text does not fit) that opens the full text in the card, as "What is
     this?" opens the explanation: each replaces the card's body, with a Back button, so nothing needs
-    scrolling inside the 220 px frame. An empty `byline` leaves out the owner line."""
+    scrolling inside the 220 px frame. An empty `byline` leaves out the owner line. `site`: a verified
+    site's ticket and limits (the throttle choices above its highest are not offered)."""
     build = _load_build()
     if build is None:
         return _unavailable(f"Not available: {BUILD_HINT}.", 503)
     server = _server_url()
     ws_url = _ws_url(server)
     esc = html.escape
-    options = "".join(
-        f'<option value="{lvl}"{" selected" if lvl == _level() else ""}>{lvl}</option>' for lvl in THROTTLE_LEVELS
-    )
+    site = site or _SiteCheck()
+    level, levels = _level(site.highest), THROTTLE_LEVELS[: THROTTLE_LEVELS.index(site.highest) + 1]
+    options = "".join(f'<option value="{lvl}"{" selected" if lvl == level else ""}>{lvl}</option>' for lvl in levels)
+    site_data = f' data-site="{esc(site.ticket)}" data-site-origin="{esc(site.origin)}"' if site.ticket else ""
     idle_status = CARD_STATUS.get(state, "Nothing runs until you click Contribute.")
     by = f'<p class="by">{esc(byline)}</p>\n' if byline else ""
     body = f"""<!doctype html>
@@ -276,7 +322,7 @@ def _broker_page(*, campaign: str, title: str, byline: str, about: str, explain:
 </head>
 <body data-state="{state}" data-done="0">
 <main id="card" data-campaign="{esc(campaign)}" data-ws="{esc(ws_url)}" data-runner="/embed/runner"
- data-throttle="{_level()}" data-view="card">
+ data-throttle="{level}" data-view="card"{site_data}>
 <h1>{esc(title)}</h1>
 {by}<div class="about-wrap"><p class="about" id="about">{esc(about)}</p>
 <button id="more" class="link" type="button" aria-controls="full" aria-expanded="false" hidden>More</button></div>
@@ -398,6 +444,7 @@ async def broker_for_any() -> Response:
         about="Your browser helps whichever campaign needs it most.",
         explain=_explain("the campaigns hosted there", server),
         state="idle",
+        site=await _site_check(),
     )
 
 

@@ -30,6 +30,7 @@ import contextlib
 import itertools
 import logging
 import resource
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -54,6 +55,7 @@ from .work.checkpoints import features
 from .work.dispatcher import Dispatcher
 from .work.dwell import Dwell, EndedBy
 from .work.placement import Placements
+from .work.sites import SiteTickets
 from .work.verification import canonical
 from .work.versions import needs_frame, version_run
 
@@ -72,6 +74,7 @@ class Gateway:
         self.settings = settings
         self.sessions: dict[int, Session] = {}
         self.placements = Placements(dispatcher, settings.reschedule_seconds)  # workers that accept any campaign
+        self.tickets = SiteTickets(lifetime=settings.site_ticket_seconds)  # the platform sets the shared secret
         self.frames_received = 0  # every frame read from a worker, well-formed or not (/-/health)
         self.on_dispatch: Callable[[float], None] = lambda seconds: None  # the platform's dispatch-latency metric
         open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -150,7 +153,8 @@ class Gateway:
             with contextlib.suppress(*PEER_GONE):
                 await ws.close(exc.code, exc.reason)
             return
-        session = Session(id=connection, remote=remote, hello=hello, have=set(hello.have))
+        site, slots = self.tickets.admit(hello.site, hello.slots, hello.client, time.time())  # a bad ticket: anonymous
+        session = Session(connection, remote, replace(hello, slots=slots), set(hello.have), site=site)
         log.debug("worker connected from %s: campaign %s, %d slots", remote, hello.campaign or "any", hello.slots)
         limits.keys = identity_keys(remote, hello.client)
         self.sessions[session.id] = session
@@ -294,10 +298,12 @@ class Gateway:
             )
             return
         # Tagged with the version this connection runs (its last campaign frame), not the newest one; the
-        # identity goes with every result: volunteers' credit is summed by it (storage.credit).
+        # identity goes with every result: volunteers' credit is summed by it (storage.credit); `site` is
+        # the verified host, apart from the claimed one.
         answer = FinishedTask(
             task, campaign_id, payload, compute_ms, session.worker, session.host,
             identity=session.key[0], kernel_version=version_run(session.campaign),
+            site=session.site.site_id if session.site else None,
         )  # fmt: skip
         self._record(session, answer)
 
@@ -435,7 +441,8 @@ class Gateway:
                 )
             return queue.campaign, ""
         # Placed again periodically even while it holds tasks; never switched under tasks in flight.
-        campaign, no_work = self.placements.place(session.id, session.campaign, bool(session.held), trio.current_time())
+        held, now = bool(session.held), trio.current_time()
+        campaign, no_work = self.placements.place(session.id, session.campaign, held, now, session.site)
         return campaign, "no work" if no_work else ""
 
     async def _send_campaign(self, ws: WebSocketLike, session: Session, campaign: Campaign) -> None:

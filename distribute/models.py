@@ -27,6 +27,9 @@ __all__ = [
     "KernelErrorSummary",
     "LeasedDataset",
     "ResultStatus",
+    "Site",
+    "SiteDay",
+    "SitePolicy",
     "StoredResult",
     "User",
     "Verdicts",
@@ -145,6 +148,7 @@ class FinishedTask:
     status: str = ResultStatus.ACCEPTED  # pending for a replica, trusted for an unreplicated trusted answer
     identity: str = ""  # worker key (verification.worker_key), stored with replicas
     kernel_version: int = 1  # the campaign's kernel version the connection was running (its campaign frame's)
+    site: int | None = None  # the registered site the broker verified the worker is embedded on
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,3 +307,35 @@ def campaign_state(campaign: Campaign, counts: CampaignCounts) -> CampaignState:
         label = WAITING_FOR_DATASETS if not counts.pending and not counts.leased else "open"
         return CampaignState(status, label, "active", counts.failed, None)
     return CampaignState(status, status, _TONES.get(status, "active"), counts.failed, reason)
+
+
+class SitePolicy:
+    ANY = "any"  # any campaign the server serves to "any" workers
+    CAMPAIGNS = "campaigns"  # only the campaigns on the allowlist
+    OWNERS = "owners"  # only campaigns of the owners on the allowlist
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A website registered by its owner: where `/embed/any?site=key` may run, and what it admits there."""
+
+    id: int
+    owner_id: int
+    origin: str  # scheme://host[:port], lower case, no path
+    key: str  # the site key the snippet carries (public: it names the site, it proves nothing)
+    token: str  # the proof-of-control token the site serves
+    verified: bool  # the server found the token on the origin
+    policy: str = SitePolicy.ANY
+    allowlist: tuple[int, ...] = ()  # campaign ids (policy "campaigns") or owner ids (policy "owners")
+    max_throttle: str = "high"  # the highest throttle level the site's visitors are offered
+
+
+@dataclass(frozen=True, slots=True)
+class SiteDay:
+    """What a site's visitors gave one campaign on one UTC day."""
+
+    day: str  # YYYY-MM-DD
+    campaign_id: int
+    tasks: int  # results stored, whatever their verdict
+    verified: int  # of those, accepted ones (accepted, canonical, agreed or trusted)
+    compute_seconds: float

@@ -22,6 +22,7 @@ from .metrics import MeteredStorage, Metrics
 from .plugins import make_scheduler, open_storage
 from .sandbox.pool import PoolLimits, open_sandbox_pool
 from .settings import Settings
+from .sites import SiteService
 from .storage import Storage
 from .work.dispatcher import Dispatcher
 from .work.generation import GenerationService
@@ -48,6 +49,7 @@ class Platform:
         self.campaigns = CampaignService(
             storage, settings, self.dispatcher, self.generation, self._workers_on, advice=self.gateway.dwell.advice
         )
+        self.sites = SiteService(storage, settings)  # site owners' use cases
         self.elsewhere: dict[int, int] = {}  # workers per campaign of the other server processes (presence rows)
         self.gateway.on_dispatch = self.metrics.dispatch_seconds.observe
         self.metrics.workers.set_function(lambda: len(self.gateway.sessions))
@@ -67,6 +69,8 @@ class Platform:
             async with open_sandbox_pool(limits) as pool, trio.open_nursery() as nursery:
                 platform = cls(settings, storage)
                 platform.metrics.sandbox_children.set_function(lambda: pool.live)
+                # Site tickets are checked by every server process on this database: one secret for all.
+                platform.gateway.tickets.secret = await storage.accounts.secret()
                 await nursery.start(platform.dispatcher.run)
                 await nursery.start(platform.generation.run)
                 await nursery.start(platform.gateway.run)  # the heartbeat sweep

@@ -84,6 +84,7 @@ MAX_FEATURES = 16  # most names in a `campaign` frame's `features` (each up to 6
 # The hard cap of a checkpoint's state, checked before the state is decoded; the server's setting
 # `checkpoint_max_bytes` (at most this) is the cap it announces and enforces.
 MAX_CHECKPOINT_BYTES = 16 * 1024 * 1024
+MAX_SITE_CHARS = 2048  # longest `site` ticket in hello (v1.1)
 MAX_CLIENT_TEXT = 256  # longest string value of hello's `client` map kept (embed/src/protocol.js clips alike)
 
 
@@ -99,6 +100,7 @@ class Hello:
     client: dict[str, Any] = field(default_factory=dict)
     have: tuple[str, ...] = ()  # campaign content hashes the client already holds
     version: int = VERSION
+    site: str | None = None  # v1.1: the site ticket of the broker page (work/sites.py); None: anonymous
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +229,7 @@ def encode(message: ClientMessage | ServerMessage) -> bytes:
                 "slots": message.slots,
                 "client": message.client,
                 "have": list(message.have),
+                "site": message.site,  # v1.1: None (anonymous) is what a v1 server assumes without it
             }
         case Result():
             body = {"t": "result", "id": message.task, "value": message.value, "ms": message.compute_ms}
@@ -420,12 +423,15 @@ def decode_client(frame: bytes | str) -> ClientMessage:
             raise ProtocolError(CLOSE_PROTOCOL_ERROR, "'client' must be a map and 'have' a short list")
         if not all(isinstance(h, str) and len(h) <= 128 for h in have):
             raise ProtocolError(CLOSE_PROTOCOL_ERROR, "'have' must hold content hashes")
+        if (site := body.get("site")) is not None and (not isinstance(site, str) or len(site) > MAX_SITE_CHARS):
+            raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"'site' must be a ticket of at most {MAX_SITE_CHARS} characters")
         return Hello(
             campaign=_int(body, "campaign", optional=True, low=1),
             slots=_int(body, "slots", low=1, high=MAX_SLOTS),
             client=_client_info(client),
             have=tuple(have),
             version=version,
+            site=site,
         )
     raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"unknown message type {kind[:32]!r}")
 

@@ -17,6 +17,7 @@ from .errors import ProtocolError
 from .limits import Address, ConnectionLimits, Meter, address_group
 from .models import Campaign
 from .settings import Settings
+from .work.sites import SiteGrant
 from .work.verification import worker_key
 
 __all__ = ["PEER_GONE", "Session", "WebSocketLike", "limits_of"]
@@ -53,6 +54,7 @@ class Session:
     worker: str = ""  # "connection@address", stored with every result
     host: str = ""  # the embedding site the results are credited to
     key: tuple[str, str] = ("", "")  # (worker identity or "ip:ADDRESS", address): who gets replicas
+    site: SiteGrant | None = None  # the registered site its broker page verified (work/sites.py); None: anonymous
 
     def __post_init__(self) -> None:
         # Computed once, not once per result: both are stored with every outcome.

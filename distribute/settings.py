@@ -226,6 +226,20 @@ class Settings:
             lambda v: all(re.fullmatch(r"https?://[^/?#\s]+/?", o.strip()) for o in v.split(",") if o.strip()),
         ),
     )
+    site_check_private: int = setting(
+        0,
+        "",
+        "1: proving control of a site may fetch from private, loopback and link-local addresses (tests, intranets); "
+        "0: such origins are refused",
+        one_of(0, 1),
+    )
+    site_check_timeout: float = setting(5.0, "s", "time limit of one fetch that proves control of a site", POSITIVE)
+    site_check_max_bytes: int = setting(
+        65536, "bytes", "most bytes read of a site's proof of control (the file or the home page)", POSITIVE
+    )
+    site_ticket_seconds: float = setting(
+        6 * 3600.0, "s", "lifetime of the site ticket a broker page of a verified site hands its harness", POSITIVE
+    )
     forwarded_allow_ips: str = setting(
         "",
         "addresses",

@@ -11,6 +11,7 @@
 | `results.py` | results table, one result, downloads, the execute page's data |
 | `live.py` | the live view's server-sent events |
 | `volunteers.py` | a volunteer's credit across browsers (claim codes), leaderboards per campaign and per site |
+| `sites.py` | site owners' pages: their sites, proof of control, the policy form, the dashboard |
 
 Like the JSON API, the pages are a thin adapter: what happens to campaigns is `CampaignService`'s
 (`platform.campaigns`). Templates are in `templates/console/`, styles and scripts in `static/`
@@ -26,7 +27,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import NotFound, ValidationError
 from ..webstate import EXTENSION
-from . import accounts, campaigns, live, pages, results, volunteers
+from . import accounts, campaigns, live, pages, results, sites, volunteers
 from .web import (
     CONSOLE_EXTENSION,
     ConsoleState,
@@ -56,6 +57,7 @@ for _child in (
     results.blueprint,
     live.blueprint,
     volunteers.blueprint,
+    sites.blueprint,
 ):
     console_blueprint.register_blueprint(_child)
 

@@ -34,6 +34,7 @@ from ..models import (
 )
 from .console import AccountStore, ConsoleQueries
 from .credit import CreditStore
+from .sites import SiteStore
 from .stream import ResultStreamStore
 from .versions import KernelVersionStore
 
@@ -394,6 +395,11 @@ class Storage(
     @property
     def presence(self) -> PresenceStore:
         """The server processes' presence rows, on the same database."""
+        ...
+
+    @property
+    def sites(self) -> SiteStore:
+        """Registered sites (`storage/sites.py`), on the same database."""
         ...
 
     async def aclose(self) -> None:

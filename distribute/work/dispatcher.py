@@ -38,6 +38,7 @@ from .checkpoints import Checkpoints
 from .decisions import Judged, Refused, Store
 from .early import EarlyFailures
 from .pacing import FlushPacing
+from .placement import Admit
 from .queues import CampaignQueue, Queues, TaskLease, has_work, overdue
 from .replicas import WorkerKey
 from .verifier import Verifier
@@ -161,13 +162,15 @@ class Dispatcher:
     def queue(self, campaign_id: int) -> CampaignQueue | None:
         return self.queues.get(campaign_id)
 
-    def choose_campaign(self, exclude: Iterable[int] = (), serving: Mapping[int, int] | None = None) -> Campaign | None:
-        """For a worker that serves any campaign: ask the scheduler (`serving`: campaign -> its other workers)."""
+    def choose_campaign(
+        self, exclude: Iterable[int] = (), serving: Mapping[int, int] | None = None, admit: Admit | None = None
+    ) -> Campaign | None:
+        """For a worker that serves any campaign: ask the scheduler (`serving`: campaign -> its other workers; `admit`: its site's policy)."""
         excluded, serving, horizon = set(exclude), serving or {}, self.settings.reschedule_seconds
         candidates = [
             Candidate(c.id, c.priority, c.weight, c.compute_seconds, serving.get(c.id, 0), horizon)
             for q in self.queues
-            if not q.complete and (c := q.campaign).id not in excluded and has_work(q)
+            if not q.complete and (c := q.campaign).id not in excluded and has_work(q) and (admit is None or admit(c))
         ]
         chosen = self.scheduler.choose(candidates)
         return self.queues.campaign(chosen.campaign_id) if chosen else None

@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from ..models import Campaign
 from .queues import CampaignQueue, has_work
 
-__all__ = ["Placements", "Work"]
+__all__ = ["Admit", "Admits", "Placements", "Work"]
 
 _GOLDEN = (math.sqrt(5) - 1) / 2
+
+Admit = Callable[[Campaign], bool]  # which campaigns a worker may be placed on (its site's policy)
 
 
 class Work(Protocol):
@@ -38,14 +40,24 @@ class Work(Protocol):
     def queue(self, campaign_id: int) -> CampaignQueue | None: ...
 
     def choose_campaign(
-        self, exclude: Iterable[int] = (), serving: Mapping[int, int] | None = None
+        self,
+        exclude: Iterable[int] = (),
+        serving: Mapping[int, int] | None = None,
+        admit: Admit | None = None,
     ) -> Campaign | None: ...
+
+
+class Admits(Protocol):
+    """A site's policy (work/sites.py `SiteGrant`): which campaigns its visitors may be placed on."""
+
+    def admits(self, campaign: Campaign) -> bool: ...
 
 
 @dataclass(slots=True)
 class _Placement:
     campaign: Campaign | None = None  # what the connection serves, or drains its tasks to serve next
     due: float = -math.inf  # when to ask the scheduler again
+    site: Admits | None = None  # the site the connection is embedded on: only campaigns it admits
 
 
 class Placements:
@@ -65,15 +77,18 @@ class Placements:
         """The connection's own re-placement period: `interval` x a factor in [0.5, 1.5) from its id."""
         return self._interval * (0.5 + (connection * _GOLDEN) % 1.0)
 
-    def place(self, connection: int, sent: Campaign | None, held: bool, now: float) -> tuple[Campaign | None, bool]:
+    def place(
+        self, connection: int, sent: Campaign | None, held: bool, now: float, site: Admits | None = None
+    ) -> tuple[Campaign | None, bool]:
         """The campaign whose tasks the connection gets now (None: none for now), and whether no campaign has work.
 
         `sent` is the campaign the connection was last sent; `held` whether it holds tasks (all of
-        that campaign: it is never switched under tasks in flight).
+        that campaign: it is never switched under tasks in flight). `site`: the policy of the verified
+        site the connection is embedded on, which every campaign it is placed on must satisfy.
         """
         placement = self._by_connection.get(connection)
         if placement is None:
-            placement = self._by_connection[connection] = _Placement()
+            placement = self._by_connection[connection] = _Placement(site=site)
         current = self._usable(sent)
         target = placement.campaign
         if target is not None and current is not None and target.id == current.id:
@@ -86,7 +101,8 @@ class Placements:
                 return next_one, False  # chosen when the move was decided: not asked again
         elif held:
             return None, False
-        chosen = self._work.choose_campaign(serving=self._others(placement))
+        admit = placement.site.admits if placement.site is not None else None
+        chosen = self._work.choose_campaign(serving=self._others(placement), admit=admit)
         if chosen is None:
             # Nothing anywhere: a headless worker leaves, the browser harness retries later.
             return current, current is None and not held

@@ -179,6 +179,16 @@ async function tellHowItEnded(done) {
   }
 }
 
+// A verified site's ticket counts only on the site's own pages. The server gave it after comparing the
+// Referer with the site's origin; where the browser names the page framing this one
+// (location.ancestorOrigins), it must be that origin too, or the broker runs anonymously.
+function siteTicket() {
+  const ticket = card.dataset.site || "";
+  const ancestors = location.ancestorOrigins;
+  if (!ticket || (ancestors && ancestors.length && ancestors[0] !== card.dataset.siteOrigin)) return null;
+  return ticket;
+}
+
 async function begin() {
   contribute.disabled = true;
   render({ state: "starting", detail: "Loading…", done: 0 });
@@ -187,7 +197,8 @@ async function begin() {
     const campaign = card.dataset.campaign === "any" ? null : Number(card.dataset.campaign);
     const wsUrl = card.dataset.ws || new URL("/ws", location.href).href.replace(/^http/, "ws");
     const identity = persistentIdentity(storage) ?? undefined;
-    session = new Session({ campaign, level, wsUrl, runnerUrl: card.dataset.runner, onStatus: render, identity });
+    const site = siteTicket();
+    session = new Session({ campaign, level, wsUrl, runnerUrl: card.dataset.runner, onStatus: render, identity, site });
     keepChoice();
     await session.start();
   } catch (error) {

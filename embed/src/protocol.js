@@ -45,10 +45,13 @@ function clientInfo(client) {
   return out;
 }
 
-export function encodeHello({ campaign = null, slots = 1, client = {}, have = [] } = {}) {
+// `site` (v1.1): the ticket of a verified site's broker page; left out when there is none.
+export function encodeHello({ campaign = null, slots = 1, client = {}, have = [], site = null } = {}) {
   if (!Number.isInteger(slots) || slots < 1 || slots > MAX_SLOTS) throw new RangeError(`slots must be 1..${MAX_SLOTS}`);
   if (campaign !== null && !(Number.isInteger(campaign) && campaign >= 1)) throw new RangeError("campaign must be a positive integer or null");
-  return encode({ t: "hello", v: VERSION, campaign, slots, client: clientInfo(client), have: have.slice(0, 16) });
+  const hello = { t: "hello", v: VERSION, campaign, slots, client: clientInfo(client), have: have.slice(0, 16) };
+  if (typeof site === "string" && site && site.length <= 2048) hello.site = site;
+  return encode(hello);
 }
 
 export const FEATURE_PROGRESS = "progress";

@@ -97,6 +97,7 @@ export class Session {
   // options: {campaign: id | null, level, wsUrl, runnerUrl, onStatus(status), identity?}
   constructor(options) {
     this.campaign = options.campaign;
+    this.site = options.site || null; // a verified site's ticket (broker.js checked the framing page's origin)
     this.wsUrl = options.wsUrl;
     this.runnerUrl = options.runnerUrl;
     this.onStatus = options.onStatus;
@@ -493,6 +494,7 @@ export class Session {
             workers: this.plan.workers,
           },
           have: [...this.cache.keys()],
+          site: this.site,
         }),
       );
       this.status("waiting", "Waiting for work…");

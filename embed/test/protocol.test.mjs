@@ -247,3 +247,9 @@ describe("server frames", () => {
     });
   }
 });
+
+test("hello carries a site ticket only when there is one", () => {
+  assert.equal(decode(encodeHello({ slots: 2, site: "abc.def" })).site, "abc.def");
+  assert.equal("site" in decode(encodeHello({ slots: 2 })), false);
+  assert.equal("site" in decode(encodeHello({ slots: 2, site: "x".repeat(2049) })), false);
+});

@@ -28,7 +28,9 @@ def definition() -> dict[str, Any]:
     return json.loads(DEFINITION.read_text(encoding="utf-8"))
 
 
-def reference_snippet(server: str, campaign: str, *, height: int | None = None, throttle: str | None = None) -> str:
+def reference_snippet(
+    server: str, campaign: str, *, height: int | None = None, throttle: str | None = None, site: str | None = None
+) -> str:
     spec = definition()
     server = server.rstrip("/")
     throttle = throttle or spec["throttle"]["default"]
@@ -45,6 +47,10 @@ def reference_snippet(server: str, campaign: str, *, height: int | None = None, 
     src = spec["src"].replace("{server}", server).replace("{campaign}", campaign)
     if throttle != spec["throttle"]["default"]:
         src += spec["src_throttle"].replace("{throttle}", throttle)
+    if site:
+        if not re.fullmatch(spec["patterns"]["site"], site):
+            raise ValueError(f"bad site {site!r}")
+        src += ("&" if "?" in src else "?") + spec["src_site"].replace("{site}", site)
     values = {"{src}": src, "{height}": str(height)}
     parts = []
     for attribute in spec["attributes"]:
@@ -63,14 +69,20 @@ class Case:
     campaign: str
     height: int | None = None
     throttle: str | None = None
+    site: str | None = None  # a registered site's key
 
     def expected(self) -> str:
         return embed_snippet(
-            self.server, self.campaign, height=self.height or DEFAULT_HEIGHT, throttle=self.throttle or "low"
+            self.server,
+            self.campaign,
+            height=self.height or DEFAULT_HEIGHT,
+            throttle=self.throttle or "low",
+            site=self.site or "",
         )
 
     def options(self) -> dict[str, str]:
         given = {"campaign": self.campaign, "server": self.server, "height": self.height, "throttle": self.throttle}
+        given["site"] = self.site
         return {key: str(value) for key, value in given.items() if value is not None}
 
     def shortcode(self) -> str:
@@ -90,4 +102,6 @@ CASES = (
     Case("http://127.0.0.1:8000/distribute/", "007", height=300, throttle="high"),
     Case("https://compute.example.org//", "0", height=120, throttle="low"),
     Case("http://compute.example.org:8080", "99999999999999999999", height=2000),
+    Case("https://compute.example.org", "any", site="Site_Key-0123456789abcdef"),
+    Case("https://compute.example.org", "any", throttle="medium", site="k3y"),
 )

@@ -132,7 +132,7 @@ async def test_the_block_is_set_up_in_the_block_editor_with_its_sidebar_controls
 
     edited = await chromium.run(edit)
     assert edited["errors"] == []
-    assert edited["attributes"] == {"campaign": str(campaign), "server": "", "throttle": "medium"}
+    assert edited["attributes"] == {"campaign": str(campaign), "server": "", "throttle": "medium", "site": ""}
     async with httpx.AsyncClient(timeout=30) as client:
         published = (await client.get(edited["link"])).text
     assert iframes(published) == iframes(embed_snippet(live_server.url, campaign, throttle="medium"))

@@ -139,7 +139,7 @@ def test_the_block_is_described_by_block_json_with_server_side_rendering_and_no_
     assert block["render"] == "file:./render.php" and (PLUGIN / "block" / "render.php").exists()
     assert block["editorScript"] == "file:./index.js"
     assert (PLUGIN / "block" / "index.asset.php").exists()
-    assert set(block["attributes"]) == {"campaign", "server", "height", "throttle"}
+    assert set(block["attributes"]) == {"campaign", "server", "height", "throttle", "site"}
 
 
 def test_the_block_editor_script_is_valid_javascript() -> None:

@@ -28,7 +28,9 @@ def test_the_generated_copies_are_not_committed() -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.shortcode())
 def test_distributes_own_snippet_is_the_defined_iframe(case: Case) -> None:
-    assert case.expected() == reference_snippet(case.server, case.campaign, height=case.height, throttle=case.throttle)
+    assert case.expected() == reference_snippet(
+        case.server, case.campaign, height=case.height, throttle=case.throttle, site=case.site
+    )
 
 
 def test_the_definition_agrees_with_distributes_constants() -> None:
@@ -54,6 +56,9 @@ def test_the_definition_agrees_with_distributes_constants() -> None:
         ("server", "https://user@x.example", False),
         ("height", "300", True),
         ("height", "300px", False),
+        ("site", "Site_Key-0123456789abcdef", True),
+        ("site", 'key"><script>', False),
+        ("site", "key&campaign=1", False),
     ],
 )
 def test_the_patterns_accept_only_plain_values(pattern: str, value: str, valid: bool) -> None:

@@ -193,3 +193,95 @@ async def test_signed_out_visitors_are_sent_to_sign_in(path: str, people: People
     if response.status_code == 302:
         assert response.headers["location"].startswith("/signin")
     assert not any(marker in response.text for marker in MARKERS)
+
+
+# --------------------------------------------------------------------------- site owners
+
+SECRET_ORIGIN = "https://secret-site-of-alice.example"
+# Every route that takes a site: another user's site is a 404, like a missing one.
+SITE_ROUTES = [
+    ("GET", "/sites/{s}"),
+    ("POST", "/sites/{s}/verify"),
+    ("POST", "/sites/{s}/policy"),
+    ("POST", "/sites/{s}/delete"),
+]
+
+
+async def test_the_matrix_covers_every_route_that_takes_a_site(console_server: LiveServer) -> None:
+    from distribute.app import create_app
+
+    app = create_app(console_server.platform)
+    routes = {
+        (method, re.sub(r"<(?:\w+:)?site_id>", "{s}", rule.rule))
+        for rule in app.url_map.iter_rules()
+        if "site_id" in rule.arguments
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    assert routes == set(SITE_ROUTES)
+
+
+@pytest.fixture
+async def site_victim(people: People, console_server: LiveServer) -> dict[str, Any]:
+    """Alice's site: its origin and key are what an intruder must never see, and it must never change."""
+    alice = await people.sign_up("alice-site@example.org")
+    response = await alice.post("/sites", {"origin": SECRET_ORIGIN}, page="/sites")
+    site_id = int(re.search(r"/sites/(\d+)", response.headers["location"])[1])  # type: ignore[index]
+    site = await console_server.platform.storage.sites.site(site_id)
+    assert site is not None
+    return {"alice": alice, "site": site}
+
+
+async def assert_site_untouched(server: LiveServer, site: Any) -> None:
+    assert await server.platform.storage.sites.site(site.id) == site
+
+
+@pytest.mark.parametrize(("method", "template"), SITE_ROUTES)
+@pytest.mark.parametrize("who", ["campaign owner", "site owner", "volunteer"])
+async def test_site_routes_refuse_another_users_site(
+    method: str,
+    template: str,
+    who: str,
+    site_victim: dict[str, Any],
+    intruder: tuple[Visitor, Api],
+    people: People,
+    console_server: LiveServer,
+) -> None:
+    site = site_victim["site"]
+    if who == "campaign owner":
+        mallory, _ = intruder
+    else:  # a site owner with a site of their own, or a volunteer's account with nothing
+        mallory = await people.sign_up(f"{who.replace(' ', '-')}@example.org")
+        if who == "site owner":
+            await mallory.post("/sites", {"origin": "https://mallory.example"}, page="/sites")
+    path = template.format(s=site.id)
+    data = {"policy": "campaigns", "allowlist": "1", "max_throttle": "low"}
+    response = await (mallory.get(path) if method == "GET" else mallory.post(path, data, page="/sites"))
+    assert response.status_code == 404, (path, response.status_code)
+    assert SECRET_ORIGIN not in response.text and site.key not in response.text and site.token not in response.text
+    await assert_site_untouched(console_server, site)
+
+
+async def test_the_site_list_shows_only_ones_own_sites(
+    site_victim: dict[str, Any], intruder: tuple[Visitor, Api]
+) -> None:
+    mallory, _ = intruder
+    page = await mallory.get("/sites")
+    assert page.status_code == 200 and SECRET_ORIGIN not in page.text
+    assert SECRET_ORIGIN in (await site_victim["alice"].get("/sites")).text
+
+
+async def test_a_site_owner_cannot_reach_another_users_campaign(
+    site_victim: dict[str, Any], victim: dict[str, Any], console_server: LiveServer
+) -> None:
+    alice = site_victim["alice"]  # a site owner with no campaign of her own
+    response = await alice.get(f"/campaigns/{victim['campaign']}")
+    assert response.status_code == 404 and not any(marker in response.text for marker in MARKERS)
+
+
+@pytest.mark.parametrize("path", ["/sites", "/sites/1"])
+async def test_signed_out_visitors_are_sent_to_sign_in_from_site_pages(
+    path: str, people: People, site_victim: dict[str, Any]
+) -> None:
+    visitor = await people.anonymous()
+    response = await visitor.get(path)
+    assert response.status_code in (302, 401) and SECRET_ORIGIN not in response.text

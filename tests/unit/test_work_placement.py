@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from distribute.models import Campaign
-from distribute.work.placement import Placements
+from distribute.work.placement import Admit, Placements
 from distribute.work.queues import CampaignQueue
+from distribute.work.sites import SiteGrant
 from tests.unit.test_work_queues import campaign
 
 INTERVAL = 10.0
@@ -19,12 +20,16 @@ class Work:
         self.queues = {cid: CampaignQueue(campaign(cid)) for cid in ids}  # not drained: storage may have work
         self.answers: list[int] = []  # campaign ids the next choices return, in order
         self.asked: list[dict[int, int]] = []  # the `serving` counts of every choice
+        self.admitted: list[Admit | None] = []  # the `admit` of every choice
 
     def queue(self, campaign_id: int) -> CampaignQueue | None:
         return self.queues.get(campaign_id)
 
-    def choose_campaign(self, exclude: Iterable[int] = (), serving: Mapping[int, int] | None = None) -> Campaign | None:
+    def choose_campaign(
+        self, exclude: Iterable[int] = (), serving: Mapping[int, int] | None = None, admit: Admit | None = None
+    ) -> Campaign | None:
         self.asked.append(dict(serving or {}))
+        self.admitted.append(admit)
         return self.queues[self.answers.pop(0)].campaign if self.answers else None
 
 
@@ -85,3 +90,13 @@ def test_a_worker_whose_campaign_ran_dry_drains_then_is_placed_again() -> None:
 def test_a_worker_holding_nothing_hears_when_no_campaign_has_work() -> None:
     placements = Placements(Work(), INTERVAL)
     assert placements.place(5, None, False, 0.0) == (None, True)
+
+
+def test_a_worker_on_a_verified_site_is_placed_by_its_sites_policy() -> None:
+    work = Work(1, 2)
+    placements = Placements(work, INTERVAL)
+    site = SiteGrant(5, "campaigns", frozenset({2}), "high", "https://blog.example")
+    work.answers = [2, 1]
+    placements.place(1, None, False, 0.0, site)
+    placements.place(2, None, False, 0.0)
+    assert work.admitted[0] == site.admits and work.admitted[1] is None

@@ -220,6 +220,7 @@ class MemoryAccounts:
             for identity in [i for i, owner in t.claims.items() if owner == user_id]:  # the credit stays, unclaimed
                 del t.claims[identity]
             t.listed.discard(user_id)
+            t.sites = {key: site for key, site in t.sites.items() if site.owner_id != user_id}
 
 
 def _user_row(t: Tables, user_id: int) -> UserRow:

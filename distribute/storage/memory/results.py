@@ -180,7 +180,8 @@ def _store_outcomes(
     for task in (*accepted.values(), *stale, *replicas):
         identity = task.identity or None
         result = ResultRow(t.next_id("result"), task.dataset_id, task.campaign_id, task.value, task.compute_ms,
-                        task.worker, task.host, now, task.status, identity, task.kernel_version)  # fmt: skip
+                        task.worker, task.host, now, task.status, identity, task.kernel_version,
+                        site=task.site)  # fmt: skip
         t.add_result(result)
         if result.status in STREAMED and id(task) not in never_streamed:
             t.enter_stream(result, seq)

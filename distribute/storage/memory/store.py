@@ -27,6 +27,7 @@ from .credit import MemoryCredit
 from .generator_leases import MemoryGeneratorLeases, holds
 from .presence import MemoryPresence
 from .results import MemoryResults
+from .sites import MemorySites
 from .tables import CampaignRow, DatasetRow, Tables, superseded
 from .verdicts import MemoryVerification
 
@@ -66,6 +67,7 @@ class MemoryStorage(MemoryUsers, MemoryResults, MemoryVerification):
         self.generator_leases = MemoryGeneratorLeases(tables)
         self.presence = MemoryPresence(tables)
         self.credit = MemoryCredit(tables)
+        self.sites = MemorySites(tables)
 
     @classmethod
     async def open(cls, url: str, threads: int = 4) -> MemoryStorage:

@@ -22,7 +22,7 @@ from itertools import count
 
 import trio
 
-from ...models import Campaign, DatasetState, ResultStatus, StoredResult
+from ...models import Campaign, DatasetState, ResultStatus, Site, StoredResult
 
 __all__ = [
     "CampaignRow",
@@ -93,6 +93,7 @@ class ResultRow:
     identity: str | None
     kernel_version: int = 1
     stream_seq: int = 0  # its place in the result stream (see `Tables.enter_stream`)
+    site: int | None = None  # the registered site the broker verified
 
 
 @dataclass(slots=True, eq=False)
@@ -204,6 +205,7 @@ class Tables:
         self.presence: dict[str, tuple[dict[int, int], float]] = {}  # process -> (workers per campaign, heartbeat)
         self.claims: dict[str, int] = {}  # volunteer identity -> the account that claimed it (insertion order)
         self.listed: set[int] = set()  # accounts that chose to appear by name on leaderboards
+        self.sites: dict[int, Site] = {}
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[Tables]:

@@ -229,6 +229,7 @@ def _delete_account(sql: SqlDialect, user_id: int) -> None:
         sql.execute(f"DELETE FROM {table} WHERE campaign IN {owned}", (user_id,))
     for table in ("volunteer_claim", "volunteer_listing"):  # its browsers' credit stays theirs, unclaimed
         sql.execute(f"DELETE FROM {table} WHERE account = ?", (user_id,))
+    sql.execute("DELETE FROM site WHERE owner = ?", (user_id,))
     user = sql.e["User"].get(id=user_id)
     if user is not None:
         user.delete()

@@ -28,8 +28,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE result ADD COLUMN identity TEXT",
     ),
     2: ("ALTER TABLE account ADD COLUMN display_name TEXT NOT NULL DEFAULT ''",),
-    # Version 4 also has new tables (volunteers' claims and listings), made by generate_mapping, and the
-    # result_stream and result_by_identity indexes of EXTRA_INDEXES.
+    # Version 4 also has new tables (volunteers' claims and listings, sites), made by generate_mapping, and
+    # the result_stream, result_by_identity and result_by_site indexes of EXTRA_INDEXES.
     3: (
         "ALTER TABLE dataset ADD COLUMN checkpoint {bytes}",
         "ALTER TABLE campaign ADD COLUMN is_open BOOLEAN NOT NULL DEFAULT FALSE",
@@ -38,6 +38,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE result ADD COLUMN kernel_version INTEGER NOT NULL DEFAULT 1",
         # Results stored before the result stream existed get seq 0: they come first in it.
         "ALTER TABLE result ADD COLUMN stream_seq BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE result ADD COLUMN site INTEGER",  # the registered site the broker verified
     ),
 }
 
@@ -51,6 +52,7 @@ EXTRA_INDEXES = (
     "CREATE INDEX IF NOT EXISTS result_stream ON result (campaign, stream_seq, id)",
     # Only trusted (unreplicated) results are looked up by worker, to re-check them when it is flagged:
     # a partial index costs nothing on the hot path of replication 1.
+    "CREATE INDEX IF NOT EXISTS result_by_site ON result (site) WHERE site IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS result_trusted ON result (identity) WHERE status = 'trusted'",
     # Volunteers' credit is summed per identity (the card, an account's claimed identities).
     "CREATE INDEX IF NOT EXISTS result_by_identity ON result (identity, campaign)",
@@ -141,6 +143,7 @@ def define_entities(db: Database) -> dict[str, Any]:
         # Its place in the result stream: the writing transaction's id on PostgreSQL, a commit counter on
         # SQLite (see `storage.stream.ResultStreamStore`).
         stream_seq = Required(int, size=64, default=0, sql_default="0")
+        site = Optional(int, nullable=True)  # the registered site the broker verified (not a foreign key)
 
     class WorkerRecord(db.Entity):
         _table_ = "worker_record"
@@ -209,9 +212,23 @@ def define_entities(db: Database) -> dict[str, Any]:
         _table_ = "volunteer_listing"
         account = PrimaryKey(int, size=64)  # a row: this account's display name appears on leaderboards
 
+    class Site(db.Entity):
+        # A table of its own, created on an older database by generate_mapping: no migration step.
+        _table_ = "site"
+        owner = Required(int, index=True)  # the account's id (not a foreign key: account deletion drops sites itself)
+        origin = Required(str)
+        key = Required(str, unique=True)
+        token = Required(str)
+        verified = Required(bool, default=False)
+        policy = Required(str, default="any")
+        allowlist = Optional(LongStr)  # JSON list of ids
+        max_throttle = Required(str, default="high")
+        created = Required(float)
+
     return {
         "VolunteerClaim": VolunteerClaim,
         "VolunteerListing": VolunteerListing,
+        "Site": Site,
         "Presence": Presence,
         "WebSession": WebSession,
         "PasswordReset": PasswordReset,

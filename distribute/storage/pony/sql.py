@@ -372,11 +372,11 @@ def store_outcomes(
         "result",
         (
             "dataset", "campaign", "payload", "compute_ms", "worker", "host", "created", "status", "identity",
-            "kernel_version", "stream_seq",
+            "kernel_version", "stream_seq", "site",
         ),
         [
             (t.dataset_id, t.campaign_id, t.value, t.compute_ms, t.worker, t.host, now, t.status, t.identity or None,
-             t.kernel_version, row_seq)
+             t.kernel_version, row_seq, t.site)
             for group, row_seq in ((accepted, seq), (stale, -1), (replicas, seq))
             for t in group
         ],

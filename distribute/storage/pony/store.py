@@ -46,6 +46,7 @@ from .entities import EXTRA_INDEXES, MIGRATIONS, SCHEMA_VERSION, define_entities
 from .generator_leases import PonyGeneratorLeases
 from .presence import PonyPresence
 from .queries import PonyConsoleQueries
+from .sites import PonySites
 
 __all__ = ["PonyStorage"]
 
@@ -76,6 +77,7 @@ class PonyStorage:
         self.credit = PonyCredit(self._sessions)
         self.generator_leases = PonyGeneratorLeases(self._sessions)
         self.presence = PonyPresence(self._sessions)
+        self.sites = PonySites(self._sessions)
 
     @classmethod
     async def open(cls, url: str, threads: int = 4) -> PonyStorage:

@@ -54,6 +54,12 @@
 					onChange: setter( props, 'throttle' ),
 				} ),
 				el( components.TextControl, {
+					label: __( 'Site key', 'distribute' ),
+					help: __( 'Optional: the key of this site, registered in the distribute console. On this site\'s pages, only what its policy admits runs.', 'distribute' ),
+					value: attributes.site,
+					onChange: setter( props, 'site' ),
+				} ),
+				el( components.TextControl, {
 					label: __( 'Height (pixels)', 'distribute' ),
 					help: __( 'From 120 to 2000. Empty: 220.', 'distribute' ),
 					type: 'number',

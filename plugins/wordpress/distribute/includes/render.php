@@ -41,7 +41,7 @@ function settings() {
  *
  * Anything invalid renders as a notice for people who can edit posts and as nothing for visitors.
  *
- * @param array  $args    The campaign, server, height and throttle (strings; empty: the site's default).
+ * @param array  $args    The campaign, server, height, throttle and site key (strings; empty: the site's default).
  * @param string $wrapper The wrapper's attributes, already escaped.
  * @return string
  */
@@ -64,7 +64,8 @@ function render_embed( array $args, $wrapper ) {
 		$server,
 		$pick( 'campaign', $settings['campaign'] ),
 		$pick( 'height', '' ),
-		$pick( 'throttle', $settings['throttle'] )
+		$pick( 'throttle', $settings['throttle'] ),
+		$pick( 'site', '' )
 	);
 	if ( is_wp_error( $attributes ) ) {
 		return error_notice( $attributes );
@@ -114,7 +115,7 @@ function error_notice( $error ) {
 }
 
 /**
- * The [distribute] shortcode: [distribute campaign="12" server="https://…" height="300" throttle="medium"].
+ * The [distribute] shortcode: [distribute campaign="12" server="https://…" height="300" throttle="medium" site="KEY"].
  *
  * @param array|string $atts The shortcode's attributes.
  * @return string
@@ -126,6 +127,7 @@ function shortcode( $atts ) {
 			'server'   => '',
 			'height'   => '',
 			'throttle' => '',
+			'site'     => '',
 		),
 		$atts,
 		'distribute'
@@ -145,6 +147,7 @@ function render_block( array $attributes ) {
 		'server'   => isset( $attributes['server'] ) ? $attributes['server'] : '',
 		'height'   => isset( $attributes['height'] ) ? $attributes['height'] : '',
 		'throttle' => isset( $attributes['throttle'] ) ? $attributes['throttle'] : '',
+		'site'     => isset( $attributes['site'] ) ? $attributes['site'] : '',
 	);
 	return render_embed( $args, get_block_wrapper_attributes( array( 'class' => 'distribute-embed' ) ) );
 }

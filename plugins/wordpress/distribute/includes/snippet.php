@@ -63,9 +63,10 @@ function normalize_server( $server ) {
  * @param string     $campaign A campaign number, or "any".
  * @param string|int $height   Height in pixels; empty for the default.
  * @param string     $throttle One of the throttle levels; empty for the default.
+ * @param string     $site     A registered site's key (optional): its policy applies on its own pages.
  * @return array|WP_Error Attribute name => value, or what is wrong.
  */
-function iframe_attributes( $server, $campaign, $height, $throttle ) {
+function iframe_attributes( $server, $campaign, $height, $throttle, $site = '' ) {
 	$spec = spec();
 	if ( empty( $spec ) ) {
 		return new WP_Error( 'distribute_definition', __( 'The plugin is damaged: its snippet.json is missing or unreadable.', 'distribute' ) );
@@ -74,6 +75,7 @@ function iframe_attributes( $server, $campaign, $height, $throttle ) {
 	$campaign = trim( (string) $campaign );
 	$height   = trim( (string) $height );
 	$throttle = trim( (string) $throttle );
+	$site     = trim( (string) $site );
 	if ( '' === $height ) {
 		$height = (string) $spec['height']['default'];
 	}
@@ -108,6 +110,10 @@ function iframe_attributes( $server, $campaign, $height, $throttle ) {
 		/* translators: 1: the allowed levels, 2: the throttle as written. */
 		return new WP_Error( 'distribute_throttle', sprintf( __( 'The throttle must be one of %1$s, not "%2$s".', 'distribute' ), implode( ', ', $spec['throttle']['levels'] ), $throttle ) );
 	}
+	if ( '' !== $site && ! matches( 'site', $site ) ) {
+		/* translators: %s: the site key as written. */
+		return new WP_Error( 'distribute_site', sprintf( __( 'The site key must be the key the distribute console shows for your site, not "%s".', 'distribute' ), $site ) );
+	}
 
 	if ( 'any' !== $campaign ) {
 		$campaign = ltrim( $campaign, '0' );
@@ -122,6 +128,9 @@ function iframe_attributes( $server, $campaign, $height, $throttle ) {
 	);
 	if ( $throttle !== $spec['throttle']['default'] ) {
 		$src .= strtr( $spec['src_throttle'], array( '{throttle}' => $throttle ) );
+	}
+	if ( '' !== $site ) {
+		$src .= ( false === strpos( $src, '?' ) ? '?' : '&' ) . strtr( $spec['src_site'], array( '{site}' => $site ) );
 	}
 	$attributes = array();
 	foreach ( $spec['attributes'] as $attribute ) {
@@ -148,7 +157,9 @@ function iframe_html( array $attributes ) {
 		if ( 1 !== preg_match( '/^[a-z]+$/D', $name ) ) {
 			continue;
 		}
-		$escaped = 'src' === $name ? esc_url( $value, array( 'http', 'https' ) ) : esc_attr( $value );
+		// esc_url would write a query's "&" as "&#038;"; the raw URL escaped as an attribute is "&amp;", byte
+		// for byte what distribute's own snippet has (the scheme is still restricted to http and https).
+		$escaped = 'src' === $name ? esc_attr( esc_url_raw( $value, array( 'http', 'https' ) ) ) : esc_attr( $value );
 		$html   .= ' ' . $name . '="' . $escaped . '"';
 	}
 	return $html . '></iframe>';
