@@ -267,3 +267,36 @@ async def campaign_results(campaign_id: int, query_args: ResultsQuery) -> Respon
         verified=query_args.verified,
     )
     return Response(export.chunks, mimetype=export.mimetype, headers=export.headers)
+
+
+# ----------------------------------------------------------------------- admins: campaign review
+# Every route answers 404 to a caller who is not an admin, as for a route that does not exist.
+
+
+class RejectForm(BaseModel):
+    reason: str = Field(min_length=1, description="why: the campaign's owner reads it (API, CLI, console)")
+
+
+@api_blueprint.get("/admin/campaigns")
+@require_user
+async def campaigns_awaiting_review() -> dict[str, Any]:
+    """Admins: the campaigns whose review is pending, oldest first."""
+    campaigns = current_platform().campaigns
+    return {"campaigns": [await campaigns.describe(c) for c in await campaigns.awaiting_review(g.user)]}
+
+
+@api_blueprint.post("/admin/campaigns/<int:campaign_id>/approve")
+@require_user
+async def approve_campaign(campaign_id: int) -> dict[str, Any]:
+    """Admins: approve a campaign; workers that ask for any campaign may then receive it."""
+    campaigns = current_platform().campaigns
+    return await campaigns.describe(await campaigns.approve(campaign_id, g.user))
+
+
+@api_blueprint.post("/admin/campaigns/<int:campaign_id>/reject")
+@validate_request(RejectForm)
+@require_user
+async def reject_campaign(campaign_id: int, data: RejectForm) -> dict[str, Any]:
+    """Admins: reject a campaign with a reason its owner sees; no worker receives it any more."""
+    campaigns = current_platform().campaigns
+    return await campaigns.describe(await campaigns.reject(campaign_id, g.user, data.reason))

@@ -10,6 +10,7 @@
 | `campaigns.py` | campaign list, new, detail, delete/restore, reset, embed snippets |
 | `results.py` | results table, one result, downloads, the execute page's data |
 | `live.py` | the live view's server-sent events |
+| `admin.py` | the admin pages (review, users, flagged workers, quotas) and the first operator's offer |
 
 Like the JSON API, the pages are a thin adapter: what happens to campaigns is `CampaignService`'s
 (`platform.campaigns`). Templates are in `templates/console/`, styles and scripts in `static/`
@@ -25,7 +26,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import NotFound, ValidationError
 from ..webstate import EXTENSION
-from . import accounts, campaigns, live, pages, results
+from . import accounts, admin, campaigns, live, pages, results
 from .web import (
     CONSOLE_EXTENSION,
     ConsoleState,
@@ -48,7 +49,14 @@ console_blueprint = Blueprint(
     static_url_path="/console/static",
 )
 
-for _child in (pages.blueprint, accounts.blueprint, campaigns.blueprint, results.blueprint, live.blueprint):
+for _child in (
+    pages.blueprint,
+    accounts.blueprint,
+    campaigns.blueprint,
+    results.blueprint,
+    live.blueprint,
+    admin.blueprint,
+):
     console_blueprint.register_blueprint(_child)
 
 
@@ -58,6 +66,7 @@ def _create_state(state: Any) -> None:
 
 
 console_blueprint.before_request(load_visitor)
+console_blueprint.before_request(admin.load_operator_offer)
 console_blueprint.after_request(secure_response)
 console_blueprint.after_app_request(common_headers)
 
@@ -69,6 +78,7 @@ def _template_context() -> dict[str, Any]:
         "csrf_token": csrf_token(),
         "csp_nonce": g.get("csp_nonce", ""),
         "static_url": static_url,
+        "operator_offer": g.get("operator_offer", False),
     }
 
 

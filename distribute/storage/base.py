@@ -41,6 +41,7 @@ __all__ = [
     "PRESENCE_FORGET_SECONDS",
     "AccountStore",
     "AccountUsage",
+    "AdminStore",
     "CampaignStore",
     "ConsoleQueries",
     "DatasetStore",
@@ -61,8 +62,10 @@ class UserStore(Protocol):
         """The schema version of the database (a backend without a schema returns its own constant)."""
         ...
 
-    async def create_user(self, email: str, password_hash: str | None = None, *, verified: bool = True) -> User:
-        """Add a user; raises `SettingsError` if one with this e-mail exists already.
+    async def create_user(
+        self, email: str, password_hash: str | None = None, *, verified: bool = True, admin: bool = False
+    ) -> User:
+        """Add a user (an admin with `admin`); raises `SettingsError` if one with this e-mail exists already.
 
         `verified=False`: a sign-up whose e-mail address is still to be verified (`AccountStore.verify_email`).
         """
@@ -116,7 +119,7 @@ class CampaignStore(Protocol):
     async def list_campaigns(self, owner_id: int | None = None, *, active_only: bool = False) -> list[Campaign]:
         """Campaigns of one owner (or everybody's), newest (highest id) first; deleted ones left out.
 
-        `active_only`: only campaigns generating or running.
+        `active_only`: only campaigns generating or running, and not rejected by review (served to nobody).
         """
         ...
 
@@ -311,6 +314,30 @@ class VerificationStore(Protocol):
         ...
 
 
+class AdminStore(Protocol):
+    """What operators see and decide: the admin role, campaign reviews, flagged workers."""
+
+    async def set_admin(self, user_id: int, admin: bool) -> User:
+        """Grant (or take away) the admin role; `NotFound` for an unknown user."""
+        ...
+
+    async def claim_first_admin(self, user_id: int) -> bool:
+        """Atomically make the user an admin if no account is one yet; False (nothing changed) otherwise."""
+        ...
+
+    async def list_users(self) -> list[User]:
+        """Every account, oldest (lowest id) first."""
+        ...
+
+    async def set_review(self, campaign_id: int, review: str, reason: str = "") -> Campaign:
+        """Set a campaign's review (models.Review) and its reason ("" unless rejected); `NotFound` if unknown."""
+        ...
+
+    async def flagged_workers(self, limit: int = 100) -> list[WorkerRecord]:
+        """Flagged worker records, most disagreements first (then by key), at most `limit`."""
+        ...
+
+
 class AccountStore(Protocol):
     """The console's accounts: server secret, passwords, sessions, password resets, tokens, deletion.
 
@@ -475,7 +502,7 @@ class PresenceStore(Protocol):
 PRESENCE_FORGET_SECONDS = 3600.0
 
 
-class Storage(UserStore, CampaignStore, DatasetStore, ResultStore, VerificationStore, Protocol):
+class Storage(UserStore, CampaignStore, DatasetStore, ResultStore, VerificationStore, AdminStore, Protocol):
     """A whole storage backend; `open_storage(url)` returns one."""
 
     @property

@@ -58,6 +58,9 @@ def _to_version_2(storage: PonyStorage) -> None:
         storage.sql.execute("ALTER TABLE account DROP COLUMN display_name")
         storage.sql.execute("ALTER TABLE campaign DROP COLUMN is_open")  # a later version's columns
         storage.sql.execute("ALTER TABLE dataset DROP COLUMN checkpoint")
+        storage.sql.execute("ALTER TABLE account DROP COLUMN admin")  # version 5's
+        storage.sql.execute("ALTER TABLE campaign DROP COLUMN review")
+        storage.sql.execute("ALTER TABLE campaign DROP COLUMN review_reason")
         storage.sql.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
 
 

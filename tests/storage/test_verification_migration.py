@@ -25,6 +25,9 @@ TO_VERSION_1 = (
     "ALTER TABLE account DROP COLUMN display_name",  # added by version 3, which migrates it from 2
     "ALTER TABLE campaign DROP COLUMN is_open",  # added by version 4
     "ALTER TABLE dataset DROP COLUMN checkpoint",  # added by version 4
+    "ALTER TABLE account DROP COLUMN admin",  # added by version 5
+    "ALTER TABLE campaign DROP COLUMN review",  # added by version 5
+    "ALTER TABLE campaign DROP COLUMN review_reason",  # added by version 5
     "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
 )
 
@@ -52,7 +55,7 @@ def _columns(storage: PonyStorage, table: str) -> set[str]:
 
 
 async def test_a_version_1_database_is_migrated_and_keeps_its_results(url: str) -> None:
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     storage = await PonyStorage.open(url)
     user = await storage.create_user("old@example.org")
     campaign = await storage.create_campaign(

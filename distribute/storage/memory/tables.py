@@ -22,7 +22,7 @@ from itertools import count
 
 import trio
 
-from ...models import Campaign, DatasetState, ResultStatus, StoredResult
+from ...models import Campaign, DatasetState, ResultStatus, Review, StoredResult
 
 __all__ = [
     "CampaignRow",
@@ -51,6 +51,7 @@ class UserRow:
     verified: bool = True  # False: its e-mail address is still to be verified
     verify_token_hash: str = ""  # the live address-verification token's hash, if any
     display_name: str = ""
+    admin: bool = False
 
 
 @dataclass(slots=True, eq=False)
@@ -140,6 +141,8 @@ class CampaignRow:
     generation_error: str | None = None
     is_open: bool = False
     deleted: bool = False
+    review: str = Review.APPROVED
+    review_reason: str = ""
     generated: int = 0
     compute_ms: float = 0.0
     datasets: list[DatasetRow] = field(default_factory=list)  # in id order, spot checks included
@@ -170,6 +173,8 @@ class CampaignRow:
             generation_error=self.generation_error,
             is_open=self.is_open,
             deleted=self.deleted,
+            review=self.review,
+            review_reason=self.review_reason,
             generated=self.generated,
             compute_seconds=self.compute_ms / 1000.0,
         )

@@ -16,7 +16,7 @@ from pony.orm import Database, LongStr, Optional, PrimaryKey, Required, Set
 
 __all__ = ["EXTRA_INDEXES", "MIGRATIONS", "SCHEMA_VERSION", "define_entities"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Schema steps for databases made by an older version, by the version they start from. New tables
 # are created by Pony (generate_mapping); new columns of existing tables are added here.
@@ -31,6 +31,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     3: (
         "ALTER TABLE dataset ADD COLUMN checkpoint {bytes}",
         "ALTER TABLE campaign ADD COLUMN is_open BOOLEAN NOT NULL DEFAULT FALSE",
+    ),
+    4: (
+        "ALTER TABLE account ADD COLUMN admin BOOLEAN NOT NULL DEFAULT FALSE",
+        # Campaigns made before review existed were served to everyone: they stay approved.
+        "ALTER TABLE campaign ADD COLUMN review TEXT NOT NULL DEFAULT 'approved'",
+        "ALTER TABLE campaign ADD COLUMN review_reason TEXT NOT NULL DEFAULT ''",
     ),
 }
 
@@ -60,6 +66,7 @@ def define_entities(db: Database) -> dict[str, Any]:
         password_hash = Optional(str, nullable=True)
         created = Required(datetime)
         display_name = Optional(str, default="")  # how the embed card names the owner; "": nobody
+        admin = Required(bool, default=False)  # an operator (reviews campaigns, sees the admin pages)
         tokens = Set("ApiToken")
         campaigns = Set("Campaign")
         web_sessions = Set("WebSession")
@@ -95,6 +102,8 @@ def define_entities(db: Database) -> dict[str, Any]:
         compute_ms = Required(float, default=0.0)
         comparator = Optional(LongStr, nullable=True)
         is_open = Required(bool, default=False)  # an open campaign still taking its owner's datasets
+        review = Required(str, default="approved")  # models.Review
+        review_reason = Optional(str, default="")  # why it was rejected
         datasets = Set("Dataset")
         results = Set("Result")
         kernel_errors = Set("KernelError")
