@@ -139,3 +139,13 @@ async def test_the_review_queue_lists_pending_campaigns_for_admins_only(server: 
     async with await admin_client(server) as admin:
         listed = (await admin.get("/api/admin/campaigns")).json()["campaigns"]
     assert [c["id"] for c in listed] == [campaign_id]
+
+
+async def test_the_card_of_a_pending_campaign_is_served_and_of_a_rejected_one_is_not(server: LiveServer) -> None:
+    campaign_id = (await running(server))["id"]
+    async with httpx.AsyncClient(base_url=server.url) as visitor:
+        assert (await visitor.get(f"/embed/{campaign_id}")).status_code == 200
+        async with await admin_client(server) as admin:
+            await admin.post(f"/api/admin/campaigns/{campaign_id}/reject", json={"reason": "no"})
+        refused = await visitor.get(f"/embed/{campaign_id}")
+    assert refused.status_code == 404 and "not available" in refused.text
