@@ -235,7 +235,8 @@ class Server:
         self.email = email
         # Load generators open thousands of connections from 127.0.0.1, far past the per-address cap
         # a public server wants; a benchmark's own `settings` may still set it.
-        self.settings = {"max_connections_per_ip": 1_000_000, **(settings or {})}
+        # Benchmark campaigns come from a plain account and are served to workers that ask for any.
+        self.settings = {"max_connections_per_ip": 1_000_000, "campaign_review": "off", **(settings or {})}
         self.wrapper = list(wrapper)  # e.g. ["-m", "cProfile", "-o", "FILE"]: inserted before "-m distribute serve"
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""

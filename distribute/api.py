@@ -359,3 +359,37 @@ async def campaign_events(campaign_id: int, query_args: EventsQuery) -> Response
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Accel-Buffering"] = "no"  # a reverse proxy must pass events on at once
     return response
+
+
+# ----------------------------------------------------------------------- admins: campaign review
+# Every route answers 404 to a caller who is not an admin, as for a route that does not exist.
+
+
+@api_blueprint.get("/admin/campaigns")
+@require_user
+async def campaigns_awaiting_review() -> dict[str, Any]:
+    """Admins: the campaigns whose review is pending, oldest first."""
+    campaigns = current_platform().campaigns
+    return {"campaigns": [await campaigns.describe(c) for c in await campaigns.awaiting_review(g.user)]}
+
+
+@api_blueprint.post("/admin/campaigns/<int:campaign_id>/approve")
+@require_user
+async def approve_campaign(campaign_id: int) -> dict[str, Any]:
+    """Admins: approve a campaign; workers that ask for any campaign may then receive it."""
+    campaigns = current_platform().campaigns
+    return await campaigns.describe(await campaigns.approve(campaign_id, g.user))
+
+
+@api_blueprint.post("/admin/campaigns/<int:campaign_id>/reject")
+@require_user
+async def reject_campaign(campaign_id: int) -> dict[str, Any]:
+    """Admins: reject a campaign with a reason its owner sees (JSON `{"reason": "..."}`, required); no
+    worker receives it any more. The body is read after the admin check, so that nobody else learns
+    from a 400 that the route exists."""
+    campaigns = current_platform().campaigns
+    body = await request.get_json(silent=True)
+    reason = body.get("reason") if isinstance(body, dict) else None
+    return await campaigns.describe(
+        await campaigns.reject(campaign_id, g.user, reason if isinstance(reason, str) else "")
+    )

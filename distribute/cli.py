@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     create_user.add_argument("email")
     create_user.add_argument("--password-stdin", action="store_true", help="read a console password from stdin")
     create_user.add_argument("--database")
+    create_user.add_argument("--admin", action="store_true", help="an admin: reviews campaigns, sees the admin pages")
+    grant = user.add_parser("grant-admin", help="make an existing user an admin")
+    grant.add_argument("email")
+    grant.add_argument("--database")
 
     campaign = commands.add_parser("campaign", help="manage campaigns").add_subparsers(dest="action", required=True)
     create = campaign.add_parser("create", help="upload a campaign; prints its id")
@@ -76,6 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("show", "reset", "delete", "resume", "pause", "cancel", "close"):
         sub = campaign.add_parser(name, help=f"{name} a campaign")
         sub.add_argument("id", type=int)
+    campaign.add_parser("approve", help="approve a campaign (admins)").add_argument("id", type=int)
+    reject = campaign.add_parser("reject", help="reject a campaign with a reason its owner sees (admins)")
+    reject.add_argument("id", type=int)
+    reject.add_argument("--reason", required=True)
     listing = campaign.add_parser("list", help="list your campaigns")
     for sub in (*campaign.choices.values(),):
         sub.add_argument("--json", action="store_true", help="print JSON")
@@ -162,7 +170,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
         return _serve(args)
     if args.command == "user":
-        return _create_user(args)
+        return _grant_admin(args) if args.action == "grant-admin" else _create_user(args)
     if args.command == "worker":
         return _worker(args)
     if args.command == "results":
@@ -259,13 +267,33 @@ def _create_user(args: argparse.Namespace) -> int:
         storage = await open_storage(settings.database, 1)
         try:
             # The operator vouches for this address: it needs no verification mail.
-            user = await storage.create_user(args.email, password_hash, verified=True)
+            user = await storage.create_user(args.email, password_hash, verified=True, admin=args.admin)
             return await storage.create_token(user.id, "cli")
         finally:
             await storage.aclose()
 
     token = trio.run(run)
-    print(f"created user {args.email}; API token: {token}")
+    print(f"created {'admin' if args.admin else 'user'} {args.email}; API token: {token}")
+    return 0
+
+
+def _grant_admin(args: argparse.Namespace) -> int:
+    from .plugins import open_storage
+
+    settings = load_settings(args.settings, overrides={"database": args.database})
+
+    async def run() -> None:
+        storage = await open_storage(settings.database, 1)
+        try:
+            user = await storage.user_by_email(args.email)
+            if user is None:
+                raise DistributeError(f"no user with e-mail {args.email}")
+            await storage.set_admin(user.id, True)
+        finally:
+            await storage.aclose()
+
+    trio.run(run)
+    print(f"{args.email} is an admin")
     return 0
 
 
@@ -350,6 +378,10 @@ def _campaign(args: argparse.Namespace) -> int:
         elif args.action == "delete":
             _checked(client.delete(f"/api/campaigns/{args.id}"))
             print(f"deleted campaign {args.id}")
+        elif args.action in ("approve", "reject"):  # admins only: anybody else's token gets a 404
+            body = {"reason": args.reason} if args.action == "reject" else None
+            campaign = _checked(client.post(f"/api/admin/campaigns/{args.id}/{args.action}", json=body))
+            print(json.dumps(campaign, indent=2) if args.json else f"{args.action}d campaign {args.id}")
     return 0
 
 
@@ -374,6 +406,13 @@ def _describe(c: dict[str, Any], server: str) -> str:
         )
     if c.get("kernel_version", 1) > 1:
         lines.append(f"  kernel    version {c['kernel_version']}")
+    review = c.get("review", {})
+    if review.get("state") == "pending":
+        lines.append(
+            "  review    pending: only workers and embeds that name this campaign get it, until an admin approves it"
+        )
+    elif review.get("state") == "rejected":
+        lines.append(f"  review    rejected: {review['reason']}   (no worker gets it)")
     if c["generation_error"]:
         lines.append(f"  generator failed: {c['generation_error']}")
     if c.get("open"):

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 from quart import Blueprint, Response, request, send_from_directory
 
-from .models import FINISHED_WITH_FAILURES, Campaign, CampaignStatus
+from .models import FINISHED_WITH_FAILURES, Campaign, CampaignStatus, servable_when_named
 from .webstate import current_platform
 
 __all__ = [
@@ -399,7 +399,7 @@ async def broker_for_campaign(campaign_id: int) -> Response:
     campaign = await campaigns.get(campaign_id)
     if campaign is None or campaign.deleted:
         return _unavailable("This campaign does not exist (any more).", 404)
-    if campaign.status == CampaignStatus.FAILED:
+    if campaign.status == CampaignStatus.FAILED or not servable_when_named(campaign):  # failed, or rejected
         return _unavailable("This campaign is not available.", 404)
     owner = await campaigns.owner_of(campaign)
     name = campaign.name or f"Campaign {campaign.id}"

@@ -27,6 +27,7 @@ __all__ = [
     "KernelErrorSummary",
     "LeasedDataset",
     "ResultStatus",
+    "Review",
     "Site",
     "SiteDay",
     "SitePolicy",
@@ -37,6 +38,8 @@ __all__ = [
     "WebSessionInfo",
     "WorkerRecord",
     "campaign_state",
+    "servable_to_any",
+    "servable_when_named",
 ]
 
 # Limits every adapter shares: the API, the console's forms and the embed card read the same numbers.
@@ -51,6 +54,14 @@ class CampaignStatus:
     FAILED = "failed"  # the generator failed; see generation_error
     PAUSED = "paused"  # hands out no task until resumed; generation_error says why (any reason, not only errors)
     CANCELLED = "cancelled"  # stopped for good by its owner: keeps its results, never served or resumed again
+
+
+class Review:
+    """A campaign's review by an admin (setting campaign_review): who may be served it."""
+
+    APPROVED = "approved"  # served to every worker, those that ask for any campaign too
+    PENDING = "pending"  # served only to workers and embeds that name it, until an admin approves it
+    REJECTED = "rejected"  # served to nobody; review_reason tells its owner why
 
 
 class DatasetState:
@@ -79,6 +90,7 @@ class User:
     created: datetime
     verified: bool = True  # False: a console sign-up whose e-mail address is not verified yet
     display_name: str = ""  # how the embed card names the owner ("": it names nobody, never the e-mail)
+    admin: bool = False  # an operator: reviews campaigns, sees the admin pages; their own campaigns need no review
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +116,8 @@ class Campaign:
     comparator: str = ""  # owner's JS compare(a, b) for results (empty: byte equality)
     is_open: bool = False  # an open campaign (no generator) its owner may still add datasets to, until closed
     kernel_version: int = 1  # 1 at creation, N+1 after each kernel update (its content_hash changes with it)
+    review: str = Review.APPROVED  # see Review
+    review_reason: str = ""  # why it was rejected ("" unless rejected)
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,3 +353,15 @@ class SiteDay:
     tasks: int  # results stored, whatever their verdict
     verified: int  # of those, accepted ones (accepted, canonical, agreed or trusted)
     compute_seconds: float
+
+
+def servable_to_any(campaign: Campaign) -> bool:
+    """The one rule for workers that ask for any campaign (`/embed/any`, hello without a campaign):
+    only an approved campaign that is not deleted. What a stranger uploaded a minute ago never runs
+    on a site that did not choose it."""
+    return campaign.review == Review.APPROVED and not campaign.deleted
+
+
+def servable_when_named(campaign: Campaign) -> bool:
+    """Workers that name a campaign (`/embed/{id}`, hello with its id) get it approved or pending, never rejected."""
+    return campaign.review != Review.REJECTED and not campaign.deleted

@@ -360,6 +360,13 @@ class Settings:
         "on, off, or auto (on when smtp_host is set)",
         one_of("auto", "on", "off"),
     )
+    campaign_review: str = setting(
+        "required",
+        "",
+        "required: a new campaign of a non-admin reaches workers that ask for any campaign only once an admin "
+        "approves it (workers that name it get it meanwhile); off: every new campaign is approved at once",
+        one_of("required", "off"),
+    )
     verify_hours: float = setting(48.0, "h", "how long an e-mailed address-verification link stays valid", POSITIVE)
     smtp_host: str = setting("", "", "SMTP server for mail (empty: write each mail to mail_outbox and log it)")
     smtp_port: int = setting(587, "", "SMTP port", between(1, 65535))

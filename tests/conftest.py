@@ -26,6 +26,12 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.support.pg"]  # stops the throwaway PostgreSQL cluster at the end of the session
 
+# Most tests create campaigns as plain users and then run workers that ask for any campaign: their
+# servers (in this process, and `distribute serve` children, which inherit the environment) run
+# without review. The tests about review ask for it (campaign_review="required").
+REVIEW_OFF = {"campaign_review": "off"}
+os.environ["DISTRIBUTE_CAMPAIGN_REVIEW"] = "off"
+
 SEED_GENERATOR = """(function() {
   function main() {
     var datasets = [];
@@ -171,7 +177,7 @@ async def start_server(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[S
         from distribute.app import serve
 
         settings = load_settings(
-            overrides={"database": database, "port": 0, "lease_seconds": 5.0, **overrides}, environ={}
+            overrides={"database": database, "port": 0, "lease_seconds": 5.0, **REVIEW_OFF, **overrides}, environ={}
         )
         running = await nursery.start(serve, settings)
         url = running.urls[0]

@@ -2,7 +2,7 @@
 
 | module | owns |
 |---|---|
-| `service.py` | `CampaignService`: create, show, reset, delete/restore, export, account deletion |
+| `service.py` | `CampaignService`: create, show, reset, delete/restore, export, account deletion, review by admins |
 | `sources.py` | the uploads of a new campaign and their checks (encoding, syntax, spot checks) |
 | `export.py` | results as a streamed json, msgpack or csv download |
 | `quotas.py` | the per-account quotas checked before a campaign is created (`QuotaExceeded`) |
@@ -18,7 +18,7 @@ from __future__ import annotations
 from . import stream
 from .export import RESULT_FORMATS, ResultFormat, ResultsExport
 from .quotas import QuotaExceeded
-from .service import CampaignService
+from .service import CampaignService, require_admin
 from .sources import CampaignFields, Uploads
 from .versions import KernelUpdate
 
@@ -31,5 +31,6 @@ __all__ = [
     "ResultFormat",
     "ResultsExport",
     "Uploads",
+    "require_admin",
     "stream",
 ]

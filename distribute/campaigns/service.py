@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from ..errors import Busy, Conflict, NotFound
-from ..models import Campaign, CampaignState, CampaignStatus, User, campaign_state
+from ..errors import Busy, Conflict, NotFound, ValidationError
+from ..models import Campaign, CampaignState, CampaignStatus, Review, User, campaign_state
 from ..settings import Settings
 from ..storage import Storage
 from ..work.dispatcher import Dispatcher
@@ -26,7 +26,7 @@ from .quotas import QuotaExceeded, TrialLimiter, check_quotas
 from .sources import CampaignFields, Uploads, checked_sources
 from .versions import KernelUpdate, checked_update
 
-__all__ = ["PAUSED_BY_OWNER", "AddressNotVerified", "CampaignService"]
+__all__ = ["PAUSED_BY_OWNER", "REVIEW_REASON_MAX_CHARS", "AddressNotVerified", "CampaignService", "require_admin"]
 
 
 class AddressNotVerified(QuotaExceeded):
@@ -152,6 +152,7 @@ class CampaignService:
             "advice": self.advice(campaign.id),
             "open": campaign.is_open,
             "kernel_version": campaign.kernel_version,
+            "review": {"state": campaign.review, "reason": campaign.review_reason},
         }
 
     def export(
@@ -195,7 +196,10 @@ class CampaignService:
         return await self.store(owner, **asdict(sources), **chosen)
 
     async def store(self, owner: User, *, spot_checks: Sequence[tuple[bytes, bytes]] = (), **fields: Any) -> Campaign:
-        """Store a campaign whose sources are trusted or checked already, and start serving it."""
+        """Store a campaign whose sources are trusted or checked already, and start serving it: to every
+        worker if it needs no review (an admin's, or `campaign_review` off), else to those that name it."""
+        reviewed = owner.admin or self.settings.campaign_review == "off"
+        fields.setdefault("review", Review.APPROVED if reviewed else Review.PENDING)
         campaign = await self.storage.create_campaign(owner.id, spot_checks=spot_checks, **fields)
         await self.dispatcher.refresh_campaigns()
         self.generation.start(campaign)
@@ -338,3 +342,44 @@ class CampaignService:
     async def _set_deleted(self, campaign: Campaign, deleted: bool) -> None:
         await self.storage.set_deleted(campaign.id, deleted)
         await self.dispatcher.refresh_campaigns()
+
+    # ----------------------------------------------------------------------- review (admins only)
+
+    async def review(self, campaign_id: int, admin: User, review: str, reason: str = "") -> Campaign:
+        """An admin approves (or rejects, with a reason its owner sees) a campaign; every server process
+        serves it accordingly from its next refresh, this one at once. A non-admin gets `NotFound`, as
+        for every admin use case: the admin role is not even admitted to exist."""
+        require_admin(admin)
+        reason = reason.strip()
+        if review == Review.REJECTED and not reason:
+            raise ValidationError("a rejection needs a reason: its owner reads it")
+        if len(reason) > REVIEW_REASON_MAX_CHARS:
+            raise ValidationError(f"the reason has more than {REVIEW_REASON_MAX_CHARS} characters")
+        if await self.storage.get_campaign(campaign_id) is None:
+            raise NotFound(f"campaign {campaign_id} not found")
+        campaign = await self.storage.set_review(campaign_id, review, reason)
+        await self.dispatcher.refresh_campaigns()  # a rejected one leaves the queues; an approved one is learnt
+        self.dispatcher.notify_new_datasets(campaign_id)  # waiting workers look again
+        return campaign
+
+    async def approve(self, campaign_id: int, admin: User) -> Campaign:
+        return await self.review(campaign_id, admin, Review.APPROVED)
+
+    async def reject(self, campaign_id: int, admin: User, reason: str) -> Campaign:
+        return await self.review(campaign_id, admin, Review.REJECTED, reason)
+
+    async def awaiting_review(self, admin: User) -> list[Campaign]:
+        """Campaigns (not deleted) whose review is pending, oldest first."""
+        require_admin(admin)
+        pending = [c for c in await self.storage.list_campaigns() if c.review == Review.PENDING]
+        return sorted(pending, key=lambda c: c.id)
+
+
+REVIEW_REASON_MAX_CHARS = 1000
+
+
+def require_admin(user: User | None) -> User:
+    """The user if an admin; else `NotFound`, exactly like a page that does not exist."""
+    if user is None or not user.admin:
+        raise NotFound("not found")
+    return user

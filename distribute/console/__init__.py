@@ -12,6 +12,7 @@
 | `live.py` | the live view's server-sent events |
 | `volunteers.py` | a volunteer's credit across browsers (claim codes), leaderboards per campaign and per site |
 | `sites.py` | site owners' pages: their sites, proof of control, the policy form, the dashboard |
+| `admin.py` | the admin pages (review, users, flagged workers, quotas) and the first operator's offer |
 
 Like the JSON API, the pages are a thin adapter: what happens to campaigns is `CampaignService`'s
 (`platform.campaigns`). Templates are in `templates/console/`, styles and scripts in `static/`
@@ -27,7 +28,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import NotFound, ValidationError
 from ..webstate import EXTENSION
-from . import accounts, campaigns, live, pages, results, sites, volunteers
+from . import accounts, admin, campaigns, live, pages, results, sites, volunteers
 from .web import (
     CONSOLE_EXTENSION,
     ConsoleState,
@@ -58,6 +59,7 @@ for _child in (
     live.blueprint,
     volunteers.blueprint,
     sites.blueprint,
+    admin.blueprint,
 ):
     console_blueprint.register_blueprint(_child)
 
@@ -68,6 +70,7 @@ def _create_state(state: Any) -> None:
 
 
 console_blueprint.before_request(load_visitor)
+console_blueprint.before_request(admin.load_operator_offer)
 console_blueprint.after_request(secure_response)
 console_blueprint.after_app_request(common_headers)
 
@@ -79,6 +82,7 @@ def _template_context() -> dict[str, Any]:
         "csrf_token": csrf_token(),
         "csp_nonce": g.get("csp_nonce", ""),
         "static_url": static_url,
+        "operator_offer": g.get("operator_offer", False),
     }
 
 

@@ -32,6 +32,7 @@ from ..models import (
     Vote,
     WorkerRecord,
 )
+from .admin import AdminStore
 from .console import AccountStore, ConsoleQueries
 from .credit import CreditStore
 from .sites import SiteStore
@@ -42,6 +43,7 @@ __all__ = [
     "PRESENCE_FORGET_SECONDS",
     "AccountStore",
     "AccountUsage",
+    "AdminStore",
     "CampaignStore",
     "ConsoleQueries",
     "DatasetStore",
@@ -62,8 +64,10 @@ class UserStore(Protocol):
         """The schema version of the database (a backend without a schema returns its own constant)."""
         ...
 
-    async def create_user(self, email: str, password_hash: str | None = None, *, verified: bool = True) -> User:
-        """Add a user; raises `SettingsError` if one with this e-mail exists already.
+    async def create_user(
+        self, email: str, password_hash: str | None = None, *, verified: bool = True, admin: bool = False
+    ) -> User:
+        """Add a user (an admin with `admin`); raises `SettingsError` if one with this e-mail exists already.
 
         `verified=False`: a sign-up whose e-mail address is still to be verified (`AccountStore.verify_email`).
         """
@@ -117,7 +121,7 @@ class CampaignStore(Protocol):
     async def list_campaigns(self, owner_id: int | None = None, *, active_only: bool = False) -> list[Campaign]:
         """Campaigns of one owner (or everybody's), newest (highest id) first; deleted ones left out.
 
-        `active_only`: only campaigns generating or running.
+        `active_only`: only campaigns generating or running, and not rejected by review (served to nobody).
         """
         ...
 
@@ -368,6 +372,7 @@ class Storage(
     ResultStreamStore,
     VerificationStore,
     KernelVersionStore,
+    AdminStore,
     Protocol,
 ):
     """A whole storage backend; `open_storage(url)` returns one."""

@@ -30,7 +30,7 @@ from functools import partial
 
 import trio
 
-from ..models import Campaign, CampaignStatus, FailedTask, FinishedTask, LeasedDataset
+from ..models import Campaign, CampaignStatus, FailedTask, FinishedTask, LeasedDataset, Review, servable_to_any
 from ..scheduler.base import Candidate, Scheduler
 from ..settings import Settings
 from ..storage import Storage
@@ -111,7 +111,7 @@ class Dispatcher:
             campaign_id = queue.campaign.id
             if campaign_id not in campaigns and not queue.complete:
                 fresh = await self.storage.get_campaign(campaign_id)
-                if fresh is None or fresh.deleted or fresh.status in _STOPPED:
+                if fresh is None or fresh.deleted or fresh.status in _STOPPED or fresh.review == Review.REJECTED:
                     if fresh is not None:
                         queue.campaign = fresh  # so its workers hear why (paused or complete)
                     self._retire(queue)
@@ -170,7 +170,11 @@ class Dispatcher:
         candidates = [
             Candidate(c.id, c.priority, c.weight, c.compute_seconds, serving.get(c.id, 0), horizon)
             for q in self.queues
-            if not q.complete and (c := q.campaign).id not in excluded and has_work(q) and (admit is None or admit(c))
+            if not q.complete
+            and (c := q.campaign).id not in excluded
+            and has_work(q)
+            and servable_to_any(c)
+            and (admit is None or admit(c))  # approved, and admitted by its site
         ]
         chosen = self.scheduler.choose(candidates)
         return self.queues.campaign(chosen.campaign_id) if chosen else None

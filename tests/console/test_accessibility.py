@@ -7,7 +7,7 @@
 - At 375 x 740 (a small phone) no console page is wider than the screen.
 - The card and the campaign form work with the keyboard alone.
 
-To check a new page, add it to PUBLIC_PAGES or OWNER_PAGES; `test_every_get_route_of_the_console_is_checked`
+To check a new page, add it to PUBLIC_PAGES, OWNER_PAGES or ADMIN_PAGES; `test_every_get_route_of_the_console_is_checked`
 fails until every GET route of distribute/console/ is in one of them or in NOT_PAGES.
 """
 
@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import trio
 
+from distribute.models import Review, Verdicts
 from tests.browser.conftest import BrowserThread, Embedding, busy_kernel
 from tests.conftest import LiveServer
 
@@ -78,6 +79,14 @@ OWNER_PAGES = [
     Page("/sites/<int:site_id>", "/sites/{site}"),  # a verified site whose visitors computed the campaign
 ]
 
+# Admin pages: the owner above is made an admin for them, with their campaign awaiting review.
+ADMIN_PAGES = [
+    Page("/admin", "/admin"),
+    Page("/admin/users", "/admin/users"),
+    Page("/admin/workers", "/admin/workers"),
+    Page("/admin/quotas", "/admin/quotas"),
+]
+
 # GET routes of the console that are not pages a person reads, and why.
 NOT_PAGES = {
     "/benchmarks/files/<path:name>": "the plots shown on /benchmarks (images)",
@@ -102,8 +111,8 @@ def console_get_routes() -> set[str]:
 def test_every_get_route_of_the_console_is_checked() -> None:
     routes = console_get_routes()
     assert "/campaigns" in routes and "/" in routes  # the scan found the blueprints
-    checked = {page.route for page in PUBLIC_PAGES + OWNER_PAGES} | set(NOT_PAGES)
-    assert sorted(routes - checked) == [], "add these routes to PUBLIC_PAGES, OWNER_PAGES or NOT_PAGES"
+    checked = {page.route for page in PUBLIC_PAGES + OWNER_PAGES + ADMIN_PAGES} | set(NOT_PAGES)
+    assert sorted(routes - checked) == [], "add these routes to PUBLIC_PAGES, OWNER_PAGES, ADMIN_PAGES or NOT_PAGES"
 
 
 # --------------------------------------------------------------------------- axe in the browser
@@ -167,6 +176,9 @@ async def site_of(campaign: FailingCampaign, server: LiveServer) -> Site:
     user = await storage.user_by_email(campaign.owner.email)
     assert user is not None
     reset = await storage.accounts.create_reset(user.id, timedelta(minutes=30))
+    await storage.set_admin(user.id, True)  # for the admin pages, which then list something
+    await storage.set_review(campaign.id, Review.PENDING)
+    await storage.apply_verdicts(Verdicts(liars=("a-flagged-worker",)))
     results = (await campaign.owner.get(f"/campaigns/{campaign.id}/results")).text
     result = re.search(rf"/campaigns/{campaign.id}/results/(\d+)", results)
     assert result, "the campaign has no result to open"
@@ -219,7 +231,7 @@ def visit_all(
         page.fill("#password", PASSWORD)
         page.click("#signin-form button[type=submit]")
         page.wait_for_url("**/campaigns")
-        for owned in OWNER_PAGES:
+        for owned in OWNER_PAGES + ADMIN_PAGES:
             open_page(page, site, owned)
             assert "/signin" not in page.url, f"{owned.path} sent the owner to sign in"
             problems += check(page, owned.path)

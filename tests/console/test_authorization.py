@@ -58,6 +58,21 @@ API_ROUTES = [
     ("POST", "/api/campaigns/{c}/datasets"),
     ("POST", "/api/campaigns/{c}/kernel"),
 ]
+# Admin routes: a 404 to everyone who is not an admin (signed out, a plain user, the campaign's own owner).
+ADMIN_CONSOLE_ROUTES = [
+    ("GET", "/admin"),
+    ("GET", "/admin/users"),
+    ("GET", "/admin/workers"),
+    ("GET", "/admin/quotas"),
+    ("POST", "/admin/campaigns/{c}/approve"),
+    ("POST", "/admin/campaigns/{c}/reject"),
+]
+ADMIN_API_ROUTES = [
+    ("GET", "/api/admin/campaigns"),
+    ("POST", "/api/admin/campaigns/{c}/approve"),
+    ("POST", "/api/admin/campaigns/{c}/reject"),
+]
+ADMIN_ROUTES = ADMIN_CONSOLE_ROUTES + ADMIN_API_ROUTES
 # Public by design: the consent card volunteers see shows a campaign's name and description.
 # The card and the state it shows are public: they say no more than the card itself.
 # A campaign's leaderboard is public too: names only of volunteers who chose it, the rest as a count.
@@ -82,8 +97,20 @@ async def test_the_matrix_covers_every_route_that_takes_a_campaign(console_serve
         if "campaign_id" in rule.arguments and rule.rule not in PUBLIC:
             for method in rule.methods - {"HEAD", "OPTIONS"}:
                 routes.add((method, template_of(rule.rule)))
-    covered = {(m, re.sub(r"/download/\w+$", "/download/*", p)) for m, p in CONSOLE_ROUTES + API_ROUTES}
-    assert routes == covered
+    owners = {(m, re.sub(r"/download/\w+$", "/download/*", p)) for m, p in CONSOLE_ROUTES + API_ROUTES}
+    assert routes == owners | {(m, p) for m, p in ADMIN_ROUTES if "{c}" in p}
+
+
+async def test_the_matrix_covers_every_admin_route(console_server: LiveServer) -> None:
+    from distribute.app import create_app
+
+    app = create_app(console_server.platform)
+    routes = set()
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith(("/admin", "/api/admin")):
+            for method in rule.methods - {"HEAD", "OPTIONS"}:
+                routes.add((method, template_of(rule.rule)))
+    assert routes == set(ADMIN_ROUTES)
 
 
 @pytest.fixture
@@ -285,3 +312,82 @@ async def test_signed_out_visitors_are_sent_to_sign_in_from_site_pages(
     visitor = await people.anonymous()
     response = await visitor.get(path)
     assert response.status_code in (302, 401) and SECRET_ORIGIN not in response.text
+
+
+# --------------------------------------------------------------------------- admins' routes, and admins
+
+
+@pytest.fixture
+async def admin(people: People, api_of: Any, console_server: LiveServer) -> tuple[Visitor, Api]:
+    """An admin: signed in to the console, and with an API token."""
+    visitor = await people.sign_up("operator@example.org")
+    user = await console_server.platform.storage.user_by_email(visitor.email)
+    assert user is not None
+    await console_server.platform.storage.set_admin(user.id, True)
+    return visitor, await api_of(visitor)
+
+
+async def request_as(who: Visitor | Api, method: str, path: str) -> Any:
+    """The request with a reason (for a rejection) and, in the console, a valid CSRF token of the caller's."""
+    if isinstance(who, Api):
+        return await who.client.request(method, path, json={"reason": "not yours to judge"})
+    if method == "GET":
+        return await who.get(path)
+    page = "/campaigns" if who.session_cookie else "/signin"
+    return await who.post(path, {"reason": "not yours to judge"}, page=page)
+
+
+@pytest.mark.parametrize("who", ["signed out", "another user", "the owner"])
+@pytest.mark.parametrize(("method", "template"), ADMIN_ROUTES)
+async def test_admin_routes_are_not_found_for_everyone_but_admins(
+    method: str, template: str, who: str, victim: dict[str, Any], intruder: tuple[Visitor, Api], people: People
+) -> None:
+    mallory, mallory_api = intruder
+    api = template.startswith("/api/")
+    caller: Visitor | Api = {
+        "signed out": await people.anonymous(),
+        "another user": mallory_api if api else mallory,
+        "the owner": victim["api"] if api else victim["alice"],
+    }[who]
+    if api and who == "signed out":
+        response = await caller.client.request(method, template.format(c=victim["campaign"]))  # type: ignore[union-attr]
+        assert response.status_code == 401  # the API names no route to a caller without a token
+    else:
+        response = await request_as(caller, method, template.format(c=victim["campaign"]))
+        assert response.status_code == 404, (who, template, response.status_code)
+    assert not any(marker in response.text for marker in MARKERS)
+    await assert_untouched(victim)
+    assert (await victim["api"].campaign(victim["campaign"]))["review"] == {"state": "approved", "reason": ""}
+
+
+@pytest.mark.parametrize(("method", "template"), ADMIN_ROUTES)
+async def test_an_admin_reaches_every_admin_route(
+    method: str, template: str, victim: dict[str, Any], admin: tuple[Visitor, Api]
+) -> None:
+    visitor, api = admin
+    caller: Visitor | Api = api if template.startswith("/api/") else visitor
+    response = await request_as(caller, method, template.format(c=victim["campaign"]))
+    assert response.status_code in (200, 303), (template, response.status_code)
+
+
+@pytest.mark.parametrize(("method", "template"), CONSOLE_ROUTES)
+async def test_an_admin_has_no_owners_standing_on_the_console(
+    method: str, template: str, victim: dict[str, Any], admin: tuple[Visitor, Api]
+) -> None:
+    visitor, _ = admin
+    path = template.format(c=victim["campaign"], r=victim["result"])
+    response = await visitor.get(path) if method == "GET" else await visitor.post(path, page="/campaigns")
+    assert response.status_code == 404, (path, response.status_code)
+    assert not any(marker in response.text for marker in MARKERS), path
+    await assert_untouched(victim)
+
+
+@pytest.mark.parametrize(("method", "template"), API_ROUTES)
+async def test_an_admin_has_no_owners_standing_in_the_api(
+    method: str, template: str, victim: dict[str, Any], admin: tuple[Visitor, Api]
+) -> None:
+    _, api = admin
+    response = await api.client.request(method, template.format(c=victim["campaign"]))
+    assert response.status_code == 404, (template, response.status_code)
+    assert not any(marker in response.text for marker in MARKERS), template
+    await assert_untouched(victim)

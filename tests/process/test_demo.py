@@ -92,6 +92,7 @@ def launch_demo(folder: Path, database: str) -> Demo:
     """Start the demo in `folder` (it may create ./var there); `read_banner` waits for its lines."""
     env = {k: v for k, v in os.environ.items() if k != "DISTRIBUTE_DEMO_HOST_PORT"}
     env.update({"DISTRIBUTE_PORT": "0", "DISTRIBUTE_DATABASE": database, "PYTHONUNBUFFERED": "1"})
+    env["DISTRIBUTE_CAMPAIGN_REVIEW"] = "required"  # the default: the demo campaign is an admin's, served anyway
     log = folder / f"demo-{len(list(folder.glob('demo-*.log')))}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(

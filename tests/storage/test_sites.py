@@ -17,6 +17,7 @@ from distribute.storage.pony.entities import SCHEMA_VERSION
 from distribute.storage.pony.store import PonyStorage
 from tests.storage.conftest import make_campaign
 from tests.support.pg import fresh_database
+from tests.support.schema import BACK_TO_VERSION_3
 
 
 async def test_a_new_site_is_unverified_with_policy_any(storage: Storage) -> None:
@@ -84,28 +85,27 @@ async def test_site_days_count_tasks_verified_results_and_compute_per_campaign(s
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'v4.db'}" if request.param == "sqlite" else fresh_database()
+    return f"sqlite:///{tmp_path / 'v3.db'}" if request.param == "sqlite" else fresh_database()
 
 
-def _to_version_4(storage: PonyStorage) -> None:
+def _to_version_3(storage: PonyStorage) -> None:
     with db_session:
-        storage.sql.execute("DROP INDEX result_by_site")
-        storage.sql.execute("ALTER TABLE result DROP COLUMN site")
-        storage.sql.execute("DROP TABLE site")
-        storage.sql.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+        for statement in BACK_TO_VERSION_3:  # every index, table and column of version 4, not only the sites'
+            storage.sql.execute(statement)
+        storage.sql.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
 
 
-async def test_a_version_4_database_gains_sites_and_keeps_its_results(url: str) -> None:
+async def test_a_version_3_database_gains_sites_and_keeps_its_results(url: str) -> None:
     storage = await PonyStorage.open(url)
     campaign = await make_campaign(storage, 1)  # type: ignore[arg-type]
     leased = await storage.lease(campaign, 1, "p", 30)
     await storage.store_outcomes([FinishedTask(leased[0].id, campaign, msgpack.packb(5), 1.0, "1@x", "h")], [], 3)
-    await trio.to_thread.run_sync(_to_version_4, storage)
+    await trio.to_thread.run_sync(_to_version_3, storage)
     await storage.aclose()
 
     migrated = await PonyStorage.open(url)
     try:
-        assert await migrated.schema_version() == SCHEMA_VERSION == 5
+        assert await migrated.schema_version() == SCHEMA_VERSION == 4
         assert [msgpack.unpackb(r.value) for r in await migrated.results(campaign)] == [5]
         owner = await migrated.create_user("new@example.org")
         site = await migrated.sites.create_site(owner.id, "https://blog.example", "k", "t")

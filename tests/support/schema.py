@@ -8,9 +8,10 @@ from __future__ import annotations
 
 __all__ = ["BACK_TO_VERSION_3"]
 
-# Version 4: open campaigns, checkpoints, kernel versions, the result stream, volunteers' credit.
-_SCHEMA_4_TABLES = ("volunteer_claim", "volunteer_listing")
-_SCHEMA_4_INDEXES = ("result_stream", "result_by_identity")
+# Version 4: open campaigns, checkpoints, kernel versions, the result stream, volunteers' credit, sites,
+# the admin role and campaign review.
+_SCHEMA_4_TABLES = ("volunteer_claim", "volunteer_listing", "site")
+_SCHEMA_4_INDEXES = ("result_stream", "result_by_identity", "result_by_site")
 _SCHEMA_4_COLUMNS = (
     ("campaign", "is_open"),
     ("dataset", "checkpoint"),
@@ -18,6 +19,10 @@ _SCHEMA_4_COLUMNS = (
     ("campaign", "kernel_floor"),
     ("result", "kernel_version"),
     ("result", "stream_seq"),
+    ("result", "site"),
+    ("account", "admin"),
+    ("campaign", "review"),
+    ("campaign", "review_reason"),
 )
 
 # The statements that take a version-4 database back to version 3 (the schema version row aside).

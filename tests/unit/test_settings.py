@@ -133,7 +133,17 @@ def test_every_setting_is_read_from_its_environment_variable() -> None:
         if isinstance(setting.default, str):
             value = next(
                 v
-                for v in (setting.default + "x", "http://x", "tls", "on", "forwarded", "127.0.0.1", "json", "debug")
+                for v in (
+                    setting.default + "x",
+                    "http://x",
+                    "tls",
+                    "on",
+                    "forwarded",
+                    "127.0.0.1",
+                    "json",
+                    "debug",
+                    "off",
+                )
                 if setting.check(v)
             )
             assert getattr(load_settings(environ={key: value}), setting.name) == value

@@ -19,7 +19,14 @@ __all__ = ["MemoryAccounts", "MemoryConsoleQueries", "MemoryUsers"]
 
 
 def user_of(row: UserRow) -> User:
-    return User(id=row.id, email=row.email, created=row.created, verified=row.verified, display_name=row.display_name)
+    return User(
+        id=row.id,
+        email=row.email,
+        created=row.created,
+        verified=row.verified,
+        display_name=row.display_name,
+        admin=row.admin,
+    )
 
 
 class MemoryUsers:
@@ -27,13 +34,15 @@ class MemoryUsers:
 
     tables: Tables
 
-    async def create_user(self, email: str, password_hash: str | None = None, *, verified: bool = True) -> User:
+    async def create_user(
+        self, email: str, password_hash: str | None = None, *, verified: bool = True, admin: bool = False
+    ) -> User:
         async with self.tables.session() as t:
             if email in t.user_ids:
                 raise SettingsError(f"a user with e-mail {email} exists already")
             if not email:
                 raise ValueError("a user needs an e-mail address")
-            row = UserRow(t.next_id("user"), email, password_hash, datetime.now(UTC), verified)
+            row = UserRow(t.next_id("user"), email, password_hash, datetime.now(UTC), verified, admin=admin)
             t.users[row.id] = row
             t.user_ids[email] = row.id
             return user_of(row)

@@ -19,10 +19,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ...errors import LeaseLost, NotFound, SettingsError
-from ...models import Campaign, CampaignCounts, CampaignStatus, DatasetState, LeasedDataset, ResultStatus
+from ...models import Campaign, CampaignCounts, CampaignStatus, DatasetState, LeasedDataset, ResultStatus, Review
 from ..base import AccountUsage
 from ..hashing import content_hash
 from .accounts import MemoryAccounts, MemoryConsoleQueries, MemoryUsers
+from .admin import MemoryAdmin
 from .credit import MemoryCredit
 from .generator_leases import MemoryGeneratorLeases, holds
 from .presence import MemoryPresence
@@ -51,12 +52,13 @@ _COLUMNS: dict[str, Any] = {  # campaign columns a caller may set, with their de
     "replication": 1,
     "comparator": None,
     "is_open": False,
+    "review": Review.APPROVED,
 }
 
 _shared: dict[str, Tables] = {}  # named databases (memory://NAME), for the life of the process
 
 
-class MemoryStorage(MemoryUsers, MemoryResults, MemoryVerification):
+class MemoryStorage(MemoryUsers, MemoryResults, MemoryVerification, MemoryAdmin):
     """Storage in this process's memory. Open with `await MemoryStorage.open("memory://")`."""
 
     def __init__(self, url: str, tables: Tables) -> None:
@@ -122,7 +124,9 @@ class MemoryStorage(MemoryUsers, MemoryResults, MemoryVerification):
                 compute_seconds=0.0,
                 comparator=str(values["comparator"] or ""),
             )
-            row = CampaignRow(fixed, CampaignStatus.GENERATING, is_open=bool(values["is_open"]))
+            row = CampaignRow(
+                fixed, CampaignStatus.GENERATING, is_open=bool(values["is_open"]), review=str(values["review"])
+            )
             t.campaigns[row.id] = row
             for i, (payload, expected) in enumerate(spot_checks):
                 t.add_dataset(row, -1 - i, bytes(payload), DatasetState.SPOT, bytes(expected))
@@ -140,7 +144,7 @@ class MemoryStorage(MemoryUsers, MemoryResults, MemoryVerification):
                 for row in reversed(t.campaigns.values())
                 if not row.deleted
                 and (owner_id is None or row.fixed.owner_id == owner_id)
-                and (not active_only or row.status in _ACTIVE)
+                and (not active_only or (row.status in _ACTIVE and row.review != Review.REJECTED))
             ]
 
     async def set_deleted(self, campaign_id: int, deleted: bool) -> None:

@@ -22,7 +22,7 @@ from itertools import count
 
 import trio
 
-from ...models import Campaign, DatasetState, ResultStatus, Site, StoredResult
+from ...models import Campaign, DatasetState, ResultStatus, Review, Site, StoredResult
 
 __all__ = [
     "CampaignRow",
@@ -52,6 +52,7 @@ class UserRow:
     verified: bool = True  # False: its e-mail address is still to be verified
     verify_token_hash: str = ""  # the live address-verification token's hash, if any
     display_name: str = ""
+    admin: bool = False
 
 
 @dataclass(slots=True, eq=False)
@@ -144,6 +145,8 @@ class CampaignRow:
     generation_error: str | None = None
     is_open: bool = False
     deleted: bool = False
+    review: str = Review.APPROVED
+    review_reason: str = ""
     generated: int = 0
     compute_ms: float = 0.0
     kernel_floor: int = 1  # results of an older kernel version leave their dataset pending (a recomputing update)
@@ -176,6 +179,8 @@ class CampaignRow:
             generation_error=self.generation_error,
             is_open=self.is_open,
             deleted=self.deleted,
+            review=self.review,
+            review_reason=self.review_reason,
             generated=self.generated,
             compute_seconds=self.compute_ms / 1000.0,
         )

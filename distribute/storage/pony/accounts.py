@@ -43,16 +43,19 @@ def to_user(row: Any) -> User:
         created=row.created.replace(tzinfo=UTC),
         verified=row.email_verification is None,
         display_name=row.display_name,
+        admin=row.admin,
     )
 
 
 # ---------------------------------------------------------------------- users and API tokens
 
 
-def create_user(sql: SqlDialect, email: str, password_hash: str | None, verified: bool = True) -> User:
+def create_user(
+    sql: SqlDialect, email: str, password_hash: str | None, verified: bool = True, admin: bool = False
+) -> User:
     if sql.e["User"].get(email=email) is not None:
         raise SettingsError(f"a user with e-mail {email} exists already")
-    user = sql.e["User"](email=email, password_hash=password_hash, created=utcnow())
+    user = sql.e["User"](email=email, password_hash=password_hash, created=utcnow(), admin=admin)
     if not verified:
         sql.e["EmailVerification"](user=user, token_hash=None, expires=user.created)
     user.flush()

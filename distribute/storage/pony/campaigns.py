@@ -13,7 +13,7 @@ from typing import Any
 from pony.orm import desc, select
 
 from ...errors import LeaseLost, NotFound
-from ...models import Campaign, CampaignStatus, DatasetState
+from ...models import Campaign, CampaignStatus, DatasetState, Review
 from ..hashing import content_hash
 from . import sql as hot
 from .accounts import utcnow
@@ -34,10 +34,12 @@ __all__ = [
     "reset_campaign",
     "set_deleted",
     "set_status",
+    "to_campaign",
     "update_kernel",
 ]
 
 _ACTIVE = (CampaignStatus.GENERATING, CampaignStatus.RUNNING)
+_REJECTED = Review.REJECTED  # a plain name: Pony translates the query lambda, not attribute chains
 
 
 def _campaign(row: Any) -> Campaign:
@@ -63,6 +65,8 @@ def _campaign(row: Any) -> Campaign:
         comparator=row.comparator or "",
         is_open=bool(row.is_open),
         kernel_version=row.kernel_version,
+        review=row.review,
+        review_reason=row.review_reason or "",
     )
 
 
@@ -101,7 +105,7 @@ def list_campaigns(sql: SqlDialect, owner_id: int | None, active_only: bool) -> 
     if owner_id is not None:
         query = query.filter(lambda c: c.owner.id == owner_id)
     if active_only:
-        query = query.filter(lambda c: c.status in _ACTIVE)
+        query = query.filter(lambda c: c.status in _ACTIVE and c.review != _REJECTED)
     return [_campaign(row) for row in query.order_by(lambda c: desc(c.id))]
 
 
@@ -228,3 +232,6 @@ def close_campaign(sql: SqlDialect, campaign_id: int) -> bool:
     if row.status == CampaignStatus.GENERATING:
         row.status = CampaignStatus.RUNNING
     return True
+
+
+to_campaign = _campaign  # for the backend's other modules

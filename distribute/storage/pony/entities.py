@@ -39,6 +39,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # Results stored before the result stream existed get seq 0: they come first in it.
         "ALTER TABLE result ADD COLUMN stream_seq BIGINT NOT NULL DEFAULT 0",
         "ALTER TABLE result ADD COLUMN site INTEGER",  # the registered site the broker verified
+        "ALTER TABLE account ADD COLUMN admin BOOLEAN NOT NULL DEFAULT FALSE",
+        # Campaigns made before review existed were served to everyone: they stay approved.
+        "ALTER TABLE campaign ADD COLUMN review TEXT NOT NULL DEFAULT 'approved'",
+        "ALTER TABLE campaign ADD COLUMN review_reason TEXT NOT NULL DEFAULT ''",
     ),
 }
 
@@ -73,6 +77,7 @@ def define_entities(db: Database) -> dict[str, Any]:
         password_hash = Optional(str, nullable=True)
         created = Required(datetime)
         display_name = Optional(str, default="")  # how the embed card names the owner; "": nobody
+        admin = Required(bool, default=False)  # an operator (reviews campaigns, sees the admin pages)
         tokens = Set("ApiToken")
         campaigns = Set("Campaign")
         web_sessions = Set("WebSession")
@@ -110,6 +115,8 @@ def define_entities(db: Database) -> dict[str, Any]:
         is_open = Required(bool, default=False)  # an open campaign still taking its owner's datasets
         kernel_version = Required(int, default=1)
         kernel_floor = Required(int, default=1)  # results of an older kernel version leave their dataset pending
+        review = Required(str, default="approved")  # models.Review
+        review_reason = Optional(str, default="")  # why it was rejected
         datasets = Set("Dataset")
         results = Set("Result")
         kernel_errors = Set("KernelError")

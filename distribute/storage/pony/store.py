@@ -40,6 +40,7 @@ from . import accounts, campaigns, queries
 from . import sql as hot
 from . import verdicts as verification
 from .accounts import PonyAccounts
+from .admin import PonyAdmin
 from .connect import Sessions, StorageThreads, bind, is_postgres
 from .credit import PonyCredit
 from .entities import EXTRA_INDEXES, MIGRATIONS, SCHEMA_VERSION, define_entities
@@ -61,7 +62,7 @@ def _schema_version(sql: hot.SqlDialect) -> int:
     return int(sql.e["Meta"][("schema_version")].value)
 
 
-class PonyStorage:
+class PonyStorage(PonyAdmin):
     """The Pony backend. Open with `await PonyStorage.open(url)`; close with `aclose()`."""
 
     def __init__(self, url: str, threads: int) -> None:
@@ -145,8 +146,10 @@ class PonyStorage:
 
     # ------------------------------------------------------------------ users and tokens
 
-    async def create_user(self, email: str, password_hash: str | None = None, *, verified: bool = True) -> User:
-        return await self._sessions.run(accounts.create_user, email, password_hash, verified)
+    async def create_user(
+        self, email: str, password_hash: str | None = None, *, verified: bool = True, admin: bool = False
+    ) -> User:
+        return await self._sessions.run(accounts.create_user, email, password_hash, verified, admin)
 
     async def get_user(self, user_id: int) -> User | None:
         return await self._sessions.run(accounts.get_user, user_id)
