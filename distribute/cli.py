@@ -23,6 +23,7 @@ import httpx
 import trio
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
+from .cli_users import create_user, grant_admin
 from .errors import DistributeError, SettingsError
 from .settings import load_settings, settings_table
 
@@ -43,11 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     user = commands.add_parser("user", help="manage accounts (server side)").add_subparsers(
         dest="action", required=True
     )
-    create_user = user.add_parser("create", help="create a user and print an API token")
-    create_user.add_argument("email")
-    create_user.add_argument("--password-stdin", action="store_true", help="read a console password from stdin")
-    create_user.add_argument("--database")
-    create_user.add_argument("--admin", action="store_true", help="an admin: reviews campaigns, sees the admin pages")
+    new_user = user.add_parser("create", help="create a user and print an API token")
+    new_user.add_argument("email")
+    new_user.add_argument("--password-stdin", action="store_true", help="read a console password from stdin")
+    new_user.add_argument("--database")
+    new_user.add_argument("--admin", action="store_true", help="an admin: reviews campaigns, sees the admin pages")
     grant = user.add_parser("grant-admin", help="make an existing user an admin")
     grant.add_argument("email")
     grant.add_argument("--database")
@@ -170,7 +171,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
         return _serve(args)
     if args.command == "user":
-        return _grant_admin(args) if args.action == "grant-admin" else _create_user(args)
+        return grant_admin(args) if args.action == "grant-admin" else create_user(args)
     if args.command == "worker":
         return _worker(args)
     if args.command == "results":
@@ -248,53 +249,6 @@ def _collect_garbage_rarely() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-
-
-def _create_user(args: argparse.Namespace) -> int:
-    from .plugins import open_storage
-
-    settings = load_settings(args.settings, overrides={"database": args.database})
-    password_hash = None
-    if args.password_stdin:
-        from argon2 import PasswordHasher
-
-        password = sys.stdin.readline().rstrip("\n")
-        if len(password) < 10:
-            raise DistributeError("the password must have at least 10 characters (as in the console)")
-        password_hash = PasswordHasher().hash(password)
-
-    async def run() -> str:
-        storage = await open_storage(settings.database, 1)
-        try:
-            # The operator vouches for this address: it needs no verification mail.
-            user = await storage.create_user(args.email, password_hash, verified=True, admin=args.admin)
-            return await storage.create_token(user.id, "cli")
-        finally:
-            await storage.aclose()
-
-    token = trio.run(run)
-    print(f"created {'admin' if args.admin else 'user'} {args.email}; API token: {token}")
-    return 0
-
-
-def _grant_admin(args: argparse.Namespace) -> int:
-    from .plugins import open_storage
-
-    settings = load_settings(args.settings, overrides={"database": args.database})
-
-    async def run() -> None:
-        storage = await open_storage(settings.database, 1)
-        try:
-            user = await storage.user_by_email(args.email)
-            if user is None:
-                raise DistributeError(f"no user with e-mail {args.email}")
-            await storage.set_admin(user.id, True)
-        finally:
-            await storage.aclose()
-
-    trio.run(run)
-    print(f"{args.email} is an admin")
-    return 0
 
 
 def _client(args: argparse.Namespace) -> httpx.Client:
