@@ -1,8 +1,9 @@
 """A browser that leaves, pauses, stops or throttles down hands its tasks back at once (`release`, v1.1).
 
-Every campaign here has a task timeout of 300 s, and every hand-over must happen within 2 s: a dataset
+Every campaign here has a task timeout of 300 s, and every hand-over must happen within 20 s: a dataset
 that reaches another worker in time got there because it was handed back, not because its deadline
-passed. The server side is watched directly: each `release` frame the gateway receives is recorded
+passed (on a quiet machine it takes well under 2 s; the bound is loose so that a busy machine cannot
+fail the test, which is about the mechanism, not its speed). The server side is watched directly: each `release` frame the gateway receives is recorded
 with the tasks the connection held before and after it, and the tasks each connection holds are read
 from the gateway's sessions. A browser that closes its socket without a release also has its tasks
 requeued, but is charged with them (its address's slot allowance shrinks): the tests check that
@@ -23,7 +24,7 @@ from tests.browser.conftest import Embedding, Visit, busy_kernel, in_every_engin
 from tests.conftest import LiveServer
 
 TASK_TIMEOUT = 300  # seconds: far beyond every wait below
-HAND_OVER = 2  # seconds within which released tasks must reach the next worker
+HAND_OVER = 20  # seconds within which released tasks must reach the next worker (a tenth of the timeout)
 
 
 @dataclass(frozen=True)

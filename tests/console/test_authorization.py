@@ -48,6 +48,7 @@ CONSOLE_ROUTES = [
 API_ROUTES = [
     ("GET", "/api/campaigns/{c}"),
     ("GET", "/api/campaigns/{c}/results"),
+    ("GET", "/api/campaigns/{c}/events"),
     ("POST", "/api/campaigns/{c}/reset"),
     ("DELETE", "/api/campaigns/{c}"),
     ("POST", "/api/campaigns/{c}/restore"),
