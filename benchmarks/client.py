@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         f"(per run p50/p99: {', '.join(f'{a * 1000:.1f}/{b * 1000:.1f}' for a, b in per_run)} ms). "
         f"Of that, from the hand-over to the result stored (its `created`): p50 "
         f"{_percentile(sorted(stored), 50) * 1000:.1f} ms, p99 {_percentile(sorted(stored), 99) * 1000:.1f} ms; "
-        "the rest is the event stream's polling of storage and the client.\n"
+        "the rest is the event stream (woken by the group commit of its campaign) and the client.\n"
     )
     text = "".join(lines)
     print(text)

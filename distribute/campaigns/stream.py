@@ -6,10 +6,12 @@ string naming a position in that stream ("c" + seq + "." + result id); clients p
 The event stream (`events`) is one loop per stream, in the response body itself, so no task outlives
 it: it reads the next page of results (at once again while pages come back full, so a busy campaign is
 sent in pages of `EVENT_PAGE` results), then, at most every `PROGRESS_SECONDS` (`IDLE_PROGRESS_SECONDS`
-while nothing comes), the campaign's counts and status, and sleeps. Each empty round doubles the sleep,
-from `POLL_SECONDS` up to `IDLE_POLL_SECONDS`: an idle stream costs two cheap reads a second and one
-count every 2 s, and a result stored after a quiet spell is sent within about half a second. How many streams one account may hold open in
-this process is capped (`StreamSlots`, the `event_streams_per_user` setting).
+while nothing comes), the campaign's counts and status, and waits. The wait ends when this process's
+group commit stores results of the campaign (`work.commits`: the stream reads them at once, and while
+a stream waits the group commit runs every `flush_interval`), or after a sleep that each empty round
+doubles, from `POLL_SECONDS` up to `IDLE_POLL_SECONDS`, for results other processes store: an idle
+stream costs two cheap reads a second and one count every 2 s. How many streams one account may hold
+open in this process is capped (`StreamSlots`, the `event_streams_per_user` setting).
 """
 
 from __future__ import annotations
@@ -210,6 +212,7 @@ async def events(service: CampaignService, campaign: Campaign, user_id: int, aft
     position = decode_cursor(after)
     storage = service.storage
     pages = pages_for(service)
+    commits = service.dispatcher.commits
     with slots_for(service).hold(user_id) as held:
         if not held:
             yield _event("error", {"error": "too many open event streams for this account"})
@@ -264,6 +267,8 @@ async def events(service: CampaignService, campaign: Campaign, user_id: int, aft
                         yield _event("resumed", await service.describe(fresh))
                 status = fresh.status
                 finished = status in FINISHED
+            # Taken before the read: a commit that lands while it runs ends the wait below at once.
+            commit = commits.next_commit(campaign.id)
             # Read after the status: a campaign seen finished has every result stored already.
             page = await pages.read(storage, campaign.id, position)
             if page.size:
@@ -282,7 +287,8 @@ async def events(service: CampaignService, campaign: Campaign, user_id: int, aft
             if trio.current_time() - sent >= KEEPALIVE_SECONDS - IDLE_PROGRESS_SECONDS:
                 yield b": keepalive\n\n"
                 sent = trio.current_time()
-            await trio.sleep(sleep)
+            if await commits.wait(campaign.id, commit, sleep):
+                sleep = POLL_SECONDS  # this process stored results of the campaign: read them now
 
 
 async def _latest_error_time(service: CampaignService, campaign_id: int) -> float:

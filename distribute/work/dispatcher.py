@@ -35,6 +35,7 @@ from ..scheduler.base import Candidate, Scheduler
 from ..settings import Settings
 from ..storage import Storage
 from .checkpoints import Checkpoints
+from .commits import CommitSignals
 from .decisions import Judged, Refused, Store
 from .early import EarlyFailures
 from .pacing import FlushPacing
@@ -77,6 +78,7 @@ class Dispatcher:
         self._unqueued: list[int] = []  # datasets of retired queues still leased here: released at the next flush
         self._pausing: set[int] = set()  # stopped here, not yet paused in storage: not to be learned again
         self.checkpoints = Checkpoints(storage, settings, self.owner)  # tasks' states and progress (ctx)
+        self.commits = CommitSignals()  # result streams woken by each group commit of their campaign
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -393,6 +395,7 @@ class Dispatcher:
         self.tasks_completed += len(finished)
         self.verifier.stored(finished)
         touched = {o.campaign_id for o in finished} | {o.campaign_id for o in failed}
+        self.commits.landed(touched)
         for campaign_id in touched:
             queue = self.queues.get(campaign_id)
             if queue is None:
@@ -438,7 +441,7 @@ class Dispatcher:
             arrived = len(self._finished) + len(self._failed)
             elapsed = trio.current_time() - started
             await self._flush()
-            interval = pacing.next_wait(arrived, elapsed)
+            interval = pacing.next_wait(arrived, elapsed, self.commits.followed)
 
     async def _verification_loop(self) -> None:
         """Apply each verification round to the queues: copies offered again, re-opened work, completion."""

@@ -8,6 +8,7 @@ import httpx
 import pytest
 import trio
 
+from distribute.campaigns import stream
 from tests.conftest import LiveServer, StartServer
 from tests.support.protocol_client import work
 from tests.support.sse import Event, read_events
@@ -229,6 +230,30 @@ async def test_two_streams_of_one_campaign_each_get_every_result_once(live_serve
             await work(live_server.ws_url, campaign=campaign_id, slots=64)
     for events in streams:
         assert sorted(e.data["dataset_number"] for e in events if e.name == "result") == list(range(1, 101))
+
+
+async def test_a_group_commit_wakes_the_streams_of_its_campaign(
+    live_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stream would next poll storage in an hour: only the commits of this process wake it.
+    monkeypatch.setattr(stream, "POLL_SECONDS", 3600.0)
+    monkeypatch.setattr(stream, "IDLE_POLL_SECONDS", 3600.0)
+    campaign_id = await live_server.create_campaign()
+    numbers: list[int] = []
+
+    async def follow() -> None:
+        async with live_server.client.stream("GET", f"/api/campaigns/{campaign_id}/events") as response:
+            async for event in read_events(response):
+                if event.name == "result":
+                    numbers.append(event.data["dataset_number"])
+                    if len(numbers) == 100:
+                        return
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow)
+            await work(live_server.ws_url, campaign=campaign_id, slots=2, delay=0.01)
+    assert sorted(numbers) == list(range(1, 101))
 
 
 async def test_the_openapi_document_describes_result_pages_and_the_event_stream(live_server: LiveServer) -> None:

@@ -27,3 +27,7 @@ def test_a_trickle_waits_no_longer_than_the_longest() -> None:
 
 def test_no_elapsed_time_is_not_a_division_by_zero() -> None:
     assert PACING.next_wait(10, 0.0) == 0.02
+
+
+def test_a_followed_trickle_waits_the_shortest() -> None:
+    assert PACING.next_wait(1, 1.0, followed=True) == 0.02
