@@ -30,8 +30,8 @@ from functools import partial
 
 import trio
 
-from ..models import Campaign, CampaignStatus, FailedTask, FinishedTask, LeasedDataset, Review, servable_to_any
-from ..scheduler.base import Candidate, Scheduler
+from ..models import Campaign, CampaignStatus, FailedTask, FinishedTask, LeasedDataset, Review
+from ..scheduler.base import Scheduler
 from ..settings import Settings
 from ..storage import Storage
 from .checkpoints import Checkpoints
@@ -39,7 +39,7 @@ from .commits import CommitSignals
 from .decisions import Judged, Refused, Store
 from .early import EarlyFailures
 from .pacing import FlushPacing
-from .placement import Admit
+from .placement import Admit, candidates_for_any
 from .queues import CampaignQueue, Queues, TaskLease, has_work, overdue
 from .replicas import WorkerKey
 from .verifier import Verifier
@@ -168,16 +168,8 @@ class Dispatcher:
         self, exclude: Iterable[int] = (), serving: Mapping[int, int] | None = None, admit: Admit | None = None
     ) -> Campaign | None:
         """For a worker that serves any campaign: ask the scheduler (`serving`: campaign -> its other workers; `admit`: its site's policy)."""
-        excluded, serving, horizon = set(exclude), serving or {}, self.settings.reschedule_seconds
-        candidates = [
-            Candidate(c.id, c.priority, c.weight, c.compute_seconds, serving.get(c.id, 0), horizon)
-            for q in self.queues
-            if not q.complete
-            and (c := q.campaign).id not in excluded
-            and has_work(q)
-            and servable_to_any(c)
-            and (admit is None or admit(c))  # approved, and admitted by its site
-        ]
+        horizon = self.settings.reschedule_seconds
+        candidates = candidates_for_any(self.queues, set(exclude), serving or {}, horizon, admit)
         chosen = self.scheduler.choose(candidates)
         return self.queues.campaign(chosen.campaign_id) if chosen else None
 

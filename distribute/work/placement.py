@@ -24,10 +24,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..models import Campaign
+from ..models import Campaign, servable_to_any
+from ..scheduler.base import Candidate
 from .queues import CampaignQueue, has_work
 
-__all__ = ["Admit", "Admits", "Placements", "Work"]
+__all__ = ["Admit", "Admits", "Placements", "Work", "candidates_for_any"]
 
 _GOLDEN = (math.sqrt(5) - 1) / 2
 
@@ -147,3 +148,20 @@ class Placements:
         placement.campaign = campaign
         if campaign is not None:
             self._serving[campaign.id] += 1
+
+
+def candidates_for_any(
+    queues: Iterable[CampaignQueue], exclude: set[int], serving: Mapping[int, int], horizon: float, admit: Admit | None
+) -> list[Candidate]:
+    """What the scheduler chooses among for a worker that serves any campaign: the campaigns with work
+    now that are approved (`models.servable_to_any`) and admitted by the worker's site, each with the other
+    connections serving it (`serving`) and the placement horizon."""
+    return [
+        Candidate(c.id, c.priority, c.weight, c.compute_seconds, serving.get(c.id, 0), horizon)
+        for q in queues
+        if not q.complete
+        and (c := q.campaign).id not in exclude
+        and has_work(q)
+        and servable_to_any(c)
+        and (admit is None or admit(c))
+    ]
