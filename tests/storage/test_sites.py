@@ -70,7 +70,17 @@ async def test_site_days_count_tasks_verified_results_and_compute_per_campaign(s
         FinishedTask(leased[0].id, first, msgpack.packb(1), 1500.0, "1@x", "", site=site.id),
         FinishedTask(leased[1].id, first, msgpack.packb(1), 500.0, "1@x", "", site=site.id),
         FinishedTask(leased[2].id, first, msgpack.packb(1), 9000.0, "2@x", "", site=None),  # another page
-        FinishedTask(copies[0].id, second, msgpack.packb(1), 250.0, "1@x", "", status=ResultStatus.PENDING, identity="i", site=site.id),
+        FinishedTask(
+            copies[0].id,
+            second,
+            msgpack.packb(1),
+            250.0,
+            "1@x",
+            "",
+            status=ResultStatus.PENDING,
+            identity="i",
+            site=site.id,
+        ),
     ]
     await storage.store_outcomes(outcomes, [], 3)
     today = datetime.fromtimestamp(time.time(), UTC).strftime("%Y-%m-%d")
