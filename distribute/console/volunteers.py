@@ -104,4 +104,5 @@ async def site_leaderboard() -> ResponseTypes:
     if site is None:
         raise NotFound("no such site")
     board = await current_platform().storage.credit.leaderboard(site_id=site.id, limit=LEADERBOARD_NAMES)
-    return await page("console/leaderboard.html", title=site.origin, board=leaderboard_json(board), minutes=minutes)
+    board_json = leaderboard_json(board)
+    return await page("console/leaderboard.html", title=site.origin, origin=True, board=board_json, minutes=minutes)
