@@ -8,9 +8,11 @@
   pastes into the console's volunteer page (signed in) to add this identity's credit to their account.
   The code is signed with the server's secret and expires after `CLAIM_MINUTES`; it carries the identity,
   so it is a bearer secret too, and it never appears in a URL.
-- ``GET /leaderboard/campaigns/<id>.json`` and ``GET /leaderboard/sites.json?host=ORIGIN``: a campaign's or
-  a site's credit; volunteers whose account chose to be listed appear by display name, everyone else
-  only as a count. No identity is ever listed.
+- ``GET /leaderboard/campaigns/<id>.json`` and ``GET /leaderboard/sites.json?site=KEY``: a campaign's or
+  a registered, verified site's credit (KEY is the site's public key, the one its snippet carries);
+  volunteers whose account chose to be listed appear by display name, everyone else only as a count.
+  No identity is ever listed. A site's board counts only results the server attributed to that site
+  (its broker page vouched for the worker), never the host a worker merely claims.
 
 Credit is read from storage (`storage.credit`), which counts only accepted and verified results.
 """
@@ -29,15 +31,25 @@ from typing import Any, cast
 from quart import Blueprint, Response, current_app, request
 
 from .auth import RateLimiter
+from .models import Site
 from .storage.credit import Leaderboard
 from .webstate import current_platform
 
-__all__ = ["CLAIM_MINUTES", "IDENTITY", "claim_code", "claimed_identity", "leaderboard_json", "volunteers_blueprint"]
+__all__ = [
+    "CLAIM_MINUTES",
+    "IDENTITY",
+    "board_site",
+    "claim_code",
+    "claimed_identity",
+    "leaderboard_json",
+    "volunteers_blueprint",
+]
 
 volunteers_blueprint = Blueprint("volunteers", __name__)
 
 IDENTITY = re.compile(r"[0-9a-f]{32}")  # what the broker makes (session.js workerIdentity)
 MAX_BODY = 1024
+MAX_SITE_KEY = 64  # site keys are at most this long (the snippet's `site` pattern)
 LEADERBOARD_NAMES = 50
 
 CLAIM_MINUTES = 15
@@ -139,10 +151,21 @@ async def campaign_leaderboard(campaign_id: int) -> Response:
     return _json({"campaign": campaign_id, **leaderboard_json(board)})
 
 
+async def board_site(key: str) -> Site | None:
+    """The registered site whose public key this is, if its owner proved control of its origin; else None.
+
+    An unverified site has no board: nothing is attributed to it, and its origin is only what its owner typed.
+    """
+    if not key or len(key) > MAX_SITE_KEY:
+        return None
+    site = await current_platform().storage.sites.site_by_key(key)
+    return site if site is not None and site.verified else None
+
+
 @volunteers_blueprint.get("/leaderboard/sites.json")
 async def site_leaderboard() -> Response:
-    host = request.args.get("host", "")
-    if not host or len(host) > 200:
-        return _json({"error": "host: the site's origin, as results record it"}, 400)
-    board = await current_platform().storage.credit.leaderboard(host=host, limit=LEADERBOARD_NAMES)
-    return _json({"host": host, **leaderboard_json(board)})
+    site = await board_site(request.args.get("site", ""))
+    if site is None:
+        return _json({"error": "no such site"}, 404)
+    board = await current_platform().storage.credit.leaderboard(site_id=site.id, limit=LEADERBOARD_NAMES)
+    return _json({"site": site.key, "origin": site.origin, **leaderboard_json(board)})

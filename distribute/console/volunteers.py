@@ -4,8 +4,9 @@
   identities it claimed; a form that takes a claim code from a consent card's "Keep my credit"; the
   choice to appear by display name on leaderboards (off unless chosen). Any account is a volunteer
   account: signing up is how a volunteer creates one.
-- ``/leaderboard/campaigns/<id>`` and ``/leaderboard/sites?host=ORIGIN`` (public): the same figures as
+- ``/leaderboard/campaigns/<id>`` and ``/leaderboard/sites?site=KEY`` (public): the same figures as
   the JSON routes of `distribute.volunteers`; named volunteers only if they chose it, others as a count.
+  A site's board is that of a registered, verified site (KEY: its public key), titled with its origin.
 
 A claim code is signed and short-lived (`volunteers.claim_code`); it is posted in a form body, never
 put in a URL. An identity claimed by one account cannot be claimed by another.
@@ -20,7 +21,7 @@ from quart import g, request
 from quart.typing import ResponseTypes
 
 from ..errors import NotFound
-from ..volunteers import LEADERBOARD_NAMES, claimed_identity, leaderboard_json
+from ..volunteers import LEADERBOARD_NAMES, board_site, claimed_identity, leaderboard_json
 from ..webstate import current_platform
 from .web import ConsoleBlueprint, console, login_required, page
 
@@ -99,8 +100,9 @@ async def campaign_leaderboard(campaign_id: int) -> ResponseTypes:
 
 @blueprint.get("/leaderboard/sites")
 async def site_leaderboard() -> ResponseTypes:
-    host = request.args.get("host", "")
-    if not host or len(host) > 200:
+    site = await board_site(request.args.get("site", ""))
+    if site is None:
         raise NotFound("no such site")
-    board = await current_platform().storage.credit.leaderboard(host=host, limit=LEADERBOARD_NAMES)
-    return await page("console/leaderboard.html", title=host, board=leaderboard_json(board), minutes=minutes)
+    board = await current_platform().storage.credit.leaderboard(site_id=site.id, limit=LEADERBOARD_NAMES)
+    board_json = leaderboard_json(board)
+    return await page("console/leaderboard.html", title=site.origin, origin=True, board=board_json, minutes=minutes)

@@ -7,7 +7,8 @@ agreed), an unreplicated answer at once (accepted, or trusted), an invalid or pe
 trusted answer that goes back to pending when its worker is caught lying stops counting at that moment.
 The group commit and the verdicts change statuses in their own batched transactions; credit needs no
 write of its own on those hot paths. Results carry the worker's identity (the broker's random id, or
-"ip:" + address for a worker that sends none) and the host it reported.
+"ip:" + address for a worker that sends none), the host it reported (a claim, never counted), and the
+registered site the server verified it was embedded on (or none): a site's board counts only the latter.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class Leaderboard:
 
 
 class CreditStore(Protocol):
-    """Credit per identity, per site (host) and per campaign; claims of identities by accounts."""
+    """Credit per identity, per registered site and per campaign; claims of identities by accounts."""
 
     async def credit(self, identities: Sequence[str]) -> Credit:
         """The credit of those identities together (statuses in `CREDITED`), per campaign.
@@ -65,9 +66,13 @@ class CreditStore(Protocol):
         ...
 
     async def leaderboard(
-        self, *, campaign_id: int | None = None, host: str | None = None, limit: int = 20
+        self, *, campaign_id: int | None = None, site_id: int | None = None, limit: int = 20
     ) -> Leaderboard:
-        """The credited results of one campaign, or of one host (the site the results record), as a board.
+        """The credited results of one campaign, or of one registered site, as a board.
+
+        A site's results are those attributed to it (the result's `site`: the server verified the broker
+        page of that site); the host a worker reports is only its claim and never puts a result on a
+        site's board. Both filters together give that campaign's results on that site.
 
         Volunteers are identities; an identity claimed by an account counts as that account (all its
         identities together). Accounts listed (`set_listed`) with a non-empty display name are named,

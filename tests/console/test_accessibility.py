@@ -42,7 +42,8 @@ class Page:
     """A page to check: its route as the console declares it, and the concrete path to open.
 
     `path` may name {campaign} (a finished campaign with results and kernel errors), {result} (one of
-    its results), {reset} (a valid password-reset token) and {verify} (an e-mail verification token).
+    its results), {reset} (a valid password-reset token), {verify} (an e-mail verification token), {site}
+    and {site_key} (the id and public key of a verified site credited with the campaign's results).
     `ready` is a selector to wait for when the page renders itself after loading."""
 
     route: str
@@ -62,7 +63,7 @@ PUBLIC_PAGES = [
     Page("/verify/<token>", "/verify/{verify}"),
     Page("/api/docs", "/api/docs", ready=".swagger-ui .opblock"),
     Page("/leaderboard/campaigns/<int:campaign_id>", "/leaderboard/campaigns/{campaign}"),
-    Page("/leaderboard/sites", "/leaderboard/sites?host=https%3A%2F%2Fnews.example"),
+    Page("/leaderboard/sites", "/leaderboard/sites?site={site_key}"),  # the verified site's, with its results
 ]
 
 # Pages of a signed-in owner of a finished campaign with results and kernel errors.
@@ -186,7 +187,7 @@ async def site_of(campaign: FailingCampaign, server: LiveServer) -> Site:
     await storage.sites.set_site_verified(site.id)
     await credit_to_site(server, site.id)
     values = {"campaign": str(campaign.id), "result": result.group(1), "reset": reset, "verify": "no-such-token"}
-    values["site"] = str(site.id)
+    values["site"], values["site_key"] = str(site.id), site.key
     return Site(server, campaign.owner.email, values)
 
 

@@ -3,12 +3,14 @@ and who may see what (a volunteer sees only their own credit; no route lists ide
 
 from __future__ import annotations
 
+import html
 import re
 from typing import Any
 
 import httpx
 import pytest
 
+from distribute.models import Site
 from distribute.volunteers import claim_code
 from tests.conftest import LiveServer, StartServer
 from tests.support.protocol_client import work
@@ -162,7 +164,87 @@ async def test_a_leaderboard_counts_anonymous_volunteers_and_names_only_those_wh
     alice_seconds = (await console_server.platform.storage.credit.credit([ALICE])).seconds
     assert named["named"] == [{"name": "Ada L.", "seconds": round(alice_seconds, 6)}]
     assert named["anonymous"]["volunteers"] == 1
-    site = await console_server.client.get("/leaderboard/sites.json", params={"host": "https://news.example"})
-    assert site.json()["seconds"] == round(total, 6)
     page = (await ada.get(f"/leaderboard/campaigns/{campaign}")).text
     assert "Ada L." in page and 'data-volunteers="1"' in page
+
+
+NEWS = "https://news.example"
+
+
+async def news_site(server: LiveServer, people: People, verified: bool = True) -> Site:
+    """A site registered by its owner for NEWS (verified: the owner proved control of the origin)."""
+    await people.sign_up("editor@example.org")
+    owner = await server.platform.storage.user_by_email("editor@example.org")
+    assert owner is not None
+    site = await server.platform.storage.sites.create_site(owner.id, NEWS, "news-site-key", "token")
+    if verified:
+        await server.platform.storage.sites.set_site_verified(site.id)
+    return site
+
+
+async def ticket_of(server: LiveServer, site: Site) -> str:
+    """The ticket the site's broker page carries when a page of the site's origin frames it."""
+    page = await server.client.get("/embed/any", params={"site": site.key}, headers={"Referer": f"{NEWS}/story"})
+    found = re.search(r'data-site="([^"]+)"', page.text)
+    assert found, "the broker page gave no ticket"
+    return html.unescape(found[1])
+
+
+async def site_board(server: LiveServer, key: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        return await client.get("/leaderboard/sites.json", params={"site": key})
+
+
+async def test_a_sites_leaderboard_counts_only_results_its_broker_page_vouched_for(
+    console_server: LiveServer, people: People
+) -> None:
+    site = await news_site(console_server, people)
+    campaign = await console_server.create_campaign(kernel=COMPUTE_KERNEL, generator=generator(6), static="")
+    await console_server.wait_for(campaign, lambda c: c["status"] == "running")
+    client = {"kind": "test", "id": ALICE, "host": NEWS}
+    ticket = await ticket_of(console_server, site)
+    await work(
+        console_server.ws_url, lambda d: d["i"], campaign=campaign, client=client, max_tasks=3, slots=1, site=ticket
+    )
+    claimer = {"kind": "test", "id": BOB, "host": NEWS}  # claims the site's origin, without its broker page
+    await work(console_server.ws_url, lambda d: d["i"], campaign=campaign, client=claimer, max_tasks=3, slots=1)
+    await console_server.wait_complete(campaign)
+    alice = (await console_server.platform.storage.credit.credit([ALICE])).seconds
+    assert alice < await stored_seconds(console_server, campaign)  # Bob's results hold compute time too
+    response = await site_board(console_server, site.key)
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["origin"], body["seconds"], body["anonymous"]["volunteers"]) == (NEWS, round(alice, 6), 1)
+
+
+async def test_a_sites_leaderboard_page_is_titled_with_the_sites_origin(
+    console_server: LiveServer, people: People
+) -> None:
+    site = await news_site(console_server, people)
+    response = await console_server.client.get("/leaderboard/sites", params={"site": site.key})
+    assert response.status_code == 200
+    assert re.search(rf"<h1>Leaderboard: <span[^>]*>{re.escape(NEWS)}</span></h1>", response.text)
+
+
+@pytest.mark.parametrize("path", ["/leaderboard/sites.json", "/leaderboard/sites"])
+async def test_a_site_leaderboard_is_not_found_for_an_unknown_key_or_an_unverified_site(
+    console_server: LiveServer, people: People, path: str
+) -> None:
+    site = await news_site(console_server, people, verified=False)
+    for params in ({"site": site.key}, {"site": "no-such-key"}, {"site": ""}, {"host": NEWS}):
+        response = await console_server.client.get(path, params=params)
+        assert response.status_code == 404, params
+
+
+async def test_a_verified_sites_dashboard_links_to_its_public_leaderboard(
+    console_server: LiveServer, people: People
+) -> None:
+    editor = await people.sign_up("owner@example.org")
+    owner = await console_server.platform.storage.user_by_email("owner@example.org")
+    assert owner is not None
+    storage = console_server.platform.storage.sites
+    site = await storage.create_site(owner.id, NEWS, "news-site-key", "token")
+    link = f'href="/leaderboard/sites?site={site.key}"'
+    assert link not in (await editor.get(f"/sites/{site.id}")).text  # unverified: it has no board
+    await storage.set_site_verified(site.id)
+    assert link in (await editor.get(f"/sites/{site.id}")).text

@@ -14,9 +14,15 @@ BOB = "b" * 32
 
 
 def answer(
-    dataset: int, campaign: int, identity: str, ms: float, host: str = "https://news.example", status: str = "accepted"
+    dataset: int,
+    campaign: int,
+    identity: str,
+    ms: float,
+    host: str = "https://news.example",
+    status: str = "accepted",
+    site: int | None = None,
 ) -> FinishedTask:
-    return FinishedTask(dataset, campaign, msgpack.packb(1), ms, f"w@{identity[:4]}", host, status, identity)
+    return FinishedTask(dataset, campaign, msgpack.packb(1), ms, f"w@{identity[:4]}", host, status, identity, site=site)
 
 
 async def leased(storage: Storage, campaign: int, n: int, replicated: bool = False) -> list[int]:
@@ -87,7 +93,7 @@ async def test_a_leaderboard_names_only_listed_accounts_and_counts_everyone_else
         [
             answer(ids[0], campaign, ALICE, 50_000),
             answer(ids[1], campaign, BOB, 20_000),
-            answer(ids[2], campaign, carol, 7_000, host="https://blog.example"),
+            answer(ids[2], campaign, carol, 7_000),
             answer(ids[3], campaign, "d" * 32, 3_000),
         ],
         [],
@@ -105,8 +111,6 @@ async def test_a_leaderboard_names_only_listed_accounts_and_counts_everyone_else
     board = await storage.credit.leaderboard(campaign_id=campaign)
     assert [(e.name, e.seconds) for e in board.named] == [("Ada", 50.0)]
     assert (board.anonymous, board.anonymous_seconds, board.seconds) == (3, 30.0, 80.0)
-    site = await storage.credit.leaderboard(host="https://blog.example")
-    assert (site.named, site.anonymous, site.seconds) == ((), 1, 7.0)
     await storage.credit.set_listed(listed.id, False)
     assert (await storage.credit.leaderboard(campaign_id=campaign)).named == ()
 
@@ -137,3 +141,35 @@ async def test_deleting_an_account_releases_its_claims_and_listing(storage: Stor
     assert await storage.credit.claimed(volunteer.id) == [] and not await storage.credit.listed(volunteer.id)
     other = await storage.create_user("next@example.org")
     assert await storage.credit.claim(other.id, ALICE)
+
+
+async def test_a_sites_leaderboard_counts_only_results_attributed_to_that_registered_site(storage: Storage) -> None:
+    campaign = await make_campaign(storage, 5)
+    ids = await leased(storage, campaign, 5)
+    owner = await storage.create_user("owner@example.org")
+    blog = await storage.sites.create_site(owner.id, "https://blog.example", "blog-key", "blog-token")
+    news = await storage.sites.create_site(owner.id, "https://news.example", "news-key", "news-token")
+    carol = "c" * 32
+    await storage.store_outcomes(
+        [
+            answer(ids[0], campaign, ALICE, 50_000, host="https://blog.example", site=blog.id),
+            answer(ids[1], campaign, BOB, 20_000, host="https://blog.example", site=blog.id),
+            answer(ids[2], campaign, carol, 7_000, host="https://blog.example"),  # claims the blog, unverified
+            answer(ids[3], campaign, carol, 3_000, host="https://blog.example", site=news.id),  # what was verified
+            answer(ids[4], campaign, ALICE, 9_000, host="https://blog.example", site=blog.id, status="invalid"),
+        ],
+        [],
+        3,
+    )
+    listed = await storage.create_user("listed@example.org")
+    await storage.accounts.set_display_name(listed.id, "Ada")
+    assert await storage.credit.claim(listed.id, ALICE)
+    await storage.credit.set_listed(listed.id, True)
+    board = await storage.credit.leaderboard(site_id=blog.id)
+    assert [(e.name, e.seconds) for e in board.named] == [("Ada", 50.0)]
+    assert (board.anonymous, board.anonymous_seconds, board.seconds) == (1, 20.0, 70.0)
+    other = await storage.credit.leaderboard(site_id=news.id)
+    assert (other.named, other.anonymous, other.seconds) == ((), 1, 3.0)
+    assert (await storage.credit.leaderboard(campaign_id=campaign, site_id=news.id)).seconds == 3.0
+    assert (await storage.credit.leaderboard(campaign_id=campaign + 1, site_id=blog.id)).seconds == 0.0
+    assert (await storage.credit.leaderboard(campaign_id=campaign)).seconds == 80.0  # every credited result

@@ -64,6 +64,7 @@ class WorkOptions(TypedDict, total=False):
     client: dict[str, Any] | None  # the `client` of hello ({"kind": "test"})
     delay: float  # seconds each batch of tasks takes: a slower worker, without blocking the event loop (0)
     seen: list[int] | None  # every task id computed is also appended here, readable while the worker runs
+    site: str | None  # the site ticket of a registered site's broker page, sent in hello (None: no site)
 
 
 async def work(url: str, compute: Callable[[Any], Any] = seed_kernel, **options: Unpack[WorkOptions]) -> Outcome:
@@ -82,6 +83,7 @@ async def work_on(
         campaign=options.get("campaign"),
         slots=options.get("slots", 4),
         client=options.get("client") or {"kind": "test"},
+        site=options.get("site"),
     )
     outcome = Outcome()
     await send(ws, hello)

@@ -11,7 +11,7 @@ __all__ = ["MemoryCredit"]
 
 
 class MemoryCredit:
-    """Credit per identity, site and campaign, read from the results; every call is one transaction."""
+    """Credit per identity, registered site and campaign, read from the results; every call is one transaction."""
 
     def __init__(self, tables: Tables) -> None:
         self.tables = tables
@@ -27,7 +27,7 @@ class MemoryCredit:
         return Credit(sum(per.values()), campaigns)
 
     async def leaderboard(
-        self, *, campaign_id: int | None = None, host: str | None = None, limit: int = 20
+        self, *, campaign_id: int | None = None, site_id: int | None = None, limit: int = 20
     ) -> Leaderboard:
         async with self.tables.session() as t:
             rows = [
@@ -35,7 +35,7 @@ class MemoryCredit:
                 for r in t.results.values()
                 if r.status in CREDITED
                 and (campaign_id is None or r.campaign_id == campaign_id)
-                and (host is None or r.host == host)
+                and (site_id is None or r.site == site_id)
             ]
             names = {u: t.users[u].display_name for u in t.listed if u in t.users}
         return tally(rows, names, limit)

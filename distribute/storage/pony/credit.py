@@ -31,14 +31,14 @@ def _credit(sql: SqlDialect, identities: Sequence[str]) -> Credit:
     return Credit(sum(per.values()), campaigns)
 
 
-def _leaderboard(sql: SqlDialect, campaign_id: int | None, host: str | None, limit: int) -> Leaderboard:
+def _leaderboard(sql: SqlDialect, campaign_id: int | None, site_id: int | None, limit: int) -> Leaderboard:
     where, args = [f"r.status IN ({_STATUSES})"], list[object](CREDITED)
     if campaign_id is not None:
         where.append("r.campaign = ?")
         args.append(campaign_id)
-    if host is not None:
-        where.append("r.host = ?")
-        args.append(host)
+    if site_id is not None:
+        where.append("r.site = ?")
+        args.append(site_id)
     rows = sql.query(
         "SELECT c.account, r.identity, SUM(r.compute_ms) FROM result r"
         " LEFT JOIN volunteer_claim c ON c.identity = r.identity"
@@ -76,7 +76,7 @@ def _listed(sql: SqlDialect, user_id: int) -> bool:
 
 
 class PonyCredit:
-    """Credit per identity, site and campaign; every call is one transaction in a storage thread."""
+    """Credit per identity, registered site and campaign; every call is one transaction in a storage thread."""
 
     def __init__(self, sessions: Sessions) -> None:
         self._sessions = sessions
@@ -85,9 +85,9 @@ class PonyCredit:
         return await self._sessions.run(_credit, list(identities))
 
     async def leaderboard(
-        self, *, campaign_id: int | None = None, host: str | None = None, limit: int = 20
+        self, *, campaign_id: int | None = None, site_id: int | None = None, limit: int = 20
     ) -> Leaderboard:
-        return await self._sessions.run(_leaderboard, campaign_id, host, limit)
+        return await self._sessions.run(_leaderboard, campaign_id, site_id, limit)
 
     async def claim(self, user_id: int, identity: str) -> bool:
         return await self._sessions.run_immediate(_claim, user_id, identity)
