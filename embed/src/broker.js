@@ -270,6 +270,10 @@ function offerMore() {
 }
 offerMore();
 addEventListener("resize", offerMore);
+// The card's layout can settle after this script runs (its style sheet, fonts, the credit line and the
+// remember option appearing): measure again whenever the description's box changes.
+new ResizeObserver(offerMore).observe(about);
+document.fonts?.ready.then(offerMore);
 
 pause.addEventListener("click", () => {
   if (!session) return;
