@@ -6,7 +6,9 @@ SharedArrayBuffer to a memoryview without calling into V8). While a task runs on
 thread, the child's main thread reads it every POLL_SECONDS and sends what changed to the parent as
 note frames. Layout (little-endian): int32 checkpoint count (odd while one is written), int32 its
 length, int32 progress count, 4 bytes of padding, float64 the fraction, then the checkpoint's msgpack.
-Owner code cannot reach the buffer (it lives in the prelude's closure), but every read is bounded and
+The prelude copies a checkpoint into the buffer at most every 20 ms (each is still checked and encoded
+at once), so a kernel that checkpoints in a tight loop cannot keep rewriting it faster than a poll copies
+it out. Owner code cannot reach the buffer (it lives in the prelude's closure), but every read is bounded and
 checked as if it could, and the parent checks every note again.
 """
 

@@ -24,6 +24,10 @@ Object.defineProperty(globalThis, "__d", {value: (function () {
   const Float64ArrayC = Float64Array, atomicAdd = Atomics.add, isInteger = Number.isInteger;
   const MARK = Symbol("unserialisable"), TOO_BIG = Symbol("too big"), TOO_DEEP = Symbol("too deep");
   const MAX_DEPTH = 100;  // as results: distribute/plain.py, embed/src/scan.js
+  // A checkpoint is copied into the mailbox at most every BOX_GAP_MS: a kernel checkpointing in a tight loop
+  // would otherwise rewrite it faster than the child can copy it out whole (it retries only when it polls).
+  const BOX_GAP_MS = 20, dateNow = Date.now;
+  let boxWritten = -Infinity;
   let target = null, items = null, iter = null, pos = 0, produced = 0, maxDatasets = 0;
   // The mailbox of ctx.progress and ctx.checkpoint (see `mailbox` below); null until the child asks for it.
   let box = null, boxSeq = null, boxFraction = null, boxBytes = null, scratch = null, checkpointLimit = 0;
@@ -175,6 +179,7 @@ Object.defineProperty(globalThis, "__d", {value: (function () {
   // what leaves (and the parent re-checks all of it).
   function context(resumeJson) {
     const run = ++runs;
+    boxWritten = -Infinity;  // a new task: its first checkpoint is written at once
     return freeze({
       progress(fraction) {
         if (typeof fraction !== "number" || !(fraction >= 0 && fraction <= 1)) {
@@ -200,6 +205,9 @@ Object.defineProperty(globalThis, "__d", {value: (function () {
           const why = isObject(e) && typeof e.serialise === "string" ? e.serialise : String(e);
           throw new RangeErrorC("ctx.checkpoint refused the state: " + why);
         }
+        const now = dateNow();
+        if (now - boxWritten < BOX_GAP_MS) return;  // checked and encoded, but the one in the box stays
+        boxWritten = now;
         atomicAdd(boxSeq, 0, 1);  // odd while the copy is written: a reader that sees it waits
         boxSeq[1] = end;
         for (let i = 0; i < end; i++) boxBytes[i] = scratch[i];
