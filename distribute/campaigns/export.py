@@ -21,9 +21,18 @@ from typing import Any, Literal
 
 import msgpack
 
+from ..models import StoredResult
 from ..storage import Storage
 
-__all__ = ["CSV_COLUMNS", "RESULT_FORMATS", "CsvLayout", "ResultFormat", "ResultsExport", "export_results"]
+__all__ = [
+    "CSV_COLUMNS",
+    "RESULT_FORMATS",
+    "CsvLayout",
+    "ResultFormat",
+    "ResultsExport",
+    "export_results",
+    "result_row",
+]
 
 ResultFormat = Literal["json", "msgpack", "csv"]
 RESULT_FORMATS: tuple[ResultFormat, ...] = ("json", "msgpack", "csv")
@@ -91,21 +100,26 @@ async def _result_rows(
         for row in batch:
             if row.value is None and not include_empty:
                 continue
-            yield {
-                "dataset_id": row.dataset_id,
-                "dataset_number": row.dataset_number,
-                "dataset": msgpack.unpackb(row.dataset),
-                "result": None if row.value is None else msgpack.unpackb(row.value),
-                "compute_ms": row.compute_ms,
-                "worker": row.worker,
-                "host": row.host,
-                "created": row.created.isoformat(),
-                "verification": row.status,
-                "kernel_version": row.kernel_version,
-            }
+            yield result_row(row)
         if len(batch) < page:
             return
         after = (batch[-1].dataset_id, batch[-1].id)
+
+
+def result_row(row: StoredResult) -> Row:
+    """One result as every JSON surface shows it (the download, the cursor pages, the event stream)."""
+    return {
+        "dataset_id": row.dataset_id,
+        "dataset_number": row.dataset_number,
+        "dataset": msgpack.unpackb(row.dataset),
+        "result": None if row.value is None else msgpack.unpackb(row.value),
+        "compute_ms": row.compute_ms,
+        "worker": row.worker,
+        "host": row.host,
+        "created": row.created.isoformat(),
+        "verification": row.status,
+        "kernel_version": row.kernel_version,
+    }
 
 
 async def _as_json(rows: Callable[[], AsyncIterator[Row]]) -> AsyncIterator[bytes]:

@@ -208,17 +208,22 @@ async def checked_sources(
     if comparator:
         await check_comparator(comparator, timeout=timeout, heap_mib=heap)
     if not skip_check and settings.check_datasets > 0:
-        limits = TrialLimits(
-            datasets=settings.check_datasets,
-            wall=settings.check_seconds,
-            generator_timeout=timeout,
-            heap_mib=heap,
-            max_dataset_bytes=settings.max_dataset_bytes,
-            max_datasets=settings.max_datasets,
-            max_result_bytes=settings.max_result_bytes,
-            task_timeout=task_timeout or settings.task_timeout,
-        )
+        limits = trial_limits(settings, timeout, heap, task_timeout or settings.task_timeout)
         tried = await trial_run(kernel, static, "" if open_campaign else generator, limits)
         if tried is not None:
             raise _refused(tried, SKIP_HINT if tried.field != "generator" else "")
     return CheckedSources(kernel, generator, static, comparator or None, checks)
+
+
+def trial_limits(settings: Settings, timeout: float, heap_mib: int, task_timeout: float) -> TrialLimits:
+    """The limits of a trial before a kernel goes live (at creation and for a new kernel version)."""
+    return TrialLimits(
+        datasets=settings.check_datasets,
+        wall=settings.check_seconds,
+        generator_timeout=timeout,
+        heap_mib=heap_mib,
+        max_dataset_bytes=settings.max_dataset_bytes,
+        max_datasets=settings.max_datasets,
+        max_result_bytes=settings.max_result_bytes,
+        task_timeout=task_timeout,
+    )

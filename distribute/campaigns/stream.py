@@ -23,14 +23,14 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
-import msgpack
 import trio
 from pydantic_core import to_json
 
 from ..errors import ValidationError
-from ..models import Campaign, CampaignStatus, StoredResult, campaign_state
+from ..models import Campaign, CampaignStatus, campaign_state
 from ..storage import Storage
 from ..storage.stream import START, StreamedResult
+from .export import result_row
 from .service import CampaignService
 
 __all__ = [
@@ -82,24 +82,8 @@ def decode_cursor(cursor: str | None) -> tuple[int, int]:
 
 
 def stream_row(item: StreamedResult) -> dict[str, Any]:
-    """One result as the JSON download shows it, plus its `cursor` (and `kernel_version` where stored)."""
-    row: StoredResult = item.result
-    data: dict[str, Any] = {
-        "dataset_id": row.dataset_id,
-        "dataset_number": row.dataset_number,
-        "dataset": msgpack.unpackb(row.dataset),
-        "result": None if row.value is None else msgpack.unpackb(row.value),
-        "compute_ms": row.compute_ms,
-        "worker": row.worker,
-        "host": row.host,
-        "created": row.created.isoformat(),
-        "verification": row.status,
-        "cursor": encode_cursor(item.position),
-    }
-    version = getattr(row, "kernel_version", None)
-    if version is not None:
-        data["kernel_version"] = version
-    return data
+    """One result as the JSON download shows it, plus its `cursor`."""
+    return {**result_row(item.result), "cursor": encode_cursor(item.position)}
 
 
 async def result_page(service: CampaignService, campaign: Campaign, after: str | None, limit: int) -> dict[str, Any]:

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from ..errors import SourceError, ValidationError
 from ..models import Campaign
 from ..sandbox.kernels import check_kernel
-from ..sandbox.trial import TrialLimits, TrialProblem, trial_kernel, trial_run
+from ..sandbox.trial import TrialProblem, trial_kernel, trial_run
 from ..settings import Settings
 from ..storage import Storage
-from .sources import SKIP_HINT, _refused, decode_source
+from .sources import SKIP_HINT, _refused, decode_source, trial_limits
 
 __all__ = ["KernelUpdate", "checked_update"]
 
@@ -63,16 +63,7 @@ async def checked_update(
         raise _refused(problem)
     if not update.skip_check and settings.check_datasets > 0:
         stored = await storage.queries.sample_datasets(campaign.id, settings.check_datasets)
-        limits = TrialLimits(
-            datasets=settings.check_datasets,
-            wall=settings.check_seconds,
-            generator_timeout=timeout,
-            heap_mib=heap,
-            max_dataset_bytes=settings.max_dataset_bytes,
-            max_datasets=settings.max_datasets,
-            max_result_bytes=settings.max_result_bytes,
-            task_timeout=campaign.task_timeout,
-        )
+        limits = trial_limits(settings, timeout, heap, campaign.task_timeout)
         if stored or not campaign.generator.strip():  # (a campaign without a generator: loaded, at least)
             tried = await trial_kernel(kernel, static, [payload for _, payload in stored], limits)
         else:  # none stored yet (its generator has only just started): its first datasets, as at creation
